@@ -1,0 +1,32 @@
+//! Safe reload: a new file replaces the running config only when it is
+//! valid as a whole. Settings bound at start (sockets, connection limit)
+//! cannot change while running; a reload keeps them and says so.
+
+use super::{Config, ConfigError};
+use std::path::Path;
+
+/// The outcome of a successful reload.
+#[derive(Debug)]
+pub struct Reloaded {
+    pub config: Config,
+    /// Restart-only settings that changed in the file and were kept.
+    pub kept: Vec<String>,
+}
+
+/// Loads `path` as the successor of `current`.
+pub fn reload(path: &Path, current: &Config) -> Result<Reloaded, ConfigError> {
+    let mut config = Config::load(path)?;
+    let mut kept = Vec::new();
+    if config.milter != current.milter {
+        kept.push(format!(
+            "milter settings changed ({} → {}); they apply after a restart",
+            current.milter.listen, config.milter.listen
+        ));
+        config.milter = current.milter.clone();
+    }
+    if config.metrics_listen != current.metrics_listen {
+        kept.push("metrics.listen changed; it applies after a restart".to_string());
+        config.metrics_listen = current.metrics_listen;
+    }
+    Ok(Reloaded { config, kept })
+}

@@ -1,0 +1,162 @@
+//! The running daemon: binds the sockets, serves metrics, reloads the
+//! config on SIGHUP or when the file changes, and stops on SIGTERM/SIGINT.
+
+use crate::Shared;
+use crate::config::{Config, ConfigError, Socket, reload};
+use crate::milter::{self, MilterListener};
+use anyhow::Context as _;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::net::{TcpListener, UnixListener};
+
+/// How often the config file is checked for changes.
+const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Runs listwarden with the config at `path` until SIGTERM or SIGINT.
+pub async fn run(path: PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(&path)?;
+    let shared = Shared::new(config);
+    let reloader = Arc::new(Reloader { path: path.clone(), shared: shared.clone() });
+    let current = shared.config.load_full();
+
+    let listener = bind(&current.milter.listen, current.milter.socket_mode).await?;
+    if let Some(addr) = current.metrics_listen {
+        let bound = crate::metrics::spawn_http(addr, shared.metrics.clone())
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        tracing::info!("metrics on http://{bound}/metrics");
+    }
+    tracing::info!(
+        milter = %current.milter.listen,
+        lists = current.lists.len(),
+        observe = current.observe,
+        "listwarden {} started",
+        env!("CARGO_PKG_VERSION")
+    );
+
+    tokio::spawn(watch_signals(reloader.clone()));
+    tokio::spawn(watch_file(reloader.clone()));
+
+    let result = milter::run(listener, shared, shutdown_signal()).await;
+    if let Socket::Unix(p) = &current.milter.listen {
+        let _ = std::fs::remove_file(p);
+    }
+    tracing::info!("listwarden stopped");
+    result.context("milter stopped with an error")
+}
+
+/// Binds the milter socket. A stale unix socket file is removed, but only
+/// if it is a socket: a typo must not delete someone's file.
+pub async fn bind(socket: &Socket, mode: u32) -> anyhow::Result<MilterListener> {
+    match socket {
+        Socket::Inet { host, port } => {
+            let l = TcpListener::bind((host.as_str(), *port))
+                .await
+                .with_context(|| format!("cannot listen on {socket}"))?;
+            Ok(MilterListener::tcp(l))
+        }
+        Socket::Unix(path) => {
+            if let Ok(meta) = std::fs::symlink_metadata(path) {
+                if meta.file_type().is_socket() {
+                    std::fs::remove_file(path)
+                        .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+                } else {
+                    anyhow::bail!("{} exists and is not a socket; refusing to replace it", path.display());
+                }
+            }
+            let l = UnixListener::bind(path).with_context(|| format!("cannot listen on {socket}"))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .with_context(|| format!("cannot set mode {mode:o} on {}", path.display()))?;
+            Ok(MilterListener::unix(l))
+        }
+    }
+}
+
+/// Reloads the config file into the shared state.
+pub struct Reloader {
+    pub path: PathBuf,
+    pub shared: Arc<Shared>,
+}
+
+impl Reloader {
+    /// Loads the file; on success swaps it in, on failure keeps the old
+    /// config. Either way the outcome is logged and counted.
+    pub fn reload_now(&self) -> Result<(), ConfigError> {
+        let metrics = &self.shared.metrics;
+        let current = self.shared.config.load_full();
+        match reload::reload(&self.path, &current) {
+            Ok(r) => {
+                for warning in &r.kept {
+                    tracing::warn!("config reload: {warning}");
+                }
+                self.shared.config.store(Arc::new(r.config));
+                metrics.config_reloads.with_label_values(&["success"]).inc();
+                metrics.config_loaded();
+                tracing::info!(path = %self.path.display(), "config reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                metrics.config_reloads.with_label_values(&["failure"]).inc();
+                for line in e.to_string().lines() {
+                    tracing::error!("config reload refused, keeping the running config: {line}");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+async fn watch_signals(reloader: Arc<Reloader>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot listen for SIGHUP; reload by restart only");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading config");
+        let r = reloader.clone();
+        let _ = tokio::task::spawn_blocking(move || r.reload_now()).await;
+    }
+}
+
+/// A file's identity for change detection.
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// Reloads when the file changes, once it has been stable for one interval
+/// (an editor's half-written save is not loaded).
+async fn watch_file(reloader: Arc<Reloader>) {
+    let mut loaded = stamp(&reloader.path);
+    let mut seen = loaded;
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = stamp(&reloader.path);
+        if now != seen {
+            seen = now;
+            continue;
+        }
+        if now != loaded && now.is_some() {
+            loaded = now;
+            tracing::info!("config file changed: reloading");
+            let r = reloader.clone();
+            let _ = tokio::task::spawn_blocking(move || r.reload_now()).await;
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot listen for SIGTERM/SIGINT");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+}

@@ -1,0 +1,208 @@
+//! Prometheus metrics and the small HTTP endpoint that serves them.
+//!
+//! Labels come only from bounded sets: verdict and reason enums, stage
+//! names, and list names from the config. Never an IP or a mail address.
+//! The HTTP server runs on its own thread and runtime with a connection cap
+//! and header timeout, so a slow or abusive scraper cannot touch the milter.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Concurrent HTTP connections; further ones wait in the kernel backlog.
+const MAX_HTTP_CONNECTIONS: usize = 32;
+/// A request must send its headers within this time.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Every metric listwarden exports, registered in one registry.
+pub struct Metrics {
+    registry: Registry,
+    pub messages: IntCounterVec,
+    pub decision_seconds: HistogramVec,
+    pub connections_active: IntGauge,
+    pub config_reloads: IntCounterVec,
+    pub config_last_success: prometheus::Gauge,
+    pub spoofed_headers_removed: prometheus::IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let build_info = IntGaugeVec::new(
+            Opts::new("listwarden_build_info", "Build information; always 1."),
+            &["version"],
+        )
+        .expect("static metric definition");
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let messages = IntCounterVec::new(
+            Opts::new(
+                "listwarden_messages_total",
+                "Messages by final verdict (accept, reject, tempfail, observe_*) and reason.",
+            ),
+            &["verdict", "reason"],
+        )
+        .expect("static metric definition");
+        let decision_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "listwarden_decision_seconds",
+                "Time listwarden spent handling one milter stage.",
+            )
+            .buckets(vec![
+                0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+                0.01, 0.025, 0.05, 0.1, 0.25,
+            ]),
+            &["stage"],
+        )
+        .expect("static metric definition");
+        let connections_active = IntGauge::new(
+            "listwarden_connections_active",
+            "Milter connections from Postfix currently open.",
+        )
+        .expect("static metric definition");
+        let config_reloads = IntCounterVec::new(
+            Opts::new("listwarden_config_reloads_total", "Config reloads by result (success, failure)."),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let config_last_success = prometheus::Gauge::new(
+            "listwarden_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful config load.",
+        )
+        .expect("static metric definition");
+        let spoofed_headers_removed = prometheus::IntCounter::new(
+            "listwarden_spoofed_headers_removed_total",
+            "Inbound X-Listwarden-* headers removed so senders cannot forge tags.",
+        )
+        .expect("static metric definition");
+        for result in ["success", "failure"] {
+            config_reloads.with_label_values(&[result]);
+        }
+        let collectors: [Box<dyn prometheus::core::Collector>; 7] = [
+            Box::new(build_info),
+            Box::new(messages.clone()),
+            Box::new(decision_seconds.clone()),
+            Box::new(connections_active.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(config_last_success.clone()),
+            Box::new(spoofed_headers_removed.clone()),
+        ];
+        for c in collectors {
+            registry.register(c).expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            messages,
+            decision_seconds,
+            connections_active,
+            config_reloads,
+            config_last_success,
+            spoofed_headers_removed,
+        }
+    }
+
+    /// Marks a successful (re)load now.
+    pub fn config_loaded(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.config_last_success.set(now);
+    }
+
+    /// A histogram timer for one stage.
+    pub fn stage_timer(&self, stage: &str) -> Histogram {
+        self.decision_seconds.with_label_values(&[stage])
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec only fails on metric families that are
+        // malformed, which our static definitions are not.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Binds the HTTP endpoint and serves it on a thread of its own.
+/// Returns the bound address (useful with port 0).
+pub fn spawn_http(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
+    let std_listener = std::net::TcpListener::bind(addr)?;
+    std_listener.set_nonblocking(true)?;
+    let local = std_listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new().name("listwarden-http".into()).spawn(move || {
+        runtime.block_on(async move {
+            let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!("metrics endpoint failed: {e}");
+                    return;
+                }
+            };
+            serve(listener, metrics).await;
+        });
+    })?;
+    Ok(local)
+}
+
+async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+    let permits = Arc::new(Semaphore::new(MAX_HTTP_CONNECTIONS));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!("metrics endpoint accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let metrics = metrics.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(&req, &metrics)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(16 * 1024)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+            drop(permit);
+        });
+    }
+}
+
+fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match (req.method().as_str(), req.uri().path()) {
+        ("GET", "/metrics") => {
+            (StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics.render())
+        }
+        ("GET", "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        ("GET", _) => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
+        _ => (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n".to_string()),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    resp
+}

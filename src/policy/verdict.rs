@@ -1,0 +1,136 @@
+//! Verdicts: what to answer and why. A reply code always travels with the
+//! status it belongs to, because indymilter silently drops a custom reply
+//! whose class does not match the status.
+
+use std::fmt;
+
+/// The answer to give Postfix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing decided yet; keep listening.
+    Continue,
+    /// Done with this message: Postfix stops sending it to us.
+    Accept,
+    /// 5xx: only for a positive finding.
+    Reject(Reply),
+    /// 4xx: the client retries; nothing is lost.
+    Tempfail(Reply),
+}
+
+/// Why a verdict was reached; a bounded set, used as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Pending,
+    Clean,
+    TrustedClient,
+    ForgedEnvelopeSender,
+    ForgedFromHeader,
+    TooManyRecipients,
+    InternalError,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Pending => "pending",
+            Reason::Clean => "clean",
+            Reason::TrustedClient => "trusted_client",
+            Reason::ForgedEnvelopeSender => "forged_envelope_sender",
+            Reason::ForgedFromHeader => "forged_from_header",
+            Reason::TooManyRecipients => "too_many_recipients",
+            Reason::InternalError => "internal_error",
+        }
+    }
+}
+
+/// A complete verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub action: Action,
+    pub reason: Reason,
+    /// Name of the list concerned, if any (from the config, never from mail).
+    pub list: Option<String>,
+    /// Observe mode: log and count `action`, but continue instead.
+    pub observe: bool,
+}
+
+impl Verdict {
+    pub fn cont() -> Verdict {
+        Verdict { action: Action::Continue, reason: Reason::Pending, list: None, observe: false }
+    }
+
+    pub fn accept(reason: Reason) -> Verdict {
+        Verdict { action: Action::Accept, reason, list: None, observe: false }
+    }
+
+    /// The metric label for the verdict: what happened, or what would have.
+    pub fn label(&self) -> &'static str {
+        match (&self.action, self.observe) {
+            (Action::Continue, _) => "continue",
+            (Action::Accept, _) => "accept",
+            (Action::Reject(_), false) => "reject",
+            (Action::Reject(_), true) => "observe_reject",
+            (Action::Tempfail(_), false) => "tempfail",
+            (Action::Tempfail(_), true) => "observe_tempfail",
+        }
+    }
+}
+
+/// An SMTP reply: code, enhanced status code and one line of text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: &'static str,
+    pub status: &'static str,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn permanent(code: &'static str, status: &'static str, text: String) -> Reply {
+        debug_assert!(code.starts_with('5') && status.starts_with('5'));
+        Reply { code, status, text: sanitize(&text) }
+    }
+
+    pub fn transient(code: &'static str, status: &'static str, text: String) -> Reply {
+        debug_assert!(code.starts_with('4') && status.starts_with('4'));
+        Reply { code, status, text: sanitize(&text) }
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.code, self.status, self.text)
+    }
+}
+
+/// Longest reply text line (indymilter allows 980 bytes).
+const MAX_REPLY_TEXT: usize = 400;
+
+/// Makes text safe for an SMTP reply: printable ASCII only, `%` doubled
+/// (Postfix treats a single `%` as a format character), bounded length.
+fn sanitize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_REPLY_TEXT));
+    for c in text.chars() {
+        if out.len() >= MAX_REPLY_TEXT {
+            break;
+        }
+        match c {
+            '%' => out.push_str("%%"),
+            ' '..='~' => out.push(c),
+            _ => out.push('?'),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_text_is_sanitized() {
+        let r = Reply::permanent("550", "5.7.1", "100% <caf\u{e9}>\r\nX-Injected: 1".into());
+        assert_eq!(r.text, "100%% <caf?>??X-Injected: 1");
+        let long = Reply::transient("451", "4.7.1", "x".repeat(5000));
+        assert!(long.text.len() <= MAX_REPLY_TEXT + 1);
+    }
+}
