@@ -18,7 +18,10 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 pub async fn run(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
     let shared = Shared::new(config);
-    let reloader = Arc::new(Reloader { path: path.clone(), shared: shared.clone() });
+    let reloader = Arc::new(Reloader {
+        path: path.clone(),
+        shared: shared.clone(),
+    });
     let current = shared.config.load_full();
 
     let listener = bind(&current.milter.listen, current.milter.socket_mode).await?;
@@ -59,13 +62,18 @@ pub async fn bind(socket: &Socket, mode: u32) -> anyhow::Result<MilterListener> 
         Socket::Unix(path) => {
             if let Ok(meta) = std::fs::symlink_metadata(path) {
                 if meta.file_type().is_socket() {
-                    std::fs::remove_file(path)
-                        .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+                    std::fs::remove_file(path).with_context(|| {
+                        format!("cannot remove stale socket {}", path.display())
+                    })?;
                 } else {
-                    anyhow::bail!("{} exists and is not a socket; refusing to replace it", path.display());
+                    anyhow::bail!(
+                        "{} exists and is not a socket; refusing to replace it",
+                        path.display()
+                    );
                 }
             }
-            let l = UnixListener::bind(path).with_context(|| format!("cannot listen on {socket}"))?;
+            let l =
+                UnixListener::bind(path).with_context(|| format!("cannot listen on {socket}"))?;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
                 .with_context(|| format!("cannot set mode {mode:o} on {}", path.display()))?;
             Ok(MilterListener::unix(l))
@@ -151,7 +159,10 @@ async fn watch_file(reloader: Arc<Reloader>) {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot listen for SIGTERM/SIGINT");
         return std::future::pending().await;
     };

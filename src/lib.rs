@@ -28,6 +28,9 @@ impl Shared {
     pub fn new(config: Config) -> Arc<Shared> {
         let metrics = Metrics::new();
         metrics.config_loaded();
-        Arc::new(Shared { config: ArcSwap::from_pointee(config), metrics: Arc::new(metrics) })
+        Arc::new(Shared {
+            config: ArcSwap::from_pointee(config),
+            metrics: Arc::new(metrics),
+        })
     }
 }

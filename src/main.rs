@@ -57,7 +57,10 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => check_config(&file),
         Command::Run { config, log } => {
             init_logging(&log);
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("listwarden: cannot start the runtime: {e}");
@@ -69,7 +72,9 @@ fn main() -> ExitCode {
                 Err(e) => {
                     tracing::error!("{e:#}");
                     // A config error is a config error, also at start.
-                    if e.downcast_ref::<listwarden::config::ConfigError>().is_some() {
+                    if e.downcast_ref::<listwarden::config::ConfigError>()
+                        .is_some()
+                    {
                         ExitCode::from(EX_CONFIG)
                     } else {
                         ExitCode::FAILURE
@@ -95,7 +100,11 @@ fn check_config(file: &std::path::Path) -> ExitCode {
         Err(e) => {
             eprintln!("{e}");
             let n = e.diagnostics.len();
-            eprintln!("{}: {n} error{}", file.display(), if n == 1 { "" } else { "s" });
+            eprintln!(
+                "{}: {n} error{}",
+                file.display(),
+                if n == 1 { "" } else { "s" }
+            );
             ExitCode::from(EX_CONFIG)
         }
     }

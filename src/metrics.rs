@@ -42,7 +42,9 @@ impl Metrics {
             &["version"],
         )
         .expect("static metric definition");
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         let messages = IntCounterVec::new(
             Opts::new(
                 "listwarden_messages_total",
@@ -69,7 +71,10 @@ impl Metrics {
         )
         .expect("static metric definition");
         let config_reloads = IntCounterVec::new(
-            Opts::new("listwarden_config_reloads_total", "Config reloads by result (success, failure)."),
+            Opts::new(
+                "listwarden_config_reloads_total",
+                "Config reloads by result (success, failure).",
+            ),
             &["result"],
         )
         .expect("static metric definition");
@@ -145,26 +150,32 @@ pub fn spawn_http(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<So
     let std_listener = std::net::TcpListener::bind(addr)?;
     std_listener.set_nonblocking(true)?;
     let local = std_listener.local_addr()?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    std::thread::Builder::new().name("listwarden-http".into()).spawn(move || {
-        runtime.block_on(async move {
-            let listener = match tokio::net::TcpListener::from_std(std_listener) {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::error!("metrics endpoint failed: {e}");
-                    return;
-                }
-            };
-            serve(listener, metrics).await;
-        });
-    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("listwarden-http".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!("metrics endpoint failed: {e}");
+                        return;
+                    }
+                };
+                serve(listener, metrics).await;
+            });
+        })?;
     Ok(local)
 }
 
 async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
     let permits = Arc::new(Semaphore::new(MAX_HTTP_CONNECTIONS));
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
             Err(e) => {
@@ -192,12 +203,22 @@ async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
 
 fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (req.method().as_str(), req.uri().path()) {
-        ("GET", "/metrics") => {
-            (StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics.render())
-        }
+        ("GET", "/metrics") => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        ),
         ("GET", "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-        ("GET", _) => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
-        _ => (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n".to_string()),
+        ("GET", _) => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_string(),
+        ),
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "method not allowed\n".to_string(),
+        ),
     };
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;

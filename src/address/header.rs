@@ -144,12 +144,21 @@ mod tests {
         let cases: &[(&str, &[&str])] = &[
             ("a@b.example", &["a@b.example"]),
             (" Alice <Alice@B.example>", &["alice@b.example"]),
-            ("\"Doe, John\" <j@x.example>, k@y.example", &["j@x.example", "k@y.example"]),
+            (
+                "\"Doe, John\" <j@x.example>, k@y.example",
+                &["j@x.example", "k@y.example"],
+            ),
             ("(comment) a@b.example (more)", &["a@b.example"]),
-            ("Team: a@x.example, B <b@y.example>;", &["a@x.example", "b@y.example"]),
+            (
+                "Team: a@x.example, B <b@y.example>;",
+                &["a@x.example", "b@y.example"],
+            ),
             ("Undisclosed recipients:;", &[]),
             ("=?utf-8?q?Caf=C3=A9?= <c@z.example>", &["c@z.example"]),
-            ("\"members@lists.example.org\" <evil@x.example>", &["evil@x.example"]),
+            (
+                "\"members@lists.example.org\" <evil@x.example>",
+                &["evil@x.example"],
+            ),
             ("", &[]),
         ];
         for (value, want) in cases {
@@ -160,9 +169,15 @@ mod tests {
     #[test]
     fn malformed_falls_back_to_scan() {
         // Unbalanced brackets and quotes still reveal the address tokens.
-        assert_eq!(keys("Evil <members@lists.example.org"), ["members@lists.example.org"]);
+        assert_eq!(
+            keys("Evil <members@lists.example.org"),
+            ["members@lists.example.org"]
+        );
         assert_eq!(keys("\"x <a@b.example>"), ["a@b.example"]);
-        assert_eq!(keys("<a@b.example> junk c@d.example"), ["a@b.example", "c@d.example"]);
+        assert_eq!(
+            keys("<a@b.example> junk c@d.example"),
+            ["a@b.example", "c@d.example"]
+        );
     }
 
     #[test]

@@ -137,8 +137,14 @@ mod tests {
             ("< >", None),
             ("<a@B.Example.>", Some("a@b.example")),
             ("a@b", Some("a@b")),
-            ("<@relay.example,@x.example:u@d.example>", Some("u@d.example")),
-            ("<\"john doe\"@example.org>", Some("\"john doe\"@example.org")),
+            (
+                "<@relay.example,@x.example:u@d.example>",
+                Some("u@d.example"),
+            ),
+            (
+                "<\"john doe\"@example.org>",
+                Some("\"john doe\"@example.org"),
+            ),
         ];
         for (input, want) in cases {
             let got = Address::parse_path(input).unwrap().map(|a| a.to_string());

@@ -69,7 +69,9 @@ impl<'de> Visitor<'de> for Walk<'_> {
         };
         while let Some(key) = map.next_key::<String>()? {
             if Some(key.as_str()) == want {
-                map.next_value_seed(Walk { path: &self.path[1..] })?;
+                map.next_value_seed(Walk {
+                    path: &self.path[1..],
+                })?;
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -84,7 +86,9 @@ impl<'de> Visitor<'de> for Walk<'_> {
         let mut i = 0;
         loop {
             let found = if Some(i) == want {
-                seq.next_element_seed(Walk { path: &self.path[1..] })?
+                seq.next_element_seed(Walk {
+                    path: &self.path[1..],
+                })?
             } else {
                 seq.next_element::<IgnoredAny>()?.map(|_| ())
             };
@@ -152,15 +156,21 @@ impl<'de> Visitor<'de> for Hit {
 mod tests {
     use super::*;
 
-    const DOC: &str = "a: 1\nlists:\n  - address: x@y\n    roles: [owner, bounces]\n  - address: z@w\n";
+    const DOC: &str =
+        "a: 1\nlists:\n  - address: x@y\n    roles: [owner, bounces]\n  - address: z@w\n";
 
     #[test]
     fn finds_nested_values() {
         assert_eq!(locate(DOC, &[Seg::Key("a")]), Some((1, 4)));
         let p = [Seg::Key("lists"), Seg::Index(1), Seg::Key("address")];
         assert_eq!(locate(DOC, &p), Some((5, 14)));
-        let p = [Seg::Key("lists"), Seg::Index(0), Seg::Key("roles"), Seg::Index(1)];
-        assert_eq!(locate(DOC, &p), Some((4, 23)));
+        let p = [
+            Seg::Key("lists"),
+            Seg::Index(0),
+            Seg::Key("roles"),
+            Seg::Index(1),
+        ];
+        assert_eq!(locate(DOC, &p), Some((4, 20)));
         assert_eq!(render(&p), "lists[0].roles[1]");
     }
 

@@ -86,7 +86,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_recipients: 1000, max_header_bytes: 64 * 1024 }
+        Limits {
+            max_recipients: 1000,
+            max_header_bytes: 64 * 1024,
+        }
     }
 }
 
@@ -126,7 +129,8 @@ impl Config {
             return Err(fail(format!("file is larger than {MAX_FILE_BYTES} bytes")));
         }
         let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read file: {e}")))?;
-        let source = String::from_utf8(bytes).map_err(|e| fail(format!("file is not UTF-8: {e}")))?;
+        let source =
+            String::from_utf8(bytes).map_err(|e| fail(format!("file is not UTF-8: {e}")))?;
         Config::parse(&source, path)
     }
 
@@ -137,12 +141,18 @@ impl Config {
             file: origin.to_path_buf(),
             diagnostics: vec![Diagnostic::from_yaml(&e)],
         })?;
-        let mut v = Validator { source, diagnostics: Vec::new() };
+        let mut v = Validator {
+            source,
+            diagnostics: Vec::new(),
+        };
         let config = v.config(raw);
         if v.diagnostics.is_empty() {
             Ok(config)
         } else {
-            Err(ConfigError { file: origin.to_path_buf(), diagnostics: v.diagnostics })
+            Err(ConfigError {
+                file: origin.to_path_buf(),
+                diagnostics: v.diagnostics,
+            })
         }
     }
 
@@ -156,7 +166,10 @@ impl Config {
             self.protected.get(&format!("{base}@{domain}"))
         })?;
         let (idx, role) = hit;
-        Some(Protected { list: self.lists.get(*idx)?, role })
+        Some(Protected {
+            list: self.lists.get(*idx)?,
+            role,
+        })
     }
 
     /// True when the client address is in a trusted network.
@@ -190,7 +203,12 @@ impl Diagnostic {
             Some((p, m)) if !p.contains(' ') => (p.to_string(), m.to_string()),
             _ => ("(top)".to_string(), text),
         };
-        Diagnostic { line, column, path, message }
+        Diagnostic {
+            line,
+            column,
+            path,
+            message,
+        }
     }
 }
 
@@ -206,7 +224,12 @@ impl ConfigError {
     fn single(file: &Path, message: String) -> ConfigError {
         ConfigError {
             file: file.to_path_buf(),
-            diagnostics: vec![Diagnostic { line: None, column: None, path: "(file)".into(), message }],
+            diagnostics: vec![Diagnostic {
+                line: None,
+                column: None,
+                path: "(file)".into(),
+                message,
+            }],
         }
     }
 }
@@ -258,7 +281,10 @@ impl Validator<'_> {
             None | Some("tempfail") => OnError::Tempfail,
             Some("accept") => OnError::Accept,
             Some(other) => {
-                self.error(&[Seg::Key("on_error")], format!("`{other}` is not one of: tempfail, accept"));
+                self.error(
+                    &[Seg::Key("on_error")],
+                    format!("`{other}` is not one of: tempfail, accept"),
+                );
                 OnError::Tempfail
             }
         };
@@ -271,8 +297,16 @@ impl Validator<'_> {
         }
         let defaults = Limits::default();
         let limits = Limits {
-            max_recipients: self.positive(raw.limits.max_recipients, defaults.max_recipients, "max_recipients"),
-            max_header_bytes: self.positive(raw.limits.max_header_bytes, defaults.max_header_bytes, "max_header_bytes"),
+            max_recipients: self.positive(
+                raw.limits.max_recipients,
+                defaults.max_recipients,
+                "max_recipients",
+            ),
+            max_header_bytes: self.positive(
+                raw.limits.max_header_bytes,
+                defaults.max_header_bytes,
+                "max_header_bytes",
+            ),
         };
         let (lists, protected) = self.lists(&raw.lists);
         Config {
@@ -303,7 +337,10 @@ impl Validator<'_> {
             Ok(s) => s,
             Err(m) => {
                 self.error(&[Seg::Key("milter"), Seg::Key("listen")], m);
-                Socket::Inet { host: "127.0.0.1".into(), port: 8890 }
+                Socket::Inet {
+                    host: "127.0.0.1".into(),
+                    port: 8890,
+                }
             }
         };
         let socket_mode = match raw.socket_mode.as_deref() {
@@ -321,28 +358,37 @@ impl Validator<'_> {
         };
         let max_connections = match raw.max_connections {
             Some(0) => {
-                self.error(&[Seg::Key("milter"), Seg::Key("max_connections")], "must be at least 1");
+                self.error(
+                    &[Seg::Key("milter"), Seg::Key("max_connections")],
+                    "must be at least 1",
+                );
                 1
             }
             Some(n) => n,
             None => 200,
         };
-        MilterSettings { listen, socket_mode, max_connections }
+        MilterSettings {
+            listen,
+            socket_mode,
+            max_connections,
+        }
     }
 
     fn metrics(&mut self, listen: Option<&str>) -> Option<SocketAddr> {
         match listen {
             None | Some("off") => None,
-            Some(text) => match text.parse::<SocketAddr>() {
-                Ok(a) => Some(a),
-                Err(_) => {
-                    self.error(
+            Some(text) => {
+                match text.parse::<SocketAddr>() {
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        self.error(
                         &[Seg::Key("metrics"), Seg::Key("listen")],
                         format!("`{text}` is not an IP:PORT address such as 127.0.0.1:9890 (or `off`)"),
                     );
-                    None
+                        None
+                    }
                 }
-            },
+            }
         }
     }
 
@@ -354,11 +400,17 @@ impl Validator<'_> {
             let address = match Address::parse(&r.address) {
                 Ok(a) if !a.local.contains('+') => a,
                 Ok(_) => {
-                    self.error(&at("address"), "a list address may not contain `+` (it separates VERP details)");
+                    self.error(
+                        &at("address"),
+                        "a list address may not contain `+` (it separates VERP details)",
+                    );
                     continue;
                 }
                 Err(e) => {
-                    self.error(&at("address"), format!("`{}` is not a mail address: {e}", r.address));
+                    self.error(
+                        &at("address"),
+                        format!("`{}` is not a mail address: {e}", r.address),
+                    );
                     continue;
                 }
             };
@@ -370,22 +422,46 @@ impl Validator<'_> {
             let mut claim = |v: &mut Self, key: String, role: Role, path: &[Seg]| {
                 if let Some((other, _)) = protected.get(&key) {
                     let other: &List = &lists[*other];
-                    v.error(path, format!("`{key}` is already protected by list `{}`", other.address));
+                    v.error(
+                        path,
+                        format!("`{key}` is already protected by list `{}`", other.address),
+                    );
                 } else {
                     protected.insert(key, (index, role));
                 }
             };
             claim(self, address.key(), Role::Posting, &at("address"));
             for (j, role) in roles.iter().enumerate() {
-                let path = [Seg::Key("lists"), Seg::Index(i), Seg::Key("roles"), Seg::Index(j)];
-                if role.is_empty() || role.contains(['@', '+']) || role.chars().any(char::is_whitespace) {
-                    self.error(&path, format!("`{role}` is not a role suffix such as `owner`"));
+                let path = [
+                    Seg::Key("lists"),
+                    Seg::Index(i),
+                    Seg::Key("roles"),
+                    Seg::Index(j),
+                ];
+                if role.is_empty()
+                    || role.contains(['@', '+'])
+                    || role.chars().any(char::is_whitespace)
+                {
+                    self.error(
+                        &path,
+                        format!("`{role}` is not a role suffix such as `owner`"),
+                    );
                     continue;
                 }
-                let key = format!("{}-{}@{}", address.local.to_lowercase(), role.to_lowercase(), address.domain);
+                let key = format!(
+                    "{}-{}@{}",
+                    address.local.to_lowercase(),
+                    role.to_lowercase(),
+                    address.domain
+                );
                 claim(self, key, Role::Suffix(role.clone()), &path);
             }
-            lists.push(List { name: address.local.clone(), address, roles, observe: r.observe });
+            lists.push(List {
+                name: address.local.clone(),
+                address,
+                roles,
+                observe: r.observe,
+            });
         }
         (lists, protected)
     }
@@ -395,18 +471,27 @@ fn parse_network(text: &str) -> Result<IpNet, String> {
     let text = text.trim();
     if let Ok(net) = text.parse::<IpNet>() {
         if net.trunc() != net {
-            return Err(format!("`{text}` has host bits set; did you mean {}?", net.trunc()));
+            return Err(format!(
+                "`{text}` has host bits set; did you mean {}?",
+                net.trunc()
+            ));
         }
         return Ok(net);
     }
     if let Ok(ip) = text.parse::<IpAddr>() {
         return Ok(IpNet::from(ip));
     }
-    Err(format!("`{text}` is not a network such as 192.0.2.0/24 or 2001:db8::/48"))
+    Err(format!(
+        "`{text}` is not a network such as 192.0.2.0/24 or 2001:db8::/48"
+    ))
 }
 
 fn parse_socket(text: &str) -> Result<Socket, String> {
-    let bad = || format!("`{text}` is not a socket such as inet:127.0.0.1:8890 or unix:/run/listwarden/milter.sock");
+    let bad = || {
+        format!(
+            "`{text}` is not a socket such as inet:127.0.0.1:8890 or unix:/run/listwarden/milter.sock"
+        )
+    };
     if let Some(path) = text.strip_prefix("unix:") {
         if !path.starts_with('/') {
             return Err(format!("`{text}`: a unix socket path must be absolute"));
@@ -420,7 +505,10 @@ fn parse_socket(text: &str) -> Result<Socket, String> {
     if host.is_empty() || port == 0 {
         return Err(bad());
     }
-    Ok(Socket::Inet { host: host.to_string(), port })
+    Ok(Socket::Inet {
+        host: host.to_string(),
+        port,
+    })
 }
 
 #[cfg(test)]

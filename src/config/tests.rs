@@ -1,0 +1,254 @@
+use super::*;
+
+const GOOD: &str = "\
+milter:
+  listen: inet:127.0.0.1:8890
+trusted_networks: [127.0.0.1/32, \"::1/128\"]
+lists:
+  - address: Members@Lists.Example.ORG
+";
+
+fn parse(src: &str) -> Result<Config, ConfigError> {
+    Config::parse(src, Path::new("test.yaml"))
+}
+
+/// Every diagnostic as `LINE:COLUMN: path: message`.
+fn errors(src: &str) -> Vec<String> {
+    let e = parse(src).expect_err("config should be invalid");
+    e.diagnostics
+        .iter()
+        .map(|d| {
+            format!(
+                "{}:{}: {}: {}",
+                d.line.unwrap_or(0),
+                d.column.unwrap_or(0),
+                d.path,
+                d.message
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn shipped_example_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/listwarden.yaml");
+    let c = Config::load(&path).expect("config/listwarden.yaml must load");
+    assert_eq!(
+        c.milter.listen,
+        Socket::Inet {
+            host: "127.0.0.1".into(),
+            port: 8890
+        }
+    );
+    assert_eq!(c.metrics_listen, Some("127.0.0.1:9890".parse().unwrap()));
+    assert_eq!(c.lists.len(), 1);
+    for a in [
+        "members",
+        "members-owner",
+        "members-request",
+        "members-bounces",
+    ] {
+        let addr = Address::parse(&format!("{a}@lists.example.org")).unwrap();
+        assert!(c.protected(&addr).is_some(), "{a} must be protected");
+    }
+}
+
+#[test]
+fn defaults() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.on_error, OnError::Tempfail);
+    assert!(!c.observe);
+    assert_eq!(c.milter.socket_mode, 0o660);
+    assert_eq!(c.limits, Limits::default());
+    assert_eq!(c.metrics_listen, None);
+    assert_eq!(c.lists[0].name, "Members");
+    assert_eq!(c.lists[0].roles, ["owner", "request", "bounces"]);
+}
+
+#[test]
+fn protected_addresses_match_case_and_detail() {
+    let c = parse(GOOD).unwrap();
+    let hit = |s: &str| {
+        c.protected(&Address::parse(s).unwrap())
+            .map(|p| p.role.clone())
+    };
+    assert_eq!(hit("members@lists.example.org"), Some(Role::Posting));
+    assert_eq!(
+        hit("MEMBERS-Bounces@LISTS.example.org."),
+        Some(Role::Suffix("bounces".into()))
+    );
+    assert_eq!(
+        hit("members-bounces+alice=example.net@lists.example.org"),
+        Some(Role::Suffix("bounces".into()))
+    );
+    assert_eq!(hit("members@other.example"), None);
+    assert_eq!(hit("members-editor@lists.example.org"), None);
+    assert_eq!(hit("nonmembers@lists.example.org"), None);
+}
+
+#[test]
+fn trusted_networks() {
+    let c = parse(GOOD).unwrap();
+    assert!(c.is_trusted("127.0.0.1".parse().unwrap()));
+    assert!(c.is_trusted("::1".parse().unwrap()));
+    assert!(!c.is_trusted("127.0.0.2".parse().unwrap()));
+    assert!(!c.is_trusted("203.0.113.7".parse().unwrap()));
+}
+
+#[test]
+fn socket_forms() {
+    let cases = [
+        (
+            "inet:localhost:8890",
+            Socket::Inet {
+                host: "localhost".into(),
+                port: 8890,
+            },
+        ),
+        (
+            "inet:[::1]:8890",
+            Socket::Inet {
+                host: "::1".into(),
+                port: 8890,
+            },
+        ),
+        (
+            "unix:/run/listwarden/milter.sock",
+            Socket::Unix("/run/listwarden/milter.sock".into()),
+        ),
+    ];
+    for (text, want) in cases {
+        assert_eq!(parse_socket(text).unwrap(), want, "{text}");
+        assert_eq!(want.to_string(), text);
+    }
+    for bad in [
+        "tcp:1.2.3.4:5",
+        "inet:1.2.3.4",
+        "inet:1.2.3.4:0",
+        "inet::25",
+        "unix:relative.sock",
+        "",
+    ] {
+        assert!(parse_socket(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn every_validation_error_is_collected_with_its_place() {
+    let src = "\
+milter:
+  listen: tcp:nowhere
+  socket_mode: \"999\"
+  max_connections: 0
+metrics:
+  listen: localhost
+on_error: maybe
+trusted_networks:
+  - 127.0.0.1/33
+  - 10.0.0.1/8
+limits:
+  max_recipients: 0
+lists:
+  - address: members@lists.example.org
+  - address: not-an-address
+  - address: a+b@lists.example.org
+  - address: MEMBERS@lists.example.org
+    roles: [owner, \"bad role\"]
+";
+    assert_eq!(
+        errors(src),
+        [
+            "2:11: milter.listen: `tcp:nowhere` is not a socket such as inet:127.0.0.1:8890 or unix:/run/listwarden/milter.sock",
+            "3:16: milter.socket_mode: `999` is not an octal file mode such as \"0660\"",
+            "4:20: milter.max_connections: must be at least 1",
+            "6:11: metrics.listen: `localhost` is not an IP:PORT address such as 127.0.0.1:9890 (or `off`)",
+            "7:11: on_error: `maybe` is not one of: tempfail, accept",
+            "9:5: trusted_networks[0]: `127.0.0.1/33` is not a network such as 192.0.2.0/24 or 2001:db8::/48",
+            "10:5: trusted_networks[1]: `10.0.0.1/8` has host bits set; did you mean 10.0.0.0/8?",
+            "12:19: limits.max_recipients: must be at least 1",
+            "15:14: lists[1].address: `not-an-address` is not a mail address: address has no @domain",
+            "16:14: lists[2].address: a list address may not contain `+` (it separates VERP details)",
+            "17:14: lists[3].address: `members@lists.example.org` is already protected by list `members@lists.example.org`",
+            "18:13: lists[3].roles[0]: `members-owner@lists.example.org` is already protected by list `members@lists.example.org`",
+            "18:20: lists[3].roles[1]: `bad role` is not a role suffix such as `owner`",
+        ]
+    );
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_are_located() {
+    let e = errors("milter:\n  listen: inet:127.0.0.1:1\n  lissten: x\n");
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("3:3: milter: unknown field `lissten`"),
+        "{e:?}"
+    );
+
+    let e = errors(
+        "milter:\n  listen: inet:127.0.0.1:1\nlists:\n  - address: a@b\n    observe: sometimes\n",
+    );
+    assert!(
+        e[0].starts_with("5:14: lists[0].observe: invalid type"),
+        "{e:?}"
+    );
+
+    let e = errors("lists: []\n");
+    assert!(e[0].contains("missing field `milter`"), "{e:?}");
+}
+
+#[test]
+fn broken_yaml_is_located() {
+    let e = errors("milter:\n  listen: \"unterminated\n");
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("2:") || e[0].starts_with("3:"), "{e:?}");
+}
+
+#[test]
+fn alias_bombs_and_deep_nesting_are_refused() {
+    let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+    let mut prev = 'a';
+    for name in 'b'..='k' {
+        bomb.push_str(&format!("{name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
+        prev = name;
+    }
+    bomb.push_str("milter:\n  listen: inet:127.0.0.1:1\n");
+    assert!(parse(&bomb).is_err());
+
+    let deep = format!("milter: {}{}\n", "[".repeat(10_000), "]".repeat(10_000));
+    assert!(parse(&deep).is_err());
+}
+
+#[test]
+fn oversized_and_missing_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.yaml");
+    std::fs::write(&big, vec![b'#'; MAX_FILE_BYTES as usize + 1]).unwrap();
+    let e = Config::load(&big).unwrap_err().to_string();
+    assert!(
+        e.contains("big.yaml:1:1: (file): file is larger than"),
+        "{e}"
+    );
+
+    let e = Config::load(&dir.path().join("nope.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nope.yaml:1:1: (file): cannot read file"), "{e}");
+
+    let bin = dir.path().join("bin.yaml");
+    std::fs::write(&bin, b"milter:\n  listen: \xff\xfe\n").unwrap();
+    let e = Config::load(&bin).unwrap_err().to_string();
+    assert!(e.contains("not UTF-8"), "{e}");
+}
+
+#[test]
+fn error_display_is_file_line_column_path_message() {
+    let e = Config::parse(
+        "milter:\n  listen: nope\n",
+        Path::new("/etc/listwarden/listwarden.yaml"),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "/etc/listwarden/listwarden.yaml:2:11: milter.listen: `nope` is not a socket such as inet:127.0.0.1:8890 or unix:/run/listwarden/milter.sock"
+    );
+}

@@ -42,11 +42,13 @@ impl MilterListener {
 
 fn is_transient(e: &io::Error) -> bool {
     use io::ErrorKind::*;
-    matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted | WouldBlock | OutOfMemory)
-        || matches!(
-            e.raw_os_error(),
-            Some(libc_errno::EMFILE | libc_errno::ENFILE | libc_errno::ENOBUFS | libc_errno::ENOMEM)
-        )
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock | OutOfMemory
+    ) || matches!(
+        e.raw_os_error(),
+        Some(libc_errno::EMFILE | libc_errno::ENFILE | libc_errno::ENOBUFS | libc_errno::ENOMEM)
+    )
 }
 
 /// The few errno values we retry on (Linux numbering).
@@ -90,9 +92,9 @@ impl Listener for MilterListener {
                     MilterStream::Tcp(s)
                 })
             }),
-            MilterListener::Unix(l, backoff) => {
-                poll_with_backoff(backoff, cx, |cx| UnixListener::poll_accept(l, cx).map_ok(|(s, _)| MilterStream::Unix(s)))
-            }
+            MilterListener::Unix(l, backoff) => poll_with_backoff(backoff, cx, |cx| {
+                UnixListener::poll_accept(l, cx).map_ok(|(s, _)| MilterStream::Unix(s))
+            }),
         }
     }
 }
@@ -103,7 +105,11 @@ pub enum MilterStream {
 }
 
 impl AsyncRead for MilterStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             MilterStream::Tcp(s) => {
                 let before = buf.filled().len();
@@ -120,7 +126,11 @@ impl AsyncRead for MilterStream {
 }
 
 impl AsyncWrite for MilterStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             MilterStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             MilterStream::Unix(s) => Pin::new(s).poll_write(cx, buf),

@@ -29,7 +29,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let max_connections = shared.config.load().milter.max_connections;
-    let config = indymilter::Config { max_connections, ..Default::default() };
+    let config = indymilter::Config {
+        max_connections,
+        ..Default::default()
+    };
     indymilter::run(listener, callbacks(shared), config, shutdown).await
 }
 
@@ -122,7 +125,9 @@ fn macro_str<'a>(macros: &'a indymilter::Macros, name: &CStr) -> Option<std::bor
 }
 
 async fn connect(cx: &mut indymilter::Context<Session>, socket: SocketInfo) -> Status {
-    let Some(session) = cx.data.as_mut() else { return Status::Tempfail };
+    let Some(session) = cx.data.as_mut() else {
+        return Status::Tempfail;
+    };
     let ip = match socket {
         SocketInfo::Inet(addr) => Some(addr.ip()),
         _ => None,
@@ -132,16 +137,25 @@ async fn connect(cx: &mut indymilter::Context<Session>, socket: SocketInfo) -> S
 }
 
 async fn mail(cx: &mut indymilter::Context<Session>, args: Vec<CString>) -> Status {
-    let Some(session) = cx.data.as_mut() else { return Status::Tempfail };
-    let sender = args.first().map(|a| a.to_string_lossy()).unwrap_or_default();
+    let Some(session) = cx.data.as_mut() else {
+        return Status::Tempfail;
+    };
+    let sender = args
+        .first()
+        .map(|a| a.to_string_lossy())
+        .unwrap_or_default();
     let auth = macro_str(&cx.macros, c"{auth_authen}");
     let queue_id = macro_str(&cx.macros, c"i");
-    let step = guarded(session, "mail", |s| s.mail(&sender, auth.as_deref(), queue_id.as_deref()));
+    let step = guarded(session, "mail", |s| {
+        s.mail(&sender, auth.as_deref(), queue_id.as_deref())
+    });
     to_status(step, &mut cx.reply)
 }
 
 async fn header(cx: &mut indymilter::Context<Session>, name: CString, value: CString) -> Status {
-    let Some(session) = cx.data.as_mut() else { return Status::Continue };
+    let Some(session) = cx.data.as_mut() else {
+        return Status::Continue;
+    };
     let noreply = session.header_noreply;
     let name = name.to_string_lossy();
     let value = value.to_string_lossy();
@@ -158,14 +172,18 @@ async fn header(cx: &mut indymilter::Context<Session>, name: CString, value: CSt
 }
 
 async fn eoh(cx: &mut indymilter::Context<Session>) -> Status {
-    let Some(session) = cx.data.as_mut() else { return Status::Tempfail };
+    let Some(session) = cx.data.as_mut() else {
+        return Status::Tempfail;
+    };
     let queue_id = macro_str(&cx.macros, c"i");
     let step = guarded(session, "eoh", |s| s.end_of_headers(queue_id.as_deref()));
     to_status(step, &mut cx.reply)
 }
 
 async fn eom(cx: &mut EomContext<Session>) -> Status {
-    let Some(session) = cx.data.as_mut() else { return Status::Tempfail };
+    let Some(session) = cx.data.as_mut() else {
+        return Status::Tempfail;
+    };
     let queue_id = macro_str(&cx.macros, c"i").map(|q| q.into_owned());
     let mut deletions = Vec::new();
     let step = guarded(session, "eom", |s| {
@@ -176,7 +194,11 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
         return to_status(step, &mut cx.reply);
     }
     for (name, index) in deletions {
-        if let Err(e) = cx.actions.change_header(name.as_str(), index, None::<&str>).await {
+        if let Err(e) = cx
+            .actions
+            .change_header(name.as_str(), index, None::<&str>)
+            .await
+        {
             tracing::warn!("could not remove header {name}[{index}]: {e}");
             return match session.config().on_error {
                 crate::config::OnError::Tempfail => Status::Tempfail,

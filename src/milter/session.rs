@@ -70,7 +70,10 @@ impl Session {
     }
 
     pub fn connect(&mut self, ip: Option<std::net::IpAddr>) {
-        self.client = Client { ip: ip.map(|ip| ip.to_canonical()), authenticated_as: None };
+        self.client = Client {
+            ip: ip.map(|ip| ip.to_canonical()),
+            authenticated_as: None,
+        };
     }
 
     /// MAIL FROM: a new message begins.
@@ -91,7 +94,11 @@ impl Session {
                 None
             }
         };
-        self.msg = Some(Message { sender, queue_id: nonempty(queue_id), ..Message::default() });
+        self.msg = Some(Message {
+            sender,
+            queue_id: nonempty(queue_id),
+            ..Message::default()
+        });
         let verdict = {
             let msg = self.msg.as_ref();
             let facts = Facts {
@@ -121,7 +128,12 @@ impl Session {
             && name[..OWN_HEADER_PREFIX.len()].eq_ignore_ascii_case(OWN_HEADER_PREFIX)
             && msg.spoofed.len() < 1000
         {
-            let index = msg.spoofed.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).count() as i32 + 1;
+            let index = msg
+                .spoofed
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .count() as i32
+                + 1;
             msg.spoofed.push((name.to_string(), index));
         }
     }
@@ -131,7 +143,9 @@ impl Session {
         if let Some(step) = self.pending_failure.take() {
             return step;
         }
-        let Some(msg) = self.msg.as_mut() else { return Step::Continue };
+        let Some(msg) = self.msg.as_mut() else {
+            return Step::Continue;
+        };
         if let Some(q) = nonempty(queue_id) {
             msg.queue_id = Some(q);
         }
@@ -154,19 +168,24 @@ impl Session {
     /// End of message: which inbound `X-Listwarden-*` headers to delete,
     /// highest index first so earlier deletions do not shift later ones.
     pub fn end_of_message(&mut self, queue_id: Option<&str>) -> Vec<(String, i32)> {
-        let Some(mut msg) = self.msg.take() else { return Vec::new() };
+        let Some(mut msg) = self.msg.take() else {
+            return Vec::new();
+        };
         if let Some(q) = nonempty(queue_id) {
             msg.queue_id = Some(q);
         }
         let mut deletions = std::mem::take(&mut msg.spoofed);
-        deletions.sort_by(|a, b| b.1.cmp(&a.1));
+        deletions.sort_by_key(|d| std::cmp::Reverse(d.1));
         if !deletions.is_empty() {
             tracing::info!(
                 queue_id = msg.queue_id.as_deref().unwrap_or("NOQUEUE"),
                 count = deletions.len(),
                 "removing inbound X-Listwarden-* headers"
             );
-            self.shared.metrics.spoofed_headers_removed.inc_by(deletions.len() as u64);
+            self.shared
+                .metrics
+                .spoofed_headers_removed
+                .inc_by(deletions.len() as u64);
         }
         if !msg.counted {
             self.count(&Verdict::accept(Reason::Clean));
@@ -213,7 +232,10 @@ impl Session {
 
     /// Records how long one stage took.
     pub fn observe_time(&self, stage: &str, started: std::time::Instant) {
-        self.shared.metrics.stage_timer(stage).observe(started.elapsed().as_secs_f64());
+        self.shared
+            .metrics
+            .stage_timer(stage)
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// Logs, counts and translates a verdict.
@@ -227,16 +249,25 @@ impl Session {
             self.count(&verdict);
         }
         if verdict.observe {
-            return Step::Continue;
+            // Nothing is left to inspect after the headers.
+            return match stage {
+                Stage::Mail => Step::Continue,
+                Stage::EndOfHeaders => Step::Accept,
+            };
         }
-        if !matches!(verdict.action, Action::Continue) && !matches!(verdict.action, Action::Accept) {
+        if !matches!(verdict.action, Action::Continue) && !matches!(verdict.action, Action::Accept)
+        {
             self.msg = None;
         }
         to_step(verdict.action)
     }
 
     fn count(&mut self, verdict: &Verdict) {
-        self.shared.metrics.messages.with_label_values(&[verdict.label(), verdict.reason.as_str()]).inc();
+        self.shared
+            .metrics
+            .messages
+            .with_label_values(&[verdict.label(), verdict.reason.as_str()])
+            .inc();
         if let Some(m) = self.msg.as_mut() {
             m.counted = true;
         }
@@ -245,8 +276,15 @@ impl Session {
     fn log(&self, stage: Stage, verdict: &Verdict) {
         let msg = self.msg.as_ref();
         let queue_id = msg.and_then(|m| m.queue_id.as_deref()).unwrap_or("NOQUEUE");
-        let sender = msg.and_then(|m| m.sender.as_ref()).map(|a| a.to_string()).unwrap_or_default();
-        let client = self.client.ip.map(|ip| ip.to_string()).unwrap_or_else(|| "unknown".into());
+        let sender = msg
+            .and_then(|m| m.sender.as_ref())
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let client = self
+            .client
+            .ip
+            .map(|ip| ip.to_string())
+            .unwrap_or_else(|| "unknown".into());
         let reply = match &verdict.action {
             Action::Reject(r) | Action::Tempfail(r) => r.to_string(),
             _ => String::new(),

@@ -55,12 +55,19 @@ pub fn decide(facts: &Facts<'_>, config: &Config) -> Verdict {
         return Verdict::accept(Reason::TrustedClient);
     }
     match facts.stage {
-        Stage::Mail => match facts.sender.and_then(|s| config.protected(s).map(|p| (s, p))) {
+        Stage::Mail => match facts
+            .sender
+            .and_then(|s| config.protected(s).map(|p| (s, p)))
+        {
             Some((sender, hit)) => forged(config, hit.list, Reason::ForgedEnvelopeSender, sender),
             None => Verdict::cont(),
         },
         Stage::EndOfHeaders => {
-            match facts.from.iter().find_map(|a| config.protected(a).map(|p| (a, p))) {
+            match facts
+                .from
+                .iter()
+                .find_map(|a| config.protected(a).map(|p| (a, p)))
+            {
                 Some((author, hit)) => forged(config, hit.list, Reason::ForgedFromHeader, author),
                 None => Verdict::accept(Reason::Clean),
             }

@@ -56,11 +56,21 @@ pub struct Verdict {
 
 impl Verdict {
     pub fn cont() -> Verdict {
-        Verdict { action: Action::Continue, reason: Reason::Pending, list: None, observe: false }
+        Verdict {
+            action: Action::Continue,
+            reason: Reason::Pending,
+            list: None,
+            observe: false,
+        }
     }
 
     pub fn accept(reason: Reason) -> Verdict {
-        Verdict { action: Action::Accept, reason, list: None, observe: false }
+        Verdict {
+            action: Action::Accept,
+            reason,
+            list: None,
+            observe: false,
+        }
     }
 
     /// The metric label for the verdict: what happened, or what would have.
@@ -87,12 +97,20 @@ pub struct Reply {
 impl Reply {
     pub fn permanent(code: &'static str, status: &'static str, text: String) -> Reply {
         debug_assert!(code.starts_with('5') && status.starts_with('5'));
-        Reply { code, status, text: sanitize(&text) }
+        Reply {
+            code,
+            status,
+            text: sanitize(&text),
+        }
     }
 
     pub fn transient(code: &'static str, status: &'static str, text: String) -> Reply {
         debug_assert!(code.starts_with('4') && status.starts_with('4'));
-        Reply { code, status, text: sanitize(&text) }
+        Reply {
+            code,
+            status,
+            text: sanitize(&text),
+        }
     }
 }
 

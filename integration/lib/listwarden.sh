@@ -1,0 +1,95 @@
+# shellcheck shell=bash
+# Building, configuring, starting and stopping the listwarden binary under test.
+
+LW_BIN=""
+LW_PID=""
+LW_CONFIG=""
+LW_LOG=""
+
+# Builds the binary with the repository's target dir, unless LW_IT_BIN names one.
+lw_build() {
+	if [[ -n ${LW_IT_BIN:-} ]]; then
+		LW_BIN=$LW_IT_BIN
+	else
+		local target=${CARGO_TARGET_DIR:-$LW_IT_REPO/target}
+		say "cargo build --bin listwarden"
+		if ! (cd "$LW_IT_REPO" && cargo build --quiet --bin listwarden) >"$LW_IT_DIR/cargo-build.log" 2>&1; then
+			tail -n 40 "$LW_IT_DIR/cargo-build.log" >&2
+			die "cargo build failed"
+		fi
+		LW_BIN=$target/debug/listwarden
+	fi
+	[[ -x $LW_BIN ]] || die "no listwarden binary at $LW_BIN"
+}
+
+# Writes the test config from config/listwarden.yaml.in and validates it.
+lw_write_config() {
+	local milter_port=$1 metrics_port=$2 rc=0
+	LW_CONFIG=$LW_IT_DIR/listwarden.yaml
+	sed -e "s/@MILTER_PORT@/$milter_port/g" -e "s/@METRICS_PORT@/$metrics_port/g" \
+		"$LW_IT_HOME/config/listwarden.yaml.in" >"$LW_CONFIG"
+	"$LW_BIN" check-config "$LW_CONFIG" >"$LW_IT_DIR/check-config.log" 2>&1 || rc=$?
+	if ((rc != 0)); then
+		cat "$LW_IT_DIR/check-config.log" >&2
+		die "listwarden check-config rejected the test config (exit $rc)"
+	fi
+}
+
+# Starts the milter and waits for its milter port and /healthz.
+lw_start() {
+	local milter_port=$1 metrics_port=$2 i
+	LW_LOG=$LW_IT_DIR/listwarden.log
+	LISTWARDEN_LOG=${LW_IT_LOG:-info} "$LW_BIN" run --config "$LW_CONFIG" >"$LW_LOG" 2>&1 &
+	LW_PID=$!
+	if ! wait_for_port "$milter_port" "listwarden milter" "$LW_PID" ||
+		! wait_for_port "$metrics_port" "listwarden metrics" "$LW_PID"; then
+		lw_print_log 40
+		die "listwarden did not start"
+	fi
+	for ((i = 0; i < LW_IT_WAIT_TENTHS; i++)); do
+		http_get "$metrics_port" /healthz >/dev/null && return 0
+		sleep 0.1
+	done
+	lw_print_log 40
+	die "listwarden /healthz did not answer 200"
+}
+
+# Stops listwarden with SIGTERM; returns its exit status (or 124 when it had
+# to be killed), so the run can check that it shuts down cleanly.
+lw_stop() {
+	local rc=0
+	[[ -n $LW_PID ]] || return 0
+	kill -TERM "$LW_PID" 2>/dev/null || true
+	if ! wait_pid_gone "$LW_PID"; then
+		kill -KILL "$LW_PID" 2>/dev/null || true
+		wait "$LW_PID" 2>/dev/null || true
+		LW_PID=""
+		return 124
+	fi
+	wait "$LW_PID" 2>/dev/null || rc=$?
+	LW_PID=""
+	return "$rc"
+}
+
+lw_print_log() {
+	local n=${1:-40}
+	[[ -n $LW_LOG && -s $LW_LOG ]] || return 0
+	printf -- '--- listwarden stderr (last %s lines) ---\n' "$n" >&2
+	tail -n "$n" "$LW_LOG" >&2
+}
+
+# Sum of all samples of metric $2 in the /metrics text on port $1, and (with
+# $3) only of the samples whose labels contain $3. Prints a number.
+lw_metric_sum() {
+	local port=$1 metric=$2 label=${3:-} body
+	body=$(http_get "$port" /metrics) || {
+		echo "unreachable"
+		return 1
+	}
+	awk -v m="$metric" -v l="$label" '
+		index($0, m " ") == 1 || index($0, m "{") == 1 {
+			if (l != "" && index($0, l) == 0) next
+			s += $NF
+		}
+		END { printf "%g\n", s + 0 }' <<<"$body"
+}
