@@ -32,6 +32,8 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub config_last_success: prometheus::Gauge,
     pub spoofed_headers_removed: prometheus::IntCounter,
+    pub bounces: IntCounterVec,
+    pub signed: IntCounterVec,
 }
 
 impl Metrics {
@@ -88,10 +90,28 @@ impl Metrics {
             "Inbound X-Listwarden-* headers removed so senders cannot forge tags.",
         )
         .expect("static metric definition");
+        let bounces = IntCounterVec::new(
+            Opts::new(
+                "listwarden_bounces_total",
+                "Bounces to list addresses by check result (valid, invalid, expired, unsigned, trace_ok, trace_fail).",
+            ),
+            &["list", "verdict"],
+        )
+        .expect("static metric definition");
+        let signed = IntCounterVec::new(
+            Opts::new(
+                "listwarden_signed_total",
+                "Outbound list messages whose envelope sender was signed.",
+            ),
+            &["list"],
+        )
+        .expect("static metric definition");
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
-        let collectors: [Box<dyn prometheus::core::Collector>; 7] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+            Box::new(bounces.clone()),
+            Box::new(signed.clone()),
             Box::new(build_info),
             Box::new(messages.clone()),
             Box::new(decision_seconds.clone()),
@@ -111,6 +131,8 @@ impl Metrics {
             config_reloads,
             config_last_success,
             spoofed_headers_removed,
+            bounces,
+            signed,
         }
     }
 

@@ -34,9 +34,7 @@ async fn negotiation_takes_only_what_it_needs() {
     let opts = conn.negotiated_opts();
     for skipped in [
         ProtoOpts::NO_HELO,
-        ProtoOpts::NO_RCPT,
         ProtoOpts::NO_DATA,
-        ProtoOpts::NO_BODY,
         ProtoOpts::NO_UNKNOWN,
     ] {
         assert!(
@@ -92,6 +90,7 @@ async fn forged_from_header_is_rejected_at_end_of_headers() {
     conn.macros(MacroStage::Eoh, [("i", "4ABC123")])
         .await
         .unwrap();
+    conn.rcpt(["<bob@example.com>"]).await.unwrap();
     assert_eq!(
         conn.header("From", "Members <members@lists.example.org>")
             .await
@@ -117,6 +116,7 @@ async fn several_authors_including_the_list_are_forged() {
     let m = TestMilter::start(CONFIG).await;
     let mut conn = open(&m, STRANGER).await;
     conn.mail(["<alice@example.net>"]).await.unwrap();
+    conn.rcpt(["<bob@example.com>"]).await.unwrap();
     conn.header("From", "alice@example.net").await.unwrap();
     conn.header(
         "From",
@@ -137,6 +137,7 @@ async fn ordinary_mail_is_accepted_after_the_headers() {
         conn.mail(["<alice@example.net>"]).await.unwrap(),
         Status::Continue
     );
+    conn.rcpt(["<bob@example.com>"]).await.unwrap();
     conn.header("From", "Alice <alice@example.net>")
         .await
         .unwrap();
@@ -178,6 +179,7 @@ async fn observe_mode_counts_but_lets_the_message_through() {
         conn.mail(["<quiet@lists.example.org>"]).await.unwrap(),
         Status::Continue
     );
+    conn.rcpt(["<bob@example.com>"]).await.unwrap();
     conn.header("From", "quiet@lists.example.org")
         .await
         .unwrap();
@@ -194,6 +196,7 @@ async fn inbound_listwarden_headers_are_removed_highest_index_first() {
     let m = TestMilter::start(CONFIG).await;
     let mut conn = open(&m, STRANGER).await;
     conn.mail(["<>"]).await.unwrap();
+    conn.rcpt(["<bob@example.com>"]).await.unwrap();
     conn.header("From", "MAILER-DAEMON@mx.example.net")
         .await
         .unwrap();
@@ -229,12 +232,14 @@ async fn state_resets_between_messages_and_after_abort() {
     let mut conn = open(&m, STRANGER).await;
     // Message 1: forged From, aborted before end of headers.
     conn.mail(["<alice@example.net>"]).await.unwrap();
+    conn.rcpt(["<bob@example.com>"]).await.unwrap();
     conn.header("From", "members@lists.example.org")
         .await
         .unwrap();
     conn.abort().await.unwrap();
     // Message 2 on the same connection must not inherit message 1's From.
     conn.mail(["<bob@example.net>"]).await.unwrap();
+    conn.rcpt(["<bob@example.com>"]).await.unwrap();
     conn.header("From", "bob@example.net").await.unwrap();
     assert_eq!(conn.eoh().await.unwrap(), Status::Accept);
     // Message 3 after a rejection at MAIL.
@@ -243,6 +248,7 @@ async fn state_resets_between_messages_and_after_abort() {
         Status::Reject { .. }
     ));
     conn.mail(["<carol@example.net>"]).await.unwrap();
+    conn.rcpt(["<bob@example.com>"]).await.unwrap();
     conn.header("From", "carol@example.net").await.unwrap();
     assert_eq!(conn.eoh().await.unwrap(), Status::Accept);
     conn.close().await.unwrap();
@@ -276,6 +282,7 @@ async fn non_utf8_and_odd_input_does_not_break_the_session() {
     conn.mail([std::ffi::CString::new(&b"<\xff\xfe@lists.example.org>"[..]).unwrap()])
         .await
         .unwrap();
+    conn.rcpt(["<bob@example.com>"]).await.unwrap();
     conn.header(
         "From",
         std::ffi::CString::new(&b"\xc3\x28 <members@lists.example.org"[..]).unwrap(),
@@ -285,6 +292,7 @@ async fn non_utf8_and_odd_input_does_not_break_the_session() {
     // The broken From: still reveals the list address.
     assert!(matches!(conn.eoh().await.unwrap(), Status::Reject { .. }));
     conn.mail(["<x@y>"]).await.unwrap();
+    conn.rcpt(["<bob@example.com>"]).await.unwrap();
     conn.header("From", "x".repeat(200_000)).await.unwrap();
     assert_eq!(conn.eoh().await.unwrap(), Status::Accept);
     conn.close().await.unwrap();

@@ -36,7 +36,7 @@ fn parse_strict(value: &str) -> Option<Vec<Address>> {
         if spec.is_empty() {
             return Some(());
         }
-        let addr = Address::parse_path(spec).ok().flatten()?;
+        let addr = super::parse_path(spec).ok().flatten()?;
         if out.len() < MAX_MAILBOXES {
             out.push(addr);
         }

@@ -1,14 +1,70 @@
-//! Mail addresses: the canonical form listwarden compares, and the parsers
-//! for SMTP paths and `From:` headers.
+//! Mail addresses as listwarden sees them, and the signed forms it mints.
+//!
+//! * [`Address`]: a mailbox in canonical form, with [`Address::parse`] for a bare
+//!   `local@domain` and [`parse_path`] for an SMTP path as a milter receives it.
+//! * [`prvs`]: BATV `prvs=` tags (draft-levine-smtp-batv-01, as batv-tools does it).
+//! * [`verp`]: plain VERP (`bounce+user=domain@list`) and listwarden's own signed VERP.
+//! * [`keys`]: the key ring shared by both signers.
+//!
+//! Parsing is deliberately tolerant (real MTAs emit `a..b@x`, 100-byte local parts and
+//! trailing-dot domains) but bounded: nothing here allocates more than a few times
+//! [`MAX_PATH_LEN`] for one input.
 
 mod header;
+pub mod keys;
+pub mod prvs;
+pub mod verp;
 
 pub use header::mailboxes_in_header;
 
+pub use keys::{Key, KeyError, KeyRing};
+pub use prvs::PrvsResult;
+pub use verp::{VerpAddress, VerpError, VerpResult};
+
 use std::fmt;
 
-/// Longest address we look at; anything longer is garbage, not mail.
-const MAX_ADDRESS_LEN: usize = 512;
+/// Longest accepted mailbox, `local` + `@` + `domain`, in bytes of the unquoted form.
+/// RFC 5321 says 64 + 1 + 255 (and 254 in practice); VERP and BATV push real addresses
+/// past that, so we tolerate twice the usual size and reject beyond.
+pub const MAX_ADDRESS_LEN: usize = 512;
+
+/// Longest raw input to [`parse_path`] / [`Address::parse`], checked before any work.
+/// Room for a fully escaped local part (each byte doubled), brackets, whitespace and a
+/// short source route on top of [`MAX_ADDRESS_LEN`].
+pub const MAX_PATH_LEN: usize = 2 * MAX_ADDRESS_LEN + 64;
+
+/// Characters that may not appear in an unquoted local part (RFC 5322 specials minus
+/// `@` and `.`; `@` is tolerated because we split at the last one, dots anywhere
+/// because `a..b@x` exists in the wild).
+const LOCAL_SPECIALS: &[char] = &['"', '(', ')', ',', ':', ';', '<', '>', '[', '\\', ']'];
+
+/// Why an address or path was rejected. Carries no address text: callers log the
+/// input themselves, sanitised, if they want it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    #[error("address is empty")]
+    Empty,
+    #[error("address is too long")]
+    TooLong,
+    #[error("address has no '@'")]
+    NoAt,
+    #[error("local part is empty")]
+    EmptyLocal,
+    #[error("domain is empty")]
+    EmptyDomain,
+    #[error("address contains a control character")]
+    ControlChar,
+    #[error("local part contains a character that needs quoting")]
+    BadLocal,
+    #[error("quoted local part is malformed")]
+    BadQuoting,
+    #[error("domain is malformed")]
+    BadDomain,
+    #[error("angle brackets are unbalanced")]
+    BadBrackets,
+    #[error("source route is malformed")]
+    BadRoute,
+}
 
 /// A mailbox in canonical form: domain lowercased without a trailing dot,
 /// local part kept as given (quoted forms unquoted).
@@ -18,104 +74,85 @@ pub struct Address {
     pub domain: String,
 }
 
-/// Why a string is not an address.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AddressError {
-    #[error("address is empty")]
-    Empty,
-    #[error("address is longer than {MAX_ADDRESS_LEN} bytes")]
-    TooLong,
-    #[error("address has no @domain")]
-    NoDomain,
-    #[error("address has an empty local part")]
-    EmptyLocal,
-    #[error("address contains a control character")]
-    ControlChar,
-}
-
 impl Address {
-    /// Parses a bare `local@domain`, splitting at the last `@`.
+    /// Builds an address from an unquoted local part and a domain, validating both and
+    /// canonicalising the domain. Use this rather than a struct literal for input that
+    /// did not come from [`Address::parse`].
+    pub fn new(local: &str, domain: &str) -> Result<Address, AddressError> {
+        validate_local_content(local)?;
+        let domain = canonical_domain(domain)?;
+        check_total_len(local, &domain)?;
+        Ok(Address {
+            local: local.to_owned(),
+            domain,
+        })
+    }
+
+    /// Parses a bare `local@domain` (no angle brackets, no surrounding whitespace).
+    ///
+    /// Accepts a quoted local part (`"a b"@x`, stored unquoted), splits an unquoted
+    /// address at the *last* `@`, strips one trailing dot from the domain and lowercases
+    /// it. Rejects empty parts, control characters (including NUL) and anything longer
+    /// than [`MAX_ADDRESS_LEN`].
     pub fn parse(s: &str) -> Result<Address, AddressError> {
-        let s = s.trim();
+        if s.len() > MAX_PATH_LEN {
+            return Err(AddressError::TooLong);
+        }
         if s.is_empty() {
             return Err(AddressError::Empty);
         }
-        if s.len() > MAX_ADDRESS_LEN {
-            return Err(AddressError::TooLong);
-        }
-        if s.chars().any(char::is_control) {
-            return Err(AddressError::ControlChar);
-        }
-        let (local, domain) = s.rsplit_once('@').ok_or(AddressError::NoDomain)?;
-        let domain = domain.trim_end_matches('.').to_lowercase();
-        if domain.is_empty() {
-            return Err(AddressError::NoDomain);
-        }
-        let local = unquote(local);
-        if local.is_empty() {
-            return Err(AddressError::EmptyLocal);
-        }
+        let (local, domain) = if s.starts_with('"') {
+            split_quoted(s)?
+        } else {
+            let (local, domain) = s.rsplit_once('@').ok_or(AddressError::NoAt)?;
+            validate_unquoted_local(local)?;
+            (local.to_owned(), domain)
+        };
+        let domain = canonical_domain(domain)?;
+        check_total_len(&local, &domain)?;
         Ok(Address { local, domain })
     }
 
-    /// Parses an SMTP path as a milter sees it: `<a@b>`, `a@b`, `<>` (the
-    /// null sender, `Ok(None)`), or a source route `<@x,@y:a@b>`.
-    pub fn parse_path(s: &str) -> Result<Option<Address>, AddressError> {
-        let s = s.trim();
-        let inner = s
-            .strip_prefix('<')
-            .map(|rest| rest.strip_suffix('>').unwrap_or(rest))
-            .unwrap_or(s)
-            .trim();
-        if inner.is_empty() {
-            return Ok(None);
-        }
-        let inner = match inner.strip_prefix('@') {
-            Some(route) => route.split_once(':').map(|(_, a)| a).unwrap_or(route),
-            None => inner,
-        };
-        Address::parse(inner).map(Some)
-    }
-
-    /// The form used to compare addresses: both parts lowercased. Local parts
-    /// are case-sensitive in theory; no list server treats them so.
+    /// The local part with ASCII letters lowercased: the form both signers authenticate,
+    /// so that MTAs which case-fold local parts do not break signatures.
+    /// The form listwarden compares addresses in: local part ASCII-lowercased
+    /// (no list server treats local parts case-sensitively), domain canonical.
     pub fn key(&self) -> String {
-        format!("{}@{}", self.local.to_lowercase(), self.domain)
+        format!("{}@{}", self.folded_local(), self.domain)
     }
-}
 
-fn unquote(local: &str) -> String {
-    match local.strip_prefix('"').and_then(|l| l.strip_suffix('"')) {
-        Some(inner) => {
-            let mut out = String::with_capacity(inner.len());
-            let mut chars = inner.chars();
-            while let Some(c) = chars.next() {
-                if c == '\\' {
-                    if let Some(next) = chars.next() {
-                        out.push(next);
-                    }
-                } else {
-                    out.push(c);
-                }
-            }
-            out
-        }
-        None => local.to_string(),
+    pub fn folded_local(&self) -> String {
+        self.local.to_ascii_lowercase()
+    }
+
+    /// True when both addresses name the same mailbox, ignoring ASCII case in the local
+    /// part (the domain is compared after Unicode lowercasing).
+    pub fn same_mailbox(&self, other: &Address) -> bool {
+        self.local.eq_ignore_ascii_case(&other.local)
+            && fold_domain(&self.domain) == fold_domain(&other.domain)
+    }
+
+    /// Length of the unquoted `local@domain` form in bytes.
+    pub fn len(&self) -> usize {
+        self.local.len() + 1 + self.domain.len()
+    }
+
+    /// True only for a hand-built empty value; parsed addresses are never empty.
+    pub fn is_empty(&self) -> bool {
+        self.local.is_empty() && self.domain.is_empty()
     }
 }
 
 impl fmt::Display for Address {
+    /// Writes `local@domain`, quoting the local part when it could not be re-read
+    /// unquoted (whitespace, specials, `@`, empty). `parse(display(a)) == a` holds for
+    /// every address [`Address::parse`] or [`Address::new`] returned.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let needs_quotes = self.local.is_empty()
-            || self
-                .local
-                .chars()
-                .any(|c| c.is_whitespace() || "\"(),:;<>@[\\]".contains(c));
-        if needs_quotes {
-            write!(f, "\"")?;
+        if local_needs_quoting(&self.local) {
+            f.write_str("\"")?;
             for c in self.local.chars() {
                 if c == '"' || c == '\\' {
-                    write!(f, "\\")?;
+                    f.write_str("\\")?;
                 }
                 write!(f, "{c}")?;
             }
@@ -126,36 +163,415 @@ impl fmt::Display for Address {
     }
 }
 
+/// Parses an SMTP path as a milter sees it (`MAIL FROM` / `RCPT TO` argument 0).
+///
+/// Accepts `<a@b>`, `a@b`, surrounding whitespace and a source route
+/// (`<@r1,@r2:u@d>`, route dropped). `<>` is the null path and gives `Ok(None)`;
+/// an empty string without brackets is an error. IDN domains stay UTF-8.
+pub fn parse_path(s: &str) -> Result<Option<Address>, AddressError> {
+    if s.len() > MAX_PATH_LEN {
+        return Err(AddressError::TooLong);
+    }
+    let trimmed = s.trim();
+    let (inner, bracketed) = match (trimmed.strip_prefix('<'), trimmed.ends_with('>')) {
+        (Some(rest), true) => (rest.strip_suffix('>').unwrap_or(rest).trim(), true),
+        (None, false) => (trimmed, false),
+        _ => return Err(AddressError::BadBrackets),
+    };
+    if inner.is_empty() {
+        return if bracketed {
+            Ok(None)
+        } else {
+            Err(AddressError::Empty)
+        };
+    }
+    let mailbox = if inner.starts_with('@') {
+        strip_source_route(inner)?
+    } else {
+        inner
+    };
+    Address::parse(mailbox).map(Some)
+}
+
+/// Drops an RFC 5321 source route, `@d1,@d2:`, and returns what follows it.
+/// Route domains are skipped, not validated: they are obsolete and never used.
+fn strip_source_route(s: &str) -> Result<&str, AddressError> {
+    let mut rest = s;
+    loop {
+        rest = rest.strip_prefix('@').ok_or(AddressError::BadRoute)?;
+        let end = if rest.starts_with('[') {
+            // Domain literal: may contain ':' (IPv6), so skip to its closing bracket.
+            rest.find(']')
+                .map(|i| i + 1)
+                .ok_or(AddressError::BadRoute)?
+        } else {
+            rest.find([',', ':']).ok_or(AddressError::BadRoute)?
+        };
+        let (domain, after) = rest.split_at_checked(end).ok_or(AddressError::BadRoute)?;
+        if domain.is_empty() || domain.contains(|c: char| c.is_whitespace() || c.is_control()) {
+            return Err(AddressError::BadRoute);
+        }
+        if let Some(next) = after.strip_prefix(',') {
+            rest = next;
+        } else if let Some(mailbox) = after.strip_prefix(':') {
+            return Ok(mailbox);
+        } else {
+            return Err(AddressError::BadRoute);
+        }
+    }
+}
+
+/// Splits `"quoted local"@domain`, unescaping quoted-pairs.
+fn split_quoted(s: &str) -> Result<(String, &str), AddressError> {
+    let mut local = String::new();
+    let mut chars = s.char_indices().skip(1);
+    let mut close = None;
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => {
+                close = Some(i);
+                break;
+            }
+            '\\' => match chars.next() {
+                Some((_, escaped)) if !escaped.is_control() => local.push(escaped),
+                Some(_) => return Err(AddressError::ControlChar),
+                None => return Err(AddressError::BadQuoting),
+            },
+            c if c.is_control() => return Err(AddressError::ControlChar),
+            c => local.push(c),
+        }
+    }
+    let close = close.ok_or(AddressError::BadQuoting)?;
+    let after = s.get(close + 1..).ok_or(AddressError::BadQuoting)?;
+    let domain = after.strip_prefix('@').ok_or(AddressError::BadQuoting)?;
+    if local.is_empty() {
+        return Err(AddressError::EmptyLocal);
+    }
+    Ok((local, domain))
+}
+
+fn validate_unquoted_local(local: &str) -> Result<(), AddressError> {
+    validate_local_content(local)?;
+    if local.contains(|c: char| c.is_whitespace() || LOCAL_SPECIALS.contains(&c)) {
+        return Err(AddressError::BadLocal);
+    }
+    Ok(())
+}
+
+/// Rules for the stored (unquoted) local part, whatever its original form.
+fn validate_local_content(local: &str) -> Result<(), AddressError> {
+    if local.is_empty() {
+        return Err(AddressError::EmptyLocal);
+    }
+    if local.len() > MAX_ADDRESS_LEN {
+        return Err(AddressError::TooLong);
+    }
+    if local.contains(char::is_control) {
+        return Err(AddressError::ControlChar);
+    }
+    Ok(())
+}
+
+fn local_needs_quoting(local: &str) -> bool {
+    local.is_empty()
+        || local.starts_with('"')
+        || local.contains(|c: char| {
+            c == '@' || c.is_whitespace() || c.is_control() || LOCAL_SPECIALS.contains(&c)
+        })
+}
+
+fn check_total_len(local: &str, domain: &str) -> Result<(), AddressError> {
+    if local.len() + 1 + domain.len() > MAX_ADDRESS_LEN {
+        return Err(AddressError::TooLong);
+    }
+    Ok(())
+}
+
+/// The case folding used for domains everywhere in this module (canonical form and
+/// signed input alike), so that signers and verifiers cannot disagree.
+fn fold_domain(domain: &str) -> String {
+    domain.to_lowercase()
+}
+
+/// Validates a domain and returns its canonical form: one trailing dot removed,
+/// lowercased. Accepts LDH labels (plus `_`, seen in the wild), UTF-8 labels and
+/// address literals (`[192.0.2.1]`, `[IPv6:2001:db8::1]`).
+fn canonical_domain(raw: &str) -> Result<String, AddressError> {
+    if raw.len() > MAX_ADDRESS_LEN {
+        return Err(AddressError::TooLong);
+    }
+    let raw = raw.strip_suffix('.').unwrap_or(raw);
+    if raw.is_empty() {
+        return Err(AddressError::EmptyDomain);
+    }
+    if raw.contains(char::is_control) {
+        return Err(AddressError::ControlChar);
+    }
+    let domain = fold_domain(raw);
+    let valid = match domain.strip_prefix('[') {
+        Some(literal) => literal.strip_suffix(']').is_some_and(|inner| {
+            !inner.is_empty()
+                && inner
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-'))
+        }),
+        None => domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.chars().all(|c| {
+                    c.is_ascii_alphanumeric()
+                        || c == '-'
+                        || c == '_'
+                        || (!c.is_ascii() && !c.is_whitespace())
+                })
+        }),
+    };
+    if !valid {
+        return Err(AddressError::BadDomain);
+    }
+    Ok(domain)
+}
+
+/// Where "today" falls relative to a tag's validity window, on a day counter that
+/// wraps at `modulus`. Shared by prvs (mod 1000) and signed VERP (mod 10000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DayWindow {
+    Inside,
+    /// Past the last valid day.
+    Expired,
+    /// Before the first valid day: future-dated beyond any allowed skew.
+    Future,
+}
+
+/// Classifies `today` against a window of `width + 1` days ending on `last_day`
+/// (both taken mod `modulus`). A wrapped counter cannot tell "expired k days ago"
+/// from "starts in modulus − width − k days"; we pick the nearer reading and call a
+/// tie expired. `width` must be below `modulus / 2` (enforced by the key ring).
+fn classify_day(last_day: u64, today: u64, width: u64, modulus: u64) -> DayWindow {
+    let last = last_day % modulus;
+    let now = today % modulus;
+    let ahead = (last + modulus - now) % modulus;
+    if ahead <= width {
+        return DayWindow::Inside;
+    }
+    let days_past = modulus - ahead;
+    let days_early = ahead - width;
+    if days_past <= days_early {
+        DayWindow::Expired
+    } else {
+        DayWindow::Future
+    }
+}
+
+/// Feeds `bytes` to a MAC with ASCII letters lowercased, without allocating.
+fn update_ascii_lower(mac: &mut impl hmac::Mac, bytes: &[u8]) {
+    const CHUNK: usize = 64;
+    let mut buf = [0u8; CHUNK];
+    for chunk in bytes.chunks(CHUNK) {
+        if let Some(dst) = buf.get_mut(..chunk.len()) {
+            dst.copy_from_slice(chunk);
+            dst.make_ascii_lowercase();
+            mac.update(dst);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
-    #[test]
-    fn paths() {
-        let cases: &[(&str, Option<&str>)] = &[
-            ("<>", None),
-            ("< >", None),
-            ("<a@B.Example.>", Some("a@b.example")),
-            ("a@b", Some("a@b")),
-            (
-                "<@relay.example,@x.example:u@d.example>",
-                Some("u@d.example"),
-            ),
-            (
-                "<\"john doe\"@example.org>",
-                Some("\"john doe\"@example.org"),
-            ),
-        ];
-        for (input, want) in cases {
-            let got = Address::parse_path(input).unwrap().map(|a| a.to_string());
-            assert_eq!(got.as_deref(), *want, "{input}");
+    /// `AbCd…`: every other ASCII letter upper-cased, for the mixed-case tag tests.
+    pub(super) fn alternate_case(s: &str) -> String {
+        s.chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if i % 2 == 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            })
+            .collect()
+    }
+
+    fn addr(local: &str, domain: &str) -> Address {
+        Address {
+            local: local.into(),
+            domain: domain.into(),
         }
     }
 
     #[test]
-    fn bad_paths() {
-        for input in ["<nodomain>", "<@>", "<a@>", "<a\u{0}b@c>", &"x".repeat(600)] {
-            assert!(Address::parse_path(input).is_err(), "{input:?}");
+    fn parse_table() {
+        let long_local = "a".repeat(400);
+        let ok: &[(&str, Address)] = &[
+            ("user@example.org", addr("user", "example.org")),
+            ("User@Example.ORG", addr("User", "example.org")),
+            ("user@example.org.", addr("user", "example.org")),
+            ("a..b@docomo.ne.jp", addr("a..b", "docomo.ne.jp")),
+            (".a.@x", addr(".a.", "x")),
+            ("a+tag=x@x.y", addr("a+tag=x", "x.y")),
+            ("\"a b\"@x.org", addr("a b", "x.org")),
+            ("\"a\\\"b\\\\c\"@x", addr("a\"b\\c", "x")),
+            ("\"a@b\"@x", addr("a@b", "x")),
+            ("a@b@x.org", addr("a@b", "x.org")),
+            ("jöhn@Bücher.Example", addr("jöhn", "bücher.example")),
+            ("用户@例子.广告", addr("用户", "例子.广告")),
+            ("u@[192.0.2.1]", addr("u", "[192.0.2.1]")),
+            ("u@[IPv6:2001:DB8::1]", addr("u", "[ipv6:2001:db8::1]")),
+            ("u@under_score.example", addr("u", "under_score.example")),
+        ];
+        for (input, want) in ok {
+            assert_eq!(Address::parse(input).as_ref(), Ok(want), "{input}");
+        }
+        let long_ok = format!("{long_local}@example.org");
+        assert!(Address::parse(&long_ok).is_ok());
+
+        use AddressError as E;
+        let too_long = format!("{}@example.org", "a".repeat(MAX_ADDRESS_LEN));
+        let huge = "a".repeat(MAX_PATH_LEN + 1);
+        let bad: &[(&str, AddressError)] = &[
+            ("", E::Empty),
+            ("userexample.org", E::NoAt),
+            ("@example.org", E::EmptyLocal),
+            ("user@", E::EmptyDomain),
+            ("user@.", E::EmptyDomain),
+            ("user@x..", E::BadDomain),
+            ("user@a..b", E::BadDomain),
+            ("us\0er@x", E::ControlChar),
+            ("user@x\0y", E::ControlChar),
+            ("us\ter@x", E::ControlChar),
+            ("us\u{85}er@x", E::ControlChar),
+            ("us er@x", E::BadLocal),
+            ("us<er@x", E::BadLocal),
+            ("us:er@x", E::BadLocal),
+            ("\"\"@x", E::EmptyLocal),
+            ("\"abc@x", E::BadQuoting),
+            ("\"a\"b@x", E::BadQuoting),
+            ("\"a\rb\"@x", E::ControlChar),
+            ("\"a\\\0\"@x", E::ControlChar),
+            ("user@exa mple.org", E::BadDomain),
+            ("user@exa=mple.org", E::BadDomain),
+            ("user@[1.2.3.4", E::BadDomain),
+            ("user@[]", E::BadDomain),
+            ("user@x>", E::BadDomain),
+            (too_long.as_str(), E::TooLong),
+            (huge.as_str(), E::TooLong),
+        ];
+        for (input, want) in bad {
+            assert_eq!(Address::parse(input).as_ref(), Err(want), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn parse_path_table() {
+        let some = |l: &str, d: &str| Ok(Some(addr(l, d)));
+        let cases: &[(&str, Result<Option<Address>, AddressError>)] = &[
+            ("<>", Ok(None)),
+            (" <> ", Ok(None)),
+            ("< >", Ok(None)),
+            ("<user@Example.org>", some("user", "example.org")),
+            ("user@example.org", some("user", "example.org")),
+            ("  <user@example.org.>\r\n", some("user", "example.org")),
+            (
+                "<@a.example,@b.example:user@d.example>",
+                some("user", "d.example"),
+            ),
+            ("<@a.example:user@d.example>", some("user", "d.example")),
+            ("<@[IPv6:2001:db8::1]:u@d>", some("u", "d")),
+            ("@a:u@d", some("u", "d")),
+            ("<\"a b\"@x>", some("a b", "x")),
+            ("<\"a:b\"@x>", some("a:b", "x")),
+            ("<prvs=0123abcdef=u@x>", some("prvs=0123abcdef=u", "x")),
+            ("<用户@例子.广告>", some("用户", "例子.广告")),
+            ("", Err(AddressError::Empty)),
+            ("   ", Err(AddressError::Empty)),
+            ("<user@x", Err(AddressError::BadBrackets)),
+            ("user@x>", Err(AddressError::BadBrackets)),
+            ("<", Err(AddressError::BadBrackets)),
+            ("<<a@b>>", Err(AddressError::BadLocal)),
+            ("<postmaster>", Err(AddressError::NoAt)),
+            ("<@a.example user@d>", Err(AddressError::BadRoute)),
+            ("<@a.example>", Err(AddressError::BadRoute)),
+            ("<@:u@d>", Err(AddressError::BadRoute)),
+            ("<@a,b:u@d>", Err(AddressError::BadRoute)),
+            ("<@[::1:u@d>", Err(AddressError::BadRoute)),
+            ("<a@b> junk", Err(AddressError::BadBrackets)),
+            ("<user@exa\0mple>", Err(AddressError::ControlChar)),
+        ];
+        for (input, want) in cases {
+            assert_eq!(&parse_path(input), want, "{input:?}");
+        }
+        let huge = format!("<{}@x>", "a".repeat(20_000));
+        assert_eq!(parse_path(&huge), Err(AddressError::TooLong));
+    }
+
+    #[test]
+    fn display_quotes_only_when_needed() {
+        let cases = [
+            (addr("user", "x"), "user@x"),
+            (addr("a..b", "x"), "a..b@x"),
+            (addr("a b", "x"), "\"a b\"@x"),
+            (addr("a@b", "x"), "\"a@b\"@x"),
+            (addr("a\"b\\c", "x"), "\"a\\\"b\\\\c\"@x"),
+            (addr("\"q", "x"), "\"\\\"q\"@x"),
+        ];
+        for (a, want) in cases {
+            assert_eq!(a.to_string(), want);
+        }
+    }
+
+    #[test]
+    fn new_validates_and_canonicalises() {
+        assert_eq!(Address::new("U", "X.Org."), Ok(addr("U", "x.org")));
+        assert_eq!(Address::new("a b", "x"), Ok(addr("a b", "x")));
+        assert_eq!(Address::new("", "x"), Err(AddressError::EmptyLocal));
+        assert_eq!(Address::new("a\nb", "x"), Err(AddressError::ControlChar));
+        assert_eq!(Address::new("a", "x y"), Err(AddressError::BadDomain));
+    }
+
+    #[test]
+    fn day_window_wraps() {
+        use DayWindow::*;
+        // prvs shape: expiry day 6, 7-day window, counter mod 1000.
+        assert_eq!(classify_day(6, 20_999, 7, 1000), Inside);
+        assert_eq!(classify_day(6, 21_006, 7, 1000), Inside);
+        assert_eq!(classify_day(6, 21_007, 7, 1000), Expired);
+        assert_eq!(classify_day(6, 20_998, 7, 1000), Future);
+        // Ties go to Expired: ahead 504 = 496 past vs 497 early.
+        assert_eq!(classify_day(504, 0, 7, 1000), Expired);
+        assert_eq!(classify_day(503, 0, 7, 1000), Future);
+    }
+
+    fn local_strategy() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-zA-Z0-9!#$%&'*+/=?^_`{|}~.-]{1,40}",
+            "[a-z \"\\\\@(),:;<>\\[\\]]{1,20}",
+            "\\PC{1,12}",
+        ]
+    }
+
+    fn domain_strategy() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-zA-Z0-9-]{1,20}(\\.[a-zA-Z0-9-]{1,20}){0,3}",
+            "[a-zäöüß]{1,10}\\.[a-z]{2,5}",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn display_parse_round_trip(local in local_strategy(), domain in domain_strategy()) {
+            if let Ok(a) = Address::new(&local, &domain) {
+                let shown = a.to_string();
+                prop_assert_eq!(Address::parse(&shown), Ok(a.clone()));
+                prop_assert_eq!(parse_path(&format!("<{shown}>")), Ok(Some(a)));
+            }
+        }
+
+        #[test]
+        fn parse_never_panics(s in "\\PC{0,80}|[\"<>@\\\\ ,:.\\[\\]a]{0,30}") {
+            let _ = Address::parse(&s);
+            let _ = parse_path(&s);
         }
     }
 }

@@ -4,12 +4,15 @@
 
 mod locate;
 mod model;
+mod preset;
 pub mod reload;
 
-use crate::address::Address;
+pub use preset::{BounceCheck, Preset};
+
+use crate::address::{Address, KeyRing, prvs};
 use ipnet::IpNet;
 use locate::Seg;
-use model::{RawConfig, RawList};
+use model::{RawConfig, RawDomain, RawList, RawSigning};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -17,9 +20,6 @@ use std::path::{Path, PathBuf};
 
 /// Files larger than this are refused before parsing.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
-
-/// Default role suffixes: `members-owner@`, `members-request@`, `members-bounces@`.
-pub const DEFAULT_ROLES: [&str; 3] = ["owner", "request", "bounces"];
 
 /// The validated configuration. Cheap to share: held in an `Arc` and
 /// swapped whole on reload.
@@ -33,9 +33,55 @@ pub struct Config {
     pub on_error: OnError,
     pub trusted_networks: Vec<IpNet>,
     pub limits: Limits,
+    /// BATV keys; `None` when no signing is configured.
+    pub signing: Option<KeyRing>,
+    /// How to recognise our own mail in a returned original.
+    pub trace: Trace,
     pub lists: Vec<List>,
-    /// Canonical protected address (`Address::key`) → (list index, role).
-    protected: HashMap<String, (usize, Role)>,
+    /// Whole list domains: every address on them is protected.
+    pub domains: Vec<ListDomain>,
+    /// Canonical protected address (`Address::key`) → what it is.
+    protected: HashMap<String, Entry>,
+    /// Problems that do not stop the config from running, rendered as
+    /// `FILE:LINE:COLUMN: key: message` (e.g. the public example key).
+    pub warnings: Vec<String>,
+}
+
+/// Default validity of a BATV signature, in days.
+pub const DEFAULT_VALIDITY_DAYS: u32 = 7;
+
+/// Marks of our own outbound mail, for `trace` bounce checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trace {
+    /// Host names of our MTAs, as they appear in `Received: ... by HOST`.
+    pub received_by: Vec<String>,
+    /// Domains of the Message-IDs our lists generate.
+    pub message_id_domains: Vec<String>,
+}
+
+impl Trace {
+    pub fn is_configured(&self) -> bool {
+        !self.received_by.is_empty() || !self.message_id_domains.is_empty()
+    }
+}
+
+/// A list domain protected as a whole (`domains:`), for hosts with many
+/// lists: any address on it is protected; role suffixes of the preset mark
+/// bounce addresses.
+#[derive(Debug, Clone)]
+pub struct ListDomain {
+    pub domain: String,
+    pub preset: Preset,
+    pub bounces: BounceCheck,
+    pub observe: bool,
+}
+
+/// What a protected address is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    /// Index into `Config::lists`.
+    list: usize,
+    role: Role,
 }
 
 /// Settings that need a restart to change; a reload warns and keeps them.
@@ -82,6 +128,8 @@ pub struct Limits {
     pub max_recipients: usize,
     /// Bytes of header values kept per message for inspection.
     pub max_header_bytes: usize,
+    /// Bytes of a bounce's body read for a trace check; the rest is skipped.
+    pub max_body_bytes: usize,
 }
 
 impl Default for Limits {
@@ -89,6 +137,7 @@ impl Default for Limits {
         Limits {
             max_recipients: 1000,
             max_header_bytes: 64 * 1024,
+            max_body_bytes: 256 * 1024,
         }
     }
 }
@@ -99,8 +148,10 @@ pub struct List {
     /// The list's local part, e.g. `members`; used in logs and metric labels.
     pub name: String,
     pub address: Address,
+    pub preset: Preset,
     /// Role suffixes: `owner` protects `members-owner@`.
     pub roles: Vec<String>,
+    pub bounces: BounceCheck,
     pub observe: bool,
 }
 
@@ -111,13 +162,49 @@ pub enum Role {
     Posting,
     /// A role address such as `-owner` or `-bounces`.
     Suffix(String),
+    /// An address shared by a domain's lists, such as Sympa's `bounce@`.
+    Shared(String),
+    /// Any other address on a protected list domain.
+    DomainWide,
+}
+
+/// Who a protected address belongs to.
+#[derive(Debug, Clone, Copy)]
+pub enum Owner<'a> {
+    List(&'a List),
+    Domain(&'a ListDomain),
+}
+
+impl Owner<'_> {
+    /// The name used in logs and metric labels: a list's name, or a
+    /// protected domain. Always from the config, never from mail.
+    pub fn label(&self) -> &str {
+        match self {
+            Owner::List(l) => &l.name,
+            Owner::Domain(d) => &d.domain,
+        }
+    }
+
+    pub fn observe(&self) -> bool {
+        match self {
+            Owner::List(l) => l.observe,
+            Owner::Domain(d) => d.observe,
+        }
+    }
+
+    pub fn bounces(&self) -> BounceCheck {
+        match self {
+            Owner::List(l) => l.bounces,
+            Owner::Domain(d) => d.bounces,
+        }
+    }
 }
 
 /// A protected address found in the config.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Protected<'a> {
-    pub list: &'a List,
-    pub role: &'a Role,
+    pub owner: Owner<'a>,
+    pub role: Role,
 }
 
 impl Config {
@@ -143,10 +230,23 @@ impl Config {
         })?;
         let mut v = Validator {
             source,
+            base_dir: origin.parent().unwrap_or(Path::new(".")),
             diagnostics: Vec::new(),
+            warnings: Vec::new(),
         };
-        let config = v.config(raw);
+        let mut config = v.config(raw);
         if v.diagnostics.is_empty() {
+            config.warnings = v
+                .warnings
+                .into_iter()
+                .map(|w| {
+                    ConfigError {
+                        file: origin.to_path_buf(),
+                        diagnostics: vec![w],
+                    }
+                    .to_string()
+                })
+                .collect();
             Ok(config)
         } else {
             Err(ConfigError {
@@ -156,19 +256,46 @@ impl Config {
         }
     }
 
-    /// Finds the list that protects `addr`, ignoring a `+detail` suffix of
-    /// the local part (VERP and sub-addresses).
+    /// Finds what protects `addr`, looking through a BATV tag and a
+    /// `+detail` suffix of the local part (VERP, sub-addresses).
     pub fn protected(&self, addr: &Address) -> Option<Protected<'_>> {
+        let stripped;
+        let addr = match prvs::strip(addr) {
+            Some(plain) => {
+                stripped = plain;
+                &stripped
+            }
+            None => addr,
+        };
         let key = addr.key();
-        let hit = self.protected.get(&key).or_else(|| {
-            let (local, domain) = key.rsplit_once('@')?;
-            let (base, _detail) = local.split_once('+')?;
-            self.protected.get(&format!("{base}@{domain}"))
-        })?;
-        let (idx, role) = hit;
+        let (local, domain) = key.rsplit_once('@')?;
+        let (base, detail) = match local.split_once('+') {
+            Some((b, d)) => (b, Some(d)),
+            None => (local, None),
+        };
+        let entry = self
+            .protected
+            .get(&key)
+            .or_else(|| self.protected.get(&format!("{base}@{domain}")));
+        if let Some(e) = entry {
+            let mut owner = Owner::List(self.lists.get(e.list)?);
+            // Sympa's shared `bounce+member==a==dom==LIST@` names its list last.
+            if let (Role::Shared(_), Some(d)) = (&e.role, detail)
+                && let Some((_, list)) = d.rsplit_once("==")
+                && let Some(found) = self.protected.get(&format!("{list}@{domain}"))
+                && let Some(l) = self.lists.get(found.list)
+            {
+                owner = Owner::List(l);
+            }
+            return Some(Protected {
+                owner,
+                role: e.role.clone(),
+            });
+        }
+        let d = self.domains.iter().find(|d| d.domain == domain)?;
         Some(Protected {
-            list: self.lists.get(*idx)?,
-            role,
+            owner: Owner::Domain(d),
+            role: Role::DomainWide,
         })
     }
 
@@ -257,21 +384,34 @@ impl fmt::Display for ConfigError {
 /// Turns the raw file into a `Config`, collecting every error.
 struct Validator<'s> {
     source: &'s str,
+    /// Relative file names in the config are relative to its directory.
+    base_dir: &'s Path,
     diagnostics: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
 }
 
 impl Validator<'_> {
-    fn error(&mut self, path: &[Seg], message: impl Into<String>) {
+    fn diagnostic(&self, path: &[Seg], message: String) -> Diagnostic {
         let (line, column) = match locate::locate(self.source, path) {
             Some((l, c)) => (Some(l), Some(c)),
             None => (None, None),
         };
-        self.diagnostics.push(Diagnostic {
+        Diagnostic {
             line,
             column,
             path: locate::render(path),
-            message: message.into(),
-        });
+            message,
+        }
+    }
+
+    fn error(&mut self, path: &[Seg], message: impl Into<String>) {
+        let d = self.diagnostic(path, message.into());
+        self.diagnostics.push(d);
+    }
+
+    fn warn(&mut self, path: &[Seg], message: impl Into<String>) {
+        let d = self.diagnostic(path, message.into());
+        self.warnings.push(d);
     }
 
     fn config(&mut self, raw: RawConfig) -> Config {
@@ -307,8 +447,17 @@ impl Validator<'_> {
                 defaults.max_header_bytes,
                 "max_header_bytes",
             ),
+            max_body_bytes: self.positive(
+                raw.limits.max_body_bytes,
+                defaults.max_body_bytes,
+                "max_body_bytes",
+            ),
         };
-        let (lists, protected) = self.lists(&raw.lists);
+        let signing = self.signing(raw.signing.as_ref());
+        let trace = self.trace(&raw.trace);
+        let has_keys = signing.is_some() || raw.signing.is_some();
+        let (lists, protected) = self.lists(&raw.lists, has_keys, trace.is_configured());
+        let domains = self.domains(&raw.domains, has_keys, trace.is_configured());
         Config {
             milter,
             metrics_listen,
@@ -316,8 +465,12 @@ impl Validator<'_> {
             on_error,
             trusted_networks,
             limits,
+            signing,
+            trace,
             lists,
+            domains,
             protected,
+            warnings: Vec::new(),
         }
     }
 
@@ -392,9 +545,144 @@ impl Validator<'_> {
         }
     }
 
-    fn lists(&mut self, raw: &[RawList]) -> (Vec<List>, HashMap<String, (usize, Role)>) {
-        let mut lists = Vec::new();
-        let mut protected: HashMap<String, (usize, Role)> = HashMap::new();
+    fn signing(&mut self, raw: Option<&RawSigning>) -> Option<KeyRing> {
+        let raw = raw?;
+        let mut keys = Vec::new();
+        let mut ok = true;
+        for (i, k) in raw.keys.iter().enumerate() {
+            let at = |key| {
+                [
+                    Seg::Key("signing"),
+                    Seg::Key("keys"),
+                    Seg::Index(i),
+                    Seg::Key(key),
+                ]
+            };
+            let path = self.base_dir.join(&k.file);
+            let key = crate::address::Key::from_file(k.id, &path);
+            match key {
+                Ok(key) => {
+                    if secret_is_public_example(&path) {
+                        self.warn(
+                            &at("file"),
+                            format!(
+                                "{} is the public example key shipped with listwarden: anyone can forge \
+                                 signatures with it. Make your own: head -c 32 /dev/urandom | base64 > /etc/listwarden/keys/1.key",
+                                path.display()
+                            ),
+                        );
+                    }
+                    keys.push(key);
+                }
+                Err(e) => {
+                    ok = false;
+                    let key_path = match e {
+                        crate::address::KeyError::IdOutOfRange { .. } => at("id"),
+                        _ => at("file"),
+                    };
+                    self.error(&key_path, e.to_string());
+                }
+            }
+        }
+        if !ok {
+            return None;
+        }
+        let validity = raw.validity_days.unwrap_or(DEFAULT_VALIDITY_DAYS);
+        match KeyRing::new(keys, raw.sign_with, validity) {
+            Ok(ring) => Some(ring),
+            Err(e) => {
+                let key = match e {
+                    crate::address::KeyError::BadValidity { .. } => "validity_days",
+                    crate::address::KeyError::DuplicateId { .. } => "keys",
+                    _ => "sign_with",
+                };
+                self.error(&[Seg::Key("signing"), Seg::Key(key)], e.to_string());
+                None
+            }
+        }
+    }
+
+    fn trace(&mut self, raw: &model::RawTrace) -> Trace {
+        let hosts = |v: &mut Self, list: &[String], key: &'static str| -> Vec<String> {
+            let mut out = Vec::new();
+            for (i, h) in list.iter().enumerate() {
+                let h = h.trim().trim_end_matches('.').to_lowercase();
+                if h.is_empty() || h.contains(|c: char| c.is_whitespace() || "@<>[]()".contains(c))
+                {
+                    v.error(
+                        &[Seg::Key("trace"), Seg::Key(key), Seg::Index(i)],
+                        format!("`{h}` is not a host or domain name"),
+                    );
+                } else {
+                    out.push(h);
+                }
+            }
+            out
+        };
+        Trace {
+            received_by: hosts(self, &raw.received_by, "received_by"),
+            message_id_domains: hosts(self, &raw.message_id_domains, "message_id_domains"),
+        }
+    }
+
+    fn preset(&mut self, raw: Option<&str>, path: &[Seg]) -> Preset {
+        match raw {
+            None => Preset::Listwarden,
+            Some(name) => Preset::parse(name).unwrap_or_else(|| {
+                self.error(
+                    path,
+                    format!("`{name}` is not one of: listwarden, sympa, mailman3"),
+                );
+                Preset::Listwarden
+            }),
+        }
+    }
+
+    /// The bounce check of a list or domain. It defaults to `signed` when
+    /// keys are configured and `off` otherwise; a mode that needs keys or
+    /// trace marks that are missing is an error.
+    fn bounce_check(
+        &mut self,
+        raw: Option<&str>,
+        path: &[Seg],
+        signing: bool,
+        trace: bool,
+    ) -> BounceCheck {
+        let mode = match raw {
+            None if signing => BounceCheck::Signed,
+            None => BounceCheck::Off,
+            Some(name) => match BounceCheck::parse(name) {
+                Some(m) => m,
+                None => {
+                    self.error(
+                        path,
+                        format!("`{name}` is not one of: signed, trace, either, off"),
+                    );
+                    return BounceCheck::Off;
+                }
+            },
+        };
+        let needs_keys = matches!(mode, BounceCheck::Signed | BounceCheck::Either);
+        let needs_trace = matches!(mode, BounceCheck::Trace | BounceCheck::Either);
+        if needs_keys && !signing {
+            self.error(path, "this bounce check needs signing keys (signing.keys)");
+        } else if needs_trace && !trace {
+            self.error(
+                path,
+                "this bounce check needs trace.received_by or trace.message_id_domains",
+            );
+        }
+        mode
+    }
+
+    fn lists(
+        &mut self,
+        raw: &[RawList],
+        signing: bool,
+        trace: bool,
+    ) -> (Vec<List>, HashMap<String, Entry>) {
+        let mut lists: Vec<List> = Vec::new();
+        let mut protected: HashMap<String, Entry> = HashMap::new();
         for (i, r) in raw.iter().enumerate() {
             let at = |k| [Seg::Key("lists"), Seg::Index(i), Seg::Key(k)];
             let address = match Address::parse(&r.address) {
@@ -414,20 +702,34 @@ impl Validator<'_> {
                     continue;
                 }
             };
+            let preset = self.preset(r.preset.as_deref(), &at("preset"));
+            let bounces = self.bounce_check(r.bounces.as_deref(), &at("bounces"), signing, trace);
             let roles: Vec<String> = match &r.roles {
                 Some(roles) => roles.clone(),
-                None => DEFAULT_ROLES.iter().map(|s| s.to_string()).collect(),
+                None => preset.roles().iter().map(|s| s.to_string()).collect(),
             };
-            let index = lists.len();
+            let owner = lists.len();
             let mut claim = |v: &mut Self, key: String, role: Role, path: &[Seg]| {
-                if let Some((other, _)) = protected.get(&key) {
-                    let other: &List = &lists[*other];
+                if let Some(Entry {
+                    list: other,
+                    role: other_role,
+                    ..
+                }) = protected.get(&key)
+                {
+                    // Shared addresses (Sympa's bounce@) may repeat per domain.
+                    if matches!(role, Role::Shared(_)) && matches!(other_role, Role::Shared(_)) {
+                        return;
+                    }
+                    let other = lists
+                        .get(*other)
+                        .map(|l| l.address.to_string())
+                        .unwrap_or_default();
                     v.error(
                         path,
-                        format!("`{key}` is already protected by list `{}`", other.address),
+                        format!("`{key}` is already protected by list `{other}`"),
                     );
                 } else {
-                    protected.insert(key, (index, role));
+                    protected.insert(key, Entry { list: owner, role });
                 }
             };
             claim(self, address.key(), Role::Posting, &at("address"));
@@ -456,15 +758,61 @@ impl Validator<'_> {
                 );
                 claim(self, key, Role::Suffix(role.clone()), &path);
             }
+            for shared in preset.shared_bounce_locals() {
+                let key = format!("{shared}@{}", address.domain);
+                claim(self, key, Role::Shared(shared.to_string()), &at("preset"));
+            }
             lists.push(List {
                 name: address.local.clone(),
                 address,
+                preset,
                 roles,
+                bounces,
                 observe: r.observe,
             });
         }
         (lists, protected)
     }
+
+    fn domains(&mut self, raw: &[RawDomain], signing: bool, trace: bool) -> Vec<ListDomain> {
+        let mut out: Vec<ListDomain> = Vec::new();
+        for (i, r) in raw.iter().enumerate() {
+            let at = |k| [Seg::Key("domains"), Seg::Index(i), Seg::Key(k)];
+            let domain = r.domain.trim().trim_end_matches('.').to_lowercase();
+            if domain.is_empty()
+                || domain.contains(|c: char| c.is_whitespace() || "@<>[]()".contains(c))
+            {
+                self.error(
+                    &at("domain"),
+                    format!("`{}` is not a domain name", r.domain),
+                );
+                continue;
+            }
+            if out.iter().any(|d| d.domain == domain) {
+                self.error(&at("domain"), format!("domain `{domain}` is listed twice"));
+                continue;
+            }
+            let preset = self.preset(r.preset.as_deref(), &at("preset"));
+            let bounces = self.bounce_check(r.bounces.as_deref(), &at("bounces"), signing, trace);
+            out.push(ListDomain {
+                domain,
+                preset,
+                bounces,
+                observe: r.observe,
+            });
+        }
+        out
+    }
+}
+
+/// The example key in `config/` is public; running with it is a mistake
+/// we warn about loudly (but allow, so the example config runs as is).
+fn secret_is_public_example(path: &Path) -> bool {
+    const EXAMPLE: &[u8] = include_bytes!("../../config/keys/EXAMPLE-PUBLIC-KEY.key");
+    let trim = |b: &[u8]| b.trim_ascii().to_vec();
+    std::fs::read(path)
+        .map(|b| trim(&b) == trim(EXAMPLE))
+        .unwrap_or(false)
 }
 
 fn parse_network(text: &str) -> Result<IpNet, String> {

@@ -19,7 +19,50 @@ pub struct RawConfig {
     #[serde(default)]
     pub limits: RawLimits,
     #[serde(default)]
+    pub signing: Option<RawSigning>,
+    #[serde(default)]
+    pub trace: RawTrace,
+    #[serde(default)]
     pub lists: Vec<RawList>,
+    #[serde(default)]
+    pub domains: Vec<RawDomain>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSigning {
+    pub keys: Vec<RawKey>,
+    pub sign_with: u8,
+    #[serde(default)]
+    pub validity_days: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    pub id: u8,
+    pub file: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrace {
+    #[serde(default)]
+    pub received_by: Vec<String>,
+    #[serde(default)]
+    pub message_id_domains: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDomain {
+    pub domain: String,
+    #[serde(default)]
+    pub preset: Option<String>,
+    #[serde(default)]
+    pub bounces: Option<String>,
+    #[serde(default)]
+    pub observe: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,6 +90,8 @@ pub struct RawLimits {
     pub max_recipients: Option<usize>,
     #[serde(default)]
     pub max_header_bytes: Option<usize>,
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -54,7 +99,11 @@ pub struct RawLimits {
 pub struct RawList {
     pub address: String,
     #[serde(default)]
+    pub preset: Option<String>,
+    #[serde(default)]
     pub roles: Option<Vec<String>>,
+    #[serde(default)]
+    pub bounces: Option<String>,
     #[serde(default)]
     pub observe: bool,
 }

@@ -62,7 +62,13 @@ fn defaults() {
     assert_eq!(c.limits, Limits::default());
     assert_eq!(c.metrics_listen, None);
     assert_eq!(c.lists[0].name, "Members");
-    assert_eq!(c.lists[0].roles, ["owner", "request", "bounces"]);
+    assert_eq!(
+        c.lists[0].roles,
+        ["owner", "request", "bounces", "unsubscribe"]
+    );
+    assert_eq!(c.lists[0].preset, Preset::Listwarden);
+    assert_eq!(c.lists[0].bounces, BounceCheck::Off, "no keys, no check");
+    assert!(c.signing.is_none());
 }
 
 #[test]
@@ -166,7 +172,7 @@ lists:
             "9:5: trusted_networks[0]: `127.0.0.1/33` is not a network such as 192.0.2.0/24 or 2001:db8::/48",
             "10:5: trusted_networks[1]: `10.0.0.1/8` has host bits set; did you mean 10.0.0.0/8?",
             "12:19: limits.max_recipients: must be at least 1",
-            "15:14: lists[1].address: `not-an-address` is not a mail address: address has no @domain",
+            "15:14: lists[1].address: `not-an-address` is not a mail address: address has no '@'",
             "16:14: lists[2].address: a list address may not contain `+` (it separates VERP details)",
             "17:14: lists[3].address: `members@lists.example.org` is already protected by list `members@lists.example.org`",
             "18:13: lists[3].roles[0]: `members-owner@lists.example.org` is already protected by list `members@lists.example.org`",
@@ -250,5 +256,145 @@ fn error_display_is_file_line_column_path_message() {
     assert_eq!(
         e.to_string(),
         "/etc/listwarden/listwarden.yaml:2:11: milter.listen: `nope` is not a socket such as inet:127.0.0.1:8890 or unix:/run/listwarden/milter.sock"
+    );
+}
+
+/// Writes `files` and the config into a temp dir and parses it from there.
+fn parse_in_dir(
+    config: &str,
+    files: &[(&str, &[u8])],
+) -> (tempfile::TempDir, Result<Config, ConfigError>) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content) in files {
+        std::fs::write(dir.path().join(name), content).unwrap();
+    }
+    let path = dir.path().join("listwarden.yaml");
+    std::fs::write(&path, config).unwrap();
+    let result = Config::load(&path);
+    (dir, result)
+}
+
+const KEY: &[u8] = b"0123456789abcdef0123456789abcdef\n";
+
+#[test]
+fn signing_keys_are_loaded_relative_to_the_config() {
+    let src = "milter: {listen: inet:127.0.0.1:1}\nsigning:\n  keys: [{id: 3, file: k.key}]\n  sign_with: 3\n  validity_days: 10\nlists:\n  - address: l@x.example\n";
+    let (_dir, c) = parse_in_dir(src, &[("k.key", KEY)]);
+    let c = c.unwrap();
+    let ring = c.signing.as_ref().unwrap();
+    assert_eq!((ring.signing_id(), ring.validity_days()), (3, 10));
+    assert_eq!(
+        c.lists[0].bounces,
+        BounceCheck::Signed,
+        "keys make signed the default"
+    );
+    assert!(c.warnings.is_empty());
+    assert!(
+        !format!("{c:?}").contains("0123456789abcdef"),
+        "secrets never show in Debug"
+    );
+}
+
+#[test]
+fn key_problems_are_errors_at_their_key() {
+    let src = "milter: {listen: inet:127.0.0.1:1}\nsigning:\n  keys:\n    - {id: 1, file: missing.key}\n    - {id: 2, file: short.key}\n    - {id: 12, file: k.key}\n  sign_with: 1\n";
+    let (_dir, r) = parse_in_dir(src, &[("short.key", b"tooshort"), ("k.key", KEY)]);
+    let e = r.unwrap_err();
+    let lines: Vec<String> = e
+        .diagnostics
+        .iter()
+        .map(|d| format!("{}:{}: {}", d.line.unwrap(), d.column.unwrap(), d.path))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "4:21: signing.keys[0].file",
+            "5:21: signing.keys[1].file",
+            "6:12: signing.keys[2].id"
+        ]
+    );
+    assert!(
+        e.diagnostics[0].message.contains("missing.key"),
+        "{:?}",
+        e.diagnostics[0]
+    );
+    assert!(
+        e.diagnostics[1].message.contains("fewer than 16 bytes"),
+        "{:?}",
+        e.diagnostics[1]
+    );
+
+    let src = "milter: {listen: inet:127.0.0.1:1}\nsigning:\n  keys: [{id: 1, file: k.key}]\n  sign_with: 2\n";
+    let (_dir, r) = parse_in_dir(src, &[("k.key", KEY)]);
+    let e = r.unwrap_err();
+    assert_eq!(e.diagnostics[0].path, "signing.sign_with");
+    assert!(
+        e.diagnostics[0]
+            .message
+            .contains("not among the listed keys")
+    );
+}
+
+#[test]
+fn the_public_example_key_is_a_loud_warning() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/listwarden.yaml");
+    let c = Config::load(&path).unwrap();
+    assert!(c.signing.is_some());
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(
+        c.warnings[0].contains("public example key"),
+        "{}",
+        c.warnings[0]
+    );
+    assert!(
+        c.warnings[0].contains("listwarden.yaml:"),
+        "names the file and line: {}",
+        c.warnings[0]
+    );
+}
+
+#[test]
+fn bounce_modes_presets_and_domains() {
+    let src = "milter: {listen: inet:127.0.0.1:1}\n\
+trace: {received_by: [lists.example.org]}\n\
+lists:\n  - {address: a@l.example, preset: sympa, bounces: trace}\n  - {address: b@l.example, preset: mailman3, bounces: off}\n\
+domains:\n  - {domain: Big.Example., preset: mailman3, bounces: trace}\n";
+    let c = parse(src).unwrap();
+    assert_eq!(
+        c.lists[0].roles,
+        ["owner", "request", "editor", "subscribe", "unsubscribe"]
+    );
+    assert_eq!(c.lists[1].roles[0], "bounces");
+    assert_eq!(c.domains[0].domain, "big.example");
+    let label = |a: &str| {
+        c.protected(&Address::parse(a).unwrap())
+            .map(|p| p.owner.label().to_string())
+    };
+    // Both Sympa lists of a domain would share bounce@; it names its list.
+    assert_eq!(
+        label("bounce+x==a==y.example==a@l.example").as_deref(),
+        Some("a")
+    );
+    assert_eq!(
+        label("whatever@big.example").as_deref(),
+        Some("big.example")
+    );
+    assert_eq!(label("whatever@sub.big.example"), None);
+}
+
+#[test]
+fn bounce_mode_errors() {
+    let e = errors(
+        "milter: {listen: inet:127.0.0.1:1}\nlists:\n  - {address: a@l.example, bounces: signed}\n  - {address: b@l.example, bounces: trace}\n  - {address: c@l.example, bounces: sometimes, preset: majordomo}\ndomains:\n  - {domain: x.example}\n  - {domain: X.example}\n",
+    );
+    assert_eq!(
+        e,
+        [
+            "3:37: lists[0].bounces: this bounce check needs signing keys (signing.keys)",
+            "4:37: lists[1].bounces: this bounce check needs trace.received_by or trace.message_id_domains",
+            "5:56: lists[2].preset: `majordomo` is not one of: listwarden, sympa, mailman3",
+            "5:37: lists[2].bounces: `sometimes` is not one of: signed, trace, either, off",
+            "8:14: domains[1].domain: domain `x.example` is listed twice",
+        ]
     );
 }

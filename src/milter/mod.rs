@@ -9,7 +9,7 @@ mod listener;
 mod session;
 
 pub use listener::{MilterListener, MilterStream};
-pub use session::{OWN_HEADER_PREFIX, Session, Step};
+pub use session::{EomPlan, OWN_HEADER_PREFIX, Session, Step};
 
 use crate::Shared;
 use indymilter::{
@@ -37,23 +37,32 @@ pub async fn run(
 }
 
 /// The callbacks listwarden registers. Stages no capability needs (HELO,
-/// RCPT, DATA, BODY) are left out, so Postfix never sends them.
+/// DATA, UNKNOWN) are left out, so Postfix never sends them; the body is
+/// skipped unless a bounce needs a trace check.
 pub fn callbacks(shared: Arc<Shared>) -> Callbacks<Session> {
     let s1 = shared.clone();
     Callbacks::new()
         .on_negotiate(move |cx, actions, opts| Box::pin(negotiate(s1.clone(), cx, actions, opts)))
         .on_connect(|cx, _host, socket| Box::pin(connect(cx, socket)))
         .on_mail(|cx, args| Box::pin(mail(cx, args)))
+        .on_rcpt(|cx, args| Box::pin(rcpt(cx, args)))
         .on_header(|cx, name, value| Box::pin(header(cx, name, value)))
+        .on_body(|cx, chunk| Box::pin(body(cx, chunk)))
         .on_eoh(|cx| Box::pin(eoh(cx)))
         .on_eom(|cx| Box::pin(eom(cx)))
         .on_abort(|cx| Box::pin(abort(cx)))
 }
 
 /// Actions the config needs from the MTA.
-fn needed_actions() -> Actions {
+fn needed_actions(config: &crate::config::Config) -> Actions {
     // Removing forged X-Listwarden-* headers needs CHANGE_HEADER.
-    Actions::CHANGE_HEADER
+    let mut actions = Actions::CHANGE_HEADER;
+    if config.signing.is_some() {
+        // Signing outbound senders, and delivering valid bounces to the
+        // plain address.
+        actions |= Actions::CHANGE_SENDER | Actions::ADD_RCPT | Actions::DELETE_RCPT;
+    }
+    actions
 }
 
 async fn negotiate(
@@ -62,7 +71,7 @@ async fn negotiate(
     actions: Actions,
     opts: ProtoOpts,
 ) -> Status {
-    let needed = needed_actions();
+    let needed = needed_actions(&shared.config.load());
     if !actions.contains(needed) {
         tracing::error!(
             "the MTA does not offer the milter actions listwarden needs ({:?}); \
@@ -79,8 +88,10 @@ async fn negotiate(
         cx.requested_opts |= ProtoOpts::NOREPLY_HEADER;
         session.header_noreply = true;
     }
+    session.skip_ok = cx.requested_opts.contains(ProtoOpts::SKIP);
     let macros = [
         (MacroStage::Mail, "i {auth_authen}"),
+        (MacroStage::Rcpt, "i"),
         (MacroStage::Eoh, "i"),
         (MacroStage::Eom, "i"),
     ];
@@ -108,6 +119,7 @@ fn to_status(step: Step, reply: &mut impl SetErrorReply) -> Status {
     match step {
         Step::Continue => Status::Continue,
         Step::Accept => Status::Accept,
+        Step::Skip => Status::Skip,
         Step::Reject(r) => match reply.set_error_reply(r.code, Some(r.status), [r.text.as_str()]) {
             Ok(()) => Status::Reject,
             // A reply we cannot send is an internal error: never a bare 5xx.
@@ -152,6 +164,29 @@ async fn mail(cx: &mut indymilter::Context<Session>, args: Vec<CString>) -> Stat
     to_status(step, &mut cx.reply)
 }
 
+async fn rcpt(cx: &mut indymilter::Context<Session>, args: Vec<CString>) -> Status {
+    let Some(session) = cx.data.as_mut() else {
+        return Status::Tempfail;
+    };
+    let rcpt = args
+        .first()
+        .map(|a| a.to_string_lossy())
+        .unwrap_or_default();
+    let step = guarded(session, "rcpt", |s| s.rcpt(&rcpt));
+    to_status(step, &mut cx.reply)
+}
+
+async fn body(cx: &mut indymilter::Context<Session>, chunk: bytes::Bytes) -> Status {
+    let Some(session) = cx.data.as_mut() else {
+        return Status::Continue;
+    };
+    let skip_ok = session.skip_ok;
+    match guarded(session, "body", |s| s.body(&chunk)) {
+        Step::Skip if !skip_ok => Status::Continue,
+        step => to_status(step, &mut cx.reply),
+    }
+}
+
 async fn header(cx: &mut indymilter::Context<Session>, name: CString, value: CString) -> Status {
     let Some(session) = cx.data.as_mut() else {
         return Status::Continue;
@@ -185,28 +220,57 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
         return Status::Tempfail;
     };
     let queue_id = macro_str(&cx.macros, c"i").map(|q| q.into_owned());
-    let mut deletions = Vec::new();
+    let mut plan = EomPlan::default();
     let step = guarded(session, "eom", |s| {
-        deletions = s.end_of_message(queue_id.as_deref());
+        plan = s.end_of_message(queue_id.as_deref());
         Step::Continue
     });
+    if let Some(refusal) = plan.refuse.take() {
+        return to_status(refusal, &mut cx.reply);
+    }
     if step != Step::Continue {
         return to_status(step, &mut cx.reply);
     }
-    for (name, index) in deletions {
-        if let Err(e) = cx
-            .actions
-            .change_header(name.as_str(), index, None::<&str>)
-            .await
-        {
-            tracing::warn!("could not remove header {name}[{index}]: {e}");
-            return match session.config().on_error {
+    match apply_plan(&cx.actions, &plan).await {
+        Ok(()) => {
+            if plan.sign_as.is_some() {
+                session.signed(plan.list.as_deref());
+            }
+            Status::Continue
+        }
+        Err(e) => {
+            tracing::warn!(
+                queue_id = queue_id.as_deref().unwrap_or("NOQUEUE"),
+                "could not modify the message: {e}"
+            );
+            match session.config().on_error {
                 crate::config::OnError::Tempfail => Status::Tempfail,
                 crate::config::OnError::Accept => Status::Continue,
-            };
+            }
         }
     }
-    Status::Continue
+}
+
+/// Carries out the end-of-message changes.
+async fn apply_plan(
+    actions: &impl ContextActions,
+    plan: &EomPlan,
+) -> Result<(), indymilter::ActionError> {
+    for (name, index) in &plan.delete_headers {
+        actions
+            .change_header(name.as_str(), *index, None::<&str>)
+            .await?;
+    }
+    if let Some(signed) = &plan.sign_as {
+        actions
+            .change_sender(format!("<{signed}>"), None::<&str>)
+            .await?;
+    }
+    for (tagged, plain) in &plan.rewrite_recipients {
+        actions.delete_recipient(format!("<{tagged}>")).await?;
+        actions.add_recipient(format!("<{plain}>")).await?;
+    }
+    Ok(())
 }
 
 async fn abort(cx: &mut indymilter::Context<Session>) -> Status {

@@ -1,25 +1,49 @@
 //! Per-connection state and the handling of each milter stage. Methods
 //! here are synchronous and free of protocol details: they turn what
-//! Postfix sent into policy facts, and a verdict into a [`Step`] that the
-//! callbacks translate back. State lives in the indymilter context, never
-//! in a global map.
+//! Postfix sent into policy facts, and a verdict into a [`Step`] (or an
+//! [`EomPlan`]) that the callbacks translate back. State lives in the
+//! indymilter context, never in a global map.
 
 use crate::Shared;
-use crate::address::{Address, mailboxes_in_header};
+use crate::address::{Address, mailboxes_in_header, parse_path};
 use crate::config::{Config, OnError};
-use crate::policy::{self, Action, Client, Facts, Reason, Reply, Stage, Verdict};
+use crate::policy::{
+    self, Action, BounceVerdict, Client, Effect, Facts, Reason, Reply, Stage, Verdict,
+};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Header names we remove from inbound mail so that nobody can forge our tags.
 pub const OWN_HEADER_PREFIX: &str = "x-listwarden-";
+
+/// Most inbound `X-Listwarden-*` headers remembered for removal.
+const MAX_SPOOFED_HEADERS: usize = 1000;
 
 /// What the callback layer should answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     Continue,
     Accept,
+    /// Stop sending this stage (body): nothing more is needed from it.
+    Skip,
     Reject(Reply),
     Tempfail(Reply),
+}
+
+/// What to do at end of message.
+#[derive(Debug, Default)]
+pub struct EomPlan {
+    /// A final answer instead of the actions (a failed trace check).
+    pub refuse: Option<Step>,
+    /// Inbound `X-Listwarden-*` headers to delete: (name, index), highest
+    /// index first so earlier deletions do not shift later ones.
+    pub delete_headers: Vec<(String, i32)>,
+    /// The signed envelope sender for outbound list mail.
+    pub sign_as: Option<Address>,
+    /// Tagged bounce recipients to replace by their plain address.
+    pub rewrite_recipients: Vec<(Address, Address)>,
+    /// The list concerned, for metrics.
+    pub list: Option<String>,
 }
 
 /// One milter connection (one SMTP session in Postfix).
@@ -31,6 +55,8 @@ pub struct Session {
     client: Client,
     /// Whether Postfix agreed not to wait for replies to headers.
     pub header_noreply: bool,
+    /// Whether Postfix accepts a Skip reply to body chunks.
+    pub skip_ok: bool,
     msg: Option<Message>,
     /// A failure in a stage that cannot answer (headers under NOREPLY),
     /// to be given at end of headers.
@@ -42,13 +68,41 @@ pub struct Session {
 struct Message {
     sender: Option<Address>,
     queue_id: Option<String>,
+    today: u64,
+    recipients: usize,
     from: Vec<Address>,
     /// Bytes of `From:` values kept so far (bounded by `max_header_bytes`).
     from_bytes: usize,
     /// Inbound `X-Listwarden-*` headers: (name as sent, 1-based index per name).
     spoofed: Vec<(String, i32)>,
+    sign_as: Option<Address>,
+    /// The list concerned (outbound signing, or a bounce), for metrics.
+    list: Option<String>,
+    rewrites: Vec<(Address, Address)>,
+    /// The bounce recipient whose returned original must show our mail.
+    trace_recipient: Option<Address>,
+    /// The first `max_body_bytes` of the body, kept only for a trace check.
+    body: Vec<u8>,
     /// Set once the message has been counted in `messages_total`.
     counted: bool,
+}
+
+impl Message {
+    /// True when end of message has work to do.
+    fn needs_eom(&self) -> bool {
+        !self.spoofed.is_empty()
+            || self.sign_as.is_some()
+            || !self.rewrites.is_empty()
+            || self.trace_recipient.is_some()
+    }
+}
+
+fn today() -> u64 {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    policy::day_of(secs)
 }
 
 impl Session {
@@ -60,6 +114,7 @@ impl Session {
             config,
             client: Client::default(),
             header_noreply: false,
+            skip_ok: false,
             msg: None,
             pending_failure: None,
         }
@@ -85,7 +140,7 @@ impl Session {
         if sender_arg.contains("listwarden-fault-panic") {
             panic!("injected fault at MAIL");
         }
-        let sender = match Address::parse_path(sender_arg) {
+        let sender = match parse_path(sender_arg) {
             Ok(s) => s,
             Err(e) => {
                 // Postfix has already checked the syntax; what it accepted
@@ -94,22 +149,89 @@ impl Session {
                 None
             }
         };
-        self.msg = Some(Message {
+        let msg = self.msg.insert(Message {
             sender,
             queue_id: nonempty(queue_id),
+            today: today(),
             ..Message::default()
         });
-        let verdict = {
-            let msg = self.msg.as_ref();
-            let facts = Facts {
-                stage: Stage::Mail,
-                client: &self.client,
-                sender: msg.and_then(|m| m.sender.as_ref()),
-                from: &[],
-            };
-            policy::decide(&facts, &self.config)
+        let facts = Facts {
+            sender: msg.sender.as_ref(),
+            ..Facts::new(Stage::Mail, &self.client, msg.today)
         };
+        let verdict = policy::decide(&facts, &self.config);
+        if let Effect::SignSender(signed) = &verdict.effect {
+            msg.sign_as = Some(signed.clone());
+            msg.list = verdict.list.clone();
+        }
         self.apply(Stage::Mail, verdict)
+    }
+
+    /// RCPT TO: bounces to a list are checked here, before any data.
+    pub fn rcpt(&mut self, rcpt_arg: &str) -> Step {
+        let privileged = policy::is_privileged(&self.client, &self.config);
+        let max = self.config.limits.max_recipients;
+        let Some(msg) = self.msg.as_mut() else {
+            return Step::Continue;
+        };
+        msg.recipients += 1;
+        if msg.recipients > max && !privileged {
+            let reply = Reply::transient(
+                "452",
+                "4.5.3",
+                format!("too many recipients (at most {max} a message)"),
+            );
+            return self.refuse_recipient(Reason::TooManyRecipients, reply);
+        }
+        let Ok(Some(rcpt)) = parse_path(rcpt_arg) else {
+            return Step::Continue;
+        };
+        let facts = Facts {
+            sender: msg.sender.as_ref(),
+            recipient: Some(&rcpt),
+            ..Facts::new(Stage::Rcpt, &self.client, msg.today)
+        };
+        let verdict = policy::decide(&facts, &self.config);
+        if let (Some(b), Some(list)) = (verdict.bounce, verdict.list.as_deref()) {
+            self.shared
+                .metrics
+                .bounces
+                .with_label_values(&[list, b.as_str()])
+                .inc();
+        }
+        match &verdict.effect {
+            Effect::RewriteRecipient { from, to } => msg.rewrites.push((from.clone(), to.clone())),
+            Effect::NeedsTrace => msg.trace_recipient = Some(rcpt.clone()),
+            _ => {}
+        }
+        if verdict.list.is_some() && msg.list.is_none() {
+            msg.list = verdict.list.clone();
+        }
+        match verdict.action {
+            // A refused recipient ends nothing else: the message goes on
+            // for its other recipients.
+            Action::Reject(_) | Action::Tempfail(_) => {
+                self.log(Stage::Rcpt, &verdict, Some(&rcpt));
+                self.count(&verdict);
+                if verdict.observe {
+                    Step::Continue
+                } else {
+                    to_step(verdict.action)
+                }
+            }
+            _ => Step::Continue,
+        }
+    }
+
+    fn refuse_recipient(&mut self, reason: Reason, reply: Reply) -> Step {
+        let verdict = Verdict {
+            action: Action::Tempfail(reply),
+            reason,
+            ..Verdict::cont()
+        };
+        self.log(Stage::Rcpt, &verdict, None);
+        self.count(&verdict);
+        to_step(verdict.action)
     }
 
     /// One header; only the ones the policy needs are kept, bounded.
@@ -126,7 +248,7 @@ impl Session {
         } else if name.len() > OWN_HEADER_PREFIX.len()
             && name.is_char_boundary(OWN_HEADER_PREFIX.len())
             && name[..OWN_HEADER_PREFIX.len()].eq_ignore_ascii_case(OWN_HEADER_PREFIX)
-            && msg.spoofed.len() < 1000
+            && msg.spoofed.len() < MAX_SPOOFED_HEADERS
         {
             let index = msg
                 .spoofed
@@ -151,34 +273,78 @@ impl Session {
         }
         let msg = &*msg;
         let facts = Facts {
-            stage: Stage::EndOfHeaders,
-            client: &self.client,
             sender: msg.sender.as_ref(),
             from: &msg.from,
+            ..Facts::new(Stage::EndOfHeaders, &self.client, msg.today)
         };
         let verdict = policy::decide(&facts, &self.config);
-        let spoofed = !msg.spoofed.is_empty();
+        let needs_eom = msg.needs_eom();
         match self.apply(Stage::EndOfHeaders, verdict) {
-            // Forged tags still have to be removed at end of message.
-            Step::Accept if spoofed => Step::Continue,
+            // Signing, tag removal and trace checks happen at end of message.
+            Step::Accept if needs_eom => Step::Continue,
             step => step,
         }
     }
 
-    /// End of message: which inbound `X-Listwarden-*` headers to delete,
-    /// highest index first so earlier deletions do not shift later ones.
-    pub fn end_of_message(&mut self, queue_id: Option<&str>) -> Vec<(String, i32)> {
+    /// A body chunk: kept (bounded) only for a trace check.
+    pub fn body(&mut self, chunk: &[u8]) -> Step {
+        let max = self.config.limits.max_body_bytes;
+        let Some(msg) = self.msg.as_mut() else {
+            return Step::Skip;
+        };
+        if msg.trace_recipient.is_none() || msg.body.len() >= max {
+            return Step::Skip;
+        }
+        let take = chunk.len().min(max - msg.body.len());
+        msg.body.extend_from_slice(&chunk[..take]);
+        if msg.body.len() >= max {
+            Step::Skip
+        } else {
+            Step::Continue
+        }
+    }
+
+    /// End of message: the trace check, then the changes to make.
+    pub fn end_of_message(&mut self, queue_id: Option<&str>) -> EomPlan {
         let Some(mut msg) = self.msg.take() else {
-            return Vec::new();
+            return EomPlan::default();
         };
         if let Some(q) = nonempty(queue_id) {
             msg.queue_id = Some(q);
         }
+        if let Some(rcpt) = msg.trace_recipient.take() {
+            let found = policy::trace_matches(&msg.body, &self.config.trace);
+            let facts = Facts {
+                sender: msg.sender.as_ref(),
+                recipient: Some(&rcpt),
+                trace_found: Some(found),
+                ..Facts::new(Stage::EndOfMessage, &self.client, msg.today)
+            };
+            let verdict = policy::decide(&facts, &self.config);
+            if let (Some(b), Some(list)) = (verdict.bounce, verdict.list.as_deref()) {
+                self.shared
+                    .metrics
+                    .bounces
+                    .with_label_values(&[list, b.as_str()])
+                    .inc();
+            }
+            // `apply` logs with the message's context and drops it on a refusal.
+            self.msg = Some(msg);
+            let step = self.apply(Stage::EndOfMessage, verdict);
+            if matches!(step, Step::Reject(_) | Step::Tempfail(_)) {
+                return EomPlan {
+                    refuse: Some(step),
+                    ..EomPlan::default()
+                };
+            }
+            msg = self.msg.take().unwrap_or_default();
+        }
         let mut deletions = std::mem::take(&mut msg.spoofed);
         deletions.sort_by_key(|d| std::cmp::Reverse(d.1));
+        let queue_id = msg.queue_id.as_deref().unwrap_or("NOQUEUE");
         if !deletions.is_empty() {
             tracing::info!(
-                queue_id = msg.queue_id.as_deref().unwrap_or("NOQUEUE"),
+                queue_id,
                 count = deletions.len(),
                 "removing inbound X-Listwarden-* headers"
             );
@@ -187,10 +353,36 @@ impl Session {
                 .spoofed_headers_removed
                 .inc_by(deletions.len() as u64);
         }
-        if !msg.counted {
-            self.count(&Verdict::accept(Reason::Clean));
+        if let Some(signed) = &msg.sign_as {
+            tracing::info!(queue_id, list = msg.list.as_deref().unwrap_or("-"), sender = %signed, "signing envelope sender");
         }
-        deletions
+        if !msg.counted {
+            let verdict = Verdict {
+                list: msg.list.clone(),
+                ..Verdict::accept(Reason::Clean)
+            };
+            self.shared
+                .metrics
+                .messages
+                .with_label_values(&[verdict.label(), verdict.reason.as_str()])
+                .inc();
+        }
+        EomPlan {
+            refuse: None,
+            delete_headers: deletions,
+            sign_as: msg.sign_as.take(),
+            rewrite_recipients: std::mem::take(&mut msg.rewrites),
+            list: msg.list.take(),
+        }
+    }
+
+    /// Counts a signed outbound message (after Postfix took the change).
+    pub fn signed(&self, list: Option<&str>) {
+        self.shared
+            .metrics
+            .signed
+            .with_label_values(&[list.unwrap_or("-")])
+            .inc();
     }
 
     /// Forgets the message in progress (abort, or after a final verdict).
@@ -218,8 +410,7 @@ impl Session {
                 OnError::Accept => Action::Accept,
             },
             reason: Reason::InternalError,
-            list: None,
-            observe: false,
+            ..Verdict::cont()
         };
         self.count(&verdict);
         self.msg = None;
@@ -238,25 +429,24 @@ impl Session {
             .observe(started.elapsed().as_secs_f64());
     }
 
-    /// Logs, counts and translates a verdict.
+    /// Logs, counts and translates a message-level verdict.
     fn apply(&mut self, stage: Stage, verdict: Verdict) -> Step {
         if verdict.action == Action::Continue {
             return Step::Continue;
         }
         let counted = self.msg.as_ref().is_some_and(|m| m.counted);
         if !counted {
-            self.log(stage, &verdict);
+            self.log(stage, &verdict, None);
             self.count(&verdict);
         }
         if verdict.observe {
             // Nothing is left to inspect after the headers.
             return match stage {
-                Stage::Mail => Step::Continue,
-                Stage::EndOfHeaders => Step::Accept,
+                Stage::Mail | Stage::Rcpt => Step::Continue,
+                Stage::EndOfHeaders | Stage::EndOfMessage => Step::Accept,
             };
         }
-        if !matches!(verdict.action, Action::Continue) && !matches!(verdict.action, Action::Accept)
-        {
+        if !matches!(verdict.action, Action::Accept) {
             self.msg = None;
         }
         to_step(verdict.action)
@@ -273,7 +463,7 @@ impl Session {
         }
     }
 
-    fn log(&self, stage: Stage, verdict: &Verdict) {
+    fn log(&self, stage: Stage, verdict: &Verdict, rcpt: Option<&Address>) {
         let msg = self.msg.as_ref();
         let queue_id = msg.and_then(|m| m.queue_id.as_deref()).unwrap_or("NOQUEUE");
         let sender = msg
@@ -295,8 +485,10 @@ impl Session {
             verdict = verdict.label(),
             reason = verdict.reason.as_str(),
             list = verdict.list.as_deref().unwrap_or("-"),
+            bounce = verdict.bounce.map(BounceVerdict::as_str).unwrap_or("-"),
             client,
             sender = format!("<{sender}>"),
+            rcpt = rcpt.map(|r| format!("<{r}>")).unwrap_or_default(),
             reply,
             "verdict"
         );

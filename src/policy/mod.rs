@@ -1,28 +1,34 @@
 //! The decision core. Pure: it takes the facts of a message known so far
 //! and a config snapshot, and returns a [`Verdict`]. No I/O, no clock, no
-//! globals, so unit tests, the benchmarks and the milter all call the same
-//! function.
+//! globals, so unit tests, `listwarden verify`, the benchmarks and the
+//! milter all call the same functions.
 
+mod trace;
 mod verdict;
 
-pub use verdict::{Action, Reason, Reply, Verdict};
+pub use trace::trace_matches;
+pub use verdict::{Action, BounceVerdict, Effect, Reason, Reply, Verdict};
 
-use crate::address::Address;
-use crate::config::{Config, List};
+use crate::address::{Address, PrvsResult, VerpResult, prvs, verp};
+use crate::config::{BounceCheck, Config, Protected};
 use std::net::IpAddr;
 
 /// Where in the SMTP transaction a decision is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     Mail,
+    Rcpt,
     EndOfHeaders,
+    EndOfMessage,
 }
 
 impl Stage {
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Mail => "mail",
+            Stage::Rcpt => "rcpt",
             Stage::EndOfHeaders => "eoh",
+            Stage::EndOfMessage => "eom",
         }
     }
 }
@@ -43,43 +49,222 @@ pub struct Facts<'a> {
     pub client: &'a Client,
     /// Envelope sender; `None` is the null sender `<>`.
     pub sender: Option<&'a Address>,
-    /// Every mailbox of every `From:` header (empty before end of headers).
+    /// The recipient being decided (RCPT stage only).
+    pub recipient: Option<&'a Address>,
+    /// Every mailbox of every `From:` header (from end of headers on).
     pub from: &'a [Address],
+    /// Days since the Unix epoch, for signature expiry.
+    pub today: u64,
+    /// At end of message, for a bounce that needs a trace check: whether
+    /// the returned original shows our mail (see [`trace_matches`]).
+    pub trace_found: Option<bool>,
 }
 
-/// Decides what to do with a message at `facts.stage`.
-pub fn decide(facts: &Facts<'_>, config: &Config) -> Verdict {
-    if is_privileged(facts.client, config) {
-        // Trusted and authenticated clients may send as the list; nothing
-        // else the foundation checks applies to them.
-        return Verdict::accept(Reason::TrustedClient);
-    }
-    match facts.stage {
-        Stage::Mail => match facts
-            .sender
-            .and_then(|s| config.protected(s).map(|p| (s, p)))
-        {
-            Some((sender, hit)) => forged(config, hit.list, Reason::ForgedEnvelopeSender, sender),
-            None => Verdict::cont(),
-        },
-        Stage::EndOfHeaders => {
-            match facts
-                .from
-                .iter()
-                .find_map(|a| config.protected(a).map(|p| (a, p)))
-            {
-                Some((author, hit)) => forged(config, hit.list, Reason::ForgedFromHeader, author),
-                None => Verdict::accept(Reason::Clean),
-            }
+impl<'a> Facts<'a> {
+    /// Facts with nothing known but the client and the stage.
+    pub fn new(stage: Stage, client: &'a Client, today: u64) -> Facts<'a> {
+        Facts {
+            stage,
+            client,
+            sender: None,
+            recipient: None,
+            from: &[],
+            today,
+            trace_found: None,
         }
     }
 }
 
-fn is_privileged(client: &Client, config: &Config) -> bool {
+/// Days since the Unix epoch for a Unix time in seconds.
+pub fn day_of(unix_seconds: u64) -> u64 {
+    unix_seconds / 86_400
+}
+
+/// Decides what to do with a message at `facts.stage`.
+pub fn decide(facts: &Facts<'_>, config: &Config) -> Verdict {
+    match facts.stage {
+        Stage::Mail => decide_mail(facts, config),
+        Stage::Rcpt => decide_rcpt(facts, config),
+        Stage::EndOfHeaders => decide_from(facts, config),
+        Stage::EndOfMessage => decide_trace(facts, config),
+    }
+}
+
+/// True for a client that may send as a list: trusted network or SASL.
+pub fn is_privileged(client: &Client, config: &Config) -> bool {
     client.authenticated_as.is_some() || client.ip.is_some_and(|ip| config.is_trusted(ip))
 }
 
-fn forged(config: &Config, list: &List, reason: Reason, addr: &Address) -> Verdict {
+/// A bounce: the null sender, or MAILER-DAEMON / postmaster.
+pub fn is_bounce_sender(sender: Option<&Address>) -> bool {
+    match sender {
+        None => true,
+        Some(a) => {
+            let local = a.folded_local();
+            local == "mailer-daemon" || local == "postmaster"
+        }
+    }
+}
+
+fn decide_mail(facts: &Facts<'_>, config: &Config) -> Verdict {
+    let hit = facts
+        .sender
+        .and_then(|s| config.protected(s).map(|p| (s, p)));
+    if is_privileged(facts.client, config) {
+        // The list server sends as its list: sign the envelope sender so
+        // that every real bounce comes back carrying a signature.
+        if let (Some((sender, p)), Some(keys)) = (&hit, &config.signing)
+            && prvs::strip(sender).is_none()
+        {
+            let signed = prvs::sign(sender, keys, facts.today);
+            return Verdict {
+                effect: Effect::SignSender(signed),
+                list: Some(p.owner.label().to_string()),
+                ..Verdict::cont()
+            };
+        }
+        return Verdict::accept(Reason::TrustedClient);
+    }
+    match hit {
+        Some((sender, p)) => forged(config, &p, Reason::ForgedEnvelopeSender, sender),
+        None => Verdict::cont(),
+    }
+}
+
+fn decide_rcpt(facts: &Facts<'_>, config: &Config) -> Verdict {
+    let Some(rcpt) = facts.recipient else {
+        return Verdict::cont();
+    };
+    // Never refuse a recipient of the list server itself: on Postfix's
+    // non_smtpd path that would leave the mail stuck in the queue.
+    if is_privileged(facts.client, config) || !is_bounce_sender(facts.sender) {
+        return Verdict::cont();
+    }
+    let Some(p) = config.protected(rcpt) else {
+        return Verdict::cont();
+    };
+    let label = p.owner.label().to_string();
+    let mode = p.owner.bounces();
+    let observe = config.observe || p.owner.observe();
+    let check = match (mode, &config.signing) {
+        (BounceCheck::Off, _) => return Verdict::cont(),
+        (BounceCheck::Trace, _) | (_, None) => None,
+        (BounceCheck::Signed | BounceCheck::Either, Some(keys)) => {
+            Some(check_signature(rcpt, keys, facts.today))
+        }
+    };
+    match check {
+        Some(Ok(plain)) => Verdict {
+            reason: Reason::BounceValid,
+            list: Some(label),
+            bounce: Some(BounceVerdict::Valid),
+            effect: if plain == *rcpt {
+                Effect::None
+            } else {
+                Effect::RewriteRecipient {
+                    from: rcpt.clone(),
+                    to: plain,
+                }
+            },
+            ..Verdict::cont()
+        },
+        Some(Err(bad)) if mode == BounceCheck::Signed => {
+            let why = match bad {
+                BounceVerdict::Expired => "its signature has expired",
+                BounceVerdict::Unsigned => "it carries no signature",
+                _ => "its signature is not valid",
+            };
+            let reply = Reply::permanent(
+                "550",
+                "5.7.1",
+                format!(
+                    "<{rcpt}>: bounce refused, {why}; this list sent no message it could answer (backscatter)"
+                ),
+            );
+            Verdict {
+                action: Action::Reject(reply),
+                reason: Reason::BounceNotOurs,
+                list: Some(label),
+                observe,
+                bounce: Some(bad),
+                effect: Effect::None,
+            }
+        }
+        // Trace mode, or `either` without a valid signature: the returned
+        // original decides at end of message.
+        _ => Verdict {
+            list: Some(label),
+            effect: Effect::NeedsTrace,
+            ..Verdict::cont()
+        },
+    }
+}
+
+/// Verifies a bounce recipient's signature: prvs, or listwarden's signed
+/// VERP. `Ok` holds the address the bounce should be delivered to.
+fn check_signature(
+    rcpt: &Address,
+    keys: &crate::address::KeyRing,
+    today: u64,
+) -> Result<Address, BounceVerdict> {
+    match prvs::verify(rcpt, keys, today) {
+        PrvsResult::Valid { original, .. } => return Ok(original),
+        PrvsResult::Expired => return Err(BounceVerdict::Expired),
+        PrvsResult::Invalid | PrvsResult::UnknownKey => return Err(BounceVerdict::Invalid),
+        PrvsResult::Unsigned => {}
+    }
+    match verp::verify_verp(rcpt, keys, today, keys.validity_days()) {
+        VerpResult::Valid { .. } => Ok(rcpt.clone()),
+        VerpResult::Expired => Err(BounceVerdict::Expired),
+        VerpResult::Invalid | VerpResult::UnknownKey => Err(BounceVerdict::Invalid),
+        VerpResult::Unsigned => Err(BounceVerdict::Unsigned),
+    }
+}
+
+fn decide_from(facts: &Facts<'_>, config: &Config) -> Verdict {
+    if is_privileged(facts.client, config) {
+        return Verdict::accept(Reason::TrustedClient);
+    }
+    match facts
+        .from
+        .iter()
+        .find_map(|a| config.protected(a).map(|p| (a, p)))
+    {
+        Some((author, p)) => forged(config, &p, Reason::ForgedFromHeader, author),
+        None => Verdict::accept(Reason::Clean),
+    }
+}
+
+/// End of message for a bounce that needed a trace (`facts.recipient` is
+/// its bounce recipient): it passes only if the returned original shows
+/// our mail.
+fn decide_trace(facts: &Facts<'_>, config: &Config) -> Verdict {
+    let p = facts.recipient.and_then(|r| config.protected(r));
+    let list = p.as_ref().map(|p| p.owner.label().to_string());
+    let observe = config.observe || p.as_ref().is_some_and(|p| p.owner.observe());
+    match facts.trace_found {
+        None => Verdict::accept(Reason::Clean),
+        Some(true) => Verdict {
+            list,
+            bounce: Some(BounceVerdict::TraceOk),
+            ..Verdict::accept(Reason::BounceValid)
+        },
+        Some(false) => Verdict {
+            action: Action::Reject(Reply::permanent(
+                "550",
+                "5.7.1",
+                "bounce refused: the returned message was not sent by this list server (backscatter)".into(),
+            )),
+            reason: Reason::BounceNotOurs,
+            list,
+            observe,
+            bounce: Some(BounceVerdict::TraceFail),
+            effect: Effect::None,
+        },
+    }
+}
+
+fn forged(config: &Config, p: &Protected<'_>, reason: Reason, addr: &Address) -> Verdict {
     let reply = Reply::permanent(
         "550",
         "5.7.1",
@@ -90,8 +275,10 @@ fn forged(config: &Config, list: &List, reason: Reason, addr: &Address) -> Verdi
     Verdict {
         action: Action::Reject(reply),
         reason,
-        list: Some(list.name.clone()),
-        observe: config.observe || list.observe,
+        list: Some(p.owner.label().to_string()),
+        observe: config.observe || p.owner.observe(),
+        bounce: None,
+        effect: Effect::None,
     }
 }
 

@@ -1,11 +1,48 @@
 use super::*;
-use std::path::Path;
+use crate::address::KeyRing;
 
-fn config(extra: &str) -> Config {
+const TODAY: u64 = 20_000;
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+/// A config with two lists, a key ring and trace marks; `extra` is
+/// prepended (top-level keys) and `list_extra` goes into the first list.
+fn config_with(extra: &str, list_extra: &str) -> Config {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("k1.key"), SECRET).unwrap();
+    std::fs::write(
+        dir.path().join("k2.key"),
+        "fedcba9876543210fedcba9876543210",
+    )
+    .unwrap();
+    let lists = [
+        "lists:",
+        "  - address: members@lists.example.org",
+        list_extra,
+        "  - address: quiet@lists.example.org",
+        "    observe: true",
+        "  - address: traced@lists.example.org",
+        "    bounces: trace",
+        "  - address: either@lists.example.org",
+        "    bounces: either",
+        "  - address: sym@lists.example.org",
+        "    preset: sympa",
+        "domains:",
+        "  - domain: big.example.org",
+        "    preset: mailman3",
+    ]
+    .join("\n");
     let src = format!(
-        "milter:\n  listen: inet:127.0.0.1:8890\ntrusted_networks: [127.0.0.1/32, \"::1/128\", 192.0.2.0/24]\n{extra}lists:\n  - address: members@lists.example.org\n  - address: quiet@lists.example.org\n    observe: true\n"
+        "milter:\n  listen: inet:127.0.0.1:8890\n\
+         trusted_networks: [127.0.0.1/32, \"::1/128\", 192.0.2.0/24]\n\
+         signing:\n  keys:\n    - {{id: 1, file: k1.key}}\n    - {{id: 2, file: k2.key}}\n  sign_with: 2\n\
+         trace:\n  received_by: [lists.example.org]\n\
+         {extra}{lists}\n"
     );
-    Config::parse(&src, Path::new("test.yaml")).expect("test config")
+    Config::parse(&src, &dir.path().join("listwarden.yaml")).expect("test config")
+}
+
+fn config() -> Config {
+    config_with("", "")
 }
 
 fn addr(s: &str) -> Address {
@@ -19,26 +56,47 @@ fn client(ip: &str, auth: Option<&str>) -> Client {
     }
 }
 
+fn keys(cfg: &Config) -> &KeyRing {
+    cfg.signing.as_ref().unwrap()
+}
+
 /// (verdict label, reason, list)
-fn run(
-    cfg: &Config,
-    stage: Stage,
-    client: &Client,
-    sender: Option<&str>,
-    from: &[&str],
-) -> (String, &'static str, Option<String>) {
+fn summary(v: &Verdict) -> (String, &'static str, Option<String>) {
+    (v.label().to_string(), v.reason.as_str(), v.list.clone())
+}
+
+fn at_mail(cfg: &Config, c: &Client, sender: Option<&str>) -> Verdict {
     let sender = sender.map(addr);
-    let from: Vec<Address> = from.iter().map(|a| addr(a)).collect();
-    let v = decide(
+    decide(
         &Facts {
-            stage,
-            client,
             sender: sender.as_ref(),
-            from: &from,
+            ..Facts::new(Stage::Mail, c, TODAY)
         },
         cfg,
-    );
-    (v.label().to_string(), v.reason.as_str(), v.list)
+    )
+}
+
+fn at_eoh(cfg: &Config, c: &Client, from: &[&str]) -> Verdict {
+    let from: Vec<Address> = from.iter().map(|a| addr(a)).collect();
+    decide(
+        &Facts {
+            from: &from,
+            ..Facts::new(Stage::EndOfHeaders, c, TODAY)
+        },
+        cfg,
+    )
+}
+
+fn at_rcpt(cfg: &Config, c: &Client, sender: Option<&str>, rcpt: &Address) -> Verdict {
+    let sender = sender.map(addr);
+    decide(
+        &Facts {
+            sender: sender.as_ref(),
+            recipient: Some(rcpt),
+            ..Facts::new(Stage::Rcpt, c, TODAY)
+        },
+        cfg,
+    )
 }
 
 /// (name, stage, client, envelope sender, From: mailboxes, expected)
@@ -48,19 +106,18 @@ type Case<'a> = (
     &'a Client,
     Option<&'a str>,
     Vec<&'a str>,
-    (&'a str, &'a str, Option<String>),
+    (&'a str, &'a str, Option<&'a str>),
 );
 
 #[test]
 fn forged_sender_table() {
-    let cfg = config("");
+    let cfg = config();
     let stranger = client("203.0.113.7", None);
     let v6_stranger = client("2001:db8::7", None);
-    let trusted = client("127.0.0.1", None);
     let trusted_net = client("192.0.2.99", None);
     let authed = client("203.0.113.7", Some("alice"));
     let unknown = Client::default();
-    let list = Some("members".to_string());
+    let m = Some("members");
     use Stage::*;
     let cases: Vec<Case> = vec![
         (
@@ -69,7 +126,7 @@ fn forged_sender_table() {
             &stranger,
             Some("members@lists.example.org"),
             vec![],
-            ("reject", "forged_envelope_sender", list.clone()),
+            ("reject", "forged_envelope_sender", m),
         ),
         (
             "role address, other case",
@@ -77,7 +134,7 @@ fn forged_sender_table() {
             &stranger,
             Some("Members-Bounces@LISTS.example.org"),
             vec![],
-            ("reject", "forged_envelope_sender", list.clone()),
+            ("reject", "forged_envelope_sender", m),
         ),
         (
             "VERP detail of a role",
@@ -85,7 +142,15 @@ fn forged_sender_table() {
             &v6_stranger,
             Some("members-bounces+x=y.example@lists.example.org"),
             vec![],
-            ("reject", "forged_envelope_sender", list.clone()),
+            ("reject", "forged_envelope_sender", m),
+        ),
+        (
+            "prvs-tagged role",
+            Mail,
+            &stranger,
+            Some("prvs=1234abcdef=members-owner@lists.example.org"),
+            vec![],
+            ("reject", "forged_envelope_sender", m),
         ),
         (
             "unknown client is no exception",
@@ -93,7 +158,23 @@ fn forged_sender_table() {
             &unknown,
             Some("members-owner@lists.example.org"),
             vec![],
-            ("reject", "forged_envelope_sender", list.clone()),
+            ("reject", "forged_envelope_sender", m),
+        ),
+        (
+            "domain-wide protection",
+            Mail,
+            &stranger,
+            Some("anything-bounces@big.example.org"),
+            vec![],
+            ("reject", "forged_envelope_sender", Some("big.example.org")),
+        ),
+        (
+            "sympa shared bounce address names its list",
+            Mail,
+            &stranger,
+            Some("bounce+bob==a==example.net==sym@lists.example.org"),
+            vec![],
+            ("reject", "forged_envelope_sender", Some("sym")),
         ),
         (
             "ordinary sender",
@@ -112,26 +193,18 @@ fn forged_sender_table() {
             ("continue", "pending", None),
         ),
         (
-            "trusted host",
-            Mail,
-            &trusted,
-            Some("members@lists.example.org"),
-            vec![],
-            ("accept", "trusted_client", None),
-        ),
-        (
-            "trusted network",
+            "trusted network, not a list sender",
             Mail,
             &trusted_net,
-            Some("members@lists.example.org"),
+            Some("alice@lists.example.org"),
             vec![],
             ("accept", "trusted_client", None),
         ),
         (
-            "authenticated",
+            "authenticated, not a list sender",
             Mail,
             &authed,
-            Some("members@lists.example.org"),
+            Some("alice@example.net"),
             vec![],
             ("accept", "trusted_client", None),
         ),
@@ -139,23 +212,23 @@ fn forged_sender_table() {
             "list in From:",
             EndOfHeaders,
             &stranger,
-            Some("alice@example.net"),
+            None,
             vec!["members@lists.example.org"],
-            ("reject", "forged_from_header", list.clone()),
+            ("reject", "forged_from_header", m),
         ),
         (
             "list among several authors",
             EndOfHeaders,
             &stranger,
-            Some("alice@example.net"),
+            None,
             vec!["alice@example.net", "members@lists.example.org"],
-            ("reject", "forged_from_header", list.clone()),
+            ("reject", "forged_from_header", m),
         ),
         (
             "clean From:",
             EndOfHeaders,
             &stranger,
-            Some("alice@example.net"),
+            None,
             vec!["alice@example.net"],
             ("accept", "clean", None),
         ),
@@ -170,8 +243,8 @@ fn forged_sender_table() {
         (
             "trusted From:",
             EndOfHeaders,
-            &trusted,
-            Some("members@lists.example.org"),
+            &trusted_net,
+            None,
             vec!["members@lists.example.org"],
             ("accept", "trusted_client", None),
         ),
@@ -181,51 +254,41 @@ fn forged_sender_table() {
             &stranger,
             Some("quiet@lists.example.org"),
             vec![],
-            (
-                "observe_reject",
-                "forged_envelope_sender",
-                Some("quiet".to_string()),
-            ),
+            ("observe_reject", "forged_envelope_sender", Some("quiet")),
         ),
     ];
     for (name, stage, c, sender, from, want) in cases {
-        let got = run(&cfg, stage, c, sender, &from);
-        assert_eq!((got.0.as_str(), got.1, got.2), want, "{name}");
+        let v = match stage {
+            Mail => at_mail(&cfg, c, sender),
+            _ => at_eoh(&cfg, c, &from),
+        };
+        let got = summary(&v);
+        assert_eq!((got.0.as_str(), got.1, got.2.as_deref()), want, "{name}");
     }
 }
 
 #[test]
 fn global_observe_marks_every_rejection() {
-    let cfg = config("observe: true\n");
-    let got = run(
+    let cfg = config_with("observe: true\n", "");
+    let v = at_mail(
         &cfg,
-        Stage::Mail,
         &client("203.0.113.7", None),
         Some("members@lists.example.org"),
-        &[],
     );
-    assert_eq!(got.0, "observe_reject");
+    assert_eq!(v.label(), "observe_reject");
 }
 
 #[test]
 fn rejection_reply_says_why() {
-    let cfg = config("");
-    let sender = addr("members@lists.example.org");
-    let c = client("203.0.113.7", None);
-    let v = decide(
-        &Facts {
-            stage: Stage::Mail,
-            client: &c,
-            sender: Some(&sender),
-            from: &[],
-        },
-        &cfg,
+    let v = at_mail(
+        &config(),
+        &client("203.0.113.7", None),
+        Some("members@lists.example.org"),
     );
     let Action::Reject(reply) = v.action else {
         panic!("expected a rejection, got {v:?}")
     };
-    assert_eq!(reply.code, "550");
-    assert_eq!(reply.status, "5.7.1");
+    assert_eq!((reply.code, reply.status), ("550", "5.7.1"));
     assert!(
         reply
             .text
@@ -233,4 +296,184 @@ fn rejection_reply_says_why() {
         "{}",
         reply.text
     );
+}
+
+#[test]
+fn list_mail_from_the_list_server_is_signed() {
+    let cfg = config();
+    let v = at_mail(
+        &cfg,
+        &client("127.0.0.1", None),
+        Some("members-bounces@lists.example.org"),
+    );
+    assert_eq!(v.action, Action::Continue, "signing needs end of message");
+    let Effect::SignSender(signed) = &v.effect else {
+        panic!("expected signing, got {v:?}")
+    };
+    assert!(
+        signed.local.starts_with("prvs=2"),
+        "signed with key 2: {signed}"
+    );
+    assert!(matches!(
+        prvs::verify(signed, keys(&cfg), TODAY),
+        PrvsResult::Valid { .. }
+    ));
+    // An already signed sender is not signed twice.
+    let v = at_mail(&cfg, &client("127.0.0.1", None), Some(&signed.to_string()));
+    assert_eq!(v.effect, Effect::None);
+    // Mail from the list server that is not list mail is simply accepted.
+    let v = at_mail(
+        &cfg,
+        &client("127.0.0.1", None),
+        Some("root@lists.example.org"),
+    );
+    assert_eq!((v.action, v.effect), (Action::Accept, Effect::None));
+}
+
+#[test]
+fn bounces_in_signed_mode() {
+    let cfg = config();
+    let stranger = client("198.51.100.9", None);
+    let plain = addr("members-bounces@lists.example.org");
+    let good = prvs::sign(&plain, keys(&cfg), TODAY - 3);
+    let expired = prvs::sign(&plain, keys(&cfg), TODAY - 30);
+    let mut forged = good.clone();
+    forged.local.replace_range(
+        9..10,
+        if &forged.local[9..10] == "0" {
+            "1"
+        } else {
+            "0"
+        },
+    );
+
+    let v = at_rcpt(&cfg, &stranger, None, &good);
+    assert_eq!(
+        (v.action.clone(), v.bounce),
+        (Action::Continue, Some(BounceVerdict::Valid))
+    );
+    assert_eq!(
+        v.effect,
+        Effect::RewriteRecipient {
+            from: good.clone(),
+            to: plain.clone()
+        }
+    );
+    // MAILER-DAEMON counts as a bounce sender too, in any case.
+    let v = at_rcpt(&cfg, &stranger, Some("MAILER-DAEMON@mx.example.net"), &good);
+    assert_eq!(v.bounce, Some(BounceVerdict::Valid));
+
+    for (rcpt, want, text) in [
+        (&plain, BounceVerdict::Unsigned, "carries no signature"),
+        (&expired, BounceVerdict::Expired, "has expired"),
+        (&forged, BounceVerdict::Invalid, "is not valid"),
+    ] {
+        let v = at_rcpt(&cfg, &stranger, None, rcpt);
+        assert_eq!(v.bounce, Some(want), "{rcpt}");
+        let Action::Reject(reply) = &v.action else {
+            panic!("{rcpt}: expected a rejection, got {v:?}")
+        };
+        assert_eq!((reply.code, reply.status), ("550", "5.7.1"));
+        assert!(reply.text.contains(text), "{}", reply.text);
+        assert_eq!(v.reason, Reason::BounceNotOurs);
+    }
+    // The posting address never sends list mail, so a bounce to it is
+    // never ours either.
+    let v = at_rcpt(&cfg, &stranger, None, &addr("members@lists.example.org"));
+    assert!(matches!(v.action, Action::Reject(_)));
+}
+
+#[test]
+fn what_is_not_a_list_bounce_passes_the_rcpt_check() {
+    let cfg = config();
+    let plain = addr("members-bounces@lists.example.org");
+    // Not a bounce: an ordinary sender may write to a role address.
+    let v = at_rcpt(
+        &cfg,
+        &client("198.51.100.9", None),
+        Some("alice@example.net"),
+        &plain,
+    );
+    assert_eq!((v.action, v.bounce), (Action::Continue, None));
+    // Not a list address.
+    let v = at_rcpt(
+        &cfg,
+        &client("198.51.100.9", None),
+        None,
+        &addr("bob@example.net"),
+    );
+    assert_eq!((v.action, v.bounce), (Action::Continue, None));
+    // The list server itself (non_smtpd path) is never refused a recipient.
+    let v = at_rcpt(&cfg, &client("127.0.0.1", None), None, &plain);
+    assert_eq!((v.action, v.bounce), (Action::Continue, None));
+}
+
+#[test]
+fn trace_and_either_modes_defer_to_end_of_message() {
+    let cfg = config();
+    let stranger = client("198.51.100.9", None);
+    let traced = addr("traced-bounces@lists.example.org");
+    let v = at_rcpt(&cfg, &stranger, None, &traced);
+    assert_eq!(
+        (v.action.clone(), v.effect.clone()),
+        (Action::Continue, Effect::NeedsTrace)
+    );
+
+    let either = addr("either-bounces@lists.example.org");
+    let v = at_rcpt(&cfg, &stranger, None, &either);
+    assert_eq!(v.effect, Effect::NeedsTrace, "unsigned: the trace decides");
+    let signed = prvs::sign(&either, keys(&cfg), TODAY);
+    let v = at_rcpt(&cfg, &stranger, None, &signed);
+    assert_eq!(
+        v.bounce,
+        Some(BounceVerdict::Valid),
+        "a valid signature is enough"
+    );
+
+    let eom = |found| {
+        decide(
+            &Facts {
+                recipient: Some(&traced),
+                trace_found: Some(found),
+                ..Facts::new(Stage::EndOfMessage, &stranger, TODAY)
+            },
+            &cfg,
+        )
+    };
+    let ok = eom(true);
+    assert_eq!(
+        (ok.action, ok.bounce, ok.list.as_deref()),
+        (Action::Accept, Some(BounceVerdict::TraceOk), Some("traced"))
+    );
+    let bad = eom(false);
+    assert!(matches!(bad.action, Action::Reject(_)));
+    assert_eq!(bad.bounce, Some(BounceVerdict::TraceFail));
+}
+
+#[test]
+fn signed_verp_of_our_expander_is_valid() {
+    let cfg = config();
+    let bounce = addr("members-bounces@lists.example.org");
+    let member = addr("bob@example.net");
+    let tagged = crate::address::verp::sign_verp(&bounce, &member, keys(&cfg), TODAY).unwrap();
+    let v = at_rcpt(&cfg, &client("198.51.100.9", None), None, &tagged);
+    assert_eq!(
+        (v.bounce, v.effect),
+        (Some(BounceVerdict::Valid), Effect::None)
+    );
+}
+
+#[test]
+fn key_rotation_keeps_old_signatures_valid() {
+    let plain = addr("members-bounces@lists.example.org");
+    // Signed under key 1 before the switch to key 2.
+    let old_ring = KeyRing::new(
+        vec![crate::address::Key::new(1, SECRET.as_bytes()).unwrap()],
+        1,
+        7,
+    )
+    .unwrap();
+    let old = prvs::sign(&plain, &old_ring, TODAY - 1);
+    let v = at_rcpt(&config(), &client("198.51.100.9", None), None, &old);
+    assert_eq!(v.bounce, Some(BounceVerdict::Valid));
 }

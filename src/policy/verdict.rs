@@ -26,6 +26,8 @@ pub enum Reason {
     ForgedEnvelopeSender,
     ForgedFromHeader,
     TooManyRecipients,
+    BounceValid,
+    BounceNotOurs,
     InternalError,
 }
 
@@ -38,6 +40,8 @@ impl Reason {
             Reason::ForgedEnvelopeSender => "forged_envelope_sender",
             Reason::ForgedFromHeader => "forged_from_header",
             Reason::TooManyRecipients => "too_many_recipients",
+            Reason::BounceValid => "bounce_valid",
+            Reason::BounceNotOurs => "bounce_not_ours",
             Reason::InternalError => "internal_error",
         }
     }
@@ -52,6 +56,50 @@ pub struct Verdict {
     pub list: Option<String>,
     /// Observe mode: log and count `action`, but continue instead.
     pub observe: bool,
+    /// For a bounce to a list: what its check found.
+    pub bounce: Option<BounceVerdict>,
+    /// Work to do at end of message (or to prepare for it).
+    pub effect: Effect,
+}
+
+/// What the check of a bounce to a list found; a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BounceVerdict {
+    Valid,
+    Invalid,
+    Expired,
+    Unsigned,
+    TraceOk,
+    TraceFail,
+}
+
+impl BounceVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BounceVerdict::Valid => "valid",
+            BounceVerdict::Invalid => "invalid",
+            BounceVerdict::Expired => "expired",
+            BounceVerdict::Unsigned => "unsigned",
+            BounceVerdict::TraceOk => "trace_ok",
+            BounceVerdict::TraceFail => "trace_fail",
+        }
+    }
+}
+
+/// A change the milter makes to the message, beside the reply.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Effect {
+    #[default]
+    None,
+    /// Outbound list mail: replace the envelope sender with this signed one.
+    SignSender(crate::address::Address),
+    /// A valid bounce: deliver to the plain address instead of the tagged one.
+    RewriteRecipient {
+        from: crate::address::Address,
+        to: crate::address::Address,
+    },
+    /// A bounce whose returned original must show our mail.
+    NeedsTrace,
 }
 
 impl Verdict {
@@ -61,6 +109,8 @@ impl Verdict {
             reason: Reason::Pending,
             list: None,
             observe: false,
+            bounce: None,
+            effect: Effect::None,
         }
     }
 
@@ -68,8 +118,7 @@ impl Verdict {
         Verdict {
             action: Action::Accept,
             reason,
-            list: None,
-            observe: false,
+            ..Verdict::cont()
         }
     }
 
