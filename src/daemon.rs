@@ -17,6 +17,9 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 /// Runs listwarden with the config at `path` until SIGTERM or SIGINT.
 pub async fn run(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
     let shared = Shared::new(config);
     let reloader = Arc::new(Reloader {
         path: path.clone(),
@@ -95,7 +98,7 @@ impl Reloader {
         let current = self.shared.config.load_full();
         match reload::reload(&self.path, &current) {
             Ok(r) => {
-                for warning in &r.kept {
+                for warning in r.kept.iter().chain(&r.config.warnings) {
                     tracing::warn!("config reload: {warning}");
                 }
                 self.shared.config.store(Arc::new(r.config));

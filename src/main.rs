@@ -49,12 +49,34 @@ enum Command {
         #[arg(value_name = "FILE", default_value = DEFAULT_CONFIG)]
         file: PathBuf,
     },
+    /// Print ADDRESS signed with the current BATV key (prvs=KDDDSSSSSS=...).
+    ///
+    /// This is the envelope sender listwarden gives list mail today.
+    Sign {
+        /// The YAML config file (for the keys).
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// A list address, e.g. members-bounces@lists.example.org.
+        address: String,
+    },
+    /// Check the signature of a bounce address: valid, invalid, expired or unsigned.
+    ///
+    /// Exits 0 only when the signature is valid (1 otherwise, 78 on a bad config).
+    Verify {
+        /// The YAML config file (for the keys).
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// A bounce recipient, e.g. prvs=1234abcdef=members-bounces@lists.example.org.
+        address: String,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => check_config(&file),
+        Command::Sign { config, address } => sign(&config, &address),
+        Command::Verify { config, address } => verify(&config, &address),
         Command::Run { config, log } => {
             init_logging(&log);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -85,17 +107,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn check_config(file: &std::path::Path) -> ExitCode {
+/// Loads a config for a one-shot command, printing its problems.
+fn load(file: &std::path::Path) -> Result<Config, ExitCode> {
     match Config::load(file) {
         Ok(config) => {
-            println!(
-                "{}: OK ({} list{}, milter on {})",
-                file.display(),
-                config.lists.len(),
-                if config.lists.len() == 1 { "" } else { "s" },
-                config.milter.listen
-            );
-            ExitCode::SUCCESS
+            for w in &config.warnings {
+                eprintln!("warning: {w}");
+            }
+            Ok(config)
         }
         Err(e) => {
             eprintln!("{e}");
@@ -105,9 +124,111 @@ fn check_config(file: &std::path::Path) -> ExitCode {
                 file.display(),
                 if n == 1 { "" } else { "s" }
             );
-            ExitCode::from(EX_CONFIG)
+            Err(ExitCode::from(EX_CONFIG))
         }
     }
+}
+
+fn today() -> u64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    listwarden::policy::day_of(secs)
+}
+
+/// Parses an address given on the command line, with or without `<>`.
+fn cli_address(text: &str) -> Result<listwarden::address::Address, ExitCode> {
+    match listwarden::address::parse_path(text) {
+        Ok(Some(a)) => Ok(a),
+        Ok(None) => {
+            eprintln!("listwarden: the null sender <> has no signature");
+            Err(ExitCode::from(64))
+        }
+        Err(e) => {
+            eprintln!("listwarden: `{text}` is not an address: {e}");
+            Err(ExitCode::from(64))
+        }
+    }
+}
+
+fn sign(file: &std::path::Path, text: &str) -> ExitCode {
+    let (config, addr) = match (load(file), cli_address(text)) {
+        (Ok(c), Ok(a)) => (c, a),
+        (Err(code), _) | (_, Err(code)) => return code,
+    };
+    let Some(keys) = &config.signing else {
+        eprintln!(
+            "{}: no signing keys are configured (signing.keys)",
+            file.display()
+        );
+        return ExitCode::from(EX_CONFIG);
+    };
+    let plain = listwarden::address::prvs::strip(&addr).unwrap_or(addr);
+    println!("{}", listwarden::address::prvs::sign(&plain, keys, today()));
+    ExitCode::SUCCESS
+}
+
+fn verify(file: &std::path::Path, text: &str) -> ExitCode {
+    use listwarden::address::{PrvsResult, VerpResult, prvs, verp};
+    let (config, addr) = match (load(file), cli_address(text)) {
+        (Ok(c), Ok(a)) => (c, a),
+        (Err(code), _) | (_, Err(code)) => return code,
+    };
+    let Some(keys) = &config.signing else {
+        eprintln!(
+            "{}: no signing keys are configured (signing.keys)",
+            file.display()
+        );
+        return ExitCode::from(EX_CONFIG);
+    };
+    let day = today();
+    let (verdict, detail) = match prvs::verify(&addr, keys, day) {
+        PrvsResult::Valid { original, key_id } => {
+            ("valid", format!("prvs, key {key_id}, for {original}"))
+        }
+        PrvsResult::Expired => ("expired", "prvs".to_string()),
+        PrvsResult::Invalid => ("invalid", "prvs".to_string()),
+        PrvsResult::UnknownKey => ("invalid", "prvs, unknown key".to_string()),
+        PrvsResult::Unsigned => match verp::verify_verp(&addr, keys, day, keys.validity_days()) {
+            VerpResult::Valid { member, key_id } => (
+                "valid",
+                format!("signed VERP, key {key_id}, for member {member}"),
+            ),
+            VerpResult::Expired => ("expired", "signed VERP".to_string()),
+            VerpResult::Invalid => ("invalid", "signed VERP".to_string()),
+            VerpResult::UnknownKey => ("invalid", "signed VERP, unknown key".to_string()),
+            VerpResult::Unsigned => ("unsigned", "no signature".to_string()),
+        },
+    };
+    println!("{verdict} ({detail})");
+    if verdict == "valid" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    let config = match load(file) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    println!(
+        "{}: OK ({} list{}, {} domain{}, milter on {}{})",
+        file.display(),
+        config.lists.len(),
+        if config.lists.len() == 1 { "" } else { "s" },
+        config.domains.len(),
+        if config.domains.len() == 1 { "" } else { "s" },
+        config.milter.listen,
+        if config.warnings.is_empty() {
+            ""
+        } else {
+            "; see the warnings above"
+        },
+    );
+    ExitCode::SUCCESS
 }
 
 fn init_logging(filter: &str) {

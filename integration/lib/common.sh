@@ -83,6 +83,7 @@ stop_pid() {
 # Prints the body; returns 1 unless the status is 200.
 http_get() {
 	local port=$1 path=$2 response status
+	# shellcheck disable=SC2016 # $1 and $2 expand in the inner bash
 	response=$(timeout 5 bash -c '
 		exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
 		printf "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n" "$2" >&3

@@ -1,5 +1,7 @@
 # shellcheck shell=bash
 # Building, configuring, starting and stopping the listwarden binary under test.
+# Uses LW_IT_DIR, LW_IT_REPO and LW_IT_HOME, set by integration/run.
+# shellcheck disable=SC2153
 
 LW_BIN=""
 LW_PID=""
@@ -78,18 +80,19 @@ lw_print_log() {
 	tail -n "$n" "$LW_LOG" >&2
 }
 
-# Sum of all samples of metric $2 in the /metrics text on port $1, and (with
+# Saves the /metrics text from port $1 into file $2; returns 1 if unreachable.
+lw_fetch_metrics() {
+	http_get "$1" /metrics >"$2" 2>/dev/null
+}
+
+# Sum of all samples of metric $2 in the saved /metrics text $1, and (with
 # $3) only of the samples whose labels contain $3. Prints a number.
 lw_metric_sum() {
-	local port=$1 metric=$2 label=${3:-} body
-	body=$(http_get "$port" /metrics) || {
-		echo "unreachable"
-		return 1
-	}
+	local file=$1 metric=$2 label=${3:-}
 	awk -v m="$metric" -v l="$label" '
 		index($0, m " ") == 1 || index($0, m "{") == 1 {
 			if (l != "" && index($0, l) == 0) next
 			s += $NF
 		}
-		END { printf "%g\n", s + 0 }' <<<"$body"
+		END { printf "%g\n", s + 0 }' "$file"
 }

@@ -144,12 +144,14 @@ pf_master_pid() {
 # start` runs `postfix check` first, which creates the queue directories.)
 pf_start() {
 	local port=$1
+	# Set before starting: a signal during `postfix start` is handled right
+	# after it returns, and cleanup must then stop the new master.
+	PF_STARTED=1
 	if ! postfix -c "$PF_CONF" start >>"$LW_IT_DIR/postfix/start.log" 2>&1; then
 		cat "$LW_IT_DIR/postfix/start.log" >&2
 		pf_print_log 20
 		die "postfix start failed"
 	fi
-	PF_STARTED=1
 	wait_for_port "$port" "postfix smtpd" || {
 		pf_print_log 40
 		die "postfix did not come up"
@@ -178,14 +180,24 @@ pf_print_log() {
 	tail -n "$n" "$PF_LOG" >&2
 }
 
-# Waits for the final delivery status of queue ID $1 in the log and prints it
-# (sent, bounced, deferred, ...). Returns 1 on timeout.
+# Waits until queue ID $1 is done with and prints how: sent (to every
+# recipient), deferred, bounced, discarded or held (by a milter). Returns 1
+# on timeout.
 pf_wait_delivery() {
-	local qid=$1 i line
+	local qid=$1 i lines
 	for ((i = 0; i < LW_IT_WAIT_TENTHS; i++)); do
-		line=$(grep -F " $qid: " "$PF_LOG" | grep -o 'status=[a-z]*' | tail -n 1 || true)
-		if [[ -n $line ]]; then
-			printf '%s\n' "${line#status=}"
+		lines=$(grep -F " $qid: " "$PF_LOG" || true)
+		if grep -q 'milter-discard' <<<"$lines"; then
+			echo discarded
+			return 0
+		elif grep -q 'milter-hold' <<<"$lines"; then
+			echo held
+			return 0
+		elif grep -qE 'status=(deferred|bounced)' <<<"$lines"; then
+			grep -oE 'status=(deferred|bounced)' <<<"$lines" | head -n 1 | cut -d= -f2
+			return 0
+		elif grep -q ': removed$' <<<"$lines"; then
+			if grep -q 'status=sent' <<<"$lines"; then echo sent; else echo removed; fi
 			return 0
 		fi
 		sleep 0.1
