@@ -41,6 +41,7 @@ pub async fn run(path: PathBuf) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION")
     );
 
+    tokio::spawn(housekeeping(shared.clone()));
     tokio::spawn(watch_signals(reloader.clone()));
     tokio::spawn(watch_file(reloader.clone()));
 
@@ -115,6 +116,19 @@ impl Reloader {
                 Err(e)
             }
         }
+    }
+}
+
+/// Every few seconds: lowers expired shields (even for a list with no
+/// traffic) and copies the rate-limit store's state into the metrics.
+async fn housekeeping(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut errors = 0;
+    loop {
+        tick.tick().await;
+        let (_, changes) = shared.shields.current();
+        milter::report_shield_changes(&shared, changes);
+        shared.refresh_metrics(&mut errors);
     }
 }
 

@@ -34,6 +34,11 @@ pub struct Metrics {
     pub spoofed_headers_removed: prometheus::IntCounter,
     pub bounces: IntCounterVec,
     pub signed: IntCounterVec,
+    pub ratelimit_decisions: IntCounterVec,
+    pub ratelimit_backend_errors: IntCounterVec,
+    pub ratelimit_fallback_active: IntGauge,
+    pub ratelimit_keys: IntGauge,
+    pub shield_active: IntGaugeVec,
 }
 
 impl Metrics {
@@ -106,10 +111,46 @@ impl Metrics {
             &["list"],
         )
         .expect("static metric definition");
+        let ratelimit_decisions = IntCounterVec::new(
+            Opts::new(
+                "listwarden_ratelimit_decisions_total",
+                "Bounce budget decisions by budget and result (allowed, denied).",
+            ),
+            &["budget", "result"],
+        )
+        .expect("static metric definition");
+        let ratelimit_backend_errors = IntCounterVec::new(
+            Opts::new("listwarden_ratelimit_backend_errors_total", "Errors of the shared rate-limit backend (timeouts, refused connections, OOM, ...)."),
+            &["backend"],
+        )
+        .expect("static metric definition");
+        let ratelimit_fallback_active = IntGauge::new(
+            "listwarden_ratelimit_fallback_active",
+            "1 while limits are decided locally because Redis is slow or down.",
+        )
+        .expect("static metric definition");
+        let ratelimit_keys = IntGauge::new(
+            "listwarden_ratelimit_keys",
+            "Keys held by the local rate-limit store.",
+        )
+        .expect("static metric definition");
+        let shield_active = IntGaugeVec::new(
+            Opts::new(
+                "listwarden_shield_active",
+                "1 while a list's shield is up (only signed bounces get in).",
+            ),
+            &["list"],
+        )
+        .expect("static metric definition");
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
-        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
+            Box::new(ratelimit_decisions.clone()),
+            Box::new(ratelimit_backend_errors.clone()),
+            Box::new(ratelimit_fallback_active.clone()),
+            Box::new(ratelimit_keys.clone()),
+            Box::new(shield_active.clone()),
             Box::new(bounces.clone()),
             Box::new(signed.clone()),
             Box::new(build_info),
@@ -133,6 +174,11 @@ impl Metrics {
             spoofed_headers_removed,
             bounces,
             signed,
+            ratelimit_decisions,
+            ratelimit_backend_errors,
+            ratelimit_fallback_active,
+            ratelimit_keys,
+            shield_active,
         }
     }
 

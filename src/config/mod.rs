@@ -10,13 +10,15 @@ pub mod reload;
 pub use preset::{BounceCheck, Preset};
 
 use crate::address::{Address, KeyRing, prvs};
+use crate::ratelimit::Quota;
 use ipnet::IpNet;
 use locate::Seg;
-use model::{RawConfig, RawDomain, RawList, RawSigning};
+use model::{RawConfig, RawDomain, RawList, RawQuota, RawSigning};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Files larger than this are refused before parsing.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -40,11 +42,74 @@ pub struct Config {
     pub lists: Vec<List>,
     /// Whole list domains: every address on them is protected.
     pub domains: Vec<ListDomain>,
+    /// Bounce budgets and where their state lives.
+    pub ratelimit: Ratelimit,
+    /// Automatic strict mode for a list under a backscatter attack.
+    pub shield: Option<Shield>,
     /// Canonical protected address (`Address::key`) → what it is.
     protected: HashMap<String, Entry>,
     /// Problems that do not stop the config from running, rendered as
     /// `FILE:LINE:COLUMN: key: message` (e.g. the public example key).
     pub warnings: Vec<String>,
+}
+
+/// Where rate-limit state lives. Changing it needs a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateBackend {
+    /// In this process, bounded by `max_keys` (least recently used go first).
+    Memory { max_keys: usize },
+    /// Shared by several MX hosts through Redis or Valkey.
+    Redis {
+        url: String,
+        prefix: String,
+        deadline: Duration,
+        node_count: u32,
+        max_keys: usize,
+    },
+}
+
+/// Bounce budgets: how many bounces may come, per what, before 451.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ratelimit {
+    pub state: StateBackend,
+    /// Source networks are aggregated to these prefix lengths.
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    /// Valid bounces per list.
+    pub list_valid: Option<Quota>,
+    /// Bounces per list that fail, or still await, their check.
+    pub list_invalid: Option<Quota>,
+    /// Bounces to list addresses per source network.
+    pub network: Option<Quota>,
+    /// Valid bounces per signed address: a harvested address cannot carry a flood.
+    pub address: Option<Quota>,
+}
+
+/// Shield: when a list receives `trigger` invalid bounces within `within`,
+/// it accepts only validly signed bounces for `hold`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shield {
+    pub trigger: u32,
+    pub within: Duration,
+    pub hold: Duration,
+    /// Refuse with 451 instead of 550 while shielded.
+    pub tempfail: bool,
+}
+
+/// Parses `30s`, `10m`, `1h`, `2d`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    (secs > 0).then(|| Duration::from_secs(secs))
 }
 
 /// Default validity of a BATV signature, in days.
@@ -458,6 +523,8 @@ impl Validator<'_> {
         let has_keys = signing.is_some() || raw.signing.is_some();
         let (lists, protected) = self.lists(&raw.lists, has_keys, trace.is_configured());
         let domains = self.domains(&raw.domains, has_keys, trace.is_configured());
+        let ratelimit = self.ratelimit(&raw.ratelimit);
+        let shield = self.shield(&raw.shield);
         Config {
             milter,
             metrics_listen,
@@ -469,9 +536,164 @@ impl Validator<'_> {
             trace,
             lists,
             domains,
+            ratelimit,
+            shield,
             protected,
             warnings: Vec::new(),
         }
+    }
+
+    fn ratelimit(&mut self, raw: &model::RawRatelimit) -> Ratelimit {
+        let at = |k| [Seg::Key("ratelimit"), Seg::Key(k)];
+        let max_keys = match raw.max_keys {
+            None => 1_000_000,
+            Some(n) if (1..=crate::ratelimit::MAX_KEYS).contains(&n) => n,
+            Some(n) => {
+                self.error(
+                    &at("max_keys"),
+                    format!("{n} is not from 1 to {}", crate::ratelimit::MAX_KEYS),
+                );
+                1_000_000
+            }
+        };
+        let state = match raw.state.as_deref() {
+            None | Some("memory") => StateBackend::Memory { max_keys },
+            Some(url)
+                if url.starts_with("redis://")
+                    || url.starts_with("rediss://")
+                    || url.starts_with("unix://") =>
+            {
+                let deadline = Duration::from_millis(raw.redis_deadline_ms.unwrap_or(50));
+                if deadline.is_zero() || deadline > Duration::from_secs(5) {
+                    self.error(
+                        &at("redis_deadline_ms"),
+                        "must be from 1 to 5000 ms (Postfix waits at most 30 s for a reply)",
+                    );
+                }
+                if let Err(e) = redis::Client::open(url) {
+                    self.error(
+                        &at("state"),
+                        format!("`{url}` is not a usable Redis URL: {e}"),
+                    );
+                }
+                let node_count = raw.node_count.unwrap_or(1);
+                if node_count == 0 {
+                    self.error(&at("node_count"), "must be at least 1");
+                }
+                StateBackend::Redis {
+                    url: url.to_string(),
+                    prefix: raw.redis_prefix.clone().unwrap_or_else(|| "lw:".into()),
+                    deadline,
+                    node_count: node_count.max(1),
+                    max_keys,
+                }
+            }
+            Some(other) => {
+                self.error(
+                    &at("state"),
+                    format!("`{other}` is not `memory` or a redis://HOST:PORT/ URL"),
+                );
+                StateBackend::Memory { max_keys }
+            }
+        };
+        let prefix = |v: &mut Self, value: Option<u8>, default: u8, max: u8, key: &'static str| {
+            match value {
+                None => default,
+                Some(p) if p <= max => p,
+                Some(p) => {
+                    v.error(&at(key), format!("/{p} is longer than /{max}"));
+                    default
+                }
+            }
+        };
+        let ipv4_prefix = prefix(self, raw.ipv4_prefix, 24, 32, "ipv4_prefix");
+        let ipv6_prefix = prefix(self, raw.ipv6_prefix, 48, 128, "ipv6_prefix");
+        let b = &raw.budgets;
+        Ratelimit {
+            state,
+            ipv4_prefix,
+            ipv6_prefix,
+            list_valid: self.quota(b.list_valid.as_ref(), "list_valid", (600, 60, 1200)),
+            list_invalid: self.quota(b.list_invalid.as_ref(), "list_invalid", (60, 60, 120)),
+            network: self.quota(b.network.as_ref(), "network", (60, 60, 120)),
+            address: self.quota(b.address.as_ref(), "address", (600, 3600, 600)),
+        }
+    }
+
+    /// A budget, or its default `(rate, per seconds, burst)`; `rate: 0` is off.
+    fn quota(
+        &mut self,
+        raw: Option<&RawQuota>,
+        key: &'static str,
+        default: (u32, u64, u32),
+    ) -> Option<Quota> {
+        let path = [Seg::Key("ratelimit"), Seg::Key("budgets"), Seg::Key(key)];
+        let (rate, per, burst) = match raw {
+            None => (default.0, Duration::from_secs(default.1), default.2),
+            Some(q) if q.rate == 0 => return None,
+            Some(q) => {
+                let Some(per) = parse_duration(&q.per) else {
+                    self.error(
+                        &[&path[..], &[Seg::Key("per")]].concat(),
+                        format!("`{}` is not a duration such as 30s, 10m, 1h or 1d", q.per),
+                    );
+                    return None;
+                };
+                (q.rate, per, q.burst.unwrap_or(q.rate))
+            }
+        };
+        match Quota::new(rate, per, burst) {
+            Ok(q) => Some(q),
+            Err(e) => {
+                self.error(&path, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn shield(&mut self, raw: &model::RawShield) -> Option<Shield> {
+        if raw.enabled == Some(false) {
+            return None;
+        }
+        let at = |k| [Seg::Key("shield"), Seg::Key(k)];
+        let duration =
+            |v: &mut Self, text: Option<&str>, default: u64, key: &'static str| match text {
+                None => Duration::from_secs(default),
+                Some(t) => parse_duration(t).unwrap_or_else(|| {
+                    v.error(
+                        &at(key),
+                        format!("`{t}` is not a duration such as 30s, 10m, 1h or 1d"),
+                    );
+                    Duration::from_secs(default)
+                }),
+            };
+        let within = duration(self, raw.within.as_deref(), 600, "within");
+        let hold = duration(self, raw.hold.as_deref(), 3600, "hold");
+        let trigger = match raw.trigger {
+            Some(0) => {
+                self.error(&at("trigger"), "must be at least 1");
+                500
+            }
+            Some(n) => n,
+            None => 500,
+        };
+        let tempfail = match raw.refuse_with.as_deref() {
+            None | Some("reject") => false,
+            Some("tempfail") => true,
+            Some(other) => {
+                self.error(
+                    &at("refuse_with"),
+                    format!("`{other}` is not one of: reject, tempfail"),
+                );
+                false
+            }
+        };
+        Some(Shield {
+            trigger,
+            within,
+            hold,
+            tempfail,
+        })
     }
 
     fn positive(&mut self, value: Option<usize>, default: usize, key: &'static str) -> usize {

@@ -26,6 +26,69 @@ pub struct RawConfig {
     pub lists: Vec<RawList>,
     #[serde(default)]
     pub domains: Vec<RawDomain>,
+    #[serde(default)]
+    pub ratelimit: RawRatelimit,
+    #[serde(default)]
+    pub shield: RawShield,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRatelimit {
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub max_keys: Option<usize>,
+    #[serde(default)]
+    pub redis_prefix: Option<String>,
+    #[serde(default)]
+    pub redis_deadline_ms: Option<u64>,
+    #[serde(default)]
+    pub node_count: Option<u32>,
+    #[serde(default)]
+    pub ipv4_prefix: Option<u8>,
+    #[serde(default)]
+    pub ipv6_prefix: Option<u8>,
+    #[serde(default)]
+    pub budgets: RawBudgets,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudgets {
+    #[serde(default)]
+    pub list_valid: Option<RawQuota>,
+    #[serde(default)]
+    pub list_invalid: Option<RawQuota>,
+    #[serde(default)]
+    pub network: Option<RawQuota>,
+    #[serde(default)]
+    pub address: Option<RawQuota>,
+}
+
+/// `{rate: 60, per: 1m, burst: 120}`; `rate: 0` turns the budget off.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuota {
+    pub rate: u32,
+    pub per: String,
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShield {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub trigger: Option<u32>,
+    #[serde(default)]
+    pub within: Option<String>,
+    #[serde(default)]
+    pub hold: Option<String>,
+    #[serde(default)]
+    pub refuse_with: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -28,5 +28,9 @@ pub fn reload(path: &Path, current: &Config) -> Result<Reloaded, ConfigError> {
         kept.push("metrics.listen changed; it applies after a restart".to_string());
         config.metrics_listen = current.metrics_listen;
     }
+    if config.ratelimit.state != current.ratelimit.state {
+        kept.push("ratelimit.state and max_keys changed; they apply after a restart".to_string());
+        config.ratelimit.state = current.ratelimit.state.clone();
+    }
     Ok(Reloaded { config, kept })
 }

@@ -9,7 +9,7 @@ mod listener;
 mod session;
 
 pub use listener::{MilterListener, MilterStream};
-pub use session::{EomPlan, OWN_HEADER_PREFIX, Session, Step};
+pub use session::{EomPlan, OWN_HEADER_PREFIX, RcptBegin, Session, Step, report_shield_changes};
 
 use crate::Shared;
 use indymilter::{
@@ -172,8 +172,48 @@ async fn rcpt(cx: &mut indymilter::Context<Session>, args: Vec<CString>) -> Stat
         .first()
         .map(|a| a.to_string_lossy())
         .unwrap_or_default();
-    let step = guarded(session, "rcpt", |s| s.rcpt(&rcpt));
+    let mut begin = None;
+    let step = guarded(session, "rcpt", |s| {
+        match s.rcpt_begin(&rcpt) {
+            RcptBegin::Done(step) => return step,
+            check => begin = Some(check),
+        }
+        Step::Continue
+    });
+    let Some(RcptBegin::Check { rcpt, verdict }) = begin else {
+        return to_status(step, &mut cx.reply);
+    };
+    let exhausted = charge(session, &verdict.charges).await;
+    let step = guarded(session, "rcpt", |s| s.rcpt_finish(rcpt, verdict, exhausted));
     to_status(step, &mut cx.reply)
+}
+
+/// Charges the budgets in order; returns the first one exhausted. The
+/// store always answers within its deadline (Redis falls back locally).
+async fn charge(
+    session: &Session,
+    charges: &[crate::policy::Charge],
+) -> Option<crate::policy::Budget> {
+    let metrics = &session.shared().metrics;
+    for c in charges {
+        let Some(quota) = session.quota(c.budget) else {
+            continue;
+        };
+        let allowed = match session.shared().store.check(&c.key, &quota).await {
+            Ok(d) => d.allowed,
+            // Only an over-long key errs; never a reason to refuse mail.
+            Err(_) => true,
+        };
+        let result = if allowed { "allowed" } else { "denied" };
+        metrics
+            .ratelimit_decisions
+            .with_label_values(&[c.budget.as_str(), result])
+            .inc();
+        if !allowed {
+            return Some(c.budget);
+        }
+    }
+    None
 }
 
 async fn body(cx: &mut indymilter::Context<Session>, chunk: bytes::Bytes) -> Status {

@@ -8,8 +8,10 @@ use crate::Shared;
 use crate::address::{Address, mailboxes_in_header, parse_path};
 use crate::config::{Config, OnError};
 use crate::policy::{
-    self, Action, BounceVerdict, Client, Effect, Facts, Reason, Reply, Stage, Verdict,
+    self, Action, BounceVerdict, Budget, Client, Effect, Facts, Reason, Reply, Stage, Verdict,
 };
+use crate::ratelimit::Quota;
+use crate::shield::Change;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -28,6 +30,15 @@ pub enum Step {
     Skip,
     Reject(Reply),
     Tempfail(Reply),
+}
+
+/// The first half of RCPT handling.
+#[derive(Debug)]
+pub enum RcptBegin {
+    /// Decided; nothing to charge.
+    Done(Step),
+    /// Charge `verdict.charges` against the budgets, then finish.
+    Check { rcpt: Address, verdict: Verdict },
 }
 
 /// What to do at end of message.
@@ -124,6 +135,10 @@ impl Session {
         &self.config
     }
 
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
     pub fn connect(&mut self, ip: Option<std::net::IpAddr>) {
         self.client = Client {
             ip: ip.map(|ip| ip.to_canonical()),
@@ -167,12 +182,13 @@ impl Session {
         self.apply(Stage::Mail, verdict)
     }
 
-    /// RCPT TO: bounces to a list are checked here, before any data.
-    pub fn rcpt(&mut self, rcpt_arg: &str) -> Step {
+    /// RCPT TO, first half: the policy verdict, with the budgets it
+    /// charges. Bounces to a list are checked here, before any data.
+    pub fn rcpt_begin(&mut self, rcpt_arg: &str) -> RcptBegin {
         let privileged = policy::is_privileged(&self.client, &self.config);
         let max = self.config.limits.max_recipients;
         let Some(msg) = self.msg.as_mut() else {
-            return Step::Continue;
+            return RcptBegin::Done(Step::Continue);
         };
         msg.recipients += 1;
         if msg.recipients > max && !privileged {
@@ -181,46 +197,101 @@ impl Session {
                 "4.5.3",
                 format!("too many recipients (at most {max} a message)"),
             );
-            return self.refuse_recipient(Reason::TooManyRecipients, reply);
+            return RcptBegin::Done(self.refuse_recipient(Reason::TooManyRecipients, reply));
         }
         let Ok(Some(rcpt)) = parse_path(rcpt_arg) else {
-            return Step::Continue;
+            return RcptBegin::Done(Step::Continue);
         };
+        let (shielded, changes) = self.shared.shields.current();
+        report_shield_changes(&self.shared, changes);
         let facts = Facts {
             sender: msg.sender.as_ref(),
             recipient: Some(&rcpt),
+            shielded: &shielded,
             ..Facts::new(Stage::Rcpt, &self.client, msg.today)
         };
         let verdict = policy::decide(&facts, &self.config);
-        if let (Some(b), Some(list)) = (verdict.bounce, verdict.list.as_deref()) {
-            self.shared
-                .metrics
-                .bounces
-                .with_label_values(&[list, b.as_str()])
-                .inc();
+        if verdict.list.is_none() && verdict.charges.is_empty() {
+            // Not a bounce to a list: nothing to count or check.
+            return RcptBegin::Done(Step::Continue);
         }
-        match &verdict.effect {
-            Effect::RewriteRecipient { from, to } => msg.rewrites.push((from.clone(), to.clone())),
-            Effect::NeedsTrace => msg.trace_recipient = Some(rcpt.clone()),
-            _ => {}
+        RcptBegin::Check { rcpt, verdict }
+    }
+
+    /// The quota of a budget in the current config.
+    pub fn quota(&self, budget: Budget) -> Option<Quota> {
+        let r = &self.config.ratelimit;
+        match budget {
+            Budget::Network => r.network,
+            Budget::ListValid => r.list_valid,
+            Budget::ListInvalid => r.list_invalid,
+            Budget::Address => r.address,
         }
-        if verdict.list.is_some() && msg.list.is_none() {
-            msg.list = verdict.list.clone();
+    }
+
+    /// RCPT TO, second half: the budgets' answer applied. `exhausted` is
+    /// the first budget that said no.
+    pub fn rcpt_finish(
+        &mut self,
+        rcpt: Address,
+        verdict: Verdict,
+        exhausted: Option<Budget>,
+    ) -> Step {
+        let observe = verdict.observe || self.config.observe;
+        let verdict = match exhausted {
+            Some(budget) if !matches!(verdict.action, Action::Reject(_)) => {
+                policy::over_budget(verdict, budget, observe)
+            }
+            _ => verdict,
+        };
+        if self.msg.is_none() {
+            return Step::Continue;
         }
-        match verdict.action {
+        if let Some(list) = verdict.list.as_deref() {
+            if let Some(b) = verdict.bounce {
+                self.shared
+                    .metrics
+                    .bounces
+                    .with_label_values(&[list, b.as_str()])
+                    .inc();
+            }
+            let invalid = matches!(
+                verdict.bounce,
+                Some(BounceVerdict::Invalid | BounceVerdict::Expired | BounceVerdict::Unsigned)
+            );
+            if invalid && let Some(shield) = &self.config.shield {
+                let change = self.shared.shields.record_invalid(list, shield);
+                report_shield_changes(&self.shared, change.into_iter().collect());
+            }
+        }
+        let refused = matches!(verdict.action, Action::Reject(_) | Action::Tempfail(_));
+        if !refused || verdict.observe {
+            let msg = match self.msg.as_mut() {
+                Some(m) => m,
+                None => return Step::Continue,
+            };
+            match &verdict.effect {
+                Effect::RewriteRecipient { from, to } => {
+                    msg.rewrites.push((from.clone(), to.clone()))
+                }
+                Effect::NeedsTrace => msg.trace_recipient = Some(rcpt.clone()),
+                _ => {}
+            }
+            if verdict.list.is_some() && msg.list.is_none() {
+                msg.list = verdict.list.clone();
+            }
+        }
+        if refused {
             // A refused recipient ends nothing else: the message goes on
             // for its other recipients.
-            Action::Reject(_) | Action::Tempfail(_) => {
-                self.log(Stage::Rcpt, &verdict, Some(&rcpt));
-                self.count(&verdict);
-                if verdict.observe {
-                    Step::Continue
-                } else {
-                    to_step(verdict.action)
-                }
+            self.log(Stage::Rcpt, &verdict, Some(&rcpt));
+            self.count(&verdict);
+            if verdict.observe {
+                return Step::Continue;
             }
-            _ => Step::Continue,
+            return to_step(verdict.action);
         }
+        Step::Continue
     }
 
     fn refuse_recipient(&mut self, reason: Reason, reply: Reply) -> Step {
@@ -498,6 +569,33 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.shared.metrics.connections_active.dec();
+    }
+}
+
+/// Logs and exports shield changes.
+pub fn report_shield_changes(shared: &Shared, changes: Vec<Change>) {
+    for change in changes {
+        match change {
+            Change::Raised(list) => {
+                tracing::warn!(
+                    list,
+                    "shield raised: too many invalid bounces; only signed bounces get in"
+                );
+                shared
+                    .metrics
+                    .shield_active
+                    .with_label_values(&[&list])
+                    .set(1);
+            }
+            Change::Lowered(list) => {
+                tracing::info!(list, "shield lowered");
+                shared
+                    .metrics
+                    .shield_active
+                    .with_label_values(&[&list])
+                    .set(0);
+            }
+        }
     }
 }
 

@@ -7,7 +7,7 @@ mod trace;
 mod verdict;
 
 pub use trace::trace_matches;
-pub use verdict::{Action, BounceVerdict, Effect, Reason, Reply, Verdict};
+pub use verdict::{Action, BounceVerdict, Budget, Charge, Effect, Reason, Reply, Verdict};
 
 use crate::address::{Address, PrvsResult, VerpResult, prvs, verp};
 use crate::config::{BounceCheck, Config, Protected};
@@ -58,6 +58,8 @@ pub struct Facts<'a> {
     /// At end of message, for a bounce that needs a trace check: whether
     /// the returned original shows our mail (see [`trace_matches`]).
     pub trace_found: Option<bool>,
+    /// Labels of the lists whose shield is up right now.
+    pub shielded: &'a [String],
 }
 
 impl<'a> Facts<'a> {
@@ -71,6 +73,7 @@ impl<'a> Facts<'a> {
             from: &[],
             today,
             trace_found: None,
+            shielded: &[],
         }
     }
 }
@@ -144,7 +147,13 @@ fn decide_rcpt(facts: &Facts<'_>, config: &Config) -> Verdict {
         return Verdict::cont();
     };
     let label = p.owner.label().to_string();
-    let mode = p.owner.bounces();
+    let shielded = facts.shielded.contains(&label);
+    // A shielded list takes only validly signed bounces, whatever its mode.
+    let mode = if shielded && config.signing.is_some() {
+        BounceCheck::Signed
+    } else {
+        p.owner.bounces()
+    };
     let observe = config.observe || p.owner.observe();
     let check = match (mode, &config.signing) {
         (BounceCheck::Off, _) => return Verdict::cont(),
@@ -153,50 +162,130 @@ fn decide_rcpt(facts: &Facts<'_>, config: &Config) -> Verdict {
             Some(check_signature(rcpt, keys, facts.today))
         }
     };
-    match check {
-        Some(Ok(plain)) => Verdict {
-            reason: Reason::BounceValid,
-            list: Some(label),
-            bounce: Some(BounceVerdict::Valid),
-            effect: if plain == *rcpt {
-                Effect::None
-            } else {
-                Effect::RewriteRecipient {
-                    from: rcpt.clone(),
-                    to: plain,
-                }
-            },
-            ..Verdict::cont()
-        },
-        Some(Err(bad)) if mode == BounceCheck::Signed => {
+    let mut charges = Vec::new();
+    if let Some(net) = facts
+        .client
+        .ip
+        .filter(|ip| !ip.is_loopback())
+        .map(|ip| network_key(ip, config))
+    {
+        charges.push(Charge {
+            budget: Budget::Network,
+            key: net,
+        });
+    }
+    let verdict = match check {
+        Some(Ok(plain)) => {
+            charges.push(Charge {
+                budget: Budget::ListValid,
+                key: format!("list:{label}:valid"),
+            });
+            charges.push(Charge {
+                budget: Budget::Address,
+                key: format!("addr:{}", rcpt.key()),
+            });
+            Verdict {
+                reason: Reason::BounceValid,
+                bounce: Some(BounceVerdict::Valid),
+                effect: if plain == *rcpt {
+                    Effect::None
+                } else {
+                    Effect::RewriteRecipient {
+                        from: rcpt.clone(),
+                        to: plain,
+                    }
+                },
+                ..Verdict::cont()
+            }
+        }
+        // A forged tag is never ours, whatever the mode; in `either` mode an
+        // unsigned or expired bounce may still pass on its trace.
+        Some(Err(bad)) if mode == BounceCheck::Signed || bad == BounceVerdict::Invalid => {
+            charges.push(Charge {
+                budget: Budget::ListInvalid,
+                key: format!("list:{label}:invalid"),
+            });
             let why = match bad {
                 BounceVerdict::Expired => "its signature has expired",
                 BounceVerdict::Unsigned => "it carries no signature",
                 _ => "its signature is not valid",
             };
-            let reply = Reply::permanent(
-                "550",
-                "5.7.1",
-                format!(
-                    "<{rcpt}>: bounce refused, {why}; this list sent no message it could answer (backscatter)"
-                ),
+            let text = format!(
+                "<{rcpt}>: bounce refused, {why}; this list sent no message it could answer (backscatter)"
             );
+            let (action, reason) = match config.shield.as_ref() {
+                Some(s) if shielded && s.tempfail => (
+                    Action::Tempfail(Reply::transient("451", "4.7.1", text)),
+                    Reason::Shielded,
+                ),
+                _ if shielded => (
+                    Action::Reject(Reply::permanent("550", "5.7.1", text)),
+                    Reason::Shielded,
+                ),
+                _ => (
+                    Action::Reject(Reply::permanent("550", "5.7.1", text)),
+                    Reason::BounceNotOurs,
+                ),
+            };
             Verdict {
-                action: Action::Reject(reply),
-                reason: Reason::BounceNotOurs,
-                list: Some(label),
+                action,
+                reason,
                 observe,
                 bounce: Some(bad),
-                effect: Effect::None,
+                ..Verdict::cont()
             }
         }
         // Trace mode, or `either` without a valid signature: the returned
         // original decides at end of message.
-        _ => Verdict {
-            list: Some(label),
-            effect: Effect::NeedsTrace,
-            ..Verdict::cont()
-        },
+        _ => {
+            charges.push(Charge {
+                budget: Budget::ListInvalid,
+                key: format!("list:{label}:invalid"),
+            });
+            Verdict {
+                effect: Effect::NeedsTrace,
+                ..Verdict::cont()
+            }
+        }
+    };
+    Verdict {
+        list: Some(label),
+        charges,
+        ..verdict
+    }
+}
+
+/// The rate-limit key of a client's network: its address truncated to the
+/// configured prefix, so one host cannot dodge the budget by changing
+/// addresses within its /24 (IPv4) or /48 (IPv6).
+pub fn network_key(ip: IpAddr, config: &Config) -> String {
+    let prefix = match ip {
+        IpAddr::V4(_) => config.ratelimit.ipv4_prefix,
+        IpAddr::V6(_) => config.ratelimit.ipv6_prefix,
+    };
+    match ipnet::IpNet::new(ip, prefix) {
+        Ok(net) => format!("net:{}", net.trunc()),
+        Err(_) => format!("net:{ip}"),
+    }
+}
+
+/// The answer when a budget is exhausted: 451, so the sender retries.
+pub fn over_budget(verdict: Verdict, budget: Budget, observe: bool) -> Verdict {
+    let what = match budget {
+        Budget::Network => "too many bounces from your network",
+        Budget::ListValid | Budget::ListInvalid => "this list is receiving too many bounces",
+        Budget::Address => "too many bounces to this address",
+    };
+    Verdict {
+        action: Action::Tempfail(Reply::transient(
+            "451",
+            "4.7.1",
+            format!("{what}; please try again later"),
+        )),
+        reason: Reason::RateLimited,
+        observe,
+        effect: Effect::None,
+        ..verdict
     }
 }
 
@@ -260,6 +349,7 @@ fn decide_trace(facts: &Facts<'_>, config: &Config) -> Verdict {
             observe,
             bounce: Some(BounceVerdict::TraceFail),
             effect: Effect::None,
+            charges: Vec::new(),
         },
     }
 }
@@ -279,6 +369,7 @@ fn forged(config: &Config, p: &Protected<'_>, reason: Reason, addr: &Address) ->
         observe: config.observe || p.owner.observe(),
         bounce: None,
         effect: Effect::None,
+        charges: Vec::new(),
     }
 }
 

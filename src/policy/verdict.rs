@@ -28,6 +28,8 @@ pub enum Reason {
     TooManyRecipients,
     BounceValid,
     BounceNotOurs,
+    Shielded,
+    RateLimited,
     InternalError,
 }
 
@@ -42,6 +44,8 @@ impl Reason {
             Reason::TooManyRecipients => "too_many_recipients",
             Reason::BounceValid => "bounce_valid",
             Reason::BounceNotOurs => "bounce_not_ours",
+            Reason::Shielded => "shielded",
+            Reason::RateLimited => "rate_limited",
             Reason::InternalError => "internal_error",
         }
     }
@@ -60,6 +64,36 @@ pub struct Verdict {
     pub bounce: Option<BounceVerdict>,
     /// Work to do at end of message (or to prepare for it).
     pub effect: Effect,
+    /// Budgets this recipient is charged against, in order; the first
+    /// exhausted one turns an acceptance into a 451.
+    pub charges: Vec<Charge>,
+}
+
+/// A bounce budget (see `config::Ratelimit`); a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    Network,
+    ListValid,
+    ListInvalid,
+    Address,
+}
+
+impl Budget {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Budget::Network => "network",
+            Budget::ListValid => "list_valid",
+            Budget::ListInvalid => "list_invalid",
+            Budget::Address => "address",
+        }
+    }
+}
+
+/// One charge against a budget: the budget and the key it counts under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge {
+    pub budget: Budget,
+    pub key: String,
 }
 
 /// What the check of a bounce to a list found; a metric label.
@@ -111,6 +145,7 @@ impl Verdict {
             observe: false,
             bounce: None,
             effect: Effect::None,
+            charges: Vec::new(),
         }
     }
 

@@ -30,7 +30,11 @@ pub struct TestMilter {
 impl TestMilter {
     pub async fn start(yaml: &str) -> TestMilter {
         let config = Config::parse(yaml, Path::new("test.yaml")).expect("test config is valid");
-        let shared = Shared::new(config);
+        TestMilter::start_shared(Shared::new(config)).await
+    }
+
+    /// Starts a milter over prepared shared state (e.g. with a manual clock).
+    pub async fn start_shared(shared: Arc<Shared>) -> TestMilter {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel();

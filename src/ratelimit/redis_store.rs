@@ -1,0 +1,556 @@
+//! The shared store: GCRA in Redis (or Valkey), one atomic script per decision, with a local
+//! fallback behind a circuit breaker so that Redis being slow or down never blocks mail.
+//!
+//! # One decision
+//!
+//! [`GCRA_SCRIPT`] runs by `EVALSHA` (`redis::Script` sends `SCRIPT LOAD` and retries when the
+//! server answers `NOSCRIPT`, e.g. after `SCRIPT FLUSH` or a restart), so a decision is one round
+//! trip and atomic: several MX hosts on one key can never admit more than the quota. The script
+//! reads the server's `TIME`, so hosts with skewed clocks agree (FAULTS R4), and computes in
+//! microseconds because Lua numbers are doubles. Every allowed request rewrites the key with
+//! `PX` = time until its TAT, after which the key equals an absent one; denials write nothing.
+//! The key is `{prefix}{{{key}}}`: the braces make it a Redis Cluster hash tag (each script
+//! touches exactly one key, so it is slot-local whatever the key contains; a `}` inside `key`
+//! only shortens the tag). Only `TIME`, `GET` and `SET … PX` are
+//! used, all of which Valkey and Redis ≥ 2.6.12 have.
+//!
+//! # When Redis fails
+//!
+//! Each call has a deadline (default 50 ms, `tokio::time::timeout`). Any error (timeout,
+//! connection refused or reset, `OOM command not allowed`, `READONLY` after a failover, a
+//! script error) counts as a failure for the [`breaker`](super::breaker): after a few in a row
+//! it opens and decisions go to a local [`MemoryStore`] without touching Redis, whose quotas are
+//! the shared ones divided by `node_count` ([`Quota::divided`]). So a caller always has an
+//! answer within the deadline plus a local decision.
+//!
+//! Connections are made by a background task: [`RedisStore::new`] returns at once and the
+//! store starts in fallback until the first connection is up (FAULTS R1, Redis down at start).
+//! Whenever the breaker opens, the task also builds a fresh `ConnectionManager` (the old one
+//! keeps serving probes meanwhile): the manager reconnects by itself after I/O errors, but not
+//! after timeouts on a connection that stays open (a blackholed or frozen server) nor after
+//! `READONLY` from a demoted primary, where only a new connection reaches the new primary.
+//!
+//! Entering and leaving fallback are logged once each (`warn!`/`info!`), not per request.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Script};
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use super::LimitError;
+use super::breaker::{Breaker, BreakerConfig, Change, Route};
+use super::clock::{Clock, MonotonicClock};
+use super::gcra::{Decision, Quota};
+use super::memory::MemoryStore;
+
+/// The decision script; a transcription of `gcra::step` on the server's clock.
+///
+/// `KEYS[1]`: the bucket. `ARGV[1]`: `T` and `ARGV[2]`: `τ`, in microseconds. Returns
+/// `{allowed (1|0), retry_after_us}`.
+pub const GCRA_SCRIPT: &str = r#"
+-- listwarden GCRA (see gcra.rs): one key, server time, microseconds.
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = now
+local stored = tonumber(redis.call('GET', KEYS[1]) or '')
+if stored and stored > now then tat = stored end
+local ahead = tat - now
+if ahead > tolerance then
+  return {0, ahead - tolerance}
+end
+local next_tat = tat + interval
+redis.call('SET', KEYS[1], string.format('%.0f', next_tat),
+  'PX', math.ceil((next_tat - now) / 1000))
+return {1, 0}
+"#;
+
+/// Longest key accepted, in bytes, before the prefix and braces are added.
+///
+/// Keys are built by listwarden from bounded parts (a network, a list address of at most 254
+/// bytes, a class), so anything longer is a bug, refused rather than sent to Redis.
+pub const MAX_KEY_LEN: usize = 512;
+
+/// Settings of a [`RedisStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port/db`, or `unix:///path`.
+    pub url: String,
+    /// Prepended to every key; default `lw:`.
+    pub prefix: String,
+    /// Longest a decision may wait for Redis; default 50 ms.
+    pub deadline: Duration,
+    /// Longest one connection attempt may take; default 1 s.
+    pub connect_timeout: Duration,
+    pub breaker: BreakerConfig,
+    /// MX hosts sharing the quotas; the fallback gives each `1/node_count` of a quota.
+    pub node_count: u32,
+    /// Bound of the fallback memory store.
+    pub fallback_max_keys: usize,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379/".to_owned(),
+            prefix: "lw:".to_owned(),
+            deadline: Duration::from_millis(50),
+            connect_timeout: Duration::from_secs(1),
+            breaker: BreakerConfig::default(),
+            node_count: 1,
+            fallback_max_keys: 100_000,
+        }
+    }
+}
+
+/// Why a [`RedisStore`] could not be built (once built, backend trouble is never an error).
+#[derive(Debug, thiserror::Error)]
+pub enum RedisStoreError {
+    #[error("invalid Redis URL: {0}")]
+    InvalidUrl(#[source] RedisError),
+    #[error("the Redis rate-limit store must be created inside a Tokio runtime")]
+    NoRuntime,
+}
+
+/// What went wrong on one backend call, for `listwarden_ratelimit_backend_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendErrorKind {
+    /// The deadline passed (slow server, blackholed link, still connecting).
+    Timeout,
+    /// Connecting failed, or the connection broke.
+    Connection,
+    /// `OOM command not allowed` (maxmemory with noeviction).
+    OutOfMemory,
+    /// `READONLY`: the server is a replica (typically after a failover).
+    ReadOnly,
+    /// Anything else: a script error, an unexpected reply, a wrong key type.
+    Other,
+}
+
+impl BackendErrorKind {
+    pub const ALL: [BackendErrorKind; 5] = [
+        BackendErrorKind::Timeout,
+        BackendErrorKind::Connection,
+        BackendErrorKind::OutOfMemory,
+        BackendErrorKind::ReadOnly,
+        BackendErrorKind::Other,
+    ];
+
+    /// A short label value for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendErrorKind::Timeout => "timeout",
+            BackendErrorKind::Connection => "connection",
+            BackendErrorKind::OutOfMemory => "oom",
+            BackendErrorKind::ReadOnly => "readonly",
+            BackendErrorKind::Other => "other",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            BackendErrorKind::Timeout => 0,
+            BackendErrorKind::Connection => 1,
+            BackendErrorKind::OutOfMemory => 2,
+            BackendErrorKind::ReadOnly => 3,
+            BackendErrorKind::Other => 4,
+        }
+    }
+
+    fn of(error: &RedisError) -> Self {
+        if error.is_timeout() {
+            return BackendErrorKind::Timeout;
+        }
+        if error.is_io_error() || error.is_connection_refusal() || error.is_connection_dropped() {
+            return BackendErrorKind::Connection;
+        }
+        // Errors raised inside the script come back wrapped ("ERR Error running script ...")
+        // on some versions, so look at the text as well as the code.
+        let text = error.to_string();
+        if error.code() == Some("OOM") || text.contains("OOM command not allowed") {
+            BackendErrorKind::OutOfMemory
+        } else if error.code() == Some("READONLY") || text.contains("READONLY") {
+            BackendErrorKind::ReadOnly
+        } else {
+            BackendErrorKind::Other
+        }
+    }
+}
+
+/// Counters since the store was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendStats {
+    /// Failed backend calls, in the order of [`BackendErrorKind::ALL`]; read with `errors()`.
+    errors: [u64; 5],
+    /// Decisions made by the local fallback (breaker open, not connected, or a failed call).
+    pub fallback_decisions: u64,
+    /// Decisions made by Redis.
+    pub backend_decisions: u64,
+}
+
+impl BackendStats {
+    pub fn errors(&self, kind: BackendErrorKind) -> u64 {
+        self.errors.get(kind.index()).copied().unwrap_or(0)
+    }
+
+    pub fn errors_total(&self) -> u64 {
+        self.errors.iter().sum()
+    }
+}
+
+/// GCRA in Redis with a local fallback. Cheap to clone; clones share everything.
+///
+/// Dropping the last clone stops the background connection task.
+#[derive(Debug, Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    prefix: String,
+    deadline: Duration,
+    connect_timeout: Duration,
+    node_count: u32,
+    client: redis::Client,
+    script: Script,
+    clock: Arc<dyn Clock>,
+    fallback: MemoryStore,
+    state: Mutex<State>,
+    /// Mirrors `State::fallback_active` for lock-free reads by the metrics exporter.
+    fallback_active: AtomicBool,
+    /// Wakes the connection task (a reconnect was requested, or the store is being dropped).
+    wake: Arc<Notify>,
+    errors: [AtomicU64; 5],
+    fallback_decisions: AtomicU64,
+    backend_decisions: AtomicU64,
+}
+
+struct State {
+    connection: Option<ConnectionManager>,
+    breaker: Breaker,
+    /// The breaker opened since the current connection was made: build a new one.
+    reconnect_requested: bool,
+    fallback_active: bool,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("connected", &self.connection.is_some())
+            .field("breaker", &self.breaker)
+            .field("reconnect_requested", &self.reconnect_requested)
+            .field("fallback_active", &self.fallback_active)
+            .finish()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Lets the connection task notice that the store is gone.
+        self.wake.notify_one();
+    }
+}
+
+impl RedisStore {
+    /// Starts a store; connects in the background and decides locally until connected.
+    ///
+    /// Fails only on an unparsable URL or outside a Tokio runtime.
+    pub fn new(config: RedisConfig) -> Result<Self, RedisStoreError> {
+        Self::with_clock(config, Arc::new(MonotonicClock::new()))
+    }
+
+    /// As [`RedisStore::new`]; `clock` drives the breaker and the fallback.
+    pub fn with_clock(config: RedisConfig, clock: Arc<dyn Clock>) -> Result<Self, RedisStoreError> {
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| RedisStoreError::NoRuntime)?;
+        let client =
+            redis::Client::open(config.url.as_str()).map_err(RedisStoreError::InvalidUrl)?;
+        let wake = Arc::new(Notify::new());
+        let inner = Arc::new(Inner {
+            prefix: config.prefix,
+            deadline: config.deadline,
+            connect_timeout: config.connect_timeout,
+            node_count: config.node_count.max(1),
+            client,
+            script: Script::new(GCRA_SCRIPT),
+            fallback: MemoryStore::with_clock(config.fallback_max_keys, clock.clone()),
+            clock,
+            state: Mutex::new(State {
+                connection: None,
+                breaker: Breaker::new(config.breaker),
+                reconnect_requested: false,
+                fallback_active: true,
+            }),
+            fallback_active: AtomicBool::new(true),
+            wake: wake.clone(),
+            errors: Default::default(),
+            fallback_decisions: AtomicU64::new(0),
+            backend_decisions: AtomicU64::new(0),
+        });
+        runtime.spawn(connection_task(Arc::downgrade(&inner), wake));
+        Ok(Self { inner })
+    }
+
+    /// Decides one request for `key` under `quota`: in Redis when it is healthy, otherwise
+    /// locally with the quota divided by `node_count`. Returns within the deadline plus a local
+    /// decision; the only error is a key longer than [`MAX_KEY_LEN`].
+    pub async fn check(&self, key: &str, quota: &Quota) -> Result<Decision, LimitError> {
+        if key.len() > MAX_KEY_LEN {
+            return Err(LimitError::KeyTooLong {
+                len: key.len(),
+                max: MAX_KEY_LEN,
+            });
+        }
+        let inner = &*self.inner;
+        let (route, connection) = {
+            let mut state = inner.lock_state();
+            let now = inner.clock.now();
+            if state.connection.is_none() {
+                (Route::Fallback, None)
+            } else {
+                match state.breaker.route(now) {
+                    Route::Fallback => (Route::Fallback, None),
+                    route => (route, state.connection.clone()),
+                }
+            }
+        };
+        if let Some(mut connection) = connection {
+            let outcome = tokio::time::timeout(
+                inner.deadline,
+                inner.remote_check(&mut connection, key, quota),
+            )
+            .await;
+            let failure = match outcome {
+                Ok(Ok(decision)) => {
+                    inner.backend_decisions.fetch_add(1, Ordering::Relaxed);
+                    inner.record(route, None);
+                    return Ok(decision);
+                }
+                Ok(Err(error)) => {
+                    debug!(%error, "rate-limit backend call failed");
+                    BackendErrorKind::of(&error)
+                }
+                Err(_elapsed) => BackendErrorKind::Timeout,
+            };
+            inner.record(route, Some(failure));
+        }
+        inner.fallback_decisions.fetch_add(1, Ordering::Relaxed);
+        Ok(inner.fallback.check(key, &quota.divided(inner.node_count)))
+    }
+
+    /// True while decisions are local: not connected yet, or the breaker is not closed.
+    pub fn fallback_active(&self) -> bool {
+        self.inner.fallback_active.load(Ordering::Relaxed)
+    }
+
+    pub fn stats(&self) -> BackendStats {
+        let inner = &*self.inner;
+        let mut errors = [0; 5];
+        for (count, counter) in errors.iter_mut().zip(&inner.errors) {
+            *count = counter.load(Ordering::Relaxed);
+        }
+        BackendStats {
+            errors,
+            fallback_decisions: inner.fallback_decisions.load(Ordering::Relaxed),
+            backend_decisions: inner.backend_decisions.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Keys held by the local fallback (Redis keys are not counted: they expire there).
+    pub fn fallback_len(&self) -> usize {
+        self.inner.fallback.len()
+    }
+
+    /// Waits until a connection is established, at most `within`; true if it is.
+    ///
+    /// Never needed for correctness (the store decides locally until then); useful to log at
+    /// startup and in tests.
+    pub async fn wait_connected(&self, within: Duration) -> bool {
+        const POLL: Duration = Duration::from_millis(5);
+        let give_up = tokio::time::Instant::now() + within;
+        loop {
+            if self.inner.lock_state().connection.is_some() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= give_up {
+                return false;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+impl Inner {
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        // The state stays consistent at every await-free step, so a poisoned lock is usable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn remote_check(
+        &self,
+        connection: &mut ConnectionManager,
+        key: &str,
+        quota: &Quota,
+    ) -> Result<Decision, RedisError> {
+        let params = quota.params_micros();
+        let mut invocation = self.script.key(format!("{}{{{}}}", self.prefix, key));
+        invocation.arg(params.interval).arg(params.tolerance);
+        let (allowed, wait_us): (i64, i64) = invocation.invoke_async(connection).await?;
+        Ok(if allowed == 1 {
+            Decision::ALLOW
+        } else {
+            Decision::deny(Duration::from_micros(u64::try_from(wait_us).unwrap_or(0)))
+        })
+    }
+
+    /// Reports one backend call (`failure` = None for success) to the breaker.
+    fn record(&self, route: Route, failure: Option<BackendErrorKind>) {
+        if let Some(kind) = failure {
+            self.count_error(kind);
+        }
+        let mut state = self.lock_state();
+        let now = self.clock.now();
+        match state.breaker.record(route, failure.is_none(), now) {
+            Change::Opened | Change::Reopened => {
+                state.reconnect_requested = true;
+                self.wake.notify_one();
+            }
+            Change::Closed | Change::Unchanged => {}
+        }
+        self.publish(&mut state, failure);
+    }
+
+    fn count_error(&self, kind: BackendErrorKind) {
+        if let Some(counter) = self.errors.get(kind.index()) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Recomputes whether decisions are local and logs when that flips.
+    fn publish(&self, state: &mut State, cause: Option<BackendErrorKind>) {
+        let active = state.connection.is_none() || !state.breaker.is_closed();
+        if active == state.fallback_active {
+            return;
+        }
+        state.fallback_active = active;
+        self.fallback_active.store(active, Ordering::Relaxed);
+        if active {
+            warn!(
+                cause = cause.map_or("disconnected", BackendErrorKind::as_str),
+                node_count = self.node_count,
+                "rate-limit backend unavailable: deciding locally with per-node quotas"
+            );
+        } else {
+            info!("rate-limit backend available: deciding in Redis");
+        }
+    }
+
+    /// Installs a fresh connection made by the connection task.
+    fn install(&self, connection: ConnectionManager) {
+        let mut state = self.lock_state();
+        state.connection = Some(connection);
+        state.reconnect_requested = false;
+        self.publish(&mut state, None);
+    }
+
+    fn needs_connection(&self) -> bool {
+        let state = self.lock_state();
+        state.connection.is_none() || state.reconnect_requested
+    }
+}
+
+/// Backoff between failed connection attempts.
+const RECONNECT_INITIAL: Duration = Duration::from_millis(250);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// Keeps a connection available: at start, and whenever the breaker asks for a new one.
+///
+/// Holds only a weak reference between steps, so dropping the store ends it.
+async fn connection_task(store: Weak<Inner>, wake: Arc<Notify>) {
+    let mut backoff = RECONNECT_INITIAL;
+    let mut failures_logged = false;
+    loop {
+        let (client, timeout) = {
+            let Some(inner) = store.upgrade() else { return };
+            if !inner.needs_connection() {
+                drop(inner);
+                wake.notified().await;
+                continue;
+            }
+            (inner.client.clone(), inner.connect_timeout)
+        };
+        let attempt = connect(client, timeout).await;
+        let Some(inner) = store.upgrade() else { return };
+        match attempt {
+            Ok(connection) => {
+                inner.install(connection);
+                if failures_logged {
+                    info!("connected to the rate-limit backend");
+                }
+                backoff = RECONNECT_INITIAL;
+                failures_logged = false;
+            }
+            Err(error) => {
+                let kind = error
+                    .as_ref()
+                    .map_or(BackendErrorKind::Timeout, BackendErrorKind::of);
+                inner.count_error(kind);
+                if !failures_logged {
+                    match &error {
+                        Some(error) => {
+                            warn!(%error, "cannot connect to the rate-limit backend; retrying in the background")
+                        }
+                        None => warn!(
+                            ?timeout,
+                            "connecting to the rate-limit backend timed out; retrying in the background"
+                        ),
+                    }
+                    failures_logged = true;
+                }
+                drop(inner);
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = wake.notified() => {}
+                }
+                backoff = (backoff * 2).min(RECONNECT_MAX);
+            }
+        }
+    }
+}
+
+/// One connection attempt: a manager, then a `PING` and `SCRIPT LOAD` so that the first
+/// decision does not pay for them. `Err(None)` is a timeout.
+async fn connect(
+    client: redis::Client,
+    timeout: Duration,
+) -> Result<ConnectionManager, Option<RedisError>> {
+    // One attempt per (re)connect, no retries inside the manager: calls waiting on a retrying
+    // manager would only time out, and this task and the breaker already pace the retries.
+    // (After an I/O error the manager still reconnects by itself, once per failed call.)
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(timeout)
+        .set_number_of_retries(0);
+    let attempt = async {
+        let mut connection = ConnectionManager::new_with_config(client, config).await?;
+        redis::cmd("PING")
+            .query_async::<()>(&mut connection)
+            .await?;
+        // Only a warm-up: EVALSHA reloads the script on NOSCRIPT anyway.
+        if let Err(error) = Script::new(GCRA_SCRIPT).load_async(&mut connection).await {
+            debug!(%error, "SCRIPT LOAD failed");
+        }
+        Ok::<_, RedisError>(connection)
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(error)) => Err(Some(error)),
+        Err(_elapsed) => Err(None),
+    }
+}
