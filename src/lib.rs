@@ -10,6 +10,7 @@
 pub mod address;
 pub mod config;
 pub mod daemon;
+pub mod dsn;
 pub mod metrics;
 pub mod milter;
 pub mod policy;

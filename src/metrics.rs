@@ -39,6 +39,7 @@ pub struct Metrics {
     pub ratelimit_fallback_active: IntGauge,
     pub ratelimit_keys: IntGauge,
     pub shield_active: IntGaugeVec,
+    pub bounces_classified: IntCounterVec,
 }
 
 impl Metrics {
@@ -142,10 +143,19 @@ impl Metrics {
             &["list"],
         )
         .expect("static metric definition");
+        let bounces_classified = IntCounterVec::new(
+            Opts::new(
+                "listwarden_bounces_classified_total",
+                "Bounces that reached a list, by class, reason and provider (labels from the rules and the config).",
+            ),
+            &["list", "class", "reason", "provider"],
+        )
+        .expect("static metric definition");
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
-        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
+            Box::new(bounces_classified.clone()),
             Box::new(ratelimit_decisions.clone()),
             Box::new(ratelimit_backend_errors.clone()),
             Box::new(ratelimit_fallback_active.clone()),
@@ -179,6 +189,7 @@ impl Metrics {
             ratelimit_fallback_active,
             ratelimit_keys,
             shield_active,
+            bounces_classified,
         }
     }
 

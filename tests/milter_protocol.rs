@@ -30,7 +30,10 @@ async fn open(m: &TestMilter, ip: [u8; 4]) -> TestConnection {
 async fn negotiation_takes_only_what_it_needs() {
     let m = TestMilter::start(CONFIG).await;
     let conn = TestConnection::open(m.addr).await.unwrap();
-    assert_eq!(conn.negotiated_actions(), Actions::CHANGE_HEADER);
+    assert_eq!(
+        conn.negotiated_actions(),
+        Actions::CHANGE_HEADER | Actions::ADD_HEADER
+    );
     let opts = conn.negotiated_opts();
     for skipped in [
         ProtoOpts::NO_HELO,

@@ -46,6 +46,9 @@ pub struct Config {
     pub ratelimit: Ratelimit,
     /// Automatic strict mode for a list under a backscatter attack.
     pub shield: Option<Shield>,
+    /// Bounce classification rules: built-in provider rules plus the
+    /// operator's files, which override rules of the same name.
+    pub rules: crate::dsn::RuleSet,
     /// Canonical protected address (`Address::key`) → what it is.
     protected: HashMap<String, Entry>,
     /// Problems that do not stop the config from running, rendered as
@@ -525,6 +528,7 @@ impl Validator<'_> {
         let domains = self.domains(&raw.domains, has_keys, trace.is_configured());
         let ratelimit = self.ratelimit(&raw.ratelimit);
         let shield = self.shield(&raw.shield);
+        let rules = self.rules(&raw.classification);
         Config {
             milter,
             metrics_listen,
@@ -538,6 +542,7 @@ impl Validator<'_> {
             domains,
             ratelimit,
             shield,
+            rules,
             protected,
             warnings: Vec::new(),
         }
@@ -694,6 +699,45 @@ impl Validator<'_> {
             hold,
             tempfail,
         })
+    }
+
+    fn rules(&mut self, raw: &model::RawClassification) -> crate::dsn::RuleSet {
+        use crate::dsn::RuleSet;
+        let mut set = if raw.builtin.unwrap_or(true) {
+            match RuleSet::builtin() {
+                Ok(r) => r,
+                Err(e) => {
+                    // The built-in rules are tested; this is a build defect.
+                    self.error(&[Seg::Key("classification")], one_line(&e.to_string()));
+                    RuleSet::empty("builtin")
+                }
+            }
+        } else {
+            RuleSet::empty("none")
+        };
+        for (i, file) in raw.rules.iter().enumerate() {
+            let path = self.base_dir.join(file);
+            let at = [Seg::Key("classification"), Seg::Key("rules"), Seg::Index(i)];
+            let text = match std::fs::metadata(&path) {
+                Ok(m) if m.len() > MAX_FILE_BYTES => {
+                    self.error(
+                        &at,
+                        format!("{} is larger than {MAX_FILE_BYTES} bytes", path.display()),
+                    );
+                    continue;
+                }
+                Ok(_) => std::fs::read_to_string(&path),
+                Err(e) => Err(e),
+            };
+            match text {
+                Ok(text) => match RuleSet::from_yaml_str(&text, &path.display().to_string()) {
+                    Ok(extra) => set = RuleSet::merge(set, extra),
+                    Err(e) => self.error(&at, one_line(&e.to_string())),
+                },
+                Err(e) => self.error(&at, format!("cannot read {}: {e}", path.display())),
+            }
+        }
+        set
     }
 
     fn positive(&mut self, value: Option<usize>, default: usize, key: &'static str) -> usize {
@@ -1035,6 +1079,15 @@ fn secret_is_public_example(path: &Path) -> bool {
     std::fs::read(path)
         .map(|b| trim(&b) == trim(EXAMPLE))
         .unwrap_or(false)
+}
+
+/// Folds a multi-line message onto one line (one diagnostic, one line).
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn parse_network(text: &str) -> Result<IpNet, String> {

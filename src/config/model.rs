@@ -30,6 +30,19 @@ pub struct RawConfig {
     pub ratelimit: RawRatelimit,
     #[serde(default)]
     pub shield: RawShield,
+    #[serde(default)]
+    pub classification: RawClassification,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClassification {
+    /// Rule files added to (and overriding) the built-in provider rules.
+    #[serde(default)]
+    pub rules: Vec<String>,
+    /// Use the built-in rules (config/rules/providers.yaml) at all.
+    #[serde(default)]
+    pub builtin: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

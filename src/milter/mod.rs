@@ -56,7 +56,15 @@ pub fn callbacks(shared: Arc<Shared>) -> Callbacks<Session> {
 /// Actions the config needs from the MTA.
 fn needed_actions(config: &crate::config::Config) -> Actions {
     // Removing forged X-Listwarden-* headers needs CHANGE_HEADER.
-    let mut actions = Actions::CHANGE_HEADER;
+    let mut actions = Actions::CHANGE_HEADER | Actions::ADD_HEADER;
+    if config
+        .rules
+        .rules()
+        .iter()
+        .any(|r| r.action() == crate::dsn::RuleAction::Quarantine)
+    {
+        actions |= Actions::QUARANTINE;
+    }
     if config.signing.is_some() {
         // Signing outbound senders, and delivering valid bounces to the
         // plain address.
@@ -309,6 +317,14 @@ async fn apply_plan(
     for (tagged, plain) in &plan.rewrite_recipients {
         actions.delete_recipient(format!("<{tagged}>")).await?;
         actions.add_recipient(format!("<{plain}>")).await?;
+    }
+    for tag in &plan.tags {
+        actions
+            .add_header(crate::dsn::tag::HEADER, tag.as_str())
+            .await?;
+    }
+    if let Some(reason) = &plan.quarantine {
+        actions.quarantine(reason.as_str()).await?;
     }
     Ok(())
 }

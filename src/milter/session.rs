@@ -7,6 +7,7 @@
 use crate::Shared;
 use crate::address::{Address, mailboxes_in_header, parse_path};
 use crate::config::{Config, OnError};
+use crate::dsn::{self, RuleAction};
 use crate::policy::{
     self, Action, BounceVerdict, Budget, Client, Effect, Facts, Reason, Reply, Stage, Verdict,
 };
@@ -55,6 +56,10 @@ pub struct EomPlan {
     pub rewrite_recipients: Vec<(Address, Address)>,
     /// The list concerned, for metrics.
     pub list: Option<String>,
+    /// `X-Listwarden-Bounce` values to add.
+    pub tags: Vec<String>,
+    /// Hold the message (a classification rule asked for quarantine).
+    pub quarantine: Option<String>,
 }
 
 /// One milter connection (one SMTP session in Postfix).
@@ -92,8 +97,16 @@ struct Message {
     rewrites: Vec<(Address, Address)>,
     /// The bounce recipient whose returned original must show our mail.
     trace_recipient: Option<Address>,
-    /// The first `max_body_bytes` of the body, kept only for a trace check.
+    /// The first `max_body_bytes` of the body, kept only for a trace check
+    /// or classification.
     body: Vec<u8>,
+    /// A bounce that reached a list: classify and tag it at end of message.
+    classify: bool,
+    /// What its signature check found (valid, trace_ok), for the tag.
+    signature: Option<BounceVerdict>,
+    /// Headers kept (bounded) to rebuild a bounce for classification.
+    headers: Vec<(String, String)>,
+    header_bytes: usize,
     /// Set once the message has been counted in `messages_total`.
     counted: bool,
 }
@@ -105,6 +118,7 @@ impl Message {
             || self.sign_as.is_some()
             || !self.rewrites.is_empty()
             || self.trace_recipient.is_some()
+            || self.classify
     }
 }
 
@@ -280,6 +294,10 @@ impl Session {
             if verdict.list.is_some() && msg.list.is_none() {
                 msg.list = verdict.list.clone();
             }
+            if verdict.list.is_some() && policy::is_bounce_sender(msg.sender.as_ref()) {
+                msg.classify = true;
+                msg.signature = msg.signature.or(verdict.bounce);
+            }
         }
         if refused {
             // A refused recipient ends nothing else: the message goes on
@@ -309,6 +327,10 @@ impl Session {
     pub fn header(&mut self, name: &str, value: &str) {
         let max = self.config.limits.max_header_bytes;
         let Some(msg) = self.msg.as_mut() else { return };
+        if msg.classify && msg.header_bytes + name.len() + value.len() <= max {
+            msg.header_bytes += name.len() + value.len();
+            msg.headers.push((name.to_string(), value.to_string()));
+        }
         if name.eq_ignore_ascii_case("from") {
             if msg.from_bytes + value.len() <= max {
                 msg.from_bytes += value.len();
@@ -363,7 +385,7 @@ impl Session {
         let Some(msg) = self.msg.as_mut() else {
             return Step::Skip;
         };
-        if msg.trace_recipient.is_none() || msg.body.len() >= max {
+        if (msg.trace_recipient.is_none() && !msg.classify) || msg.body.len() >= max {
             return Step::Skip;
         }
         let take = chunk.len().min(max - msg.body.len());
@@ -409,6 +431,43 @@ impl Session {
                 };
             }
             msg = self.msg.take().unwrap_or_default();
+            if found {
+                msg.signature = Some(BounceVerdict::TraceOk);
+            }
+        }
+        let (tags, rule_action) = if msg.classify {
+            self.classify(&msg)
+        } else {
+            (Vec::new(), RuleAction::Accept)
+        };
+        let mut quarantine = None;
+        match rule_action {
+            RuleAction::Tempfail => {
+                let reply = Reply::transient(
+                    "451",
+                    "4.7.1",
+                    "bounce deferred by a listwarden rule; please try again later".into(),
+                );
+                let verdict = Verdict {
+                    action: Action::Tempfail(reply),
+                    list: msg.list.clone(),
+                    observe: self.config.observe,
+                    ..Verdict::cont()
+                };
+                self.msg = Some(msg);
+                let step = self.apply(Stage::EndOfMessage, verdict);
+                self.msg = None;
+                return EomPlan {
+                    refuse: Some(step),
+                    ..EomPlan::default()
+                };
+            }
+            RuleAction::Quarantine => {
+                quarantine = Some("listwarden: bounce held by a classification rule".to_string())
+            }
+            // Discarding is only for proven backscatter, and a bounce that
+            // reached this point passed its check: tag it instead.
+            RuleAction::Discard | RuleAction::Accept => {}
         }
         let mut deletions = std::mem::take(&mut msg.spoofed);
         deletions.sort_by_key(|d| std::cmp::Reverse(d.1));
@@ -444,7 +503,63 @@ impl Session {
             sign_as: msg.sign_as.take(),
             rewrite_recipients: std::mem::take(&mut msg.rewrites),
             list: msg.list.take(),
+            tags,
+            quarantine,
         }
+    }
+
+    /// Parses and classifies a bounce; returns its tags and the strictest
+    /// action its rules ask for.
+    fn classify(&self, msg: &Message) -> (Vec<String>, RuleAction) {
+        let mut raw = Vec::with_capacity(msg.header_bytes + msg.body.len() + 64);
+        for (name, value) in &msg.headers {
+            raw.extend_from_slice(name.as_bytes());
+            raw.extend_from_slice(b": ");
+            raw.extend_from_slice(value.as_bytes());
+            raw.extend_from_slice(b"\r\n");
+        }
+        raw.extend_from_slice(b"\r\n");
+        raw.extend_from_slice(&msg.body);
+        let limits = dsn::Limits {
+            max_bytes: raw.len(),
+            ..dsn::Limits::default()
+        };
+        let report = dsn::parse(&raw, &limits);
+        let cls = dsn::classify(&report, &self.config.rules);
+        let list = msg.list.as_deref().unwrap_or("-");
+        let signature = msg
+            .signature
+            .map(BounceVerdict::as_str)
+            .unwrap_or("unchecked");
+        for c in &cls {
+            self.shared
+                .metrics
+                .bounces_classified
+                .with_label_values(&[list, c.class.as_str(), c.reason.as_str(), &c.provider])
+                .inc();
+        }
+        let queue_id = msg.queue_id.as_deref().unwrap_or("NOQUEUE");
+        for c in cls.iter().take(dsn::tag::MAX_TAGS) {
+            tracing::info!(
+                queue_id,
+                list,
+                class = c.class.as_str(),
+                reason = c.reason.as_str(),
+                provider = %c.provider,
+                rule = %c.rule,
+                status = c.status.as_deref().unwrap_or("-"),
+                "bounce classified"
+            );
+        }
+        let action = cls.iter().map(|c| c.rule_action).max_by_key(|a| match a {
+            RuleAction::Accept | RuleAction::Discard => 0,
+            RuleAction::Quarantine => 1,
+            RuleAction::Tempfail => 2,
+        });
+        (
+            dsn::tag::bounce_tags(&report, &cls, list, signature),
+            action.unwrap_or(RuleAction::Accept),
+        )
     }
 
     /// Counts a signed outbound message (after Postfix took the change).

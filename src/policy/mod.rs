@@ -156,7 +156,13 @@ fn decide_rcpt(facts: &Facts<'_>, config: &Config) -> Verdict {
     };
     let observe = config.observe || p.owner.observe();
     let check = match (mode, &config.signing) {
-        (BounceCheck::Off, _) => return Verdict::cont(),
+        // No check, but the bounce still reaches a list: it gets classified.
+        (BounceCheck::Off, _) => {
+            return Verdict {
+                list: Some(label),
+                ..Verdict::cont()
+            };
+        }
         (BounceCheck::Trace, _) | (_, None) => None,
         (BounceCheck::Signed | BounceCheck::Either, Some(keys)) => {
             Some(check_signature(rcpt, keys, facts.today))

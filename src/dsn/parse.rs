@@ -1,0 +1,923 @@
+//! Turns a bounce or feedback message into a [`Report`].
+//!
+//! mail-parser splits the MIME tree and undoes transfer encodings; everything
+//! inside the report parts (delivery-status groups, feedback fields, returned
+//! headers, plain-text notices) is read by this module's own bounded readers.
+//! `parse` never fails: what cannot be read becomes `ReportKind::Unparsed` with a
+//! reason, or a partial report.
+
+use std::borrow::Cow;
+use std::panic::{self, AssertUnwindSafe};
+
+use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
+use serde::{Deserialize, Serialize};
+
+use super::fields::{
+    FieldReader, cap_str, clean_address, find_smtp_code, find_status, parse_status,
+    strip_type_prefix,
+};
+use super::plain;
+
+/// Received headers kept from the returned message (trace checks need a few,
+/// not hundreds).
+pub const MAX_RECEIVED_HEADERS: usize = 32;
+
+/// Header fields read from the returned message before giving up.
+const MAX_ORIGINAL_FIELDS: usize = 1000;
+
+/// MIME parts visited in one message, whatever their nesting.
+const MAX_MIME_PARTS: usize = 256;
+
+/// Bytes of `text/plain` notification text handed to the plain-bounce scanner.
+const MAX_NOTICE_TEXT: usize = 64 * 1024;
+
+/// Caps on what one message may cost. Everything the parser keeps is bounded by
+/// these or by the named constants of this module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Only the first `max_bytes` of the message are looked at (FAULTS D6).
+    pub max_bytes: usize,
+    /// MIME nesting levels below the top part that are walked (FAULTS D1).
+    pub max_depth: usize,
+    /// Recipient groups, `Original-Rcpt-To` and `Reported-Domain` values kept.
+    pub max_recipients: usize,
+    /// Longest field value kept, in bytes; longer values are cut.
+    pub max_field_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 256 * 1024,
+            max_depth: 3,
+            max_recipients: 100,
+            max_field_len: 4096,
+        }
+    }
+}
+
+/// What kind of message this was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportKind {
+    /// RFC 3464 delivery status notification with at least one recipient group.
+    Dsn,
+    /// RFC 5965 feedback report with a registered `Feedback-Type`.
+    Feedback,
+    /// A non-standard (plain text) bounce from which recipients were read.
+    PlainBounce,
+    /// Looks like a report or bounce but could not be read; see `unparsed_reason`.
+    Unparsed,
+    /// Not a bounce or feedback report (e.g. an auto-reply or ordinary mail).
+    NotABounce,
+}
+
+/// Why a report is `Unparsed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnparsedReason {
+    /// No bytes (after the size cap), or only whitespace.
+    Empty,
+    /// mail-parser found no header.
+    NoHeaders,
+    /// mail-parser panicked; the panic was caught.
+    ParserPanic,
+    /// `multipart/report` for delivery-status or feedback-report, but the report
+    /// part is missing (no boundary, wrong boundary, nesting beyond `max_depth`).
+    ReportPartMissing,
+    /// A report or bounce notice with no usable recipient.
+    NoRecipients,
+    /// No report part within `max_depth` levels of MIME nesting, and parts
+    /// below that level were skipped (FAULTS D1).
+    TooDeep,
+    /// Feedback report without `Feedback-Type`: never a complaint (FAULTS D4).
+    MissingFeedbackType,
+    /// Feedback report whose `Feedback-Type` is not in the IANA registry.
+    UnknownFeedbackType,
+}
+
+/// RFC 3464 `Action` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DsnAction {
+    Failed,
+    Delayed,
+    Delivered,
+    Relayed,
+    Expanded,
+}
+
+impl DsnAction {
+    /// Reads an `Action` value; an unknown value (e.g. `bogus`) gives None.
+    pub fn parse(value: &str) -> Option<Self> {
+        let token = value.split_whitespace().next()?.to_ascii_lowercase();
+        match token.as_str() {
+            "failed" => Some(Self::Failed),
+            "delayed" => Some(Self::Delayed),
+            "delivered" => Some(Self::Delivered),
+            "relayed" => Some(Self::Relayed),
+            "expanded" => Some(Self::Expanded),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Failed => "failed",
+            Self::Delayed => "delayed",
+            Self::Delivered => "delivered",
+            Self::Relayed => "relayed",
+            Self::Expanded => "expanded",
+        }
+    }
+
+    /// Delivered, relayed and expanded report success, not a problem.
+    pub fn is_success(self) -> bool {
+        matches!(self, Self::Delivered | Self::Relayed | Self::Expanded)
+    }
+}
+
+/// One per-recipient group of a DSN, or one recipient of a plain bounce.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RecipientStatus {
+    /// `Final-Recipient` without its type prefix (falls back to
+    /// `Original-Recipient` when `Final-Recipient` is missing or unreadable).
+    pub recipient: String,
+    pub original_recipient: Option<String>,
+    /// None when the field is missing or not an RFC 3464 value.
+    pub action: Option<DsnAction>,
+    /// RFC 3463 code; from `Status`, else the first code in the diagnostic.
+    pub status: Option<String>,
+    /// First 3-digit SMTP reply code in the diagnostic.
+    pub smtp_code: Option<u16>,
+    pub remote_mta: Option<String>,
+    /// `Diagnostic-Code` without its type prefix, unfolded.
+    pub diagnostic: Option<String>,
+    pub last_attempt_date: Option<String>,
+    pub will_retry_until: Option<String>,
+}
+
+/// RFC 5965 feedback-report fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Feedback {
+    /// Lower-cased `Feedback-Type`; None when the field is missing.
+    pub feedback_type: Option<String>,
+    pub user_agent: Option<String>,
+    pub version: Option<String>,
+    pub original_mail_from: Option<String>,
+    /// Bounded by `Limits::max_recipients`.
+    pub original_rcpt_to: Vec<String>,
+    pub source_ip: Option<String>,
+    pub arrival_date: Option<String>,
+    /// Bounded by `Limits::max_recipients`.
+    pub reported_domain: Vec<String>,
+}
+
+/// Header fields of the returned message, kept for trace validation
+/// (did we send this?). Values are unfolded but not RFC 2047-decoded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OriginalHeaders {
+    pub message_id: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub subject: Option<String>,
+    /// Values of the Received fields, top first; at most [`MAX_RECEIVED_HEADERS`].
+    pub received: Vec<String>,
+}
+
+/// Everything read from one message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub kind: ReportKind,
+    /// Set exactly when `kind` is `Unparsed`.
+    pub unparsed_reason: Option<UnparsedReason>,
+    pub reporting_mta: Option<String>,
+    pub arrival_date: Option<String>,
+    /// At most `Limits::max_recipients`.
+    pub recipients: Vec<RecipientStatus>,
+    /// Present for feedback reports, also when unusable (missing or unknown type).
+    pub feedback: Option<Feedback>,
+    pub original: Option<OriginalHeaders>,
+    /// Something was cut: input beyond `max_bytes`, recipients, list entries,
+    /// field values, Received headers or MIME parts beyond a cap.
+    pub truncated: bool,
+}
+
+impl Report {
+    fn new(kind: ReportKind) -> Self {
+        Self {
+            kind,
+            unparsed_reason: None,
+            reporting_mta: None,
+            arrival_date: None,
+            recipients: Vec::new(),
+            feedback: None,
+            original: None,
+            truncated: false,
+        }
+    }
+
+    fn unparsed(reason: UnparsedReason, truncated: bool) -> Self {
+        Self {
+            unparsed_reason: Some(reason),
+            truncated,
+            ..Self::new(ReportKind::Unparsed)
+        }
+    }
+
+    fn set_unparsed(&mut self, reason: UnparsedReason) {
+        self.kind = ReportKind::Unparsed;
+        self.unparsed_reason = Some(reason);
+    }
+
+    /// Last pass: cuts every kept string to `max` bytes, whatever produced it
+    /// (values found inside text, such as a remote host name, are not cut by
+    /// the field reader).
+    fn cap_fields(&mut self, max: usize) {
+        let mut cut = false;
+        let mut cap = |s: &mut String| {
+            if s.len() > max {
+                *s = cap_str(s, max, &mut cut);
+            }
+        };
+        let cap_opt = |s: &mut Option<String>, cap: &mut dyn FnMut(&mut String)| {
+            if let Some(s) = s.as_mut() {
+                cap(s);
+            }
+        };
+        cap_opt(&mut self.reporting_mta, &mut cap);
+        cap_opt(&mut self.arrival_date, &mut cap);
+        for r in &mut self.recipients {
+            cap(&mut r.recipient);
+            for f in [
+                &mut r.original_recipient,
+                &mut r.status,
+                &mut r.remote_mta,
+                &mut r.diagnostic,
+                &mut r.last_attempt_date,
+                &mut r.will_retry_until,
+            ] {
+                cap_opt(f, &mut cap);
+            }
+        }
+        // A recipient cut to nothing is no recipient.
+        self.recipients.retain(|r| !r.recipient.is_empty());
+        if let Some(f) = self.feedback.as_mut() {
+            for v in [
+                &mut f.feedback_type,
+                &mut f.user_agent,
+                &mut f.version,
+                &mut f.original_mail_from,
+                &mut f.source_ip,
+                &mut f.arrival_date,
+            ] {
+                cap_opt(v, &mut cap);
+            }
+            f.original_rcpt_to.iter_mut().for_each(&mut cap);
+            f.reported_domain.iter_mut().for_each(&mut cap);
+        }
+        if let Some(o) = self.original.as_mut() {
+            for v in [&mut o.message_id, &mut o.from, &mut o.to, &mut o.subject] {
+                cap_opt(v, &mut cap);
+            }
+            o.received.iter_mut().for_each(&mut cap);
+        }
+        self.truncated |= cut;
+    }
+}
+
+/// Feedback types registered at IANA (RFC 5965, RFC 6430 `not-spam`,
+/// RFC 6591 `auth-failure`).
+const REGISTERED_FEEDBACK_TYPES: &[&str] = &[
+    "abuse",
+    "fraud",
+    "other",
+    "virus",
+    "not-spam",
+    "auth-failure",
+];
+
+/// Parses a bounce or feedback message. Never panics; reads at most
+/// `limits.max_bytes` of `raw`.
+///
+/// mail-parser 0.11.6 fixed its known panic on a folded header truncated at the
+/// end of input (#155), and the input is trimmed of trailing whitespace before
+/// it is handed over, but its debug assertions can still fire on odd input, so
+/// the call runs under `catch_unwind` and a panic gives `Unparsed`
+/// (`ParserPanic`). That only works with `panic = "unwind"` (the default); under
+/// `panic = "abort"` the process would still die.
+pub fn parse(raw: &[u8], limits: &Limits) -> Report {
+    let truncated = raw.len() > limits.max_bytes;
+    let input = prepare_input(raw, limits.max_bytes);
+    if input.is_empty() {
+        return Report::unparsed(UnparsedReason::Empty, truncated);
+    }
+    let parser = MessageParser::new()
+        .with_mime_headers()
+        .default_header_ignore();
+    let parsed = panic::catch_unwind(AssertUnwindSafe(|| parser.parse(input.as_ref())));
+    match parsed {
+        Ok(Some(message)) => {
+            let mut report = extract(&message, limits);
+            report.truncated |= truncated;
+            report.cap_fields(limits.max_field_len);
+            if report.recipients.is_empty()
+                && matches!(report.kind, ReportKind::Dsn | ReportKind::PlainBounce)
+            {
+                report.set_unparsed(UnparsedReason::NoRecipients);
+            }
+            report
+        }
+        Ok(None) => Report::unparsed(UnparsedReason::NoHeaders, truncated),
+        Err(_) => Report::unparsed(UnparsedReason::ParserPanic, truncated),
+    }
+}
+
+/// Cuts the input to `max_bytes` (back to the last line end when cut), drops
+/// trailing whitespace (so no folded header dangles at the end) and ends it
+/// with one line feed. Borrows when nothing needs changing.
+fn prepare_input(raw: &[u8], max_bytes: usize) -> Cow<'_, [u8]> {
+    let mut data = raw.get(..max_bytes.min(raw.len())).unwrap_or_default();
+    if raw.len() > max_bytes
+        && let Some(nl) = data.iter().rposition(|&b| b == b'\n')
+    {
+        data = data.get(..=nl).unwrap_or_default();
+    }
+    let content = data.trim_ascii_end();
+    if content.is_empty() {
+        return Cow::Borrowed(b"");
+    }
+    let tail = data.get(content.len()..).unwrap_or_default();
+    if tail == b"\n" || tail == b"\r\n" {
+        return Cow::Borrowed(data);
+    }
+    let mut owned = Vec::with_capacity(content.len() + 1);
+    owned.extend_from_slice(content);
+    owned.push(b'\n');
+    Cow::Owned(owned)
+}
+
+/// A leaf of the MIME tree, with what the report readers need.
+struct Leaf<'m> {
+    /// `type/subtype`, lower case; `text/plain` when absent.
+    ctype: String,
+    body: &'m [u8],
+}
+
+/// Walk state: the leaves found and the parts budget.
+struct Walk<'m> {
+    leaves: Vec<Leaf<'m>>,
+    parts_left: usize,
+    max_depth: usize,
+    truncated: bool,
+    /// A multipart below `max_depth` was skipped.
+    too_deep: bool,
+}
+
+impl<'m> Walk<'m> {
+    /// Collects leaves depth-first. Nested messages are leaves (their header
+    /// bytes): a returned message is never searched for report parts.
+    fn visit(&mut self, message: &'m Message<'m>, part_id: usize, depth: usize) {
+        if self.parts_left == 0 {
+            self.truncated = true;
+            return;
+        }
+        self.parts_left -= 1;
+        let Some(part) = message.parts.get(part_id) else {
+            return;
+        };
+        let ctype = part.content_type().map_or_else(
+            || "text/plain".to_owned(),
+            |ct| {
+                format!(
+                    "{}/{}",
+                    ct.ctype().to_ascii_lowercase(),
+                    ct.subtype().unwrap_or_default().to_ascii_lowercase()
+                )
+            },
+        );
+        let body: &'m [u8] = match &part.body {
+            PartType::Multipart(children) => {
+                if depth >= self.max_depth {
+                    self.truncated = true;
+                    self.too_deep = true;
+                    return;
+                }
+                for &child in children {
+                    // Children always come after their parent; anything else
+                    // would be a cycle.
+                    let child = child as usize;
+                    if child > part_id {
+                        self.visit(message, child, depth + 1);
+                    }
+                }
+                return;
+            }
+            PartType::Text(text) | PartType::Html(text) => text.as_bytes(),
+            PartType::Binary(bytes) | PartType::InlineBinary(bytes) => bytes.as_ref(),
+            PartType::Message(nested) => nested_header_bytes(nested),
+        };
+        self.leaves.push(Leaf { ctype, body });
+    }
+}
+
+/// The bytes from a nested message's header onwards (the field reader stops at
+/// the first blank line).
+fn nested_header_bytes<'m>(nested: &'m Message<'m>) -> &'m [u8] {
+    let raw: &[u8] = nested.raw_message.as_ref();
+    nested
+        .parts
+        .first()
+        .and_then(|p| raw.get(p.offset_header as usize..))
+        .unwrap_or(raw)
+}
+
+/// The top-level header bytes of the message.
+fn top_header_bytes<'m>(message: &'m Message<'m>) -> &'m [u8] {
+    let raw: &[u8] = message.raw_message.as_ref();
+    message
+        .parts
+        .first()
+        .and_then(|p| raw.get(p.offset_header as usize..p.offset_body as usize))
+        .unwrap_or_default()
+}
+
+fn is_returned_message_type(ctype: &str) -> bool {
+    matches!(
+        ctype,
+        "message/rfc822"
+            | "message/global"
+            | "text/rfc822-headers"
+            | "message/rfc822-headers"
+            | "message/global-headers"
+    )
+}
+
+fn extract(message: &Message<'_>, limits: &Limits) -> Report {
+    let mut report = Report::new(ReportKind::NotABounce);
+    let mut walk = Walk {
+        leaves: Vec::new(),
+        parts_left: MAX_MIME_PARTS,
+        max_depth: limits.max_depth,
+        truncated: false,
+        too_deep: false,
+    };
+    walk.visit(message, 0, 0);
+    report.truncated |= walk.truncated;
+
+    let top_type = message.parts.first().and_then(|p| p.content_type());
+    let claimed_report = top_type
+        .filter(|ct| {
+            ct.ctype().eq_ignore_ascii_case("multipart")
+                && ct
+                    .subtype()
+                    .is_some_and(|s| s.eq_ignore_ascii_case("report"))
+        })
+        .and_then(|ct| ct.attribute("report-type"))
+        .map(str::to_ascii_lowercase);
+
+    let find = |pred: &dyn Fn(&str) -> bool| walk.leaves.iter().find(|l| pred(&l.ctype));
+    let dsn_part =
+        find(&|t| t == "message/delivery-status" || t == "message/global-delivery-status");
+    let arf_part = find(&|t| t == "message/feedback-report");
+    let returned = find(&is_returned_message_type);
+
+    if let Some(leaf) = returned {
+        report.original = read_original(leaf.body, limits, &mut report.truncated);
+    }
+
+    if let Some(leaf) = dsn_part {
+        report.kind = ReportKind::Dsn;
+        read_delivery_status(leaf.body, limits, &mut report);
+        if report.recipients.is_empty() {
+            report.set_unparsed(UnparsedReason::NoRecipients);
+        }
+        return report;
+    }
+    if let Some(leaf) = arf_part {
+        read_feedback(leaf.body, limits, &mut report);
+        return report;
+    }
+    // Nothing usable, and part of the tree was skipped for depth: say so.
+    let missing = if walk.too_deep {
+        UnparsedReason::TooDeep
+    } else {
+        UnparsedReason::ReportPartMissing
+    };
+    if matches!(
+        claimed_report.as_deref(),
+        Some("delivery-status" | "global-delivery-status" | "feedback-report")
+    ) {
+        report.set_unparsed(missing);
+        return report;
+    }
+
+    // No report part: look for a plain-text bounce notice.
+    let top = read_top_headers(top_header_bytes(message), limits);
+    let mut text = String::new();
+    for leaf in walk.leaves.iter().filter(|l| l.ctype == "text/plain") {
+        let room = MAX_NOTICE_TEXT.saturating_sub(text.len());
+        if room == 0 {
+            report.truncated = true;
+            break;
+        }
+        if leaf.body.len() > room {
+            report.truncated = true;
+        }
+        let bytes = leaf
+            .body
+            .get(..room.min(leaf.body.len()))
+            .unwrap_or_default();
+        text.push_str(&String::from_utf8_lossy(bytes));
+        text.push_str("\n\n");
+    }
+    let scan = plain::scan(&text, &top.subject, &top.from, limits);
+    report.truncated |= scan.truncated;
+    if report.original.is_none()
+        && let Some(header_text) = scan.original_header_text.as_deref()
+    {
+        report.original = read_original(header_text.as_bytes(), limits, &mut report.truncated);
+    }
+    if !scan.is_bounce {
+        return report;
+    }
+    report.reporting_mta = scan.reporting_mta;
+    report.recipients = scan.recipients;
+    if !report.recipients.is_empty() {
+        report.kind = ReportKind::PlainBounce;
+    } else if walk.too_deep {
+        report.set_unparsed(UnparsedReason::TooDeep);
+    } else {
+        report.set_unparsed(UnparsedReason::NoRecipients);
+    }
+    report
+}
+
+/// Subject and From of the bounce itself, for recognising plain bounces.
+struct TopHeaders {
+    subject: String,
+    from: String,
+}
+
+fn read_top_headers(bytes: &[u8], limits: &Limits) -> TopHeaders {
+    let mut top = TopHeaders {
+        subject: String::new(),
+        from: String::new(),
+    };
+    let mut reader = FieldReader::new(bytes, limits.max_field_len);
+    if !reader.next_block() {
+        return top;
+    }
+    let mut seen = 0;
+    while let Some((name, value)) = reader.next_field() {
+        seen += 1;
+        if seen > MAX_ORIGINAL_FIELDS {
+            break;
+        }
+        match name.as_str() {
+            "subject" if top.subject.is_empty() => top.subject = value,
+            "from" if top.from.is_empty() => top.from = value,
+            _ => {}
+        }
+    }
+    top
+}
+
+/// Reads the header of the returned message (first block of `bytes`).
+fn read_original(bytes: &[u8], limits: &Limits, truncated: &mut bool) -> Option<OriginalHeaders> {
+    let mut reader = FieldReader::new(bytes, limits.max_field_len);
+    if !reader.next_block() {
+        return None;
+    }
+    let mut original = OriginalHeaders::default();
+    let mut seen = 0;
+    while let Some((name, value)) = reader.next_field() {
+        seen += 1;
+        if seen > MAX_ORIGINAL_FIELDS {
+            *truncated = true;
+            break;
+        }
+        let slot = match name.as_str() {
+            "message-id" => &mut original.message_id,
+            "from" => &mut original.from,
+            "to" => &mut original.to,
+            "subject" => &mut original.subject,
+            "received" => {
+                if original.received.len() < MAX_RECEIVED_HEADERS {
+                    original.received.push(value);
+                } else {
+                    *truncated = true;
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        if slot.is_none() {
+            *slot = Some(value);
+        }
+    }
+    *truncated |= reader.truncated;
+    (seen > 0).then_some(original)
+}
+
+/// Fields of one recipient group as they are read.
+#[derive(Default)]
+struct Group {
+    final_recipient: Option<String>,
+    original_recipient: Option<String>,
+    action: Option<DsnAction>,
+    status: Option<String>,
+    remote_mta: Option<String>,
+    diagnostic: Option<String>,
+    last_attempt_date: Option<String>,
+    will_retry_until: Option<String>,
+}
+
+impl Group {
+    fn is_empty(&self) -> bool {
+        self.final_recipient.is_none() && self.original_recipient.is_none()
+    }
+
+    /// Builds the recipient status, or None when no recipient was readable.
+    fn finish(self) -> Option<RecipientStatus> {
+        let recipient = self
+            .final_recipient
+            .or_else(|| self.original_recipient.clone())?;
+        let diagnostic = self.diagnostic;
+        let status = self
+            .status
+            .or_else(|| diagnostic.as_deref().and_then(find_status));
+        let smtp_code = diagnostic.as_deref().and_then(find_smtp_code);
+        Some(RecipientStatus {
+            recipient,
+            original_recipient: self.original_recipient,
+            action: self.action,
+            status,
+            smtp_code,
+            remote_mta: self.remote_mta,
+            diagnostic,
+            last_attempt_date: self.last_attempt_date,
+            will_retry_until: self.will_retry_until,
+        })
+    }
+}
+
+fn set_once(slot: &mut Option<String>, value: Option<String>) {
+    if slot.is_none() {
+        *slot = value;
+    }
+}
+
+fn non_empty(value: &str) -> Option<String> {
+    let value = value.trim();
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+fn mta_name(value: &str) -> Option<String> {
+    non_empty(strip_type_prefix(value).trim_end_matches('.'))
+}
+
+/// Reads a `message/delivery-status` body. Blocks may come in any order; a
+/// block with a recipient field is a recipient group, other fields are
+/// per-message. A second `Final-Recipient` in one block starts a new group
+/// (some MTAs omit the blank line). Groups without a readable recipient are
+/// dropped; unknown `Action` and invalid `Status` values become None.
+fn read_delivery_status(body: &[u8], limits: &Limits, report: &mut Report) {
+    let mut reader = FieldReader::new(body, limits.max_field_len);
+    let mut full = false;
+    let push = |group: Group, report: &mut Report, full: &mut bool| {
+        if group.is_empty() {
+            return;
+        }
+        if report.recipients.len() >= limits.max_recipients {
+            report.truncated = true;
+            *full = true;
+            return;
+        }
+        if let Some(status) = group.finish() {
+            report.recipients.push(status);
+        }
+    };
+    while !full && reader.next_block() {
+        let mut group = Group::default();
+        while let Some((name, value)) = reader.next_field() {
+            match name.as_str() {
+                "reporting-mta" => set_once(&mut report.reporting_mta, mta_name(&value)),
+                "arrival-date" => set_once(&mut report.arrival_date, non_empty(&value)),
+                "final-recipient" => {
+                    if group.final_recipient.is_some() {
+                        push(std::mem::take(&mut group), report, &mut full);
+                        if full {
+                            break;
+                        }
+                    }
+                    // When unreadable, Original-Recipient can stand in for it.
+                    group.final_recipient = clean_address(&value);
+                }
+                "original-recipient" => {
+                    set_once(&mut group.original_recipient, clean_address(&value));
+                }
+                "action" => group.action = group.action.or(DsnAction::parse(&value)),
+                "status" => set_once(&mut group.status, parse_status(&value)),
+                "remote-mta" => set_once(&mut group.remote_mta, mta_name(&value)),
+                "diagnostic-code" => {
+                    set_once(&mut group.diagnostic, non_empty(strip_type_prefix(&value)));
+                }
+                "last-attempt-date" => set_once(&mut group.last_attempt_date, non_empty(&value)),
+                "will-retry-until" => set_once(&mut group.will_retry_until, non_empty(&value)),
+                _ => {}
+            }
+        }
+        if !full {
+            push(group, report, &mut full);
+        }
+    }
+    report.truncated |= reader.truncated;
+}
+
+/// Reads a `message/feedback-report` body and sets the report kind.
+fn read_feedback(body: &[u8], limits: &Limits, report: &mut Report) {
+    let mut feedback = Feedback::default();
+    let mut reader = FieldReader::new(body, limits.max_field_len);
+    let push_bounded = |list: &mut Vec<String>, value: Option<String>, truncated: &mut bool| {
+        let Some(value) = value else { return };
+        if list.len() < limits.max_recipients {
+            list.push(value);
+        } else {
+            *truncated = true;
+        }
+    };
+    while reader.next_block() {
+        while let Some((name, value)) = reader.next_field() {
+            match name.as_str() {
+                "feedback-type" => set_once(
+                    &mut feedback.feedback_type,
+                    value.split_whitespace().next().map(str::to_ascii_lowercase),
+                ),
+                "user-agent" => set_once(&mut feedback.user_agent, non_empty(&value)),
+                "version" => set_once(&mut feedback.version, non_empty(&value)),
+                "original-mail-from" => set_once(
+                    &mut feedback.original_mail_from,
+                    clean_address(&value).or_else(|| non_empty(&value)),
+                ),
+                "original-rcpt-to" => push_bounded(
+                    &mut feedback.original_rcpt_to,
+                    clean_address(&value),
+                    &mut report.truncated,
+                ),
+                "source-ip" => set_once(&mut feedback.source_ip, non_empty(&value)),
+                "arrival-date" | "received-date" => {
+                    set_once(&mut feedback.arrival_date, non_empty(&value));
+                }
+                "reported-domain" => push_bounded(
+                    &mut feedback.reported_domain,
+                    non_empty(&value),
+                    &mut report.truncated,
+                ),
+                "reporting-mta" => set_once(&mut report.reporting_mta, mta_name(&value)),
+                _ => {}
+            }
+        }
+    }
+    report.truncated |= reader.truncated;
+    report.arrival_date.clone_from(&feedback.arrival_date);
+    match feedback.feedback_type.as_deref() {
+        None => report.set_unparsed(UnparsedReason::MissingFeedbackType),
+        Some(t) if REGISTERED_FEEDBACK_TYPES.contains(&t) => report.kind = ReportKind::Feedback,
+        Some(_) => report.set_unparsed(UnparsedReason::UnknownFeedbackType),
+    }
+    report.feedback = Some(feedback);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prepare_input_cases() {
+        let cases: &[(&[u8], usize, &[u8])] = &[
+            (b"", 10, b""),
+            (b"  \r\n\t", 10, b""),
+            (b"A: b\n", 10, b"A: b\n"),
+            (b"A: b\r\n", 10, b"A: b\r\n"),
+            (b"Received: x\n\t", 100, b"Received: x\n"),
+            (b"A: b\nC: d\n", 7, b"A: b\n"),
+            (b"A: bbbbbbbb", 4, b"A: b\n"),
+        ];
+        for (input, max, want) in cases {
+            assert_eq!(prepare_input(input, *max).as_ref(), *want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn action_values() {
+        assert_eq!(DsnAction::parse("Failed"), Some(DsnAction::Failed));
+        assert_eq!(
+            DsnAction::parse(" delayed (retrying)"),
+            Some(DsnAction::Delayed)
+        );
+        assert_eq!(DsnAction::parse("bogus"), None);
+        assert_eq!(DsnAction::parse(""), None);
+    }
+
+    fn dsn_body(body: &str) -> Report {
+        let mut report = Report::new(ReportKind::Dsn);
+        read_delivery_status(body.as_bytes(), &Limits::default(), &mut report);
+        report
+    }
+
+    #[test]
+    fn delivery_status_groups() {
+        let r = dsn_body(
+            "Reporting-MTA: dns; mx.example.net\nArrival-Date: Mon, 3 Mar 2025 10:00:00 +0000\n\n\
+             Final-Recipient: rfc822; a@example.com\nAction: failed\nStatus: 5.1.1\n\
+             Diagnostic-Code: smtp; 550 5.1.1 user\n  unknown\n\n\
+             Final-Recipient: rfc822; b@example.com\nAction: bogus\nStatus: 9.9.9\n\
+             Final-Recipient: rfc822; c@example.com\nAction: delayed\nStatus: 4.4.1\n\n\
+             Action: failed\nStatus: 5.0.0\n\n\
+             Final-Recipient: rfc822; not an address\nOriginal-Recipient: rfc822; d@example.com\nAction: failed\n",
+        );
+        assert_eq!(r.reporting_mta.as_deref(), Some("mx.example.net"));
+        let got: Vec<_> = r
+            .recipients
+            .iter()
+            .map(|s| {
+                (
+                    s.recipient.as_str(),
+                    s.action,
+                    s.status.as_deref(),
+                    s.smtp_code,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "a@example.com",
+                    Some(DsnAction::Failed),
+                    Some("5.1.1"),
+                    Some(550)
+                ),
+                ("b@example.com", None, None, None),
+                (
+                    "c@example.com",
+                    Some(DsnAction::Delayed),
+                    Some("4.4.1"),
+                    None
+                ),
+                ("d@example.com", Some(DsnAction::Failed), None, None),
+            ]
+        );
+        assert_eq!(
+            r.recipients[0].diagnostic.as_deref(),
+            Some("550 5.1.1 user unknown")
+        );
+    }
+
+    #[test]
+    fn delivery_status_caps_groups() {
+        let mut body = String::from("Reporting-MTA: dns; x.example\n");
+        for i in 0..500 {
+            body.push_str(&format!(
+                "\nFinal-Recipient: rfc822; u{i}@example.com\nAction: failed\nStatus: 5.1.1\n"
+            ));
+        }
+        let limits = Limits {
+            max_recipients: 7,
+            ..Limits::default()
+        };
+        let mut report = Report::new(ReportKind::Dsn);
+        read_delivery_status(body.as_bytes(), &limits, &mut report);
+        assert_eq!(report.recipients.len(), 7);
+        assert!(report.truncated);
+    }
+
+    #[test]
+    fn feedback_types() {
+        let cases: &[(&str, ReportKind, Option<UnparsedReason>)] = &[
+            ("Feedback-Type: abuse\n", ReportKind::Feedback, None),
+            ("Feedback-Type: Not-Spam\n", ReportKind::Feedback, None),
+            (
+                "Feedback-Type: opt-out\n",
+                ReportKind::Unparsed,
+                Some(UnparsedReason::UnknownFeedbackType),
+            ),
+            (
+                "User-Agent: x/1\nVersion: 1\n",
+                ReportKind::Unparsed,
+                Some(UnparsedReason::MissingFeedbackType),
+            ),
+        ];
+        for (body, kind, reason) in cases {
+            let mut report = Report::new(ReportKind::Feedback);
+            read_feedback(body.as_bytes(), &Limits::default(), &mut report);
+            assert_eq!(
+                (report.kind, report.unparsed_reason),
+                (*kind, *reason),
+                "{body}"
+            );
+            assert!(report.feedback.is_some());
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! The `X-Listwarden-Bounce:` header that tells the list manager what a
+//! bounce is. Values can come from the bounce (attacker data), so each is
+//! reduced to a safe alphabet and bounded: a tag can never inject a header
+//! line or smuggle text the list manager would misread.
+
+use super::{Classification, Report, ReportKind};
+
+/// The header name; inbound headers with our prefix are always removed.
+pub const HEADER: &str = "X-Listwarden-Bounce";
+
+/// Longest value of one field.
+const MAX_FIELD: usize = 128;
+/// Most tags added to one message (one per recipient group).
+pub const MAX_TAGS: usize = 20;
+
+/// One header value per classification: `key=value` pairs joined by `; `.
+pub fn bounce_tags(
+    report: &Report,
+    cls: &[Classification],
+    list: &str,
+    signature: &str,
+) -> Vec<String> {
+    if cls.is_empty() {
+        let kind = match report.kind {
+            ReportKind::Unparsed => "unparsed",
+            ReportKind::NotABounce => "not_a_bounce",
+            _ => "unclassified",
+        };
+        return vec![format!(
+            "class={kind}; list={}; signature={}",
+            clean(list),
+            clean(signature)
+        )];
+    }
+    cls.iter()
+        .take(MAX_TAGS)
+        .map(|c| {
+            let mut fields = vec![
+                ("recipient", c.recipient.as_deref().unwrap_or("unknown")),
+                ("action", c.action.map(|a| a.as_str()).unwrap_or("unknown")),
+                ("status", c.status.as_deref().unwrap_or("none")),
+                ("class", c.class.as_str()),
+                ("reason", c.reason.as_str()),
+                ("provider", c.provider.as_str()),
+                ("rule", c.rule.as_str()),
+                ("list", list),
+                ("signature", signature),
+            ];
+            if let Some(t) = c.feedback_type.as_deref() {
+                fields.push(("feedback_type", t));
+            }
+            fields
+                .iter()
+                .map(|(k, v)| format!("{k}={}", clean(v)))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .collect()
+}
+
+/// Keeps characters that are safe in a header value and meaningful in an
+/// address, status or name; everything else becomes `_`.
+fn clean(value: &str) -> String {
+    let cleaned: String = value
+        .chars()
+        .take(MAX_FIELD)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "@.+-_=/:".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if cleaned.is_empty() {
+        "none".into()
+    } else {
+        cleaned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dsn::{Limits, RuleSet, classify, parse};
+
+    const DSN: &str = "From: MAILER-DAEMON@mx.example.net\r\nSubject: Delivery delayed\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nDelayed.\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.net\r\n\r\nFinal-Recipient: rfc822; bob@yahoo.com\r\nAction: delayed\r\nStatus: 4.7.0\r\nRemote-MTA: dns; mta5.am0.yahoodns.net\r\nDiagnostic-Code: smtp; 421 4.7.0 [TS01] Messages from 192.0.2.9 temporarily deferred due to user complaints\r\n\r\n--b--\r\n";
+
+    #[test]
+    fn a_yahoo_ts01_deferral_is_tagged_as_a_complaint_deferral() {
+        let report = parse(DSN.as_bytes(), &Limits::default());
+        let cls = classify(&report, &RuleSet::builtin().unwrap());
+        let tags = bounce_tags(&report, &cls, "members", "valid");
+        assert_eq!(tags.len(), 1);
+        let t = &tags[0];
+        for want in [
+            "recipient=bob@yahoo.com",
+            "action=delayed",
+            "class=deferral",
+            "reason=complaint",
+            "provider=yahoo",
+            "list=members",
+            "signature=valid",
+        ] {
+            assert!(t.contains(want), "{want} missing in {t}");
+        }
+    }
+
+    #[test]
+    fn attacker_data_cannot_inject_lines_or_grow_unbounded() {
+        let evil = DSN.replace(
+            "bob@yahoo.com",
+            &format!("bob@yahoo.com\\r\\nX-Injected: 1 {}", "x".repeat(10_000)),
+        );
+        let report = parse(evil.as_bytes(), &Limits::default());
+        let cls = classify(&report, &RuleSet::builtin().unwrap());
+        for t in bounce_tags(&report, &cls, "members", "valid") {
+            assert!(
+                !t.contains('\r') && !t.contains('\n') && !t.contains("X-Injected: "),
+                "{t}"
+            );
+            assert!(t.len() < 2_000, "bounded: {}", t.len());
+        }
+        assert_eq!(clean("a\r\nb; c=d"), "a__b__c=d");
+    }
+
+    #[test]
+    fn unparsed_bounces_still_get_a_tag() {
+        let report = parse(b"garbage", &Limits::default());
+        let tags = bounce_tags(&report, &[], "members", "trace_ok");
+        assert_eq!(tags, ["class=unparsed; list=members; signature=trace_ok"]);
+    }
+}

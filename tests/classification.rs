@@ -1,0 +1,178 @@
+//! Bounces that reach a list are classified and tagged at end of message,
+//! over the real protocol; forged tags are removed first.
+
+mod common;
+
+use common::TestMilter;
+use indymilter_test::{EomAction, Status, TestConnection};
+use listwarden::address::{Address, prvs};
+use listwarden::policy::day_of;
+
+fn config() -> String {
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/keys/EXAMPLE-PUBLIC-KEY.key"
+    );
+    format!(
+        "milter:\n  listen: inet:127.0.0.1:8890\n\
+         signing:\n  keys: [{{id: 1, file: {key}}}]\n  sign_with: 1\n\
+         lists:\n  - address: members@lists.example.org\n  - address: open@lists.example.org\n    bounces: off\n"
+    )
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/tests/fixtures/dsn/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+/// Splits a fixture into headers and body the way Postfix hands them over.
+fn split(raw: &[u8]) -> (Vec<(String, String)>, Vec<u8>) {
+    let text = String::from_utf8_lossy(raw).replace("\r\n", "\n");
+    let (head, body) = text.split_once("\n\n").unwrap();
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for line in head.lines() {
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = headers.last_mut() {
+                last.1.push_str("\r\n");
+                last.1.push_str(line);
+            }
+        } else if let Some((n, v)) = line.split_once(':') {
+            headers.push((n.to_string(), v.trim_start().to_string()));
+        }
+    }
+    (headers, body.replace('\n', "\r\n").into_bytes())
+}
+
+async fn send_bounce(
+    m: &TestMilter,
+    rcpt: &str,
+    raw: &[u8],
+    extra: &[(&str, &str)],
+) -> (indymilter_test::EomActions, Status) {
+    let (headers, body) = split(raw);
+    let mut conn = TestConnection::open(m.addr).await.unwrap();
+    conn.connect("mx.example", ([198, 51, 100, 7], 25000))
+        .await
+        .unwrap();
+    conn.mail(["<>"]).await.unwrap();
+    assert_eq!(conn.rcpt([rcpt]).await.unwrap(), Status::Continue);
+    for (n, v) in headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .chain(extra.iter().copied())
+    {
+        conn.header(n, v).await.unwrap();
+    }
+    assert_eq!(conn.eoh().await.unwrap(), Status::Continue);
+    assert_eq!(conn.body(body).await.unwrap(), Status::Continue);
+    let result = conn.eom().await.unwrap();
+    conn.close().await.unwrap();
+    result
+}
+
+fn tags(actions: &indymilter_test::EomActions) -> Vec<String> {
+    actions
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            EomAction::AddHeader { name, value }
+                if name.to_str().unwrap() == "X-Listwarden-Bounce" =>
+            {
+                Some(value.to_string_lossy().into_owned())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn signed(m: &TestMilter) -> String {
+    let ring = m.shared.config.load().signing.clone().unwrap();
+    let today = day_of(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    );
+    format!(
+        "<{}>",
+        prvs::sign(
+            &Address::parse("members-bounces@lists.example.org").unwrap(),
+            &ring,
+            today
+        )
+    )
+}
+
+#[tokio::test]
+async fn yahoo_ts01_is_tagged_as_a_complaint_deferral_and_forged_tags_go() {
+    let m = TestMilter::start(&config()).await;
+    let rcpt = signed(&m);
+    let (actions, status) = send_bounce(
+        &m,
+        &rcpt,
+        &fixture("yahoo_ts01_delay.eml"),
+        &[("X-Listwarden-Bounce", "class=hard; forged")],
+    )
+    .await;
+    assert_eq!(status, Status::Continue);
+    assert!(
+        actions.has_delete_header("X-Listwarden-Bounce", 1),
+        "the forged tag is removed"
+    );
+    let tags = tags(&actions);
+    assert_eq!(tags.len(), 1, "{tags:?}");
+    for want in [
+        "class=deferral",
+        "reason=complaint",
+        "provider=yahoo",
+        "list=members",
+        "signature=valid",
+    ] {
+        assert!(tags[0].contains(want), "{want} missing in {}", tags[0]);
+    }
+    let classified = m.shared.metrics.bounces_classified.with_label_values(&[
+        "members",
+        "deferral",
+        "complaint",
+        "yahoo",
+    ]);
+    assert_eq!(classified.get(), 1);
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn every_recipient_group_gets_its_tag_and_other_mail_one_too() {
+    let m = TestMilter::start(&config()).await;
+    let (actions, _) = send_bounce(
+        &m,
+        "<open-bounces@lists.example.org>",
+        &fixture("postfix_dsn.eml"),
+        &[],
+    )
+    .await;
+    let tags = tags(&actions);
+    assert!(
+        !tags.is_empty()
+            && tags
+                .iter()
+                .all(|t| t.contains("list=open") && t.contains("signature=unchecked")),
+        "{tags:?}"
+    );
+    assert!(tags.iter().any(|t| t.contains("class=hard")), "{tags:?}");
+
+    let (actions, _) = send_bounce(
+        &m,
+        "<open-bounces@lists.example.org>",
+        b"Subject: x\r\n\r\ngarbage\r\n",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        self::tags(&actions),
+        ["class=not_a_bounce; list=open; signature=unchecked"]
+    );
+    m.stop().await;
+}
