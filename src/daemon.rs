@@ -42,6 +42,11 @@ pub async fn run(path: PathBuf) -> anyhow::Result<()> {
     );
 
     tokio::spawn(housekeeping(shared.clone()));
+    if let Some(file) = &current.logwatch_file {
+        tracing::info!(file = %file.display(), "following Postfix's log for outbound results");
+        let source = crate::logwatch::Source::File(file.clone());
+        tokio::spawn(crate::logwatch::run::count_into(shared.clone(), source));
+    }
     tokio::spawn(watch_signals(reloader.clone()));
     tokio::spawn(watch_file(reloader.clone()));
 

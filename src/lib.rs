@@ -11,6 +11,7 @@ pub mod address;
 pub mod config;
 pub mod daemon;
 pub mod dsn;
+pub mod logwatch;
 pub mod metrics;
 pub mod milter;
 pub mod policy;
@@ -32,6 +33,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub store: Store,
     pub shields: ShieldBook,
+    /// Complaints and deliveries per list, for the complaint-rate gauge.
+    pub rates: std::sync::Mutex<logwatch::outbound::ComplaintRates>,
 }
 
 impl Shared {
@@ -50,12 +53,22 @@ impl Shared {
             metrics: Arc::new(metrics),
             store,
             shields: ShieldBook::new(clock),
+            rates: Default::default(),
         })
     }
 
-    /// Copies the store's state into the metrics; called periodically.
+    /// Copies the store's state and the complaint rates into the metrics;
+    /// called periodically.
     pub fn refresh_metrics(&self, last_errors: &mut u64) {
         let m = &self.metrics;
+        let rates = self
+            .rates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rates(unix_now());
+        for (list, rate) in rates {
+            m.complaint_rate.with_label_values(&[&list]).set(rate);
+        }
         m.ratelimit_keys
             .set(i64::try_from(self.store.len()).unwrap_or(i64::MAX));
         m.ratelimit_fallback_active
@@ -68,6 +81,14 @@ impl Shared {
             *last_errors = errors;
         }
     }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn build_store(state: &StateBackend, clock: Arc<dyn Clock>) -> Store {

@@ -72,6 +72,30 @@ enum Command {
         #[arg(required = true, value_name = "MESSAGE")]
         files: Vec<PathBuf>,
     },
+    /// Follow Postfix's log and classify outbound deferrals and bounces.
+    ///
+    /// Prints one JSON line per delivery result (deferred, bounced, expired;
+    /// with --all also sent): queue_id, recipient, status, relay, dsn,
+    /// class, reason, provider, rule, list. Example:
+    ///   journalctl -f -o cat -u postfix | listwarden logwatch -
+    /// To count into Prometheus instead, set `logwatch.file` in the config.
+    Logwatch {
+        /// Use this config's rules and lists; without it, the built-in rules.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Read a file from its start (default: follow it from its end).
+        #[arg(long)]
+        from_start: bool,
+        /// Print sent deliveries too.
+        #[arg(long)]
+        all: bool,
+        /// Postfix's log file, followed across rotation; `-` reads standard input.
+        #[arg(value_name = "LOG", default_value = "-")]
+        source: PathBuf,
+    },
+    /// Print the listwarden(8) man page (roff) on standard output.
+    #[command(hide = true)]
+    Man,
     /// Check the signature of a bounce address: valid, invalid, expired or unsigned.
     ///
     /// Exits 0 only when the signature is valid (1 otherwise, 78 on a bad config).
@@ -91,6 +115,23 @@ fn main() -> ExitCode {
         Command::Sign { config, address } => sign(&config, &address),
         Command::Verify { config, address } => verify(&config, &address),
         Command::Classify { config, files } => classify(config.as_deref(), &files),
+        Command::Logwatch {
+            config,
+            from_start,
+            all,
+            source,
+        } => logwatch(config.as_deref(), from_start, all, source),
+        Command::Man => {
+            use clap::CommandFactory;
+            let man = clap_mangen::Man::new(Cli::command()).section("8");
+            match man.render(&mut std::io::stdout().lock()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("listwarden: cannot write the man page: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config, log } => {
             init_logging(&log);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -274,6 +315,86 @@ fn classify(config: Option<&std::path::Path>, files: &[PathBuf]) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn logwatch(
+    config: Option<&std::path::Path>,
+    from_start: bool,
+    all: bool,
+    source: PathBuf,
+) -> ExitCode {
+    use listwarden::logwatch::{DeliveryStatus, FollowOptions, Source, StartAt};
+    use std::io::Write;
+    let config = match config {
+        Some(file) => match load(file) {
+            Ok(c) => c,
+            Err(code) => return code,
+        },
+        None => match Config::parse(
+            "milter: {listen: inet:127.0.0.1:1}\n",
+            std::path::Path::new("(built-in)"),
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("listwarden: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let config = std::sync::Arc::new(config);
+    let source = if source.as_os_str() == "-" {
+        Source::Stdin
+    } else {
+        Source::File(source)
+    };
+    let options = FollowOptions {
+        start_at: if from_start {
+            StartAt::Beginning
+        } else {
+            StartAt::End
+        },
+        ..FollowOptions::default()
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("listwarden: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let result = runtime.block_on(listwarden::logwatch::run::for_each_delivery(
+        source,
+        options,
+        || config.clone(),
+        |d, list, c| {
+            if d.status == DeliveryStatus::Sent && !all {
+                return;
+            }
+            let status = match d.status {
+                DeliveryStatus::Sent => "sent",
+                DeliveryStatus::Deferred => "deferred",
+                DeliveryStatus::Bounced => "bounced",
+                DeliveryStatus::Expired => "expired",
+            };
+            let line = serde_json::json!({
+                "queue_id": d.queue_id, "recipient": d.recipient, "status": status,
+                "relay": d.relay, "dsn": d.dsn, "class": c.class.as_str(), "reason": c.reason.as_str(),
+                "provider": c.provider, "rule": c.rule, "list": list,
+            });
+            let _ = writeln!(out, "{line}");
+        },
+    ));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("listwarden: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

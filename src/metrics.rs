@@ -40,6 +40,8 @@ pub struct Metrics {
     pub ratelimit_keys: IntGauge,
     pub shield_active: IntGaugeVec,
     pub bounces_classified: IntCounterVec,
+    pub outbound_deliveries: IntCounterVec,
+    pub complaint_rate: prometheus::GaugeVec,
 }
 
 impl Metrics {
@@ -151,10 +153,28 @@ impl Metrics {
             &["list", "class", "reason", "provider"],
         )
         .expect("static metric definition");
+        let outbound_deliveries = IntCounterVec::new(
+            Opts::new(
+                "listwarden_outbound_deliveries_total",
+                "Outbound delivery results from Postfix's log, by provider, class and reason.",
+            ),
+            &["provider", "class", "reason"],
+        )
+        .expect("static metric definition");
+        let complaint_rate = prometheus::GaugeVec::new(
+            Opts::new(
+                "listwarden_complaint_rate",
+                "Feedback-report complaints over delivered list mail in the last 24 hours (0.001 = 0.1%).",
+            ),
+            &["list"],
+        )
+        .expect("static metric definition");
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
-        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+            Box::new(outbound_deliveries.clone()),
+            Box::new(complaint_rate.clone()),
             Box::new(bounces_classified.clone()),
             Box::new(ratelimit_decisions.clone()),
             Box::new(ratelimit_backend_errors.clone()),
@@ -190,6 +210,8 @@ impl Metrics {
             ratelimit_keys,
             shield_active,
             bounces_classified,
+            outbound_deliveries,
+            complaint_rate,
         }
     }
 

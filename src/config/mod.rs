@@ -46,6 +46,8 @@ pub struct Config {
     pub ratelimit: Ratelimit,
     /// Automatic strict mode for a list under a backscatter attack.
     pub shield: Option<Shield>,
+    /// Postfix's log file to follow for outbound results (restart to change).
+    pub logwatch_file: Option<PathBuf>,
     /// Bounce classification rules: built-in provider rules plus the
     /// operator's files, which override rules of the same name.
     pub rules: crate::dsn::RuleSet,
@@ -529,6 +531,7 @@ impl Validator<'_> {
         let ratelimit = self.ratelimit(&raw.ratelimit);
         let shield = self.shield(&raw.shield);
         let rules = self.rules(&raw.classification);
+        let logwatch_file = raw.logwatch.file.as_ref().map(|f| self.base_dir.join(f));
         Config {
             milter,
             metrics_listen,
@@ -543,6 +546,7 @@ impl Validator<'_> {
             ratelimit,
             shield,
             rules,
+            logwatch_file,
             protected,
             warnings: Vec::new(),
         }

@@ -32,6 +32,16 @@ pub struct RawConfig {
     pub shield: RawShield,
     #[serde(default)]
     pub classification: RawClassification,
+    #[serde(default)]
+    pub logwatch: RawLogwatch,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogwatch {
+    /// Postfix's log file, followed across rotation.
+    #[serde(default)]
+    pub file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

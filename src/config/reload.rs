@@ -32,5 +32,9 @@ pub fn reload(path: &Path, current: &Config) -> Result<Reloaded, ConfigError> {
         kept.push("ratelimit.state and max_keys changed; they apply after a restart".to_string());
         config.ratelimit.state = current.ratelimit.state.clone();
     }
+    if config.logwatch_file != current.logwatch_file {
+        kept.push("logwatch.file changed; it applies after a restart".to_string());
+        config.logwatch_file = current.logwatch_file.clone();
+    }
     Ok(Reloaded { config, kept })
 }

@@ -537,6 +537,13 @@ impl Session {
                 .bounces_classified
                 .with_label_values(&[list, c.class.as_str(), c.reason.as_str(), &c.provider])
                 .inc();
+            if c.feedback_type.is_some() && c.class == dsn::Class::Complaint {
+                self.shared
+                    .rates
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .complaint(list, crate::unix_now());
+            }
         }
         let queue_id = msg.queue_id.as_deref().unwrap_or("NOQUEUE");
         for c in cls.iter().take(dsn::tag::MAX_TAGS) {

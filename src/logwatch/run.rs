@@ -1,0 +1,69 @@
+//! Following the log for real: lines in, counters (inside `listwarden
+//! run`) or JSON lines (the `listwarden logwatch` command) out.
+
+use super::outbound::{Seen, Tracker, classify_delivery};
+use super::{DeliveryStatus, FollowError, FollowOptions, Source, follow, parse_line};
+use crate::Shared;
+use crate::address::parse_path;
+use crate::config::Config;
+use crate::dsn::Classification;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Lines buffered between the reader and the classifier.
+const CHANNEL_LINES: usize = 1024;
+
+/// The list a sender address belongs to, if it is a protected address.
+fn list_of(config: &Config, sender: &str) -> Option<String> {
+    let addr = parse_path(sender).ok().flatten()?;
+    config.protected(&addr).map(|p| p.owner.label().to_string())
+}
+
+/// Calls `each` for every delivery result read from `source`.
+pub async fn for_each_delivery(
+    source: Source,
+    options: FollowOptions,
+    config: impl Fn() -> Arc<Config>,
+    mut each: impl FnMut(&super::Delivery, Option<&str>, &Classification),
+) -> Result<(), FollowError> {
+    let (tx, mut rx) = mpsc::channel(CHANNEL_LINES);
+    let reader = tokio::spawn(follow(source, options, tx));
+    let mut tracker = Tracker::new();
+    while let Some(line) = rx.recv().await {
+        let cfg = config();
+        if let Seen::Delivery(d, list) = tracker.see(parse_line(&line), |s| list_of(&cfg, s)) {
+            let c = classify_delivery(&d, &cfg.rules);
+            each(&d, list.as_deref(), &c);
+        }
+    }
+    match reader.await {
+        Ok(result) => result,
+        Err(e) => Err(FollowError::Read(std::io::Error::other(e))),
+    }
+}
+
+/// Counts outbound results into the metrics and the complaint rates; runs
+/// inside `listwarden run` when `logwatch.file` is set.
+pub async fn count_into(shared: Arc<Shared>, source: Source) {
+    let config = || shared.config.load_full();
+    let result = for_each_delivery(source, FollowOptions::default(), config, |d, list, c| {
+        shared
+            .metrics
+            .outbound_deliveries
+            .with_label_values(&[&c.provider, c.class.as_str(), c.reason.as_str()])
+            .inc();
+        if d.status == DeliveryStatus::Sent
+            && let Some(list) = list
+        {
+            shared
+                .rates
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .sent(list, crate::unix_now());
+        }
+    })
+    .await;
+    if let Err(e) = result {
+        tracing::error!("log watch stopped: {e}");
+    }
+}
