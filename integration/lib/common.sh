@@ -6,6 +6,13 @@
 # fails the run quickly instead of stalling CI.
 LW_IT_WAIT_TENTHS=${LW_IT_WAIT_TENTHS:-100}
 
+# Python for lib/prvs.py. The system's own interpreter when there is one:
+# a version manager's shim (pyenv) costs ~0.2 s per call.
+LW_IT_PYTHON=${LW_IT_PYTHON:-}
+if [[ -z $LW_IT_PYTHON ]]; then
+	if [[ -x /usr/bin/python3 ]]; then LW_IT_PYTHON=/usr/bin/python3; else LW_IT_PYTHON=python3; fi
+fi
+
 say() { printf 'integration: %s\n' "$*" >&2; }
 die() {
 	say "error: $*"
@@ -104,6 +111,7 @@ ensure_packages() {
 	command -v smtp-sink >/dev/null 2>&1 || missing+=(postfix)
 	command -v swaks >/dev/null 2>&1 || missing+=(swaks)
 	command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+	command -v "$LW_IT_PYTHON" >/dev/null 2>&1 || missing+=(python3)
 	((${#missing[@]} == 0)) && return 0
 	need=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
 	[[ $(id -u) == 0 ]] || die "missing packages ($need) and not root to install them"

@@ -7,6 +7,7 @@ LW_BIN=""
 LW_PID=""
 LW_CONFIG=""
 LW_LOG=""
+LW_KEY_FILE="" # the run's BATV signing key (key id 1)
 
 # Builds the binary with the repository's target dir, unless LW_IT_BIN names one.
 lw_build() {
@@ -24,11 +25,22 @@ lw_build() {
 	[[ -x $LW_BIN ]] || die "no listwarden binary at $LW_BIN"
 }
 
+# Makes a fresh signing key for the run: 32 random bytes, base64, as the
+# README tells operators to make theirs. Readable by root only.
+lw_make_key() {
+	mkdir -p "$LW_IT_DIR/keys"
+	chmod 0700 "$LW_IT_DIR/keys"
+	LW_KEY_FILE=$LW_IT_DIR/keys/1.key
+	(umask 077 && head -c 32 /dev/urandom | base64 >"$LW_KEY_FILE")
+}
+
 # Writes the test config from config/listwarden.yaml.in and validates it.
 lw_write_config() {
 	local milter_port=$1 metrics_port=$2 rc=0
 	LW_CONFIG=$LW_IT_DIR/listwarden.yaml
+	lw_make_key
 	sed -e "s/@MILTER_PORT@/$milter_port/g" -e "s/@METRICS_PORT@/$metrics_port/g" \
+		-e "s|@KEY_FILE@|$LW_KEY_FILE|g" \
 		"$LW_IT_HOME/config/listwarden.yaml.in" >"$LW_CONFIG"
 	"$LW_BIN" check-config "$LW_CONFIG" >"$LW_IT_DIR/check-config.log" 2>&1 || rc=$?
 	if ((rc != 0)); then
@@ -73,6 +85,11 @@ lw_stop() {
 	return "$rc"
 }
 
+# The signing key's validity_days from the written test config.
+lw_validity_days() {
+	awk '$1 == "validity_days:" { print $2; found = 1; exit } END { if (!found) print 7 }' "$LW_CONFIG"
+}
+
 lw_print_log() {
 	local n=${1:-40}
 	[[ -n $LW_LOG && -s $LW_LOG ]] || return 0
@@ -85,13 +102,16 @@ lw_fetch_metrics() {
 	http_get "$1" /metrics >"$2" 2>/dev/null
 }
 
-# Sum of all samples of metric $2 in the saved /metrics text $1, and (with
-# $3) only of the samples whose labels contain $3. Prints a number.
+# Sum of all samples of metric $2 in the saved /metrics text $1; with more
+# arguments, only of the samples whose label text contains every one of
+# them (e.g. 'list="members"' 'verdict="valid"'). Prints a number.
 lw_metric_sum() {
-	local file=$1 metric=$2 label=${3:-}
-	awk -v m="$metric" -v l="$label" '
+	local file=$1 metric=$2
+	shift 2
+	awk -v m="$metric" -v labels="$*" '
+		BEGIN { n = split(labels, want, " ") }
 		index($0, m " ") == 1 || index($0, m "{") == 1 {
-			if (l != "" && index($0, l) == 0) next
+			for (i = 1; i <= n; i++) if (index($0, want[i]) == 0) next
 			s += $NF
 		}
 		END { printf "%g\n", s + 0 }' "$file"

@@ -16,6 +16,9 @@ SINK_LOG=""
 
 # Unprivileged user smtp-sink switches to; it must be able to write $SINK_DIR.
 SINK_USER=${LW_IT_SINK_USER:-postfix}
+# Mail to this recipient is discarded by Postfix instead of relayed to the
+# sink: the throughput check sends hundreds of messages there.
+PF_DISCARD_RCPT=lw-throughput@discard.invalid
 
 # Writes main.cf and master.cf. $1 is the smtpd port, $2 the sink port,
 # $3 the milter port.
@@ -56,7 +59,8 @@ mynetworks = 127.0.0.0/8
 # refuses to start without reject_unauth_destination somewhere.)
 relay_domains = static:ALL
 relayhost = [127.0.0.1]:$sink_port
-transport_maps = static:smtp:[127.0.0.1]:$sink_port
+# The full address is looked up first, so the inline entry wins over static.
+transport_maps = inline:{$PF_DISCARD_RCPT=discard:}, static:smtp:[127.0.0.1]:$sink_port
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 smtpd_recipient_restrictions =
 smtpd_client_restrictions =
@@ -71,6 +75,9 @@ biff = no
 # The milter under test. tempfail: a broken or absent milter must show up as
 # 451 replies, never as silently accepted mail.
 smtpd_milters = inet:127.0.0.1:$milter_port
+# Local submission (sendmail -> postdrop -> pickup -> cleanup) goes through
+# it too: that is where a list manager's outbound mail gets signed.
+non_smtpd_milters = inet:127.0.0.1:$milter_port
 milter_default_action = tempfail
 milter_protocol = 6
 milter_connect_timeout = 5s
@@ -203,4 +210,28 @@ pf_wait_delivery() {
 		sleep 0.1
 	done
 	return 1
+}
+
+# Waits until cleanup logged the message-id of a message containing token
+# $1 and prints its queue ID (for locally submitted mail, which gets no
+# SMTP reply with the ID). Returns 1 on timeout.
+pf_wait_queue_id() {
+	local token=$1 i qid
+	for ((i = 0; i < LW_IT_WAIT_TENTHS; i++)); do
+		qid=$(grep -F -- "$token" "$PF_LOG" | sed -nE 's/.* ([0-9A-Za-z]+): message-id=.*/\1/p' | head -n 1)
+		if [[ -n $qid ]]; then
+			echo "$qid"
+			return 0
+		fi
+		sleep 0.1
+	done
+	return 1
+}
+
+# Prints the private queue's listing; true when the queue is empty.
+pf_queue_empty() {
+	local out
+	out=$(postqueue -c "$PF_CONF" -p 2>&1) || true
+	printf '%s\n' "$out"
+	[[ $out == "Mail queue is empty" ]]
 }

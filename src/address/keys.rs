@@ -232,16 +232,15 @@ mod tests {
 
     const SECRET: &[u8] = b"0123456789abcdef";
 
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("lw-keys-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        dir
+    /// A temporary directory, removed when the guard drops.
+    fn temp_dir(_name: &str) -> tempfile::TempDir {
+        tempfile::tempdir().expect("create temp dir")
     }
 
     #[test]
     fn load_trims_and_reads_each_file() {
-        let dir = temp_dir("load");
+        let dir_guard = temp_dir("load");
+        let dir = dir_guard.path();
         let a = dir.join("a.key");
         let b = dir.join("b.key");
         std::fs::write(&a, b"  0123456789abcdef\n").expect("write");
@@ -255,7 +254,8 @@ mod tests {
 
     #[test]
     fn load_errors_name_the_file_not_the_secret() {
-        let dir = temp_dir("errors");
+        let dir_guard = temp_dir("errors");
+        let dir = dir_guard.path();
         let short = dir.join("short.key");
         std::fs::write(&short, b"  sekrit-short \n").expect("write");
         let err = KeyRing::load(&[(0, short.clone())], 0, 7).expect_err("too short");

@@ -371,12 +371,12 @@ impl Session {
             ..Facts::new(Stage::EndOfHeaders, &self.client, msg.today)
         };
         let verdict = policy::decide(&facts, &self.config);
-        let needs_eom = msg.needs_eom();
-        match self.apply(Stage::EndOfHeaders, verdict) {
-            // Signing, tag removal and trace checks happen at end of message.
-            Step::Accept if needs_eom => Step::Continue,
-            step => step,
+        if verdict.action == Action::Accept && msg.needs_eom() {
+            // Signing, tag removal, trace checks and tagging happen at end
+            // of message; the final verdict is logged there.
+            return Step::Continue;
         }
+        self.apply(Stage::EndOfHeaders, verdict)
     }
 
     /// A body chunk: kept (bounded) only for a trace check.
@@ -487,15 +487,20 @@ impl Session {
             tracing::info!(queue_id, list = msg.list.as_deref().unwrap_or("-"), sender = %signed, "signing envelope sender");
         }
         if !msg.counted {
+            let reason = match msg.signature {
+                Some(BounceVerdict::Valid | BounceVerdict::TraceOk) => Reason::BounceValid,
+                _ if msg.sign_as.is_some() => Reason::TrustedClient,
+                _ => Reason::Clean,
+            };
             let verdict = Verdict {
                 list: msg.list.clone(),
-                ..Verdict::accept(Reason::Clean)
+                bounce: msg.signature,
+                ..Verdict::accept(reason)
             };
-            self.shared
-                .metrics
-                .messages
-                .with_label_values(&[verdict.label(), verdict.reason.as_str()])
-                .inc();
+            self.msg = Some(msg);
+            self.log(Stage::EndOfMessage, &verdict, None);
+            self.count(&verdict);
+            msg = self.msg.take().unwrap_or_default();
         }
         EomPlan {
             refuse: None,
