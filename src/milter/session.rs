@@ -216,8 +216,15 @@ impl Session {
         let Ok(Some(rcpt)) = parse_path(rcpt_arg) else {
             return RcptBegin::Done(Step::Continue);
         };
-        let (shielded, changes) = self.shared.shields.current();
-        report_shield_changes(&self.shared, changes);
+        // Only bounces from strangers are shielded against; skip the lock
+        // for everything else (most recipients).
+        let shielded = if !privileged && policy::is_bounce_sender(msg.sender.as_ref()) {
+            let (shielded, changes) = self.shared.shields.current();
+            report_shield_changes(&self.shared, changes);
+            shielded
+        } else {
+            Vec::new()
+        };
         let facts = Facts {
             sender: msg.sender.as_ref(),
             recipient: Some(&rcpt),
