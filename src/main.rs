@@ -1,6 +1,7 @@
 //! The `listwarden` command: a thin CLI over the library.
 
 use clap::{Parser, Subcommand};
+use listwarden::address::{Address, KeyRing};
 use listwarden::config::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -193,7 +194,7 @@ fn today() -> u64 {
 }
 
 /// Parses an address given on the command line, with or without `<>`.
-fn cli_address(text: &str) -> Result<listwarden::address::Address, ExitCode> {
+fn cli_address(text: &str) -> Result<Address, ExitCode> {
     match listwarden::address::parse_path(text) {
         Ok(Some(a)) => Ok(a),
         Ok(None) => {
@@ -207,36 +208,44 @@ fn cli_address(text: &str) -> Result<listwarden::address::Address, ExitCode> {
     }
 }
 
-fn sign(file: &std::path::Path, text: &str) -> ExitCode {
+/// The key ring of a config and an address from the command line.
+fn keys_and_address(file: &std::path::Path, text: &str) -> Result<(KeyRing, Address), ExitCode> {
     let (config, addr) = match (load(file), cli_address(text)) {
         (Ok(c), Ok(a)) => (c, a),
-        (Err(code), _) | (_, Err(code)) => return code,
+        (Err(code), _) | (_, Err(code)) => return Err(code),
     };
-    let Some(keys) = &config.signing else {
-        eprintln!(
-            "{}: no signing keys are configured (signing.keys)",
-            file.display()
-        );
-        return ExitCode::from(EX_CONFIG);
+    match config.signing {
+        Some(keys) => Ok((keys, addr)),
+        None => {
+            eprintln!(
+                "{}: no signing keys are configured (signing.keys)",
+                file.display()
+            );
+            Err(ExitCode::from(EX_CONFIG))
+        }
+    }
+}
+
+fn sign(file: &std::path::Path, text: &str) -> ExitCode {
+    let (keys, addr) = match keys_and_address(file, text) {
+        Ok(found) => found,
+        Err(code) => return code,
     };
     let plain = listwarden::address::prvs::strip(&addr).unwrap_or(addr);
-    println!("{}", listwarden::address::prvs::sign(&plain, keys, today()));
+    println!(
+        "{}",
+        listwarden::address::prvs::sign(&plain, &keys, today())
+    );
     ExitCode::SUCCESS
 }
 
 fn verify(file: &std::path::Path, text: &str) -> ExitCode {
     use listwarden::address::{PrvsResult, VerpResult, prvs, verp};
-    let (config, addr) = match (load(file), cli_address(text)) {
-        (Ok(c), Ok(a)) => (c, a),
-        (Err(code), _) | (_, Err(code)) => return code,
+    let (keys, addr) = match keys_and_address(file, text) {
+        Ok(found) => found,
+        Err(code) => return code,
     };
-    let Some(keys) = &config.signing else {
-        eprintln!(
-            "{}: no signing keys are configured (signing.keys)",
-            file.display()
-        );
-        return ExitCode::from(EX_CONFIG);
-    };
+    let keys = &keys;
     let day = today();
     let (verdict, detail) = match prvs::verify(&addr, keys, day) {
         PrvsResult::Valid { original, key_id } => {

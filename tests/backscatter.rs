@@ -7,28 +7,15 @@ mod common;
 use common::TestMilter;
 use indymilter_test::{Actions, MacroStage, Status, TestConnection};
 use listwarden::address::{Address, KeyRing, prvs};
-use listwarden::policy::day_of;
 
 fn config() -> String {
-    let key = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/keys/EXAMPLE-PUBLIC-KEY.key"
-    );
+    let signing = common::signing_block();
     format!(
         "milter:\n  listen: inet:127.0.0.1:8890\n\
          trusted_networks: [127.0.0.1/32]\n\
-         signing:\n  keys: [{{id: 1, file: {key}}}]\n  sign_with: 1\n\
+         {signing}\
          trace:\n  received_by: [lists.example.org]\n\
          lists:\n  - address: members@lists.example.org\n  - address: legacy@lists.example.org\n    bounces: trace\n"
-    )
-}
-
-fn today() -> u64 {
-    day_of(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
     )
 }
 
@@ -100,7 +87,7 @@ async fn outbound_list_mail_gets_a_signed_sender() {
     let signed = listwarden::address::parse_path(&signed).unwrap().unwrap();
     assert!(signed.local.starts_with("prvs=1"), "{signed}");
     assert!(matches!(
-        prvs::verify(&signed, &ring(&m), today()),
+        prvs::verify(&signed, &ring(&m), common::today()),
         prvs::PrvsResult::Valid { .. }
     ));
     assert_eq!(
@@ -119,7 +106,7 @@ async fn outbound_list_mail_gets_a_signed_sender() {
 async fn signed_bounce_is_accepted_and_delivered_to_the_plain_address() {
     let m = TestMilter::start(&config()).await;
     let plain = Address::parse("members-bounces@lists.example.org").unwrap();
-    let tagged = prvs::sign(&plain, &ring(&m), today());
+    let tagged = prvs::sign(&plain, &ring(&m), common::today());
     let mut conn = open(&m, [198, 51, 100, 9]).await;
     conn.mail(["<>"]).await.unwrap();
     assert_eq!(
@@ -147,7 +134,7 @@ async fn signed_bounce_is_accepted_and_delivered_to_the_plain_address() {
 async fn forged_backscatter_is_refused_at_rcpt() {
     let m = TestMilter::start(&config()).await;
     let plain = Address::parse("members-bounces@lists.example.org").unwrap();
-    let expired = prvs::sign(&plain, &ring(&m), today() - 20);
+    let expired = prvs::sign(&plain, &ring(&m), common::today() - 20);
     let mut conn = open(&m, [198, 51, 100, 9]).await;
     conn.mail(["<>"]).await.unwrap();
     for (rcpt, verdict) in [

@@ -6,16 +6,12 @@ mod common;
 use common::TestMilter;
 use indymilter_test::{EomAction, Status, TestConnection};
 use listwarden::address::{Address, prvs};
-use listwarden::policy::day_of;
 
 fn config() -> String {
-    let key = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/keys/EXAMPLE-PUBLIC-KEY.key"
-    );
+    let signing = common::signing_block();
     format!(
         "milter:\n  listen: inet:127.0.0.1:8890\n\
-         signing:\n  keys: [{{id: 1, file: {key}}}]\n  sign_with: 1\n\
+         {signing}\
          lists:\n  - address: members@lists.example.org\n  - address: open@lists.example.org\n    bounces: off\n"
     )
 }
@@ -90,12 +86,7 @@ fn tags(actions: &indymilter_test::EomActions) -> Vec<String> {
 
 fn signed(m: &TestMilter) -> String {
     let ring = m.shared.config.load().signing.clone().unwrap();
-    let today = day_of(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    );
+    let today = common::today();
     format!(
         "<{}>",
         prvs::sign(

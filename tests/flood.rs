@@ -9,21 +9,17 @@ use indymilter_test::{Status, TestConnection};
 use listwarden::Shared;
 use listwarden::address::{Address, prvs};
 use listwarden::config::Config;
-use listwarden::policy::day_of;
 use listwarden::ratelimit::ManualClock;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 fn config(budgets: &str, shield: &str) -> String {
-    let key = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/keys/EXAMPLE-PUBLIC-KEY.key"
-    );
+    let signing = common::signing_block();
     format!(
         "milter:\n  listen: inet:127.0.0.1:8890\n\
          trusted_networks: [127.0.0.1/32]\n\
-         signing:\n  keys: [{{id: 1, file: {key}}}]\n  sign_with: 1\n\
+         {signing}\
          trace:\n  received_by: [lists.example.org]\n\
          ratelimit:\n  budgets:\n{budgets}\
          shield:\n{shield}\
@@ -33,19 +29,10 @@ fn config(budgets: &str, shield: &str) -> String {
 
 const NO_SHIELD: &str = "  enabled: false\n";
 
-fn today() -> u64 {
-    day_of(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-}
-
 fn signed(m: &TestMilter, local: &str) -> String {
     let ring = m.shared.config.load().signing.clone().unwrap();
     let plain = Address::parse(&format!("{local}@lists.example.org")).unwrap();
-    format!("<{}>", prvs::sign(&plain, &ring, today()))
+    format!("<{}>", prvs::sign(&plain, &ring, common::today()))
 }
 
 /// One bounce from `ip` to `rcpt`; the reply to RCPT.

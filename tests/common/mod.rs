@@ -71,3 +71,19 @@ impl TestMilter {
         }
     }
 }
+
+/// The example key shipped in config/keys/, for tests that sign.
+pub const EXAMPLE_KEY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/config/keys/EXAMPLE-PUBLIC-KEY.key"
+);
+
+/// A `signing:` block using the example key, as YAML lines.
+pub fn signing_block() -> String {
+    format!("signing:\n  keys: [{{id: 1, file: {EXAMPLE_KEY}}}]\n  sign_with: 1\n")
+}
+
+/// Days since the Unix epoch, now.
+pub fn today() -> u64 {
+    listwarden::policy::day_of(listwarden::unix_now())
+}
