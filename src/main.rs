@@ -12,8 +12,9 @@ const EX_CONFIG: u8 = 78;
 const DEFAULT_CONFIG: &str = "/etc/listwarden/listwarden.yaml";
 
 /// listwarden protects a mailing-list server behind Postfix: it refuses
-/// mail forged in a list's name, and (as its config grows) backscatter and
-/// bounce floods. Postfix talks to it as a milter:
+/// mail forged in a list's name, signs outbound list mail (BATV) and
+/// refuses bounces the list never caused, limits bounce floods, and tags
+/// bounces for the list manager. Postfix talks to it as a milter:
 ///
 ///   smtpd_milters = inet:127.0.0.1:8890
 ///
@@ -94,9 +95,13 @@ enum Command {
         #[arg(value_name = "LOG", default_value = "-")]
         source: PathBuf,
     },
-    /// Print the listwarden(8) man page (roff) on standard output.
+    /// Write the man pages (roff): listwarden.8 and listwarden-COMMAND.8.
     #[command(hide = true)]
-    Man,
+    Man {
+        /// Directory to write them into.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Check the signature of a bounce address: valid, invalid, expired or unsigned.
     ///
     /// Exits 0 only when the signature is valid (1 otherwise, 78 on a bad config).
@@ -122,17 +127,16 @@ fn main() -> ExitCode {
             all,
             source,
         } => logwatch(config.as_deref(), from_start, all, source),
-        Command::Man => {
-            use clap::CommandFactory;
-            let man = clap_mangen::Man::new(Cli::command()).section("8");
-            match man.render(&mut std::io::stdout().lock()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("listwarden: cannot write the man page: {e}");
-                    ExitCode::FAILURE
-                }
+        Command::Man { dir } => match write_man_pages(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!(
+                    "listwarden: cannot write the man pages into {}: {e}",
+                    dir.display()
+                );
+                ExitCode::FAILURE
             }
-        }
+        },
         Command::Run { config, log } => {
             init_logging(&log);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -405,6 +409,22 @@ fn logwatch(
             ExitCode::FAILURE
         }
     }
+}
+
+/// listwarden(8) and one page per command, as clap_mangen names them.
+fn write_man_pages(dir: &std::path::Path) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir)?;
+    let top = Cli::command();
+    let write = |cmd: clap::Command, name: &str| -> std::io::Result<()> {
+        let mut file = std::fs::File::create(dir.join(format!("{name}.8")))?;
+        clap_mangen::Man::new(cmd).section("8").render(&mut file)
+    };
+    for sub in top.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("listwarden-{}", sub.get_name());
+        write(sub.clone().name(name.clone()), &name)?;
+    }
+    write(top, "listwarden")
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {
