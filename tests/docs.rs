@@ -19,10 +19,11 @@ fn config_keys() -> BTreeSet<String> {
             in_raw = true;
         } else if t == "}" {
             in_raw = false;
-        } else if in_raw && let Some(rest) = t.strip_prefix("pub ") {
-            if let Some((name, _)) = rest.split_once(':') {
-                keys.insert(name.trim().to_string());
-            }
+        } else if in_raw
+            && let Some(rest) = t.strip_prefix("pub ")
+            && let Some((name, _)) = rest.split_once(':')
+        {
+            keys.insert(name.trim().to_string());
         }
     }
     assert!(keys.len() > 30, "the model parser found only {keys:?}");
@@ -33,12 +34,26 @@ fn config_keys() -> BTreeSet<String> {
 fn every_config_key_is_in_the_man_page_and_the_readme() {
     let man = read("packaging/man/listwarden.yaml.5");
     let readme = read("README.md");
-    let reference = &readme[readme.find("## Configuration reference").unwrap()..readme.find("## Metrics").unwrap()];
+    let reference = &readme
+        [readme.find("## Configuration reference").unwrap()..readme.find("## Metrics").unwrap()];
     let documented = |text: &str, key: &str| {
-        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).any(|w| w == key)
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .any(|w| w == key)
     };
-    let missing_man: Vec<_> = config_keys().into_iter().filter(|k| !documented(&man, k)).collect();
-    assert!(missing_man.is_empty(), "not in listwarden.yaml(5): {missing_man:?}");
-    let missing_readme: Vec<_> = config_keys().into_iter().filter(|k| !documented(reference, k)).collect();
-    assert!(missing_readme.is_empty(), "not in the README's configuration reference: {missing_readme:?}");
+    let missing_man: Vec<_> = config_keys()
+        .into_iter()
+        .filter(|k| !documented(&man, k))
+        .collect();
+    assert!(
+        missing_man.is_empty(),
+        "not in listwarden.yaml(5): {missing_man:?}"
+    );
+    let missing_readme: Vec<_> = config_keys()
+        .into_iter()
+        .filter(|k| !documented(reference, k))
+        .collect();
+    assert!(
+        missing_readme.is_empty(),
+        "not in the README's configuration reference: {missing_readme:?}"
+    );
 }
