@@ -29,8 +29,12 @@ pub async fn run(path: PathBuf) -> anyhow::Result<()> {
 
     let listener = bind(&current.milter.listen, current.milter.socket_mode).await?;
     if let Some(addr) = current.metrics_listen {
-        let bound = crate::metrics::spawn_http(addr, shared.metrics.clone())
-            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        let bound = crate::metrics::spawn_http_with(
+            addr,
+            shared.metrics.clone(),
+            unsubscribe_handler(&current, &shared),
+        )
+        .with_context(|| format!("cannot serve metrics on {addr}"))?;
         tracing::info!("metrics on http://{bound}/metrics");
     }
     tracing::info!(
@@ -56,6 +60,49 @@ pub async fn run(path: PathBuf) -> anyhow::Result<()> {
     }
     tracing::info!("listwarden stopped");
     result.context("milter stopped with an error")
+}
+
+/// The one-click unsubscribe handler, when some expander list has an
+/// `unsubscribe_url` (otherwise the endpoint is off).
+fn unsubscribe_handler(
+    config: &Config,
+    shared: &Arc<Shared>,
+) -> Option<crate::metrics::UnsubscribeHandler> {
+    let wanted = config.lists.iter().any(|l| {
+        l.expand
+            .as_ref()
+            .is_some_and(|e| e.unsubscribe_url.is_some())
+    });
+    if !wanted {
+        return None;
+    }
+    let shared = shared.clone();
+    Some(Arc::new(move |query: &str, body: &[u8]| {
+        let config = shared.config.load_full();
+        let Some(keys) = config.signing.as_ref() else {
+            return (503, "no signing keys\n".into());
+        };
+        let lists = config.expander_lists();
+        let today = crate::policy::day_of(crate::unix_now());
+        match crate::expand::unsubscribe::one_click(
+            query,
+            body,
+            &lists,
+            keys,
+            today,
+            Duration::from_secs(2),
+        ) {
+            Ok(done) => {
+                tracing::info!(
+                    list = done.list,
+                    was_member = done.was_member,
+                    "one-click unsubscribe"
+                );
+                (200, "unsubscribed\n".into())
+            }
+            Err(e) => (e.http_status(), format!("{e}\n")),
+        }
+    }))
 }
 
 /// Binds the milter socket. A stale unix socket file is removed, but only

@@ -11,6 +11,7 @@ pub mod address;
 pub mod config;
 pub mod daemon;
 pub mod dsn;
+pub mod expand;
 pub mod logwatch;
 pub mod metrics;
 pub mod milter;

@@ -247,7 +247,23 @@ impl Default for Metrics {
 
 /// Binds the HTTP endpoint and serves it on a thread of its own.
 /// Returns the bound address (useful with port 0).
+/// Answers an RFC 8058 one-click unsubscribe: (query, body) → (HTTP status,
+/// text). It may block on file locks; it runs on a blocking thread.
+pub type UnsubscribeHandler = Arc<dyn Fn(&str, &[u8]) -> (u16, String) + Send + Sync>;
+
+/// Largest one-click request body read (`List-Unsubscribe=One-Click`).
+const MAX_UNSUBSCRIBE_BODY: usize = 4096;
+
 pub fn spawn_http(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
+    spawn_http_with(addr, metrics, None)
+}
+
+/// As [`spawn_http`], also serving `POST /unsubscribe` when a handler is given.
+pub fn spawn_http_with(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    unsubscribe: Option<UnsubscribeHandler>,
+) -> std::io::Result<SocketAddr> {
     let std_listener = std::net::TcpListener::bind(addr)?;
     std_listener.set_nonblocking(true)?;
     let local = std_listener.local_addr()?;
@@ -265,13 +281,17 @@ pub fn spawn_http(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<So
                         return;
                     }
                 };
-                serve(listener, metrics).await;
+                serve(listener, metrics, unsubscribe).await;
             });
         })?;
     Ok(local)
 }
 
-async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    unsubscribe: Option<UnsubscribeHandler>,
+) {
     let permits = Arc::new(Semaphore::new(MAX_HTTP_CONNECTIONS));
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -286,10 +306,18 @@ async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
             }
         };
         let metrics = metrics.clone();
+        let unsubscribe = unsubscribe.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
+            let service = service_fn(move |req: Request<Incoming>| {
                 let metrics = metrics.clone();
-                async move { Ok::<_, std::convert::Infallible>(respond(&req, &metrics)) }
+                let unsubscribe = unsubscribe.clone();
+                async move {
+                    let response = match (req.method().as_str(), req.uri().path(), unsubscribe) {
+                        ("POST", "/unsubscribe", Some(handler)) => one_click(req, handler).await,
+                        _ => respond(&req, &metrics),
+                    };
+                    Ok::<_, std::convert::Infallible>(response)
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -302,6 +330,38 @@ async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
     }
 }
 
+/// `POST /unsubscribe?list=..&m=..&t=..` with body `List-Unsubscribe=One-Click`.
+async fn one_click(req: Request<Incoming>, handler: UnsubscribeHandler) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt;
+    let query = req.uri().query().unwrap_or("").to_string();
+    let limited = http_body_util::Limited::new(req.into_body(), MAX_UNSUBSCRIBE_BODY);
+    let body = match limited.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return text_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large\n".into(),
+            );
+        }
+    };
+    let answer = tokio::task::spawn_blocking(move || handler(&query, &body)).await;
+    let (status, text) = answer.unwrap_or((503, "try again later\n".into()));
+    text_response(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+        text,
+    )
+}
+
+fn text_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain"),
+    );
+    resp
+}
+
 fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (req.method().as_str(), req.uri().path()) {
         ("GET", "/metrics") => (
@@ -310,6 +370,12 @@ fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> 
             metrics.render(),
         ),
         ("GET", "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        // RFC 8058: only a POST unsubscribes (link scanners GET every URL).
+        (_, "/unsubscribe") => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "one-click unsubscribe: POST with body List-Unsubscribe=One-Click\n".to_string(),
+        ),
         ("GET", _) => (
             StatusCode::NOT_FOUND,
             "text/plain",

@@ -224,3 +224,22 @@ async fn the_body_is_skipped_when_no_trace_is_needed() {
     conn.close().await.unwrap();
     m.stop().await;
 }
+
+#[tokio::test]
+async fn the_expanders_signed_verp_sender_is_not_signed_again() {
+    let m = TestMilter::start(&config()).await;
+    let verp = listwarden::address::verp::sign_verp(
+        &Address::parse("members-bounces@lists.example.org").unwrap(),
+        &Address::parse("bob@example.net").unwrap(),
+        &ring(&m),
+        common::today(),
+    )
+    .unwrap();
+    let mut conn = open(&m, [127, 0, 0, 1]).await;
+    assert_eq!(
+        conn.mail([format!("<{verp}>")]).await.unwrap(),
+        Status::Accept
+    );
+    conn.close().await.unwrap();
+    m.stop().await;
+}

@@ -167,3 +167,50 @@ async fn every_recipient_group_gets_its_tag_and_other_mail_one_too() {
     );
     m.stop().await;
 }
+
+#[tokio::test]
+async fn a_feedback_report_from_an_ordinary_sender_is_tagged_as_a_complaint() {
+    let m = TestMilter::start(&config()).await;
+    let ring = m.shared.config.load().signing.clone().unwrap();
+    let verp = listwarden::address::verp::sign_verp(
+        &Address::parse("members-bounces@lists.example.org").unwrap(),
+        &Address::parse("bob@example.net").unwrap(),
+        &ring,
+        common::today(),
+    )
+    .unwrap();
+    let (headers, body) = split(&fixture("arf_abuse.eml"));
+    let mut conn = TestConnection::open(m.addr).await.unwrap();
+    conn.connect("fbl.example", ([198, 51, 100, 8], 25000))
+        .await
+        .unwrap();
+    conn.mail(["<feedback@fbl.example.net>"]).await.unwrap();
+    assert_eq!(
+        conn.rcpt([format!("<{verp}>")]).await.unwrap(),
+        Status::Continue
+    );
+    for (n, v) in &headers {
+        conn.header(n.as_str(), v.as_str()).await.unwrap();
+    }
+    assert_eq!(
+        conn.eoh().await.unwrap(),
+        Status::Continue,
+        "a report is read to the end"
+    );
+    conn.body(body).await.unwrap();
+    let (actions, status) = conn.eom().await.unwrap();
+    assert_eq!(status, Status::Continue);
+    let tags = tags(&actions);
+    assert_eq!(tags.len(), 1, "{tags:?}");
+    for want in [
+        "class=complaint",
+        "reason=feedback",
+        "feedback_type=abuse",
+        "list=members",
+        "signature=valid",
+    ] {
+        assert!(tags[0].contains(want), "{want} missing in {}", tags[0]);
+    }
+    conn.close().await.unwrap();
+    m.stop().await;
+}

@@ -48,6 +48,8 @@ pub struct Config {
     pub shield: Option<Shield>,
     /// Postfix's log file to follow for outbound results (restart to change).
     pub logwatch_file: Option<PathBuf>,
+    /// The thin list expander, for lists with an `expand:` block.
+    pub expander: Option<Expander>,
     /// Bounce classification rules: built-in provider rules plus the
     /// operator's files, which override rules of the same name.
     pub rules: crate::dsn::RuleSet,
@@ -223,6 +225,30 @@ pub struct List {
     pub roles: Vec<String>,
     pub bounces: BounceCheck,
     pub observe: bool,
+    /// Delivered by listwarden's own expander (`None`: Sympa, Mailman, ...).
+    pub expand: Option<ListExpand>,
+}
+
+/// The expander's global settings.
+#[derive(Debug, Clone)]
+pub struct Expander {
+    /// Bounce scores, progress logs and held posts: `STATE_DIR/LIST/`.
+    pub state_dir: PathBuf,
+    /// Where the per-member envelopes go.
+    pub injector: crate::expand::inject::Injector,
+    /// Larger posts bounce back to the poster.
+    pub max_message_bytes: usize,
+}
+
+/// One expander list's settings.
+#[derive(Debug, Clone)]
+pub struct ListExpand {
+    pub members_file: PathBuf,
+    pub policy: crate::expand::PostingPolicy,
+    pub refuse: crate::expand::RefuseAction,
+    pub unsubscribe_url: Option<String>,
+    pub scoring: crate::expand::state::Scoring,
+    pub on_complaint: crate::expand::ComplaintAction,
 }
 
 /// Which of a list's addresses matched.
@@ -367,6 +393,31 @@ impl Config {
             owner: Owner::Domain(d),
             role: Role::DomainWide,
         })
+    }
+
+    /// An expander list's files and settings, by list name.
+    pub fn expander_list(&self, name: &str) -> Option<(crate::expand::ListFiles, &ListExpand)> {
+        let expander = self.expander.as_ref()?;
+        let list = self
+            .lists
+            .iter()
+            .find(|l| l.name.eq_ignore_ascii_case(name))?;
+        let settings = list.expand.as_ref()?;
+        let files = crate::expand::ListFiles {
+            name: list.name.clone(),
+            address: list.address.clone(),
+            members_file: settings.members_file.clone(),
+            state_dir: expander.state_dir.join(&list.name),
+        };
+        Some((files, settings))
+    }
+
+    /// Every expander list's files (for one-click unsubscribe).
+    pub fn expander_lists(&self) -> Vec<crate::expand::ListFiles> {
+        self.lists
+            .iter()
+            .filter_map(|l| self.expander_list(&l.name).map(|(f, _)| f))
+            .collect()
     }
 
     /// True when the client address is in a trusted network.
@@ -532,6 +583,8 @@ impl Validator<'_> {
         let shield = self.shield(&raw.shield);
         let rules = self.rules(&raw.classification);
         let logwatch_file = raw.logwatch.file.as_ref().map(|f| self.base_dir.join(f));
+        let expander = raw.expander.as_ref().and_then(|e| self.expander(e));
+        self.check_expand_lists(&raw.lists, &lists, expander.is_some(), has_keys);
         Config {
             milter,
             metrics_listen,
@@ -547,6 +600,7 @@ impl Validator<'_> {
             shield,
             rules,
             logwatch_file,
+            expander,
             protected,
             warnings: Vec::new(),
         }
@@ -742,6 +796,168 @@ impl Validator<'_> {
             }
         }
         set
+    }
+
+    fn expander(&mut self, raw: &model::RawExpander) -> Option<Expander> {
+        let at = |k| [Seg::Key("expander"), Seg::Key(k)];
+        let mut injector = match crate::expand::inject::Injector::parse(
+            raw.inject.as_deref().unwrap_or("sendmail"),
+        ) {
+            Ok(i) => i,
+            Err(m) => {
+                self.error(&at("inject"), m);
+                return None;
+            }
+        };
+        if let (crate::expand::inject::Injector::Smtp { options, .. }, Some(helo)) =
+            (&mut injector, &raw.helo)
+        {
+            options.helo = helo.clone();
+        }
+        let max_message_bytes = match raw.max_message_bytes {
+            None => 10_240_000,
+            Some(0) => {
+                self.error(&at("max_message_bytes"), "must be at least 1");
+                10_240_000
+            }
+            Some(n) => n,
+        };
+        Some(Expander {
+            state_dir: self.base_dir.join(&raw.state_dir),
+            injector,
+            max_message_bytes,
+        })
+    }
+
+    fn list_expand(&mut self, raw: &model::RawListExpand, i: usize) -> Option<ListExpand> {
+        use crate::expand::{ComplaintAction, PostingPolicy, RefuseAction};
+        let at = |k| {
+            [
+                Seg::Key("lists"),
+                Seg::Index(i),
+                Seg::Key("expand"),
+                Seg::Key(k),
+            ]
+        };
+        let mut announcers = Vec::new();
+        for (j, a) in raw.announcers.iter().enumerate() {
+            match Address::parse(a) {
+                Ok(a) => announcers.push(a),
+                Err(e) => self.error(
+                    &[
+                        Seg::Key("lists"),
+                        Seg::Index(i),
+                        Seg::Key("expand"),
+                        Seg::Key("announcers"),
+                        Seg::Index(j),
+                    ],
+                    format!("`{a}` is not a mail address: {e}"),
+                ),
+            }
+        }
+        let policy = match raw.posting.as_deref() {
+            None | Some("members") => PostingPolicy::Members,
+            Some("open") => PostingPolicy::Open,
+            Some("announce") => {
+                if announcers.is_empty() {
+                    self.error(&at("posting"), "posting: announce needs expand.announcers");
+                }
+                PostingPolicy::Announce(announcers)
+            }
+            Some(other) => {
+                self.error(
+                    &at("posting"),
+                    format!("`{other}` is not one of: members, open, announce"),
+                );
+                PostingPolicy::Members
+            }
+        };
+        let refuse = match raw.refused_post.as_deref() {
+            None | Some("hold") => RefuseAction::Hold,
+            Some("reply") => RefuseAction::Reply,
+            Some(other) => {
+                self.error(
+                    &at("refused_post"),
+                    format!("`{other}` is not one of: hold, reply"),
+                );
+                RefuseAction::Hold
+            }
+        };
+        if let Some(url) = &raw.unsubscribe_url
+            && let Err(m) = crate::expand::unsubscribe::check_base_url(url)
+        {
+            self.error(&at("unsubscribe_url"), m);
+        }
+        let mut scoring = crate::expand::state::Scoring::default();
+        if let Some(t) = raw.bounce_threshold {
+            if t.is_finite() && t > 0.0 {
+                scoring.threshold = t;
+            } else {
+                self.error(&at("bounce_threshold"), "must be a number above 0");
+            }
+        }
+        if let Some(d) = raw.bounce_stale_days {
+            scoring.stale_after_days = d;
+        }
+        let on_complaint = match raw.on_complaint.as_deref() {
+            None | Some("unsubscribe") => ComplaintAction::Unsubscribe,
+            Some("flag") => ComplaintAction::Flag,
+            Some(other) => {
+                self.error(
+                    &at("on_complaint"),
+                    format!("`{other}` is not one of: unsubscribe, flag"),
+                );
+                ComplaintAction::Unsubscribe
+            }
+        };
+        Some(ListExpand {
+            members_file: self.base_dir.join(&raw.members_file),
+            policy,
+            refuse,
+            unsubscribe_url: raw.unsubscribe_url.clone(),
+            scoring,
+            on_complaint,
+        })
+    }
+
+    /// An `expand:` list needs the `expander:` block, signing keys, and a
+    /// name that is safe as a directory name.
+    fn check_expand_lists(&mut self, raw: &[RawList], lists: &[List], expander: bool, keys: bool) {
+        for (i, r) in raw.iter().enumerate() {
+            if r.expand.is_none() {
+                continue;
+            }
+            let at = [Seg::Key("lists"), Seg::Index(i), Seg::Key("expand")];
+            if !expander {
+                self.error(
+                    &at,
+                    "an expand: list needs the top-level expander: block (state_dir, inject)",
+                );
+            }
+            if !keys {
+                self.error(
+                    &at,
+                    "an expand: list needs signing keys (signing.keys) for its VERP senders",
+                );
+            }
+            let Some(list) = lists
+                .iter()
+                .find(|l| l.address.to_string().eq_ignore_ascii_case(&r.address))
+            else {
+                continue;
+            };
+            let safe = !list.name.starts_with('.')
+                && list
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            if !safe {
+                self.error(
+                    &[Seg::Key("lists"), Seg::Index(i), Seg::Key("address")],
+                    "an expand: list's local part must use only letters, digits, '.', '_' and '-'",
+                );
+            }
+        }
     }
 
     fn positive(&mut self, value: Option<usize>, default: usize, key: &'static str) -> usize {
@@ -1032,6 +1248,7 @@ impl Validator<'_> {
                 let key = format!("{shared}@{}", address.domain);
                 claim(self, key, Role::Shared(shared.to_string()), &at("preset"));
             }
+            let expand = r.expand.as_ref().and_then(|e| self.list_expand(e, i));
             lists.push(List {
                 name: address.local.clone(),
                 address,
@@ -1039,6 +1256,7 @@ impl Validator<'_> {
                 roles,
                 bounces,
                 observe: r.observe,
+                expand,
             });
         }
         (lists, protected)

@@ -34,6 +34,42 @@ pub struct RawConfig {
     pub classification: RawClassification,
     #[serde(default)]
     pub logwatch: RawLogwatch,
+    #[serde(default)]
+    pub expander: Option<RawExpander>,
+}
+
+/// The thin list expander's global settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExpander {
+    pub state_dir: String,
+    #[serde(default)]
+    pub inject: Option<String>,
+    #[serde(default)]
+    pub helo: Option<String>,
+    #[serde(default)]
+    pub max_message_bytes: Option<usize>,
+}
+
+/// A list delivered by listwarden's own expander.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListExpand {
+    pub members_file: String,
+    #[serde(default)]
+    pub posting: Option<String>,
+    #[serde(default)]
+    pub announcers: Vec<String>,
+    #[serde(default)]
+    pub refused_post: Option<String>,
+    #[serde(default)]
+    pub unsubscribe_url: Option<String>,
+    #[serde(default)]
+    pub bounce_threshold: Option<f64>,
+    #[serde(default)]
+    pub bounce_stale_days: Option<u64>,
+    #[serde(default)]
+    pub on_complaint: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -192,4 +228,6 @@ pub struct RawList {
     pub bounces: Option<String>,
     #[serde(default)]
     pub observe: bool,
+    #[serde(default)]
+    pub expand: Option<RawListExpand>,
 }

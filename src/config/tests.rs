@@ -398,3 +398,55 @@ fn bounce_mode_errors() {
         ]
     );
 }
+
+#[test]
+fn expander_lists_need_their_blocks_and_valid_settings() {
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/keys/EXAMPLE-PUBLIC-KEY.key"
+    );
+    let ok = format!(
+        "milter: {{listen: inet:127.0.0.1:1}}\nsigning: {{keys: [{{id: 1, file: {key}}}], sign_with: 1}}\n\
+         expander: {{state_dir: /var/lib/listwarden/lists, inject: \"smtp:127.0.0.1:10026\", helo: lists.example.org}}\n\
+         lists:\n  - address: members@lists.example.org\n    expand: {{members_file: members.txt, posting: announce, announcers: [boss@example.org], unsubscribe_url: \"https://lists.example.org/unsubscribe\"}}\n"
+    );
+    let c = parse(&ok).unwrap();
+    let (files, settings) = c.expander_list("members").unwrap();
+    assert_eq!(
+        files.state_dir,
+        Path::new("/var/lib/listwarden/lists/members")
+    );
+    assert!(
+        matches!(settings.policy, crate::expand::PostingPolicy::Announce(ref a) if a.len() == 1)
+    );
+    assert_eq!(
+        settings.refuse,
+        crate::expand::RefuseAction::Hold,
+        "holding is the safe default"
+    );
+    assert_eq!(c.expander_lists().len(), 1);
+
+    let e = errors(
+        "milter: {listen: inet:127.0.0.1:1}\nlists:\n  - address: members@lists.example.org\n    expand: {members_file: m.txt, posting: everyone, refused_post: shout, unsubscribe_url: \"http://x/u\", on_complaint: ignore, bounce_threshold: 0}\n",
+    );
+    let paths: Vec<&str> = e
+        .iter()
+        .map(|l| l.split(": ").nth(1).unwrap_or(""))
+        .collect();
+    for want in [
+        "lists[0].expand.posting",
+        "lists[0].expand.refused_post",
+        "lists[0].expand.unsubscribe_url",
+        "lists[0].expand.bounce_threshold",
+        "lists[0].expand.on_complaint",
+        "lists[0].expand",
+    ] {
+        assert!(paths.contains(&want), "{want} missing in {e:?}");
+    }
+    assert!(
+        e.iter()
+            .any(|l| l.contains("needs the top-level expander: block")),
+        "{e:?}"
+    );
+    assert!(e.iter().any(|l| l.contains("needs signing keys")), "{e:?}");
+}

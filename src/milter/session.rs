@@ -104,6 +104,10 @@ struct Message {
     classify: bool,
     /// What its signature check found (valid, trace_ok), for the tag.
     signature: Option<BounceVerdict>,
+    /// Mail from an ordinary sender to a list address that may be a
+    /// feedback report (ARF): its list and signature check; it is
+    /// classified if its Content-Type says so.
+    report_candidate: Option<(String, Option<BounceVerdict>)>,
     /// Headers kept (bounded) to rebuild a bounce for classification.
     headers: Vec<(String, String)>,
     header_bytes: usize,
@@ -233,7 +237,11 @@ impl Session {
         };
         let verdict = policy::decide(&facts, &self.config);
         if verdict.list.is_none() && verdict.charges.is_empty() {
-            // Not a bounce to a list: nothing to count or check.
+            // Not a bounce to a list: nothing to count or check. Feedback
+            // reports come from ordinary senders, though.
+            if !privileged && msg.report_candidate.is_none() {
+                msg.report_candidate = policy::report_target(&rcpt, &self.config, msg.today);
+            }
             return RcptBegin::Done(Step::Continue);
         }
         RcptBegin::Check { rcpt, verdict }
@@ -334,7 +342,8 @@ impl Session {
     pub fn header(&mut self, name: &str, value: &str) {
         let max = self.config.limits.max_header_bytes;
         let Some(msg) = self.msg.as_mut() else { return };
-        if msg.classify && msg.header_bytes + name.len() + value.len() <= max {
+        let keep = msg.classify || msg.report_candidate.is_some();
+        if keep && msg.header_bytes + name.len() + value.len() <= max {
             msg.header_bytes += name.len() + value.len();
             msg.headers.push((name.to_string(), value.to_string()));
         }
@@ -370,6 +379,16 @@ impl Session {
         };
         if let Some(q) = nonempty(queue_id) {
             msg.queue_id = Some(q);
+        }
+        if let Some((list, signature)) = msg.report_candidate.take()
+            && msg.headers.iter().any(|(n, v)| {
+                n.eq_ignore_ascii_case("content-type")
+                    && v.to_ascii_lowercase().contains("feedback-report")
+            })
+        {
+            msg.classify = true;
+            msg.list = Some(list);
+            msg.signature = signature;
         }
         let msg = &*msg;
         let facts = Facts {

@@ -116,8 +116,13 @@ fn decide_mail(facts: &Facts<'_>, config: &Config) -> Verdict {
     if is_privileged(facts.client, config) {
         // The list server sends as its list: sign the envelope sender so
         // that every real bounce comes back carrying a signature.
+        // Already signed (a prvs tag, or our expander's signed VERP): leave it.
         if let (Some((sender, p)), Some(keys)) = (&hit, &config.signing)
             && prvs::strip(sender).is_none()
+            && !matches!(
+                verp::verify_verp(sender, keys, facts.today, keys.validity_days()),
+                VerpResult::Valid { .. }
+            )
         {
             let signed = prvs::sign(sender, keys, facts.today);
             return Verdict {
@@ -293,6 +298,22 @@ pub fn over_budget(verdict: Verdict, budget: Budget, observe: bool) -> Verdict {
         effect: Effect::None,
         ..verdict
     }
+}
+
+/// For a report (ARF) from an ordinary sender to a list address: the list
+/// it concerns and whether its recipient carries a valid signature.
+pub fn report_target(
+    rcpt: &Address,
+    config: &Config,
+    today: u64,
+) -> Option<(String, Option<BounceVerdict>)> {
+    let p = config.protected(rcpt)?;
+    let signature = config
+        .signing
+        .as_ref()
+        .and_then(|keys| check_signature(rcpt, keys, today).ok())
+        .map(|_| BounceVerdict::Valid);
+    Some((p.owner.label().to_string(), signature))
 }
 
 /// Verifies a bounce recipient's signature: prvs, or listwarden's signed

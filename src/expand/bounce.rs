@@ -1,0 +1,560 @@
+//! The bounce pipe: `listwarden expand --bounces --list NAME`, for mail to
+//! `LIST-bounces(+…)@` after the milter validated and tagged it.
+//!
+//! Only `X-Listwarden-Bounce:` fields are read, and only those whose
+//! `signature=` is `valid` or `trace_ok`: the milter removes every inbound
+//! `X-Listwarden-*` field and adds its own (at the end of the header block,
+//! though position does not matter here), so these are the milter's word.
+//! A bounce without such a tag changes nothing. Which member it is about:
+//!
+//! 1. the signed VERP recipient (`${recipient}` of the pipe), verified
+//!    again here; the member it names is the one we sent to, whatever the
+//!    bounce says (forwarding changes addresses);
+//! 2. otherwise (a `trace_ok` bounce to the plain address) the tag's
+//!    `recipient=`, which comes from the bounce itself.
+//!
+//! Either way only a current member is ever scored. Classes: `hard` and
+//! `soft` score (see [`super::state`]); `complaint` with a `feedback_type`
+//! (an ARF report) unsubscribes or flags per `on_complaint`; `deferral`
+//! (Yahoo TS01 complaint deferrals included), `delivered` and anything
+//! unparsed do nothing.
+
+use std::collections::BTreeMap;
+
+use super::members::{self, MembersFile};
+use super::state::{self, ScoreChange, Scoring, Severity};
+use super::unsubscribe::{remove_member, signed_member};
+use super::{ComplaintAction, ExpandError, ListFiles, RunContext, headers};
+use crate::address::keys::MAX_VALIDITY_DAYS;
+use crate::address::verp::{self, VerpResult, verify_verp};
+use crate::address::{Address, KeyRing};
+use crate::dsn::tag::{HEADER, MAX_TAGS};
+
+/// Signature verdicts the milter writes for bounces it vouches for.
+const TRUSTED_SIGNATURES: [&str; 2] = ["valid", "trace_ok"];
+/// Most tag fields read from one message (the milter writes at most
+/// [`MAX_TAGS`]).
+const MAX_TAGS_READ: usize = 2 * MAX_TAGS;
+/// Most `key=value` pairs read from one tag.
+const MAX_PAIRS: usize = 16;
+
+/// One `X-Listwarden-Bounce` value, split into its `key=value` pairs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tag {
+    pairs: Vec<(String, String)>,
+}
+
+impl Tag {
+    pub fn parse(value: &str) -> Tag {
+        let pairs = value
+            .split(';')
+            .filter_map(|p| p.trim().split_once('='))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .take(MAX_PAIRS)
+            .collect();
+        Tag { pairs }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Marked `valid` or `trace_ok` by the milter.
+    pub fn is_trusted(&self) -> bool {
+        self.get("signature")
+            .is_some_and(|s| TRUSTED_SIGNATURES.contains(&s))
+    }
+}
+
+/// The tags of a message, in order.
+pub fn tags(raw: &[u8]) -> Vec<Tag> {
+    headers::parse(raw)
+        .named(HEADER)
+        .take(MAX_TAGS_READ)
+        .map(|f| Tag::parse(&f.text()))
+        .collect()
+}
+
+/// What a bounce says about one member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    Bounce {
+        member: Address,
+        severity: Severity,
+        status: Option<String>,
+    },
+    Complaint {
+        member: Address,
+        feedback_type: String,
+    },
+}
+
+impl Finding {
+    pub fn member(&self) -> &Address {
+        match self {
+            Finding::Bounce { member, .. } | Finding::Complaint { member, .. } => member,
+        }
+    }
+
+    /// Complaint > hard > soft.
+    fn rank(&self) -> u8 {
+        match self {
+            Finding::Complaint { .. } => 3,
+            Finding::Bounce {
+                severity: Severity::Hard,
+                ..
+            } => 2,
+            Finding::Bounce { .. } => 1,
+        }
+    }
+}
+
+/// The findings of one message and why the rest was ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Assessment {
+    pub findings: Vec<Finding>,
+    pub ignored: Vec<String>,
+}
+
+/// Reads a bounce (pure). `recipient` is the pipe's `${recipient}`.
+pub fn assess(
+    raw: &[u8],
+    list: &ListFiles,
+    members: &MembersFile,
+    recipient: Option<&Address>,
+    keys: &KeyRing,
+    today: u64,
+) -> Assessment {
+    let mut out = Assessment::default();
+    let all = tags(raw);
+    let trusted: Vec<&Tag> = all
+        .iter()
+        .filter(|t| t.is_trusted() && t.get("list").is_none_or(|l| names_list(l, list)))
+        .collect();
+    if trusted.is_empty() {
+        out.ignored.push(format!(
+            "no {HEADER} tag marked valid or trace_ok for this list ({} tags)",
+            all.len()
+        ));
+        return out;
+    }
+    let verp_member = recipient.and_then(|r| verp_member(r, list, keys, today));
+    // Strongest finding per member key.
+    let mut best: BTreeMap<String, Finding> = BTreeMap::new();
+    for tag in trusted {
+        let member = match (&verp_member, tag.get("recipient")) {
+            (Some(m), _) => m.clone(),
+            (None, Some(r)) => match Address::parse(r) {
+                Ok(a) => a,
+                Err(_) => {
+                    out.ignored
+                        .push(format!("tag names no usable recipient ({r})"));
+                    continue;
+                }
+            },
+            (None, None) => {
+                out.ignored.push("tag names no recipient".into());
+                continue;
+            }
+        };
+        let Some(finding) = finding_of(tag, member) else {
+            let class = tag.get("class").unwrap_or("none");
+            out.ignored.push(format!("class {class} does not count"));
+            continue;
+        };
+        if !members.contains(finding.member()) {
+            out.ignored
+                .push(format!("{} is not a member", finding.member()));
+            continue;
+        }
+        let key = finding.member().key();
+        if best.get(&key).is_none_or(|b| finding.rank() > b.rank()) {
+            best.insert(key, finding);
+        }
+    }
+    out.findings = best.into_values().collect();
+    out
+}
+
+/// The milter labels a bounce with the list's name, or with the domain
+/// when the list is protected by a `domains:` entry.
+fn names_list(label: &str, list: &ListFiles) -> bool {
+    label == list.name || label.eq_ignore_ascii_case(&list.address.domain)
+}
+
+/// The member of a signed VERP bounce address of this list, if the HMAC is
+/// right (an old stamp is fine here: the milter checked the window when
+/// the bounce arrived, and it may have waited in the queue since).
+fn verp_member(rcpt: &Address, list: &ListFiles, keys: &KeyRing, today: u64) -> Option<Address> {
+    let bounces = list.role("bounces").ok()?;
+    if !verp::base_address(rcpt).is_some_and(|b| b.same_mailbox(&bounces)) {
+        return None;
+    }
+    match verify_verp(rcpt, keys, today, MAX_VALIDITY_DAYS) {
+        VerpResult::Valid { member, .. } => Some(member),
+        VerpResult::Expired => signed_member(rcpt),
+        _ => None,
+    }
+}
+
+fn finding_of(tag: &Tag, member: Address) -> Option<Finding> {
+    let status = tag
+        .get("status")
+        .filter(|s| *s != "none")
+        .map(str::to_owned);
+    match tag.get("class")? {
+        "hard" => Some(Finding::Bounce {
+            member,
+            severity: Severity::Hard,
+            status,
+        }),
+        "soft" => Some(Finding::Bounce {
+            member,
+            severity: Severity::Soft,
+            status,
+        }),
+        "complaint" => tag.get("feedback_type").map(|t| Finding::Complaint {
+            member,
+            feedback_type: t.to_owned(),
+        }),
+        _ => None,
+    }
+}
+
+/// Per-list bounce settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BounceSettings {
+    pub scoring: Scoring,
+    pub on_complaint: ComplaintAction,
+}
+
+impl Default for BounceSettings {
+    fn default() -> BounceSettings {
+        BounceSettings {
+            scoring: Scoring::default(),
+            on_complaint: ComplaintAction::Unsubscribe,
+        }
+    }
+}
+
+/// What was done for one member.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    Scored {
+        member: Address,
+        change: ScoreChange,
+    },
+    Unsubscribed {
+        member: Address,
+        was_member: bool,
+    },
+    Flagged {
+        member: Address,
+        complaints: u32,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BounceOutcome {
+    pub applied: Vec<Applied>,
+    pub ignored: Vec<String>,
+}
+
+/// The bounce pipe. Always exit 0 unless the files fail (75): a bounce is
+/// never bounced.
+pub fn run(
+    raw: &[u8],
+    list: &ListFiles,
+    recipient: Option<&Address>,
+    keys: &KeyRing,
+    settings: &BounceSettings,
+    ctx: &RunContext,
+) -> Result<BounceOutcome, ExpandError> {
+    let members = members::load(&list.members_file)?;
+    let assessment = assess(raw, list, &members, recipient, keys, ctx.today);
+    let mut outcome = BounceOutcome {
+        applied: Vec::new(),
+        ignored: assessment.ignored,
+    };
+    if assessment.findings.is_empty() {
+        return Ok(outcome);
+    }
+    let mut to_unsubscribe = Vec::new();
+    let applied = state::update(&list.state_file(), ctx.lock_timeout, |st| {
+        let mut applied = Vec::new();
+        for finding in &assessment.findings {
+            let member = finding.member().clone();
+            match finding {
+                Finding::Bounce { severity, .. } => {
+                    let change = st.record(&member.key(), *severity, ctx.today, &settings.scoring);
+                    applied.push(Applied::Scored { member, change });
+                }
+                Finding::Complaint { .. } => match settings.on_complaint {
+                    ComplaintAction::Flag => {
+                        let complaints = st.flag_complaint(&member.key(), ctx.today);
+                        applied.push(Applied::Flagged { member, complaints });
+                    }
+                    ComplaintAction::Unsubscribe => to_unsubscribe.push(member),
+                },
+            }
+        }
+        applied
+    })?;
+    outcome.applied = applied;
+    for member in to_unsubscribe {
+        let was_member = remove_member(list, &member, ctx.lock_timeout)?;
+        outcome
+            .applied
+            .push(Applied::Unsubscribed { member, was_member });
+    }
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::verp::sign_verp;
+    use crate::expand::testutil::{addr, ctx, files, keys};
+    use std::path::Path;
+
+    const DAY: u64 = 20_700;
+
+    fn members(list: &[&str]) -> MembersFile {
+        MembersFile::parse(&list.join("\n"), Path::new("m")).expect("members")
+    }
+
+    fn bounce(tags: &[&str]) -> Vec<u8> {
+        let mut raw = String::from("From: MAILER-DAEMON@mx.example.net\nSubject: failure\n");
+        for t in tags {
+            raw.push_str(&format!("X-Listwarden-Bounce: {t}\n"));
+        }
+        raw.push_str("\nbody\n");
+        raw.into_bytes()
+    }
+
+    fn verp_of(member: &str, day: u64) -> Address {
+        sign_verp(
+            &addr("members-bounces@lists.example.org"),
+            &addr(member),
+            &keys(),
+            day,
+        )
+        .expect("sign")
+    }
+
+    const HARD: &str = "recipient=bob@example.net; action=failed; status=5.1.1; class=hard; reason=unknown_user; provider=other; rule=x; list=members; signature=valid";
+
+    #[test]
+    fn assessment_table() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let list = files(dir.path());
+        let m = members(&["alice@example.com", "bob@example.net"]);
+        let keys = keys();
+        let alice_verp = verp_of("alice@example.com", DAY - 30);
+        let soft = HARD.replace("class=hard", "class=soft");
+        let arf = "recipient=bob@example.net; action=unknown; status=none; class=complaint; reason=feedback; provider=yahoo; rule=arf; list=members; signature=trace_ok; feedback_type=abuse";
+        let ts01 = HARD
+            .replace("class=hard", "class=deferral")
+            .replace("reason=unknown_user", "reason=complaint");
+        let forged = HARD.replace("signature=valid", "signature=invalid");
+        let other_list = HARD.replace("list=members", "list=staff");
+        let stranger = HARD.replace("bob@example.net", "eve@example.org");
+        let by_domain = HARD.replace("list=members", "list=lists.example.org");
+        let bob = || addr("bob@example.net");
+        let hard = |m: Address| Finding::Bounce {
+            member: m,
+            severity: Severity::Hard,
+            status: Some("5.1.1".into()),
+        };
+        let cases: Vec<(Vec<&str>, Option<&Address>, Vec<Finding>)> = vec![
+            (vec![HARD], None, vec![hard(bob())]),
+            // The VERP member wins over what the bounce names.
+            (
+                vec![HARD],
+                Some(&alice_verp),
+                vec![hard(addr("alice@example.com"))],
+            ),
+            (
+                vec![&soft],
+                None,
+                vec![Finding::Bounce {
+                    member: bob(),
+                    severity: Severity::Soft,
+                    status: Some("5.1.1".into()),
+                }],
+            ),
+            (vec![&soft, HARD, &soft], None, vec![hard(bob())]),
+            (
+                vec![arf],
+                None,
+                vec![Finding::Complaint {
+                    member: bob(),
+                    feedback_type: "abuse".into(),
+                }],
+            ),
+            (vec![&ts01], None, vec![]),
+            (vec![&forged], None, vec![]),
+            (vec![&other_list], None, vec![]),
+            // A list protected by a `domains:` entry is labelled with its domain.
+            (vec![&by_domain], None, vec![hard(bob())]),
+            (vec![&stranger], None, vec![]),
+            (vec![], Some(&alice_verp), vec![]),
+            (
+                vec!["class=unparsed; list=members; signature=valid"],
+                None,
+                vec![],
+            ),
+        ];
+        for (i, (tags, rcpt, want)) in cases.into_iter().enumerate() {
+            let got = assess(&bounce(&tags), &list, &m, rcpt, &keys, DAY);
+            assert_eq!(got.findings, want, "case {i}");
+            if want.is_empty() {
+                assert!(!got.ignored.is_empty(), "case {i} says why");
+            }
+        }
+    }
+
+    #[test]
+    fn forged_or_foreign_verp_falls_back_to_the_tag() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let list = files(dir.path());
+        let m = members(&["alice@example.com", "bob@example.net"]);
+        let real = verp_of("alice@example.com", DAY);
+        let forged = Address {
+            local: real.local.replace("=alice=", "=eve="),
+            domain: real.domain.clone(),
+        };
+        let foreign = sign_verp(
+            &addr("staff-bounces@lists.example.org"),
+            &addr("alice@example.com"),
+            &keys(),
+            DAY,
+        )
+        .expect("sign");
+        for rcpt in [&forged, &foreign] {
+            let got = assess(&bounce(&[HARD]), &list, &m, Some(rcpt), &keys(), DAY);
+            assert_eq!(got.findings.len(), 1);
+            assert!(
+                got.findings[0]
+                    .member()
+                    .same_mailbox(&addr("bob@example.net")),
+                "{rcpt}"
+            );
+        }
+    }
+
+    #[test]
+    fn tags_at_the_top_or_the_end_and_bounded() {
+        let raw =
+            format!("X-Listwarden-Bounce: {HARD}\nFrom: x@y\n\nX-Listwarden-Bounce: in the body\n");
+        assert_eq!(tags(raw.as_bytes()).len(), 1);
+        let many = bounce(&vec![HARD; 100]);
+        assert_eq!(tags(&many).len(), MAX_TAGS_READ);
+        let t = Tag::parse(" class=hard ;signature=valid;junk; =x; recipient=a=b@c ");
+        assert_eq!(t.get("class"), Some("hard"));
+        assert_eq!(t.get("recipient"), Some("a=b@c"));
+        assert!(t.is_trusted());
+    }
+
+    #[test]
+    fn run_scores_disables_and_unsubscribes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let list = files(dir.path());
+        std::fs::write(&list.members_file, "alice@example.com\nbob@example.net\n").expect("write");
+        let keys = keys();
+        let settings = BounceSettings::default();
+        let alice_raw = bounce(&[&HARD.replace("bob@example.net", "alice@example.com")]);
+        // Ten hard bounces a day for six days: one point a day, disabled on day five.
+        let mut last = None;
+        for day in 0..6 {
+            for _ in 0..10 {
+                let rcpt = verp_of("alice@example.com", DAY + day);
+                let out = run(
+                    &alice_raw,
+                    &list,
+                    Some(&rcpt),
+                    &keys,
+                    &settings,
+                    &ctx(DAY + day),
+                )
+                .expect("run");
+                last = out.applied.first().cloned();
+            }
+            let st = state::load(&list.state_file()).expect("state");
+            let score = st.get("alice@example.com").map(|r| r.score);
+            assert_eq!(score, Some(((day + 1) as f64).min(5.0)), "day {day}");
+        }
+        assert!(matches!(
+            last,
+            Some(Applied::Scored {
+                change: ScoreChange::AlreadyDisabled,
+                ..
+            })
+        ));
+        let st = state::load(&list.state_file()).expect("state");
+        assert!(st.is_disabled("alice@example.com"));
+        // Disabled, not deleted.
+        assert!(
+            std::fs::read_to_string(&list.members_file)
+                .expect("read")
+                .contains("alice@example.com")
+        );
+
+        // An ARF complaint unsubscribes (default) and forgets the record.
+        let arf = bounce(&[
+            "recipient=bob@example.net; class=complaint; list=members; signature=valid; feedback_type=abuse",
+        ]);
+        let out = run(&arf, &list, None, &keys, &settings, &ctx(DAY)).expect("run");
+        assert_eq!(
+            out.applied,
+            [Applied::Unsubscribed {
+                member: addr("bob@example.net"),
+                was_member: true
+            }]
+        );
+        assert_eq!(
+            std::fs::read_to_string(&list.members_file).expect("read"),
+            "alice@example.com\n"
+        );
+        // With `flag`, the member stays and is counted.
+        std::fs::write(&list.members_file, "alice@example.com\nbob@example.net\n").expect("write");
+        let flag = BounceSettings {
+            on_complaint: ComplaintAction::Flag,
+            ..settings
+        };
+        let out = run(&arf, &list, None, &keys, &flag, &ctx(DAY)).expect("run");
+        assert_eq!(
+            out.applied,
+            [Applied::Flagged {
+                member: addr("bob@example.net"),
+                complaints: 1
+            }]
+        );
+        // An untagged bounce touches nothing, not even the state file.
+        let before = std::fs::read(list.state_file()).expect("state");
+        let out = run(
+            b"Subject: x\n\nbody\n",
+            &list,
+            None,
+            &keys,
+            &settings,
+            &ctx(DAY + 9),
+        )
+        .expect("run");
+        assert!(out.applied.is_empty() && !out.ignored.is_empty());
+        assert_eq!(std::fs::read(list.state_file()).expect("state"), before);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_assess_without_panic(raw in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            let dir = std::path::PathBuf::from("/nonexistent");
+            let list = files(&dir);
+            let m = members(&["bob@example.net"]);
+            let _ = assess(&raw, &list, &m, None, &keys(), DAY);
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The expander's commands as Postfix's pipe(8) runs them, and the
+//! operator's. Each returns a sysexits code: Postfix retries only 75
+//! (EX_TEMPFAIL) and 71, and bounces on every other non-zero code, so any
+//! trouble that is not a finding about the message must be 75, a panic
+//! included.
+
+use super::{
+    ExpandError, ListFiles, RunContext, bounce, members, post, reply_line, state, sysexits,
+    unsubscribe,
+};
+use crate::address::{Address, KeyRing, parse_path};
+use crate::config::{Config, ListExpand};
+use std::path::Path;
+
+/// What a pipe command was asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pipe {
+    /// A post to the list: expand it to the members.
+    Post,
+    /// A bounce to the list's bounce address (tagged by the milter).
+    Bounces,
+    /// Mail to `LIST-unsubscribe@` or `LIST-request@`.
+    Unsubscribe,
+}
+
+/// Runs a pipe command; never panics through: a panic is a 75.
+pub fn run_pipe(config_path: &Path, list: &str, pipe: Pipe, address: &str) -> u8 {
+    std::panic::catch_unwind(|| pipe_inner(config_path, list, pipe, address)).unwrap_or_else(|_| {
+        log("panic in the expander; Postfix will retry");
+        sysexits::EX_TEMPFAIL
+    })
+}
+
+fn pipe_inner(config_path: &Path, list: &str, pipe: Pipe, address: &str) -> u8 {
+    let (config, files, settings, keys) = match load(config_path, list) {
+        Ok(found) => found,
+        Err(message) => return tempfail(&message),
+    };
+    let Some(expander) = config.expander.as_ref() else {
+        return tempfail("no expander: block in the config");
+    };
+    let raw = match post::read_message(std::io::stdin().lock(), expander.max_message_bytes) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let e = ExpandError::from(e);
+            eprintln!("{}", reply_line(&e.to_string()));
+            return e.exit_code();
+        }
+    };
+    // `<>` is the null sender; anything unreadable is treated alike.
+    let address = parse_path(address).ok().flatten();
+    let ctx = RunContext::now();
+    match pipe {
+        Pipe::Post => {
+            let spec = post::load_spec(
+                &files,
+                settings.policy.clone(),
+                settings.unsubscribe_url.clone(),
+                settings.refuse,
+            );
+            let result = spec.and_then(|(spec, warnings)| {
+                for w in warnings {
+                    log(&format!("list={list} warning: {w}"));
+                }
+                post::run(
+                    &raw,
+                    &spec,
+                    &files,
+                    address.as_ref(),
+                    &keys,
+                    &ctx,
+                    &expander.injector,
+                )
+            });
+            match result {
+                Ok(outcome) => {
+                    log(&format!("list={list} post: {outcome:?}"));
+                    let (code, line) = outcome.exit();
+                    if let Some(line) = line {
+                        eprintln!("{}", reply_line(line));
+                    }
+                    code
+                }
+                Err(e) => failed(list, &e),
+            }
+        }
+        Pipe::Bounces => {
+            let settings = bounce::BounceSettings {
+                scoring: settings.scoring,
+                on_complaint: settings.on_complaint,
+            };
+            match bounce::run(&raw, &files, address.as_ref(), &keys, &settings, &ctx) {
+                Ok(outcome) => {
+                    log(&format!(
+                        "list={list} bounce: applied {:?}, ignored {:?}",
+                        outcome.applied, outcome.ignored
+                    ));
+                    sysexits::EX_OK
+                }
+                Err(e) => failed(list, &e),
+            }
+        }
+        Pipe::Unsubscribe => {
+            match unsubscribe::run_mail(&raw, address.as_ref(), &files, &keys, &ctx) {
+                Ok(outcome) => {
+                    log(&format!("list={list} unsubscribe: {outcome:?}"));
+                    sysexits::EX_OK
+                }
+                Err(e) => tempfail(&format!("list={list} unsubscribe failed: {e}")),
+            }
+        }
+    }
+}
+
+/// The config, one list's files and settings, and the keys.
+fn load(
+    config_path: &Path,
+    list: &str,
+) -> Result<(Config, ListFiles, ListExpand, KeyRing), String> {
+    let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    let (files, settings) = config
+        .expander_list(list)
+        .ok_or_else(|| format!("no expander list `{list}` in {}", config_path.display()))?;
+    let settings = settings.clone();
+    let keys = config
+        .signing
+        .clone()
+        .ok_or("the expander needs signing keys (signing.keys)")?;
+    Ok((config, files, settings, keys))
+}
+
+fn tempfail(message: &str) -> u8 {
+    log(message);
+    eprintln!("{}", reply_line(message));
+    sysexits::EX_TEMPFAIL
+}
+
+fn failed(list: &str, e: &ExpandError) -> u8 {
+    log(&format!("list={list} failed: {e}"));
+    eprintln!("{}", reply_line(&e.to_string()));
+    e.exit_code()
+}
+
+/// Logs one line to syslog (`/dev/log`), where pipe(8)'s commands must
+/// log: Postfix discards their output when they exit 0.
+fn log(line: &str) {
+    use std::os::unix::net::UnixDatagram;
+    let text = format!(
+        "<22>listwarden-expand[{}]: {}",
+        std::process::id(),
+        reply_line(line)
+    );
+    let sent = UnixDatagram::unbound().and_then(|s| s.send_to(text.as_bytes(), "/dev/log"));
+    if sent.is_err() {
+        // No syslog (a container, a test): stderr is the next best place.
+        eprintln!("{line}");
+    }
+}
+
+/// The operator's view of a list: members, disabled members and scores.
+pub fn show(config_path: &Path, list: &str) -> Result<String, String> {
+    let (_, files, _, _) = load(config_path, list)?;
+    let file = members::load(&files.members_file).map_err(|e| e.to_string())?;
+    let scores = state::load(&files.state_file()).map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    for m in file.members() {
+        let mark = if scores.is_disabled(&m.key()) {
+            "  (disabled)"
+        } else {
+            ""
+        };
+        out.push_str(&format!("{m}{mark}\n"));
+    }
+    Ok(out)
+}
+
+/// Adds or removes members; returns how many changed.
+pub fn edit_members(
+    config_path: &Path,
+    list: &str,
+    add: bool,
+    who: &[String],
+) -> Result<usize, String> {
+    let (_, files, _, _) = load(config_path, list)?;
+    let mut parsed = Vec::new();
+    for w in who {
+        parsed.push(Address::parse(w).map_err(|e| format!("`{w}` is not an address: {e}"))?);
+    }
+    let ctx = RunContext::now();
+    let changed = members::update(&files.members_file, ctx.lock_timeout, |f| {
+        parsed
+            .iter()
+            .filter(|a| if add { f.add(a) } else { f.remove(a) })
+            .count()
+    })
+    .map_err(|e| e.to_string())?;
+    if !add {
+        for a in &parsed {
+            let _ = state::update(&files.state_file(), ctx.lock_timeout, |s| {
+                s.forget(&a.key())
+            });
+        }
+    }
+    Ok(changed)
+}
+
+/// Bounce scores, or a reset of one member's (or everyone's).
+pub fn bounces(
+    config_path: &Path,
+    list: &str,
+    reset: Option<Option<String>>,
+) -> Result<String, String> {
+    let (_, files, _, _) = load(config_path, list)?;
+    let ctx = RunContext::now();
+    match reset {
+        None => {
+            let s = state::load(&files.state_file()).map_err(|e| e.to_string())?;
+            Ok(state::scores_report(&s))
+        }
+        Some(member) => {
+            let member = match member {
+                Some(m) => {
+                    Some(Address::parse(&m).map_err(|e| format!("`{m}` is not an address: {e}"))?)
+                }
+                None => None,
+            };
+            let n = state::update(&files.state_file(), ctx.lock_timeout, |s| {
+                s.reset(member.as_ref().map(Address::key).as_deref())
+            })
+            .map_err(|e| e.to_string())?;
+            Ok(format!("{n:?} reset\n"))
+        }
+    }
+}
