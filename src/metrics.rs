@@ -18,10 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
-/// Concurrent HTTP connections; further ones wait in the kernel backlog.
-const MAX_HTTP_CONNECTIONS: usize = 32;
+/// Open HTTP connections; a connection beyond this is closed at once. Slow
+/// clients only hold a small task each, so /healthz stays reachable.
+const MAX_HTTP_CONNECTIONS: usize = 512;
 /// A request must send its headers within this time.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Every metric listwarden exports, registered in one registry.
 pub struct Metrics {
@@ -294,9 +295,8 @@ async fn serve(
 ) {
     let permits = Arc::new(Semaphore::new(MAX_HTTP_CONNECTIONS));
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
+        // Accept first: a backlog of slow clients must not keep a probe
+        // waiting in the kernel queue.
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
             Err(e) => {
@@ -304,6 +304,10 @@ async fn serve(
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
         };
         let metrics = metrics.clone();
         let unsubscribe = unsubscribe.clone();

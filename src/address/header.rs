@@ -8,25 +8,42 @@
 
 use super::Address;
 
-/// The most mailboxes we collect from one header; the rest are ignored.
+/// The most mailboxes [`mailboxes_in_header`] returns; the forged-sender
+/// check uses [`visit_mailboxes`], which sees every one.
 const MAX_MAILBOXES: usize = 100;
 
-/// Returns the mailboxes named in an address header value. Malformed input
-/// never fails: it yields whatever address-shaped tokens it holds.
+/// Returns (up to 100 of) the mailboxes named in an address header value.
+/// Malformed input never fails: it yields whatever address-shaped tokens it
+/// holds.
 pub fn mailboxes_in_header(value: &str) -> Vec<Address> {
-    parse_strict(value).unwrap_or_else(|| scan_tokens(value))
+    let mut out = Vec::new();
+    visit_mailboxes(value, |a| {
+        if out.len() < MAX_MAILBOXES {
+            out.push(a);
+        }
+    });
+    out
+}
+
+/// Calls `visit` for every mailbox in the value, however many there are
+/// (work is linear in the value's length; nothing is kept). A value that
+/// does not parse is scanned for address-shaped tokens as well, so some
+/// mailboxes may be visited twice.
+pub fn visit_mailboxes(value: &str, mut visit: impl FnMut(Address)) {
+    if parse_strict(value, &mut visit).is_none() {
+        scan_tokens(value, &mut visit);
+    }
 }
 
 /// A strict-ish parse; `None` when the structure is broken.
-fn parse_strict(value: &str) -> Option<Vec<Address>> {
-    let mut out = Vec::new();
+fn parse_strict(value: &str, out: &mut dyn FnMut(Address)) -> Option<()> {
     // Text of the current mailbox outside comments, and an angle address.
     let mut plain = String::new();
     let mut angle: Option<String> = None;
     let mut chars = value.chars().peekable();
     let mut in_group = false;
 
-    let finish = |plain: &mut String, angle: &mut Option<String>, out: &mut Vec<Address>| {
+    let finish = |plain: &mut String, angle: &mut Option<String>, out: &mut dyn FnMut(Address)| {
         let spec = match angle.take() {
             Some(a) => a,
             None => std::mem::take(plain),
@@ -37,9 +54,7 @@ fn parse_strict(value: &str) -> Option<Vec<Address>> {
             return Some(());
         }
         let addr = super::parse_path(spec).ok().flatten()?;
-        if out.len() < MAX_MAILBOXES {
-            out.push(addr);
-        }
+        out(addr);
         Some(())
     };
 
@@ -83,10 +98,10 @@ fn parse_strict(value: &str) -> Option<Vec<Address>> {
                 plain.clear();
             }
             ';' if in_group => {
-                finish(&mut plain, &mut angle, &mut out)?;
+                finish(&mut plain, &mut angle, out)?;
                 in_group = false;
             }
-            ',' => finish(&mut plain, &mut angle, &mut out)?,
+            ',' => finish(&mut plain, &mut angle, out)?,
             '>' => return None,
             other => {
                 if angle.is_some() && !other.is_whitespace() {
@@ -100,9 +115,9 @@ fn parse_strict(value: &str) -> Option<Vec<Address>> {
     if in_group {
         return None;
     }
-    finish(&mut plain, &mut angle, &mut out)?;
+    finish(&mut plain, &mut angle, out)?;
     // A bare mailbox with a display name but no angle brackets is broken.
-    Some(out)
+    Some(())
 }
 
 fn skip_comment(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<()> {
@@ -122,13 +137,12 @@ fn skip_comment(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<
 
 /// Every `x@y` token, delimited by characters that cannot stand in a bare
 /// address.
-fn scan_tokens(value: &str) -> Vec<Address> {
+fn scan_tokens(value: &str, out: &mut dyn FnMut(Address)) {
     value
         .split(|c: char| c.is_whitespace() || "<>(),;:\"[]".contains(c))
         .filter(|t| t.contains('@'))
         .filter_map(|t| Address::parse(t).ok())
-        .take(MAX_MAILBOXES)
-        .collect()
+        .for_each(out);
 }
 
 #[cfg(test)]
@@ -178,6 +192,20 @@ mod tests {
             keys("<a@b.example> junk c@d.example"),
             ["a@b.example", "c@d.example"]
         );
+    }
+
+    #[test]
+    fn every_mailbox_is_visited_however_many() {
+        let mut value: Vec<String> = (0..10_000).map(|i| format!("a{i}@example.net")).collect();
+        value.push("members@lists.example.org".into());
+        let mut seen = 0;
+        let mut last = None;
+        visit_mailboxes(&value.join(", "), |a| {
+            seen += 1;
+            last = Some(a.key());
+        });
+        assert_eq!(seen, 10_001);
+        assert_eq!(last.as_deref(), Some("members@lists.example.org"));
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub mod keys;
 pub mod prvs;
 pub mod verp;
 
-pub use header::mailboxes_in_header;
+pub use header::{mailboxes_in_header, visit_mailboxes};
 
 pub use keys::{Key, KeyError, KeyRing};
 pub use prvs::PrvsResult;

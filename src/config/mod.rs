@@ -307,19 +307,16 @@ impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let fail = |message: String| ConfigError::single(path, message);
-        let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot read file: {e}")))?;
-        if meta.len() > MAX_FILE_BYTES {
-            return Err(fail(format!("file is larger than {MAX_FILE_BYTES} bytes")));
-        }
-        let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read file: {e}")))?;
-        let source =
-            String::from_utf8(bytes).map_err(|e| fail(format!("file is not UTF-8: {e}")))?;
+        let source = read_text(path).map_err(fail)?;
         Config::parse(&source, path)
     }
 
     /// Validates YAML source; `origin` names the file in errors and anchors
     /// relative paths.
     pub fn parse(source: &str, origin: &Path) -> Result<Config, ConfigError> {
+        if let Err(message) = check_nesting(source) {
+            return Err(ConfigError::single(origin, message));
+        }
         let raw: RawConfig = serde_yaml::from_str(source).map_err(|e| ConfigError {
             file: origin.to_path_buf(),
             diagnostics: vec![Diagnostic::from_yaml(&e)],
@@ -776,23 +773,13 @@ impl Validator<'_> {
         for (i, file) in raw.rules.iter().enumerate() {
             let path = self.base_dir.join(file);
             let at = [Seg::Key("classification"), Seg::Key("rules"), Seg::Index(i)];
-            let text = match std::fs::metadata(&path) {
-                Ok(m) if m.len() > MAX_FILE_BYTES => {
-                    self.error(
-                        &at,
-                        format!("{} is larger than {MAX_FILE_BYTES} bytes", path.display()),
-                    );
-                    continue;
-                }
-                Ok(_) => std::fs::read_to_string(&path),
-                Err(e) => Err(e),
-            };
+            let text = read_text(&path);
             match text {
                 Ok(text) => match RuleSet::from_yaml_str(&text, &path.display().to_string()) {
                     Ok(extra) => set = RuleSet::merge(set, extra),
                     Err(e) => self.error(&at, one_line(&e.to_string())),
                 },
-                Err(e) => self.error(&at, format!("cannot read {}: {e}", path.display())),
+                Err(e) => self.error(&at, format!("{}: {e}", path.display())),
             }
         }
         set
@@ -1298,9 +1285,75 @@ impl Validator<'_> {
 fn secret_is_public_example(path: &Path) -> bool {
     const EXAMPLE: &[u8] = include_bytes!("../../config/keys/EXAMPLE-PUBLIC-KEY.key");
     let trim = |b: &[u8]| b.trim_ascii().to_vec();
-    std::fs::read(path)
+    read_bounded(path, 4096)
         .map(|b| trim(&b) == trim(EXAMPLE))
         .unwrap_or(false)
+}
+
+/// Reads a regular file of at most `max` bytes. FIFOs, devices and /proc
+/// files report a size of 0, so the bound is applied while reading.
+fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read file: {e}"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read file: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read file: {e}"))?;
+    if bytes.len() as u64 > max {
+        return Err(format!("file is larger than {max} bytes"));
+    }
+    Ok(bytes)
+}
+
+/// A config or rules file: regular, at most [`MAX_FILE_BYTES`], UTF-8, and
+/// not nested deeper than YAML needs (see [`check_nesting`]).
+fn read_text(path: &Path) -> Result<String, String> {
+    let bytes = read_bounded(path, MAX_FILE_BYTES)?;
+    let text = String::from_utf8(bytes).map_err(|e| format!("file is not UTF-8: {e}"))?;
+    check_nesting(&text)?;
+    Ok(text)
+}
+
+/// Deepest YAML nesting accepted. The parser refuses depth beyond 128 only
+/// after a scan that is quadratic in the depth; this linear pre-check keeps
+/// a hostile file from costing minutes.
+const MAX_NESTING: usize = 64;
+
+/// Refuses flow nesting (`[`/`{` outside quotes and comments) deeper than
+/// [`MAX_NESTING`]. Block nesting is bounded by the line length anyway.
+pub fn check_nesting(text: &str) -> Result<(), String> {
+    let mut depth = 0usize;
+    for line in text.lines() {
+        let mut quote: Option<char> = None;
+        // A quote opens a scalar only where a scalar can start.
+        let mut prev = ' ';
+        for c in line.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') if prev.is_whitespace() || "[{,:-".contains(prev) => {
+                    quote = Some(c)
+                }
+                (None, '#') if prev.is_whitespace() => break,
+                (None, '[' | '{') => {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        return Err(format!("nested deeper than {MAX_NESTING} levels"));
+                    }
+                }
+                (None, ']' | '}') => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            prev = c;
+        }
+    }
+    Ok(())
 }
 
 /// Folds a multi-line message onto one line (one diagnostic, one line).

@@ -90,6 +90,16 @@ async fn negotiate(
     }
     let mut session = Session::new(shared);
     cx.requested_actions = needed;
+    // Older protocol versions (milter_protocol = 2 or 3) cannot skip some
+    // stages; indymilter answers those with Continue, so ask only for what
+    // is offered instead of failing the negotiation.
+    let unoffered = cx.requested_opts.difference(opts);
+    if !unoffered.is_empty() {
+        tracing::warn!(
+            "the MTA cannot skip {unoffered:?} (old milter_protocol?); continuing without"
+        );
+        cx.requested_opts &= opts;
+    }
     // Headers never get a refusal of their own (the From: check runs at
     // end of headers), so Postfix need not wait for a reply to each one.
     if opts.contains(ProtoOpts::NOREPLY_HEADER) {

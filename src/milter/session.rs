@@ -5,7 +5,7 @@
 //! indymilter context, never in a global map.
 
 use crate::Shared;
-use crate::address::{Address, mailboxes_in_header, parse_path};
+use crate::address::{Address, parse_path, visit_mailboxes};
 use crate::config::{Config, OnError};
 use crate::dsn::{self, RuleAction};
 use crate::policy::{
@@ -19,8 +19,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Header names we remove from inbound mail so that nobody can forge our tags.
 pub const OWN_HEADER_PREFIX: &str = "x-listwarden-";
 
-/// Most inbound `X-Listwarden-*` headers remembered for removal.
-const MAX_SPOOFED_HEADERS: usize = 1000;
+/// Most distinct inbound `X-Listwarden-*` header names tracked for removal;
+/// a message with more is tempfailed.
+const MAX_SPOOFED_NAMES: usize = 64;
+/// Most `From:` mailboxes kept per message: protected ones (what the check
+/// needs), and others for context.
+const MAX_FROM_KEPT: usize = 64;
+const MAX_FROM_CONTEXT: usize = 8;
 
 /// What the callback layer should answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,10 +92,10 @@ struct Message {
     today: u64,
     recipients: usize,
     from: Vec<Address>,
-    /// Bytes of `From:` values kept so far (bounded by `max_header_bytes`).
-    from_bytes: usize,
-    /// Inbound `X-Listwarden-*` headers: (name as sent, 1-based index per name).
+    /// Inbound `X-Listwarden-*` headers: (name as first sent, how many).
     spoofed: Vec<(String, i32)>,
+    /// More distinct forged names than tracked.
+    too_many_spoofed: bool,
     sign_as: Option<Address>,
     /// The list concerned (outbound signing, or a bounce), for metrics.
     list: Option<String>,
@@ -215,7 +220,11 @@ impl Session {
                 "4.5.3",
                 format!("too many recipients (at most {max} a message)"),
             );
-            return RcptBegin::Done(self.refuse_recipient(Reason::TooManyRecipients, reply));
+            // Logged and counted once per message, not per excess recipient.
+            if msg.recipients == max + 1 {
+                return RcptBegin::Done(self.refuse_recipient(Reason::TooManyRecipients, reply));
+            }
+            return RcptBegin::Done(Step::Tempfail(reply));
         }
         let Ok(Some(rcpt)) = parse_path(rcpt_arg) else {
             return RcptBegin::Done(Step::Continue);
@@ -348,24 +357,38 @@ impl Session {
             msg.headers.push((name.to_string(), value.to_string()));
         }
         if name.eq_ignore_ascii_case("from") {
-            if msg.from_bytes + value.len() <= max {
-                msg.from_bytes += value.len();
-                msg.from.extend(mailboxes_in_header(value));
-            } else {
-                tracing::debug!("From: header over {max} bytes ignored");
-            }
+            // Every mailbox of every From: is looked at ("never first
+            // wins"); only protected ones (and a few others, for context)
+            // are kept, so memory stays bounded whatever the header holds.
+            let config = &self.config;
+            let from = &mut msg.from;
+            visit_mailboxes(value, |a| {
+                let keep = if config.protected(&a).is_some() {
+                    from.len() < MAX_FROM_KEPT
+                } else {
+                    from.len() < MAX_FROM_CONTEXT
+                };
+                if keep {
+                    from.push(a);
+                }
+            });
         } else if name.len() > OWN_HEADER_PREFIX.len()
             && name.is_char_boundary(OWN_HEADER_PREFIX.len())
             && name[..OWN_HEADER_PREFIX.len()].eq_ignore_ascii_case(OWN_HEADER_PREFIX)
-            && msg.spoofed.len() < MAX_SPOOFED_HEADERS
         {
-            let index = msg
+            // Deleting needs only the count per name (delete count..1).
+            let tracked = msg.spoofed.len();
+            match msg
                 .spoofed
-                .iter()
-                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-                .count() as i32
-                + 1;
-            msg.spoofed.push((name.to_string(), index));
+                .iter_mut()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            {
+                Some((_, count)) => *count = count.saturating_add(1),
+                None if tracked < MAX_SPOOFED_NAMES => msg.spoofed.push((name.to_string(), 1)),
+                // More distinct forged names than we track: refuse the
+                // message rather than let one through.
+                None => msg.too_many_spoofed = true,
+            }
         }
     }
 
@@ -379,6 +402,14 @@ impl Session {
         };
         if let Some(q) = nonempty(queue_id) {
             msg.queue_id = Some(q);
+        }
+        if msg.too_many_spoofed {
+            let reply = Reply::transient("451", "4.7.1", "too many X-Listwarden-* headers".into());
+            let verdict = Verdict {
+                action: Action::Tempfail(reply),
+                ..Verdict::cont()
+            };
+            return self.apply(Stage::EndOfHeaders, verdict);
         }
         if let Some((list, signature)) = msg.report_candidate.take()
             && msg.headers.iter().any(|(n, v)| {
@@ -495,8 +526,11 @@ impl Session {
             // reached this point passed its check: tag it instead.
             RuleAction::Discard | RuleAction::Accept => {}
         }
-        let mut deletions = std::mem::take(&mut msg.spoofed);
-        deletions.sort_by_key(|d| std::cmp::Reverse(d.1));
+        // Highest index first, so earlier deletions do not shift later ones.
+        let deletions: Vec<(String, i32)> = std::mem::take(&mut msg.spoofed)
+            .into_iter()
+            .flat_map(|(name, count)| (1..=count).rev().map(move |i| (name.clone(), i)))
+            .collect();
         let queue_id = msg.queue_id.as_deref().unwrap_or("NOQUEUE");
         if !deletions.is_empty() {
             tracing::info!(
