@@ -676,7 +676,7 @@ impl Validator<'_> {
             list_valid: self.quota(b.list_valid.as_ref(), "list_valid", (600, 60, 1200)),
             list_invalid: self.quota(b.list_invalid.as_ref(), "list_invalid", (60, 60, 120)),
             network: self.quota(b.network.as_ref(), "network", (60, 60, 120)),
-            address: self.quota(b.address.as_ref(), "address", (600, 3600, 600)),
+            address: self.quota(b.address.as_ref(), "address", (6000, 3600, 6000)),
         }
     }
 
