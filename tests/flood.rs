@@ -227,7 +227,7 @@ async fn two_instances_share_one_budget_through_redis() {
     );
     let yaml = config("    network: {rate: 1, per: 1h, burst: 10}\n", NO_SHIELD).replace(
         "ratelimit:\n",
-        &format!("ratelimit:\n  state: {url}\n  redis_prefix: \"it-{salt}:\"\n  node_count: 2\n"),
+        &format!("ratelimit:\n  state: {url}\n  redis_prefix: \"it-{salt}:\"\n  redis_deadline_ms: 2000\n  node_count: 2\n"),
     );
     let a = TestMilter::start(&yaml).await;
     let b = TestMilter::start(&yaml).await;

@@ -59,8 +59,10 @@ mynetworks = 127.0.0.0/8
 # refuses to start without reject_unauth_destination somewhere.)
 relay_domains = static:ALL
 relayhost = [127.0.0.1]:$sink_port
-# The full address is looked up first, so the inline entry wins over static.
-transport_maps = inline:{$PF_DISCARD_RCPT=discard:}, static:smtp:[127.0.0.1]:$sink_port
+# The full address is looked up first, so the discard entry wins; "*" is
+# tried last of all keys. (A static: catch-all would match user+ext@domain
+# before Postfix tries user@domain: no extension stripping, see expander.sh.)
+transport_maps = inline:{$PF_DISCARD_RCPT=discard:, *=smtp:[127.0.0.1]:$sink_port}
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 smtpd_recipient_restrictions =
 smtpd_client_restrictions =
