@@ -30,6 +30,7 @@ pub enum Reason {
     BounceNotOurs,
     Shielded,
     RateLimited,
+    ForgedTags,
     InternalError,
 }
 
@@ -46,6 +47,7 @@ impl Reason {
             Reason::BounceNotOurs => "bounce_not_ours",
             Reason::Shielded => "shielded",
             Reason::RateLimited => "rate_limited",
+            Reason::ForgedTags => "forged_tags",
             Reason::InternalError => "internal_error",
         }
     }
