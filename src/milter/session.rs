@@ -407,6 +407,7 @@ impl Session {
             let reply = Reply::transient("451", "4.7.1", "too many X-Listwarden-* headers".into());
             let verdict = Verdict {
                 action: Action::Tempfail(reply),
+                reason: Reason::ForgedTags,
                 ..Verdict::cont()
             };
             return self.apply(Stage::EndOfHeaders, verdict);
