@@ -684,8 +684,7 @@ impl Session {
     pub fn observe_time(&self, stage: &str, started: std::time::Instant) {
         self.shared
             .metrics
-            .stage_timer(stage)
-            .observe(started.elapsed().as_secs_f64());
+            .observe_stage(stage, started.elapsed().as_secs_f64());
     }
 
     /// Logs, counts and translates a message-level verdict.
