@@ -116,6 +116,21 @@ fn replay_milter_session() {
         });
         let outcome = outcome
             .unwrap_or_else(|_| panic!("{}: no end within {SESSION_BOUND:?}", path.display()));
+        // The fuzzer's in-memory path must decide exactly as the socket does.
+        let scripted = runtime
+            .block_on(harness::run_scripted(
+                Shared::new(config.clone()),
+                &plan,
+                payload,
+                SESSION_BOUND,
+            ))
+            .unwrap_or_else(|_| panic!("{}: scripted, no end", path.display()));
+        assert_eq!(
+            scripted.replies,
+            outcome.replies,
+            "{}: scripted stream and socket pair differ",
+            path.display()
+        );
         assert_eq!(PANICS.with(Cell::get), before, "a panic inside the session");
         assert_eq!(outcome.internal_errors, 0, "the panic guard fired");
         assert_eq!(outcome.connections_after, 0, "connection gauge leaked");

@@ -1,6 +1,6 @@
 //! Raw milter frames, cut at arbitrary byte boundaries, fed to a real
 //! listwarden session (production callbacks under indymilter) over an
-//! in-memory stream. Fails on a panic (libfuzzer-sys aborts even on panics
+//! in-memory stream that hands over one chunk per read. Fails on a panic (libfuzzer-sys aborts even on panics
 //! listwarden's guard would catch), a session that does not end within the
 //! bound, a leaked connection, or a malformed reply.
 #![no_main]
@@ -8,7 +8,7 @@
 use libfuzzer_sys::fuzz_target;
 use listwarden::Shared;
 use listwarden::config::Config;
-use listwarden_fuzz::milter::{check_replies, fuzz_config_yaml, run_session, split_plan};
+use listwarden_fuzz::milter::{check_replies, fuzz_config_yaml, run_scripted, split_plan};
 use std::path::Path;
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -36,10 +36,7 @@ fuzz_target!(|data: &[u8]| {
     let (plan, payload) = split_plan(data);
     // Fresh state per input (metrics, budgets, shields): runs are repeatable.
     let shared = Shared::new(CONFIG.clone());
-    let outcome = RUNTIME.block_on(async {
-        let (client, server) = tokio::io::duplex(64 * 1024);
-        run_session(shared, client, server, &plan, payload, BOUND).await
-    });
+    let outcome = RUNTIME.block_on(run_scripted(shared, &plan, payload, BOUND));
     let outcome = outcome.expect("session did not end within the bound");
     assert_eq!(outcome.connections_after, 0, "connection gauge leaked");
     assert_eq!(outcome.trailing, 0, "a partial reply frame");
