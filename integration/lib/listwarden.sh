@@ -10,13 +10,17 @@ LW_LOG=""
 LW_KEY_FILE="" # the run's BATV signing key (key id 1)
 
 # Builds the binary with the repository's target dir, unless LW_IT_BIN names one.
+# The build has the test-only `fault-injection` feature: a sender named
+# listwarden-fault-panic-STAGE or listwarden-fault-sleep-STAGE-SECS makes that
+# message's handling panic or stall (the fault-* scenarios, FAULTS X2/X3);
+# every other message is handled exactly as in a release build.
 lw_build() {
 	if [[ -n ${LW_IT_BIN:-} ]]; then
 		LW_BIN=$LW_IT_BIN
 	else
 		local target=${CARGO_TARGET_DIR:-$LW_IT_REPO/target}
-		say "cargo build --bin listwarden"
-		if ! (cd "$LW_IT_REPO" && cargo build --quiet --bin listwarden) >"$LW_IT_DIR/cargo-build.log" 2>&1; then
+		say "cargo build --bin listwarden --features fault-injection"
+		if ! (cd "$LW_IT_REPO" && cargo build --quiet --bin listwarden --features fault-injection) >"$LW_IT_DIR/cargo-build.log" 2>&1; then
 			tail -n 40 "$LW_IT_DIR/cargo-build.log" >&2
 			die "cargo build failed"
 		fi

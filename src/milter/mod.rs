@@ -5,6 +5,8 @@
 //! panic in one message's handling becomes that message's tempfail (or
 //! accept, per `on_error`); the process and other sessions carry on.
 
+#[cfg(any(test, feature = "fault-injection"))]
+mod fault;
 mod listener;
 mod session;
 
@@ -125,13 +127,33 @@ async fn negotiate(
 /// Runs a session method, turning a panic into an internal-error step.
 fn guarded(session: &mut Session, stage: &str, f: impl FnOnce(&mut Session) -> Step) -> Step {
     let started = Instant::now();
-    let step = match catch_unwind(AssertUnwindSafe(|| f(session))) {
+    let step = match catch_unwind(AssertUnwindSafe(|| {
+        // MAIL plans the message's fault itself (the plan here is the
+        // previous message's).
+        #[cfg(any(test, feature = "fault-injection"))]
+        if stage != "mail" {
+            fault::Fault::panic_at(session.fault, stage);
+        }
+        f(session)
+    })) {
         Ok(step) => step,
         Err(_) => session.internal_error(stage),
     };
     session.observe_time(stage, started);
     step
 }
+
+/// Holds the reply of `stage` when a test planned a pause there.
+#[cfg(any(test, feature = "fault-injection"))]
+async fn pause(session: &Session, stage: &str) {
+    if let Some(d) = fault::Fault::sleep_at(session.fault, stage) {
+        tracing::warn!("injected pause of {d:?} at {stage}");
+        tokio::time::sleep(d).await;
+    }
+}
+
+#[cfg(not(any(test, feature = "fault-injection")))]
+async fn pause(_session: &Session, _stage: &str) {}
 
 fn to_status(step: Step, reply: &mut impl SetErrorReply) -> Status {
     match step {
@@ -179,6 +201,7 @@ async fn mail(cx: &mut indymilter::Context<Session>, args: Vec<CString>) -> Stat
     let step = guarded(session, "mail", |s| {
         s.mail(&sender, auth.as_deref(), queue_id.as_deref())
     });
+    pause(session, "mail").await;
     to_status(step, &mut cx.reply)
 }
 
@@ -198,6 +221,7 @@ async fn rcpt(cx: &mut indymilter::Context<Session>, args: Vec<CString>) -> Stat
         }
         Step::Continue
     });
+    pause(session, "rcpt").await;
     let Some(RcptBegin::Check { rcpt, verdict }) = begin else {
         return to_status(step, &mut cx.reply);
     };
@@ -239,7 +263,9 @@ async fn body(cx: &mut indymilter::Context<Session>, chunk: bytes::Bytes) -> Sta
         return Status::Continue;
     };
     let skip_ok = session.skip_ok;
-    match guarded(session, "body", |s| s.body(&chunk)) {
+    let step = guarded(session, "body", |s| s.body(&chunk));
+    pause(session, "body").await;
+    match step {
         Step::Skip if !skip_ok => Status::Continue,
         step => to_status(step, &mut cx.reply),
     }
@@ -256,6 +282,7 @@ async fn header(cx: &mut indymilter::Context<Session>, name: CString, value: CSt
         s.header(&name, &value);
         Step::Continue
     });
+    pause(session, "header").await;
     match step {
         // The failure is remembered (the message state is gone) and
         // answered at end of headers.
@@ -270,6 +297,7 @@ async fn eoh(cx: &mut indymilter::Context<Session>) -> Status {
     };
     let queue_id = macro_str(&cx.macros, c"i");
     let step = guarded(session, "eoh", |s| s.end_of_headers(queue_id.as_deref()));
+    pause(session, "eoh").await;
     to_status(step, &mut cx.reply)
 }
 
@@ -283,6 +311,7 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
         plan = s.end_of_message(queue_id.as_deref());
         Step::Continue
     });
+    pause(session, "eom").await;
     if let Some(refusal) = plan.refuse.take() {
         return to_status(refusal, &mut cx.reply);
     }

@@ -82,6 +82,9 @@ pub struct Session {
     /// A failure in a stage that cannot answer (headers under NOREPLY),
     /// to be given at end of headers.
     pending_failure: Option<Step>,
+    /// The test-only fault planned by the current message's sender.
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub fault: Option<super::fault::Fault>,
 }
 
 /// State of the message in progress; dropped at MAIL, abort and end.
@@ -151,6 +154,8 @@ impl Session {
             skip_ok: false,
             msg: None,
             pending_failure: None,
+            #[cfg(any(test, feature = "fault-injection"))]
+            fault: None,
         }
     }
 
@@ -175,8 +180,9 @@ impl Session {
         self.pending_failure = None;
         self.client.authenticated_as = auth.filter(|a| !a.is_empty()).map(str::to_string);
         #[cfg(any(test, feature = "fault-injection"))]
-        if sender_arg.contains("listwarden-fault-panic") {
-            panic!("injected fault at MAIL");
+        {
+            self.fault = super::fault::Fault::parse(sender_arg);
+            super::fault::Fault::panic_at(self.fault, "mail");
         }
         let sender = match parse_path(sender_arg) {
             Ok(s) => s,
@@ -652,6 +658,12 @@ impl Session {
 
     /// The answer to an internal error (a panic in a handler).
     pub fn internal_error(&mut self, stage: &str) -> Step {
+        // A message whose headers already failed is counted and logged once.
+        if stage == "header"
+            && let Some(step) = &self.pending_failure
+        {
+            return step.clone();
+        }
         let queue_id = self.msg.as_ref().and_then(|m| m.queue_id.clone());
         let action = self.config.on_error;
         tracing::error!(

@@ -75,3 +75,80 @@ async fn on_error_accept_fails_open() {
     );
     conn.close().await.unwrap();
 }
+
+/// A panic planned for each later stage (`fault::Fault`) tempfails that
+/// message at that stage; the connection then carries a clean message.
+#[tokio::test]
+async fn a_panic_at_any_stage_tempfails_only_that_message() {
+    let (addr, shared, _stop) = start(BASE).await;
+    let mut conn = TestConnection::open(addr).await.unwrap();
+    conn.connect("c.example", ([203, 0, 113, 7], 4000))
+        .await
+        .unwrap();
+    let is_tempfail = |s: &TestStatus| matches!(s, TestStatus::Tempfail { .. });
+    for stage in ["rcpt", "header", "eoh", "eom"] {
+        let sender = format!("<listwarden-fault-panic-{stage}@example.net>");
+        assert_eq!(
+            conn.mail([sender.as_str()]).await.unwrap(),
+            TestStatus::Continue
+        );
+        let status = conn.rcpt(["<members@lists.example.org>"]).await.unwrap();
+        if stage == "rcpt" {
+            assert!(is_tempfail(&status), "{stage}: {status:?}");
+            conn.abort().await.unwrap();
+            continue;
+        }
+        assert_eq!(status, TestStatus::Continue, "{stage}");
+        // A feedback report to the list: the one message kind an outside
+        // sender makes go through every stage up to end of message.
+        conn.header("From", "<reporter@example.net>").await.unwrap();
+        conn.header(
+            "Content-Type",
+            "multipart/report; report-type=feedback-report; boundary=b",
+        )
+        .await
+        .unwrap();
+        let status = conn.eoh().await.unwrap();
+        if matches!(stage, "header" | "eoh") {
+            assert!(is_tempfail(&status), "{stage}: {status:?}");
+            conn.abort().await.unwrap();
+            continue;
+        }
+        assert_eq!(status, TestStatus::Continue, "{stage}");
+        conn.body("--b--\r\n").await.unwrap();
+        let (_, status) = conn.eom().await.unwrap();
+        assert!(is_tempfail(&status), "{stage}: {status:?}");
+    }
+    assert_eq!(
+        shared
+            .metrics
+            .messages
+            .with_label_values(&["tempfail", "internal_error"])
+            .get(),
+        4
+    );
+    // The next message on the same connection is decided normally.
+    assert!(matches!(
+        conn.mail(["<members@lists.example.org>"]).await.unwrap(),
+        TestStatus::Reject { .. }
+    ));
+    conn.close().await.unwrap();
+}
+
+/// A planned pause holds the reply; the decision is the same afterwards.
+#[tokio::test]
+async fn a_planned_pause_holds_the_reply() {
+    let (addr, _shared, _stop) = start(BASE).await;
+    let mut conn = TestConnection::open(addr).await.unwrap();
+    conn.connect("c.example", ([203, 0, 113, 7], 4000))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = conn
+        .mail(["<listwarden-fault-sleep-mail-1@example.net>"])
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+    assert_eq!(status, TestStatus::Continue);
+    conn.close().await.unwrap();
+}

@@ -1,0 +1,120 @@
+//! Test-only faults, planned by the envelope sender of a message, so a
+//! test can make one message's handling fail at a chosen stage through a
+//! real MTA:
+//!
+//! - `listwarden-fault-panic-STAGE` panics in that stage's handler (the
+//!   bare `listwarden-fault-panic` means MAIL);
+//! - `listwarden-fault-sleep-STAGE-SECS` makes that stage's reply wait
+//!   SECS seconds (at most [`MAX_SLEEP_SECS`]), to outlast the MTA's
+//!   milter timeouts.
+//!
+//! STAGE is `mail`, `rcpt`, `header`, `eoh`, `body` or `eom`. Compiled
+//! only for unit tests and the `fault-injection` feature, which
+//! `integration/run` builds; release builds carry none of it.
+
+use std::time::Duration;
+
+const PREFIX: &str = "listwarden-fault-";
+
+/// Longest injected pause: beyond any MTA timeout a test needs.
+pub const MAX_SLEEP_SECS: u64 = 120;
+
+const STAGES: [&str; 6] = ["mail", "rcpt", "header", "eoh", "body", "eom"];
+
+/// A fault planned for the current message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Panic(&'static str),
+    Sleep(&'static str, Duration),
+}
+
+impl Fault {
+    /// The fault named in `sender`, if any.
+    pub fn parse(sender: &str) -> Option<Fault> {
+        let start = sender.find(PREFIX)?;
+        let rest = &sender[start + PREFIX.len()..];
+        let word_end = |s: &str| {
+            s.find(|c: char| !c.is_ascii_alphanumeric() && c != '-')
+                .unwrap_or(s.len())
+        };
+        let rest = &rest[..word_end(rest)];
+        let mut parts = rest.split('-');
+        let kind = parts.next()?;
+        let stage = match parts.next() {
+            Some(name) => *STAGES.iter().find(|s| **s == name)?,
+            None if kind == "panic" => "mail",
+            None => return None,
+        };
+        match kind {
+            "panic" => Some(Fault::Panic(stage)),
+            "sleep" => {
+                let secs: u64 = parts.next()?.parse().ok()?;
+                Some(Fault::Sleep(
+                    stage,
+                    Duration::from_secs(secs.min(MAX_SLEEP_SECS)),
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    /// Panics when this is a panic planned for `stage`.
+    pub fn panic_at(fault: Option<Fault>, stage: &str) {
+        if fault == Some(Fault::Panic(stage_name(stage))) {
+            panic!("injected fault at {stage}");
+        }
+    }
+
+    /// How long to hold the reply of `stage`.
+    pub fn sleep_at(fault: Option<Fault>, stage: &str) -> Option<Duration> {
+        match fault {
+            Some(Fault::Sleep(s, d)) if s == stage => Some(d),
+            _ => None,
+        }
+    }
+}
+
+/// `stage` as one of [`STAGES`] (so comparisons use the same `&'static str`
+/// contents; unknown names never match).
+fn stage_name(stage: &str) -> &'static str {
+    STAGES.iter().find(|s| **s == stage).copied().unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_planned_fault() {
+        let table = [
+            (
+                "<listwarden-fault-panic@x.example>",
+                Some(Fault::Panic("mail")),
+            ),
+            ("listwarden-fault-panic-eom@x", Some(Fault::Panic("eom"))),
+            (
+                "<listwarden-fault-sleep-rcpt-12@x>",
+                Some(Fault::Sleep("rcpt", Duration::from_secs(12))),
+            ),
+            (
+                "listwarden-fault-sleep-eom-99999@x",
+                Some(Fault::Sleep("eom", Duration::from_secs(MAX_SLEEP_SECS))),
+            ),
+            ("listwarden-fault-sleep-eom@x", None),
+            ("listwarden-fault-panic-helo@x", None),
+            ("listwarden-fault-melt-mail@x", None),
+            ("someone@example.org", None),
+        ];
+        for (sender, want) in table {
+            assert_eq!(Fault::parse(sender), want, "{sender}");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "injected fault at rcpt")]
+    fn panics_only_at_its_stage() {
+        let fault = Fault::parse("listwarden-fault-panic-rcpt@x");
+        Fault::panic_at(fault, "mail");
+        Fault::panic_at(fault, "rcpt");
+    }
+}
