@@ -1,20 +1,20 @@
-//! FAULTS.md X4: the real binary out of file descriptors. With its limit
-//! at 64, a crowd of idle connections uses every descriptor; listwarden
-//! must stay up, stop taking connections (Postfix then applies its
-//! milter_default_action to the ones it cannot open), and serve normally
-//! once descriptors are free again. (OOM under a cgroup limit is left to
-//! systemd's MemoryMax and not tested here: TESTING.md.)
+//! FAULTS.md against the real binary, as a separate process: X4 (out of
+//! file descriptors) and C2 (a valid reload by SIGHUP under 1,000
+//! in-flight sessions). OOM under a cgroup limit is left to systemd's
+//! MemoryMax and not tested here (TESTING.md).
 
+mod faults_common;
+
+use faults_common::frames::{self, Reply};
+use faults_common::{RawConn, is_550, message_to_eoh};
 use indymilter_test::{Status, TestConnection};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Descriptors the child may hold.
-const FD_LIMIT: u32 = 64;
-/// Idle connections opened: well past the limit.
-const CROWD: usize = 150;
+const LISTS: &str = "lists:\n  - address: members@lists.example.org\n";
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -24,21 +24,103 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Kills the child when the test ends, however it ends.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     let started = Instant::now();
     while !ok() {
         assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn yaml(milter: SocketAddr, metrics_port: u16, extra: &str, lists: &str) -> String {
+    format!(
+        "milter:\n  listen: inet:{milter}\n{extra}metrics:\n  listen: 127.0.0.1:{metrics_port}\n{lists}"
+    )
+}
+
+/// `listwarden run` in a temp dir, with its descriptors limited; killed
+/// when dropped, however the test ends.
+struct Daemon {
+    child: Child,
+    dir: tempfile::TempDir,
+    milter: SocketAddr,
+    metrics_port: u16,
+}
+
+impl Daemon {
+    /// `extra` is appended to the `milter:` section, `lists` after it.
+    fn start(fd_limit: u32, extra: &str, lists: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let milter: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let metrics_port = free_port();
+        let config = dir.path().join("listwarden.yaml");
+        std::fs::write(&config, yaml(milter, metrics_port, extra, lists)).unwrap();
+        let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let child = Command::new("bash")
+            .args([
+                "-c",
+                &format!("ulimit -n {fd_limit} && exec \"$0\" run --config \"$1\""),
+                env!("CARGO_BIN_EXE_listwarden"),
+            ])
+            .arg(&config)
+            .env("LISTWARDEN_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut d = Daemon {
+            child,
+            dir,
+            milter,
+            metrics_port,
+        };
+        wait_until("milter port open", Duration::from_secs(20), || {
+            TcpStream::connect(milter).is_ok()
+        });
+        assert!(d.alive());
+        d
+    }
+
+    /// Writes a new config (same ports).
+    fn rewrite(&self, extra: &str, lists: &str) {
+        let text = yaml(self.milter, self.metrics_port, extra, lists);
+        std::fs::write(self.config(), text).unwrap();
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("listwarden.yaml")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("stderr.log")
+    }
+
+    fn log(&self) -> String {
+        let mut s = String::new();
+        let _ = std::fs::File::open(self.log_path()).and_then(|mut f| f.read_to_string(&mut s));
+        s
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// The /metrics text, or "" while the endpoint cannot answer.
+    fn metrics(&self) -> String {
+        let mut body = String::new();
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.metrics_port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+            let _ = s.read_to_string(&mut body);
+        }
+        body
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -59,94 +141,113 @@ async fn forged_sender_is_rejected(addr: SocketAddr) -> bool {
     matches!(status, Ok(Status::Reject { .. }))
 }
 
+// ---------------------------------------------------------------- X4
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn x4_out_of_descriptors_it_stays_up_refuses_and_recovers() {
-    let dir = tempfile::tempdir().unwrap();
-    let (milter_port, metrics_port) = (free_port(), free_port());
-    let config = dir.path().join("listwarden.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "milter:\n  listen: inet:127.0.0.1:{milter_port}\n  max_connections: 1000\n\
-             metrics:\n  listen: 127.0.0.1:{metrics_port}\n\
-             lists:\n  - address: members@lists.example.org\n"
-        ),
-    )
-    .unwrap();
-    let log_path = dir.path().join("stderr.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let child = Command::new("bash")
-        .args([
-            "-c",
-            &format!("ulimit -n {FD_LIMIT} && exec \"$0\" run --config \"$1\""),
-            env!("CARGO_BIN_EXE_listwarden"),
-        ])
-        .arg(&config)
-        .env("LISTWARDEN_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut daemon = Daemon(child);
-    let addr: SocketAddr = format!("127.0.0.1:{milter_port}").parse().unwrap();
-    wait_until("milter port open", Duration::from_secs(20), || {
-        TcpStream::connect(addr).is_ok()
-    });
-    assert!(forged_sender_is_rejected(addr).await, "works before the crowd");
+    // 64 descriptors, 150 idle connections: well past the limit.
+    let mut d = Daemon::start(64, "  max_connections: 1000\n", LISTS);
+    assert!(
+        forged_sender_is_rejected(d.milter).await,
+        "works before the crowd"
+    );
 
-    // The crowd: the kernel completes every handshake (listen backlog);
-    // listwarden accepts until its descriptors run out.
-    let crowd: Vec<TcpStream> = (0..CROWD)
-        .map(|_| TcpStream::connect(addr).unwrap())
+    // The kernel completes every handshake (listen backlog); listwarden
+    // accepts until its descriptors run out.
+    let crowd: Vec<TcpStream> = (0..150)
+        .map(|_| TcpStream::connect(d.milter).unwrap())
         .collect();
-    let read_log = || {
-        let mut s = String::new();
-        let _ = std::fs::File::open(&log_path).and_then(|mut f| f.read_to_string(&mut s));
-        s
-    };
     wait_until("EMFILE logged", Duration::from_secs(10), || {
-        read_log().contains("Too many open files")
+        d.log().contains("Too many open files")
     });
-    assert!(daemon.0.try_wait().unwrap().is_none(), "listwarden died");
+    assert!(d.alive(), "listwarden died");
     // A newcomer is not served while descriptors are out: Postfix would
     // time out connecting and apply milter_default_action (tempfail).
-    let starved = tokio::time::timeout(Duration::from_secs(2), forged_sender_is_rejected(addr)).await;
-    assert!(starved.is_err(), "a conversation was served with no descriptor free");
+    let starved =
+        tokio::time::timeout(Duration::from_secs(2), forged_sender_is_rejected(d.milter)).await;
+    assert!(starved.is_err(), "served with no descriptor free");
 
     // Descriptors free again: service resumes by itself.
     drop(crowd);
     let started = Instant::now();
     let mut recovered = false;
-    while started.elapsed() < Duration::from_secs(15) {
-        if let Ok(true) =
-            tokio::time::timeout(Duration::from_secs(2), forged_sender_is_rejected(addr)).await
-        {
-            recovered = true;
-            break;
-        }
+    while !recovered && started.elapsed() < Duration::from_secs(15) {
+        recovered = matches!(
+            tokio::time::timeout(Duration::from_secs(2), forged_sender_is_rejected(d.milter)).await,
+            Ok(true)
+        );
     }
-    assert!(recovered, "no recovery; log:\n{}", read_log());
-    assert!(daemon.0.try_wait().unwrap().is_none(), "listwarden died");
-    // It served the crowd's sessions and ended each one (no leak): after
-    // a short settle, /metrics reports no connection but ours at most.
-    let body = {
-        let mut last = String::new();
-        for _ in 0..40 {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", metrics_port)) {
-                use std::io::Write;
-                let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
-                last.clear();
-                let _ = s.read_to_string(&mut last);
-                if last.contains("listwarden_connections_active 0") {
-                    break;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        last
-    };
+    assert!(recovered, "no recovery; log:\n{}", d.log());
+    assert!(d.alive(), "listwarden died");
+    // Every session of the crowd was ended (none leaked).
+    wait_until("connections back to 0", Duration::from_secs(5), || {
+        d.metrics().contains("listwarden_connections_active 0")
+    });
+}
+
+// ---------------------------------------------------------------- C2
+
+/// 1,000 sessions hold a message past MAIL with a From: that only the new
+/// config protects; a valid config is written and SIGHUP sent. The swap
+/// is immediate (no drain wait), the messages in flight finish on the old
+/// config, and their next messages get the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c2_sighup_under_a_thousand_inflight_sessions_swaps_at_once() {
+    const SESSIONS: usize = 1000;
+    let extra = "  max_connections: 1200\n";
+    let mut d = Daemon::start(4096, extra, LISTS);
+    let mut inflight: Vec<RawConn> = Vec::with_capacity(SESSIONS);
+    for _ in 0..SESSIONS {
+        let mut c = RawConn::start_session(RawConn::tcp(d.milter).await, "203.0.113.7").await;
+        c.send(&frames::mail(&[b"<alice@example.net>"])).await;
+        c.send(&frames::rcpt(&[b"<bob@example.com>"])).await;
+        c.send(&frames::header(b"From", b"news@lists.example.org"))
+            .await;
+        assert_eq!(c.reply().await.map(|r| r.cmd), Ok(b'c'));
+        assert_eq!(c.reply().await.map(|r| r.cmd), Ok(b'c'));
+        inflight.push(c);
+    }
     assert!(
-        body.contains("listwarden_connections_active 0"),
-        "connections still counted:\n{body}"
+        d.metrics()
+            .contains(&format!("listwarden_connections_active {SESSIONS}"))
     );
+
+    let news = format!("{LISTS}  - address: news@lists.example.org\n");
+    d.rewrite(extra, &news);
+    let started = Instant::now();
+    let pid = d.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_until("reload counted", Duration::from_secs(2), || {
+        d.metrics()
+            .contains("listwarden_config_reloads_total{result=\"success\"} 1")
+    });
+    let swap = started.elapsed();
+
+    // In flight: the old config (news@ is nobody), then the new one.
+    for mut c in inflight {
+        c.send(&frames::eoh()).await;
+        assert_eq!(c.reply().await.map(|r| r.cmd), Ok(b'a'));
+        c.send(&message_to_eoh(
+            "<alice@example.net>",
+            "<bob@example.com>",
+            &[(b"From", b"news@lists.example.org")],
+        ))
+        .await;
+        let r: Vec<Reply> = vec![
+            c.reply().await.unwrap(),
+            c.reply().await.unwrap(),
+            c.reply().await.unwrap(),
+        ];
+        assert!(is_550(&r[2]), "{r:?}");
+        c.close().await;
+    }
+    assert!(d.alive());
+    eprintln!("SIGHUP to reload counted with {SESSIONS} sessions in flight: {swap:?}");
+    assert!(swap < Duration::from_secs(1), "{swap:?}");
 }

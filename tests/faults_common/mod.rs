@@ -106,12 +106,7 @@ impl RawMilter {
                     .into_split();
                 (Box::new(r), Box::new(w))
             }
-            Target::Tcp(a) => {
-                let s = tokio::net::TcpStream::connect(a).await.unwrap();
-                s.set_nodelay(true).unwrap();
-                let (r, w) = s.into_split();
-                (Box::new(r), Box::new(w))
-            }
+            Target::Tcp(a) => return RawConn::tcp(*a).await,
         };
         RawConn {
             rd,
@@ -122,11 +117,7 @@ impl RawMilter {
 
     /// A connection past option negotiation and CONNECT from `ip`.
     pub async fn session(&self, ip: &str) -> RawConn {
-        let mut c = self.open().await;
-        c.send(&frames::session_start(ip)).await;
-        assert_eq!(c.reply().await.map(|r| r.cmd), Ok(b'O'), "negotiation");
-        assert_eq!(c.reply().await.map(|r| r.cmd), Ok(b'c'), "connect");
-        c
+        RawConn::start_session(self.open().await, ip).await
     }
 
     /// One sample of `listwarden_messages_total`.
@@ -199,6 +190,26 @@ pub struct RawConn {
 }
 
 impl RawConn {
+    /// A new TCP connection to a milter at `addr` (another process).
+    pub async fn tcp(addr: std::net::SocketAddr) -> RawConn {
+        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        let (r, w) = s.into_split();
+        RawConn {
+            rd: Box::new(r),
+            wr: Some(Box::new(w)),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Negotiation and CONNECT from `ip` on a fresh connection.
+    pub async fn start_session(mut c: RawConn, ip: &str) -> RawConn {
+        c.send(&frames::session_start(ip)).await;
+        assert_eq!(c.reply().await.map(|r| r.cmd), Ok(b'O'), "negotiation");
+        assert_eq!(c.reply().await.map(|r| r.cmd), Ok(b'c'), "connect");
+        c
+    }
+
     /// Writes bytes; a write error (the milter closed) is ignored, the
     /// next read reports it.
     pub async fn send(&mut self, bytes: &[u8]) {
