@@ -85,6 +85,8 @@ milter_protocol = 6
 milter_connect_timeout = 5s
 milter_command_timeout = 10s
 milter_content_timeout = 10s
+# The big-body check (lib/bigbody.sh) sends a 100 MB message.
+message_size_limit = 120000000
 # Deliver at once and retry fast: scenarios wait for the sink.
 queue_run_delay = 1s
 minimal_backoff_time = 1s
