@@ -126,15 +126,17 @@ EOF
 }
 
 # Starts smtp-sink on $1, dumping each message to $SINK_DIR/<time>.<random>.
+# More arguments are extra smtp-sink options (faults such as `-Q DATA`).
 sink_start() {
 	local port=$1
+	shift
 	SINK_DIR=$LW_IT_DIR/sink
 	SINK_LOG=$LW_IT_DIR/sink.log
 	mkdir -p "$SINK_DIR"
 	chown "$SINK_USER" "$SINK_DIR"
 	# -d: one file per message; -u: drop root after binding; 4: IPv4 only.
-	smtp-sink -4 -u "$SINK_USER" -d "$SINK_DIR/%H%M%S." -h lw-it-sink \
-		"127.0.0.1:$port" 64 >"$SINK_LOG" 2>&1 &
+	smtp-sink -4 -u "$SINK_USER" -d "$SINK_DIR/%H%M%S." -h lw-it-sink "$@" \
+		"127.0.0.1:$port" 64 >>"$SINK_LOG" 2>&1 &
 	SINK_PID=$!
 	wait_for_port "$port" smtp-sink "$SINK_PID"
 }
