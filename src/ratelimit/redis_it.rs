@@ -249,6 +249,52 @@ async fn two_hosts_hammering_one_key_admit_exactly_the_burst() {
     assert_eq!(admitted.load(Ordering::Relaxed), BURST as usize);
 }
 
+/// FAULTS R4: two hosts whose clocks disagree by 10 minutes, one of which
+/// then jumps back an hour, share one budget exactly: decisions use the
+/// server's TIME, never the host's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at LISTWARDEN_IT_REDIS"]
+async fn skewed_and_jumping_host_clocks_do_not_change_the_budget() {
+    use super::ManualClock;
+    const BURST: u32 = 20;
+    let url = env_url();
+    let config = RedisConfig {
+        url: url.clone(),
+        deadline: Duration::from_secs(2),
+        node_count: 2,
+        ..RedisConfig::default()
+    };
+    let hour = 3_600_000_000_000;
+    let ahead = Arc::new(ManualClock::new(hour + 300_000_000_000)); // +5 min
+    let behind = Arc::new(ManualClock::new(hour - 300_000_000_000)); // -5 min
+    let hosts = [
+        RedisStore::with_clock(config.clone(), ahead.clone()).unwrap_or_else(|e| panic!("{e}")),
+        RedisStore::with_clock(config, behind.clone()).unwrap_or_else(|e| panic!("{e}")),
+    ];
+    for host in &hosts {
+        assert!(host.wait_connected(Duration::from_secs(5)).await);
+    }
+    let key = unique_key("skew");
+    // One per hour: no refill during the test.
+    let q = quota(1, Duration::from_secs(3600), BURST);
+    let mut admitted = 0;
+    for i in 0..4 * BURST {
+        if i == 2 * BURST {
+            // A wall-clock jump back on one host, forward on the other.
+            behind.set(0);
+            ahead.advance(Duration::from_secs(3600));
+        }
+        let host = &hosts[(i % 2) as usize];
+        if host.check(&key, &q).await.is_ok_and(|d| d.allowed) {
+            admitted += 1;
+        }
+    }
+    for host in &hosts {
+        assert_eq!(host.stats().fallback_decisions, 0, "a call fell back");
+    }
+    assert_eq!(admitted, BURST);
+}
+
 /// FAULTS R1: Redis down at start, killed mid-stream, restarted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "starts its own redis-server"]
