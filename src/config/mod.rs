@@ -202,7 +202,12 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Bytes of a bounce's body read for a trace check; the rest is skipped.
     pub max_body_bytes: usize,
+    /// MIME levels below the top part walked when classifying a bounce.
+    pub max_mime_depth: usize,
 }
+
+/// Deepest `limits.max_mime_depth` accepted: real reports nest 2-3 levels.
+pub const MAX_MIME_DEPTH: usize = 32;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -210,6 +215,7 @@ impl Default for Limits {
             max_recipients: 1000,
             max_header_bytes: 64 * 1024,
             max_body_bytes: 256 * 1024,
+            max_mime_depth: 3,
         }
     }
 }
@@ -570,6 +576,16 @@ impl Validator<'_> {
                 defaults.max_body_bytes,
                 "max_body_bytes",
             ),
+            max_mime_depth: match raw.limits.max_mime_depth {
+                Some(n) if n > MAX_MIME_DEPTH => {
+                    self.error(
+                        &[Seg::Key("limits"), Seg::Key("max_mime_depth")],
+                        format!("must be at most {MAX_MIME_DEPTH}"),
+                    );
+                    defaults.max_mime_depth
+                }
+                n => self.positive(n, defaults.max_mime_depth, "max_mime_depth"),
+            },
         };
         let signing = self.signing(raw.signing.as_ref());
         let trace = self.trace(&raw.trace);

@@ -214,6 +214,8 @@ pub struct RawLimits {
     pub max_header_bytes: Option<usize>,
     #[serde(default)]
     pub max_body_bytes: Option<usize>,
+    #[serde(default)]
+    pub max_mime_depth: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -154,6 +154,7 @@ trusted_networks:
   - 10.0.0.1/8
 limits:
   max_recipients: 0
+  max_mime_depth: 33
 lists:
   - address: members@lists.example.org
   - address: not-an-address
@@ -172,11 +173,12 @@ lists:
             "9:5: trusted_networks[0]: `127.0.0.1/33` is not a network such as 192.0.2.0/24 or 2001:db8::/48",
             "10:5: trusted_networks[1]: `10.0.0.1/8` has host bits set; did you mean 10.0.0.0/8?",
             "12:19: limits.max_recipients: must be at least 1",
-            "15:14: lists[1].address: `not-an-address` is not a mail address: address has no '@'",
-            "16:14: lists[2].address: a list address may not contain `+` (it separates VERP details)",
-            "17:14: lists[3].address: `members@lists.example.org` is already protected by list `members@lists.example.org`",
-            "18:13: lists[3].roles[0]: `members-owner@lists.example.org` is already protected by list `members@lists.example.org`",
-            "18:20: lists[3].roles[1]: `bad role` is not a role suffix such as `owner`",
+            "13:19: limits.max_mime_depth: must be at most 32",
+            "16:14: lists[1].address: `not-an-address` is not a mail address: address has no '@'",
+            "17:14: lists[2].address: a list address may not contain `+` (it separates VERP details)",
+            "18:14: lists[3].address: `members@lists.example.org` is already protected by list `members@lists.example.org`",
+            "19:13: lists[3].roles[0]: `members-owner@lists.example.org` is already protected by list `members@lists.example.org`",
+            "19:20: lists[3].roles[1]: `bad role` is not a role suffix such as `owner`",
         ]
     );
 }

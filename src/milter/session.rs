@@ -594,6 +594,7 @@ impl Session {
         raw.extend_from_slice(&msg.body);
         let limits = dsn::Limits {
             max_bytes: raw.len(),
+            max_depth: self.config.limits.max_mime_depth,
             ..dsn::Limits::default()
         };
         let report = dsn::parse(&raw, &limits);
