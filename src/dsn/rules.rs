@@ -302,7 +302,7 @@ fn location(line: &Option<usize>, column: &Option<usize>) -> String {
 }
 
 /// Why a rules file was refused.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RulesError {
     #[error("{origin}: {size} bytes is over the {max}-byte limit for a rules file")]
     TooLarge {
@@ -439,9 +439,15 @@ impl RuleSet {
         }
     }
 
-    /// The shipped rules, compiled. A test guarantees they load.
+    /// The shipped rules, compiled once per process (every config load and
+    /// reload uses them; compiling their regexes is most of a load's cost).
+    /// A test guarantees they load.
     pub fn builtin() -> Result<Self, RulesError> {
-        Self::from_yaml_str(BUILTIN_RULES_YAML, "builtin:providers.yaml")
+        static BUILTIN: std::sync::LazyLock<Result<RuleSet, RulesError>> =
+            std::sync::LazyLock::new(|| {
+                RuleSet::from_yaml_str(BUILTIN_RULES_YAML, "builtin:providers.yaml")
+            });
+        BUILTIN.clone()
     }
 
     /// Parses and compiles a rules file. `origin` names it in errors.
