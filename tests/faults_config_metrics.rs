@@ -5,7 +5,9 @@
 mod faults_common;
 
 use faults_common::frames::{self, Reply};
-use faults_common::{RawConn, RawMilter, is_550, message_to_eoh};
+use faults_common::{
+    RawConn, RawMilter, finish_news_message_then_refused, hold_news_message, is_550, message_to_eoh,
+};
 use listwarden::address::{Address, prvs};
 use listwarden::daemon::Reloader;
 use std::io::{Read, Write};
@@ -254,14 +256,7 @@ async fn c2_reload_under_load_swaps_at_once_and_inflight_messages_keep_their_con
     // From: that only the new config protects.
     let mut inflight: Vec<RawConn> = Vec::new();
     for _ in 0..100 {
-        let mut c = m.session(STRANGER).await;
-        c.send(&frames::mail(&[b"<alice@example.net>"])).await;
-        c.send(&frames::rcpt(&[b"<bob@example.com>"])).await;
-        c.send(&frames::header(b"From", b"news@lists.example.org"))
-            .await;
-        assert_eq!(c.reply().await.map(|r| r.cmd), Ok(b'c'));
-        assert_eq!(c.reply().await.map(|r| r.cmd), Ok(b'c'));
-        inflight.push(c);
+        inflight.push(hold_news_message(m.session(STRANGER).await).await);
     }
     std::fs::write(&path, with_news(V1)).unwrap();
     let started = Instant::now();
@@ -280,23 +275,8 @@ async fn c2_reload_under_load_swaps_at_once_and_inflight_messages_keep_their_con
     // New messages see the new config at once...
     assert!(mail_is_rejected(&m, "<news@lists.example.org>").await);
     // ...messages in flight finish on the one they started with.
-    for mut c in inflight {
-        c.send(&frames::eoh()).await;
-        assert_eq!(c.reply().await.map(|r| r.cmd), Ok(b'a'));
-        // Their next message is a new one: new config.
-        c.send(&message_to_eoh(
-            "<alice@example.net>",
-            "<bob@example.com>",
-            &[(b"From", b"news@lists.example.org")],
-        ))
-        .await;
-        let r: Vec<Reply> = vec![
-            c.reply().await.unwrap(),
-            c.reply().await.unwrap(),
-            c.reply().await.unwrap(),
-        ];
-        assert!(is_550(&r[2]), "{r:?}");
-        c.close().await;
+    for c in inflight {
+        finish_news_message_then_refused(c).await;
     }
     m.stop().await;
 }

@@ -5,8 +5,7 @@
 
 mod faults_common;
 
-use faults_common::frames::{self, Reply};
-use faults_common::{RawConn, is_550, message_to_eoh};
+use faults_common::{RawConn, finish_news_message_then_refused, hold_news_message};
 use indymilter_test::{Status, TestConnection};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -198,13 +197,8 @@ async fn c2_sighup_under_a_thousand_inflight_sessions_swaps_at_once() {
     let mut d = Daemon::start(4096, extra, LISTS);
     let mut inflight: Vec<RawConn> = Vec::with_capacity(SESSIONS);
     for _ in 0..SESSIONS {
-        let mut c = RawConn::start_session(RawConn::tcp(d.milter).await, "203.0.113.7").await;
-        c.send(&frames::mail(&[b"<alice@example.net>"])).await;
-        c.send(&frames::rcpt(&[b"<bob@example.com>"])).await;
-        c.send(&frames::header(b"From", b"news@lists.example.org"))
-            .await;
-        assert_eq!(c.reply().await.map(|r| r.cmd), Ok(b'c'));
-        assert_eq!(c.reply().await.map(|r| r.cmd), Ok(b'c'));
+        let c = RawConn::start_session(RawConn::tcp(d.milter).await, "203.0.113.7").await;
+        let c = hold_news_message(c).await;
         inflight.push(c);
     }
     assert!(
@@ -230,22 +224,8 @@ async fn c2_sighup_under_a_thousand_inflight_sessions_swaps_at_once() {
     let swap = started.elapsed();
 
     // In flight: the old config (news@ is nobody), then the new one.
-    for mut c in inflight {
-        c.send(&frames::eoh()).await;
-        assert_eq!(c.reply().await.map(|r| r.cmd), Ok(b'a'));
-        c.send(&message_to_eoh(
-            "<alice@example.net>",
-            "<bob@example.com>",
-            &[(b"From", b"news@lists.example.org")],
-        ))
-        .await;
-        let r: Vec<Reply> = vec![
-            c.reply().await.unwrap(),
-            c.reply().await.unwrap(),
-            c.reply().await.unwrap(),
-        ];
-        assert!(is_550(&r[2]), "{r:?}");
-        c.close().await;
+    for c in inflight {
+        finish_news_message_then_refused(c).await;
     }
     assert!(d.alive());
     eprintln!("SIGHUP to reload counted with {SESSIONS} sessions in flight: {swap:?}");

@@ -23,6 +23,14 @@ async fn start(
     (addr, shared, tx)
 }
 
+fn internal_errors(shared: &Shared) -> u64 {
+    shared
+        .metrics
+        .messages
+        .with_label_values(&["tempfail", "internal_error"])
+        .get()
+}
+
 const BASE: &str =
     "milter:\n  listen: inet:127.0.0.1:1\nlists:\n  - address: members@lists.example.org\n";
 
@@ -44,14 +52,7 @@ async fn a_panic_tempfails_the_message_and_the_session_goes_on() {
         m.to_str().unwrap(),
         "451 4.3.0 listwarden: temporary local problem, please try again later"
     );
-    assert_eq!(
-        shared
-            .metrics
-            .messages
-            .with_label_values(&["tempfail", "internal_error"])
-            .get(),
-        1
-    );
+    assert_eq!(internal_errors(&shared), 1);
     // The same connection still works for the next message.
     assert!(matches!(
         conn.mail(["<members@lists.example.org>"]).await.unwrap(),
@@ -119,14 +120,7 @@ async fn a_panic_at_any_stage_tempfails_only_that_message() {
         let (_, status) = conn.eom().await.unwrap();
         assert!(is_tempfail(&status), "{stage}: {status:?}");
     }
-    assert_eq!(
-        shared
-            .metrics
-            .messages
-            .with_label_values(&["tempfail", "internal_error"])
-            .get(),
-        4
-    );
+    assert_eq!(internal_errors(&shared), 4);
     // The next message on the same connection is decided normally.
     assert!(matches!(
         conn.mail(["<members@lists.example.org>"]).await.unwrap(),

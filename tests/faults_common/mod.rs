@@ -350,3 +350,35 @@ pub fn message_to_eoh(sender: &str, rcpt: &str, headers: &[(&[u8], &[u8])]) -> V
     out.extend(frames::eoh());
     out
 }
+
+/// C2: a session that holds a message past MAIL with a `From:` that only
+/// the reloaded config protects (news@lists.example.org).
+pub async fn hold_news_message(mut c: RawConn) -> RawConn {
+    c.send(&frames::mail(&[b"<alice@example.net>"])).await;
+    c.send(&frames::rcpt(&[b"<bob@example.com>"])).await;
+    c.send(&frames::header(b"From", b"news@lists.example.org"))
+        .await;
+    assert_eq!(c.reply().await.map(|r| r.cmd), Ok(b'c'));
+    assert_eq!(c.reply().await.map(|r| r.cmd), Ok(b'c'));
+    c
+}
+
+/// C2, after the reload: the held message ends on the old config
+/// (accepted), the next one on the same connection gets the new one (550).
+pub async fn finish_news_message_then_refused(mut c: RawConn) {
+    c.send(&frames::eoh()).await;
+    assert_eq!(c.reply().await.map(|r| r.cmd), Ok(b'a'));
+    c.send(&message_to_eoh(
+        "<alice@example.net>",
+        "<bob@example.com>",
+        &[(b"From", b"news@lists.example.org")],
+    ))
+    .await;
+    let r: Vec<Reply> = vec![
+        c.reply().await.unwrap(),
+        c.reply().await.unwrap(),
+        c.reply().await.unwrap(),
+    ];
+    assert!(is_550(&r[2]), "{r:?}");
+    c.close().await;
+}
