@@ -116,6 +116,13 @@ async fn signed_bounce_is_accepted_and_delivered_to_the_plain_address() {
     conn.header("From", "MAILER-DAEMON@mx.example.net")
         .await
         .unwrap();
+    // The reporting MTA names the signed address in To: too (upper-cased
+    // here); the list manager must see the plain one there as well.
+    let shouted = tagged.to_string().to_ascii_uppercase();
+    conn.header("To", format!("Bounces <{shouted}>").as_str())
+        .await
+        .unwrap();
+    conn.header("To", "someone@example.net").await.unwrap();
     assert_eq!(
         conn.eoh().await.unwrap(),
         Status::Continue,
@@ -125,6 +132,8 @@ async fn signed_bounce_is_accepted_and_delivered_to_the_plain_address() {
     assert_eq!(status, Status::Continue);
     assert!(actions.has_delete_recipient(format!("<{tagged}>").as_str()));
     assert!(actions.has_add_recipient("<members-bounces@lists.example.org>", None::<&str>));
+    assert!(actions.has_change_header("To", 1, "Bounces <members-bounces@lists.example.org>"));
+    assert!(!actions.has_change_header("To", 2, "someone@example.net"));
     assert_eq!(bounces(&m, "members", "valid"), 1);
     conn.close().await.unwrap();
     m.stop().await;

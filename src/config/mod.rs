@@ -378,11 +378,16 @@ impl Config {
             .or_else(|| self.protected.get(&format!("{base}@{domain}")));
         if let Some(e) = entry {
             let mut owner = Owner::List(self.lists.get(e.list)?);
-            // Sympa's shared `bounce+member==a==dom==LIST@` names its list last.
+            // Sympa's shared `bounce+member==a==dom==LIST@` names its list
+            // last, or last but one after a probe or tracking suffix
+            // (`==w`, `==r`, `==ENVID`).
             if let (Role::Shared(_), Some(d)) = (&e.role, detail)
-                && let Some((_, list)) = d.rsplit_once("==")
-                && let Some(found) = self.protected.get(&format!("{list}@{domain}"))
-                && let Some(l) = self.lists.get(found.list)
+                && let Some(l) = d
+                    .rsplit("==")
+                    .take(2)
+                    .filter_map(|list| self.protected.get(&format!("{list}@{domain}")))
+                    .find(|found| found.role == Role::Posting)
+                    .and_then(|found| self.lists.get(found.list))
             {
                 owner = Owner::List(l);
             }

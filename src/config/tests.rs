@@ -385,6 +385,39 @@ domains:\n  - {domain: Big.Example., preset: mailman3, bounces: trace}\n";
 }
 
 #[test]
+fn sympa_verp_with_a_probe_or_tracking_suffix_names_its_list() {
+    let src = "milter: {listen: inet:127.0.0.1:1}\n\
+trace: {received_by: [l.example]}\n\
+lists:\n  - {address: a@l.example, preset: sympa, bounces: trace}\n  - {address: c@l.example, preset: sympa, bounces: trace}\n";
+    let c = parse(src).unwrap();
+    let label = |a: &str| {
+        c.protected(&Address::parse(a).unwrap())
+            .map(|p| p.owner.label().to_string())
+    };
+    // `a` was declared first and claims the shared bounce@; the address
+    // still names `c`, last or last but one (Sympa's List.pm
+    // get_bounce_address: welcome `==w`, remind `==r`, tracking `==ENVID`).
+    for addr in [
+        "bounce+x==a==y.example==c@l.example",
+        "bounce+x==a==y.example==c==w@l.example",
+        "bounce+x==a==y.example==c==r@l.example",
+        "bounce+x==a==y.example==c==17a3f0@l.example",
+    ] {
+        assert_eq!(label(addr).as_deref(), Some("c"), "{addr}");
+    }
+    // Only a posting address names a list: a suffix that is some list's
+    // role, or no list at all, leaves the claimant.
+    assert_eq!(
+        label("bounce+x==a==y.example==c-owner@l.example").as_deref(),
+        Some("a")
+    );
+    assert_eq!(
+        label("bounce+x==a==y.example==nobody==w@l.example").as_deref(),
+        Some("a")
+    );
+}
+
+#[test]
 fn bounce_mode_errors() {
     let e = errors(
         "milter: {listen: inet:127.0.0.1:1}\nlists:\n  - {address: a@l.example, bounces: signed}\n  - {address: b@l.example, bounces: trace}\n  - {address: c@l.example, bounces: sometimes, preset: majordomo}\ndomains:\n  - {domain: x.example}\n  - {domain: X.example}\n",

@@ -357,6 +357,11 @@ async fn apply_plan(
         actions.delete_recipient(format!("<{tagged}>")).await?;
         actions.add_recipient(format!("<{plain}>")).await?;
     }
+    for (name, index, value) in &plan.change_headers {
+        actions
+            .change_header(name.as_str(), *index, Some(value.as_str()))
+            .await?;
+    }
     for tag in &plan.tags {
         actions
             .add_header(crate::dsn::tag::HEADER, tag.as_str())

@@ -25,6 +25,8 @@ const MAX_SPOOFED_NAMES: usize = 64;
 /// Most `From:` mailboxes kept per message: protected ones (what the check
 /// needs), and others for context.
 const MAX_FROM_KEPT: usize = 64;
+/// `To:` headers rewritten per message (a DSN has one).
+const MAX_TO_REWRITES: usize = 8;
 const MAX_FROM_CONTEXT: usize = 8;
 
 /// What the callback layer should answer.
@@ -59,6 +61,8 @@ pub struct EomPlan {
     pub sign_as: Option<Address>,
     /// Tagged bounce recipients to replace by their plain address.
     pub rewrite_recipients: Vec<(Address, Address)>,
+    /// Headers to replace: (name, index among headers of that name, value).
+    pub change_headers: Vec<(String, i32, String)>,
     /// The list concerned, for metrics.
     pub list: Option<String>,
     /// `X-Listwarden-Bounce` values to add.
@@ -103,6 +107,10 @@ struct Message {
     /// The list concerned (outbound signing, or a bounce), for metrics.
     list: Option<String>,
     rewrites: Vec<(Address, Address)>,
+    /// `To:` headers seen, and the new values of those that named a
+    /// rewritten (signed) recipient: (index, value).
+    to_headers: i32,
+    to_rewrites: Vec<(i32, String)>,
     /// The bounce recipient whose returned original must show our mail.
     trace_recipient: Option<Address>,
     /// The first `max_body_bytes` of the body, kept only for a trace check
@@ -362,7 +370,17 @@ impl Session {
             msg.header_bytes += name.len() + value.len();
             msg.headers.push((name.to_string(), value.to_string()));
         }
-        if name.eq_ignore_ascii_case("from") {
+        if name.eq_ignore_ascii_case("to") {
+            // A DSN names the signed address in To: as well; list managers
+            // that read the VERP member from there (Sympa) need the plain one.
+            msg.to_headers = msg.to_headers.saturating_add(1);
+            if !msg.rewrites.is_empty()
+                && msg.to_rewrites.len() < MAX_TO_REWRITES
+                && let Some(value) = restore_addresses(value, &msg.rewrites)
+            {
+                msg.to_rewrites.push((msg.to_headers, value));
+            }
+        } else if name.eq_ignore_ascii_case("from") {
             // Every mailbox of every From: is looked at ("never first
             // wins"); only protected ones (and a few others, for context)
             // are kept, so memory stays bounded whatever the header holds.
@@ -574,6 +592,10 @@ impl Session {
             delete_headers: deletions,
             sign_as: msg.sign_as.take(),
             rewrite_recipients: std::mem::take(&mut msg.rewrites),
+            change_headers: std::mem::take(&mut msg.to_rewrites)
+                .into_iter()
+                .map(|(i, v)| ("To".to_string(), i, v))
+                .collect(),
             list: msg.list.take(),
             tags,
             quarantine,
@@ -808,6 +830,96 @@ fn to_step(action: Action) -> Step {
     }
 }
 
+/// `value` with every signed address of `rewrites` (in any case) replaced
+/// by its plain form; `None` when it names none of them. Linear in the
+/// value for each of at most [`MAX_TO_REWRITES`] distinct addresses.
+fn restore_addresses(value: &str, rewrites: &[(Address, Address)]) -> Option<String> {
+    // Unfolded: a header we change never carries a line break of its own.
+    let value = value.replace(['\r', '\n'], "");
+    let value = value.as_str();
+    let lower = value.to_ascii_lowercase();
+    let mut needles: Vec<(String, String)> = Vec::new();
+    for (signed, plain) in rewrites {
+        let needle = signed.to_string().to_ascii_lowercase();
+        if needles.len() < MAX_TO_REWRITES && !needles.iter().any(|(n, _)| *n == needle) {
+            needles.push((needle, plain.to_string()));
+        }
+    }
+    // ASCII lowercasing keeps byte offsets, so matches in `lower` are
+    // ranges of `value` on character boundaries.
+    let mut hits: Vec<(usize, usize, &str)> = needles
+        .iter()
+        .flat_map(|(needle, plain)| {
+            lower
+                .match_indices(needle.as_str())
+                .map(|(at, m)| (at, at + m.len(), plain.as_str()))
+        })
+        .collect();
+    if hits.is_empty() {
+        return None;
+    }
+    hits.sort_unstable_by_key(|h| h.0);
+    let mut out = String::with_capacity(value.len());
+    let mut done = 0;
+    for (start, end, plain) in hits {
+        if start < done {
+            continue;
+        }
+        out.push_str(value.get(done..start)?);
+        out.push_str(plain);
+        done = end;
+    }
+    out.push_str(value.get(done..)?);
+    Some(out)
+}
+
 fn nonempty(s: Option<&str>) -> Option<String> {
     s.filter(|s| !s.is_empty()).map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_addresses_replaces_every_signed_address_in_any_case() {
+        let a = |s: &str| Address::parse(s).unwrap();
+        let rewrites = vec![
+            (
+                a("prvs=1234abcdef=list-owner@lists.example.org"),
+                a("list-owner@lists.example.org"),
+            ),
+            (
+                a("prvs=1234abcdef=list-owner@lists.example.org"),
+                a("list-owner@lists.example.org"),
+            ),
+        ];
+        let table = [
+            (
+                "PRVS=1234ABCDEF=List-Owner@Lists.Example.Org",
+                Some("list-owner@lists.example.org"),
+            ),
+            (
+                "\"x\" <prvs=1234abcdef=list-owner@lists.example.org>, prvs=1234abcdef=list-owner@lists.example.org",
+                Some("\"x\" <list-owner@lists.example.org>, list-owner@lists.example.org"),
+            ),
+            ("list-owner@lists.example.org", None),
+            ("prvs=1234abcdee=list-owner@lists.example.org", None),
+            (
+                "a@example.net,\r\n\tprvs=1234abcdef=list-owner@lists.example.org",
+                Some("a@example.net,\tlist-owner@lists.example.org"),
+            ),
+            (
+                "é <prvs=1234abcdef=list-owner@lists.example.org> ü",
+                Some("é <list-owner@lists.example.org> ü"),
+            ),
+        ];
+        for (value, want) in table {
+            assert_eq!(
+                restore_addresses(value, &rewrites).as_deref(),
+                want,
+                "{value}"
+            );
+        }
+    }
 }
