@@ -41,6 +41,7 @@ made_policy=0
 if [[ ! -e $policy ]]; then
 	printf '#!/bin/sh\nexit 101\n' >"$policy"
 	chmod 0755 "$policy"
+	# shellcheck disable=SC2034 # read by the EXIT trap
 	made_policy=1
 fi
 trap '((made_policy)) && rm -f "$policy"' EXIT
