@@ -185,6 +185,23 @@ pf_stop() {
 	PF_STARTED=0
 }
 
+# Applies main.cf settings ($@, if any) to the running private instance,
+# reloads it and waits until the master has logged the reload; its
+# daemons finish their current client on the old config, so a short pause
+# follows.
+pf_reload() {
+	local before i
+	(($# == 0)) || postconf -c "$PF_CONF" -e "$@"
+	before=$(grep -c 'reload -- version' "$PF_LOG" || true)
+	postfix -c "$PF_CONF" reload >>"$LW_IT_DIR/postfix/start.log" 2>&1 || die "postfix reload failed"
+	for ((i = 0; i < LW_IT_WAIT_TENTHS; i++)); do
+		(($(grep -c 'reload -- version' "$PF_LOG" || true) > before)) && break
+		sleep 0.1
+	done
+	((i < LW_IT_WAIT_TENTHS)) || die "postfix did not log its reload"
+	sleep 0.5
+}
+
 # Prints the last $1 lines of the private instance's log.
 pf_print_log() {
 	local n=${1:-40}

@@ -193,7 +193,7 @@ scn_ts01() {
 	# The rule, then a second TS01 for another member.
 	member=gina@yahoo.example
 	cp "$SY_HOME/conf/milter_header_checks" "$PF_CONF/milter_header_checks"
-	pf_reload_with "milter_header_checks = regexp:$PF_CONF/milter_header_checks"
+	pf_reload "milter_header_checks = regexp:$PF_CONF/milter_header_checks"
 	token=lwsympa-$LW_IT_RUN_ID-ts01b
 	eml=$SY/msgs/ts01b.eml
 	make_dsn ts01 "$member" "$POST_SENDER" "$token" "$eml"
