@@ -6,7 +6,7 @@ mod faults_common;
 
 use faults_common::frames::{self, Reply};
 use faults_common::{
-    RawConn, RawMilter, finish_news_message_then_refused, hold_news_message, is_550, message_to_eoh,
+    RawConn, RawMilter, finish_news_message_then_refused, hold_news_message, is_550,
 };
 use listwarden::address::{Address, prvs};
 use listwarden::daemon::Reloader;
@@ -286,17 +286,13 @@ async fn c2_reload_under_load_swaps_at_once_and_inflight_messages_keep_their_con
 /// The envelope sender listwarden signs outbound list mail with.
 async fn signed_sender(m: &RawMilter) -> String {
     let mut c = m.session("127.0.0.1").await;
-    c.send(&message_to_eoh(
-        "<members-bounces@lists.example.org>",
-        "<a@example.net>",
-        &[(b"From", b"carol@example.org")],
-    ))
-    .await;
-    let r: Vec<Reply> = vec![
-        c.reply().await.unwrap(),
-        c.reply().await.unwrap(),
-        c.reply().await.unwrap(),
-    ];
+    let r = c
+        .send_to_eoh(
+            "<members-bounces@lists.example.org>",
+            "<a@example.net>",
+            &[(b"From", b"carol@example.org")],
+        )
+        .await;
     assert_eq!(r.iter().map(|r| r.cmd).collect::<Vec<_>>(), b"ccc");
     c.send(&frames::eom()).await;
     let (actions, last) = c.final_reply().await.unwrap();

@@ -224,22 +224,16 @@ exp_send() {
 	return 1
 }
 
-# Waits until queue ID $1 is done with (as pf_wait_delivery, with the
-# expander's longer bound) and prints how; returns 1 on timeout.
+# pf_wait_delivery with the expander's longer bound; a deferral or bounce
+# is printed with Postfix's reason. Returns 1 on timeout.
 exp_wait_delivery() {
-	local qid=$1 i lines
-	for ((i = 0; i < EXP_WAIT_TENTHS; i++)); do
-		lines=$(grep -F " $qid: " "$PF_LOG" || true)
-		if grep -qE 'status=(deferred|bounced)' <<<"$lines"; then
-			grep -oE 'status=(deferred|bounced).*' <<<"$lines" | head -n 1
-			return 0
-		elif grep -q ': removed$' <<<"$lines"; then
-			if grep -q 'status=sent' <<<"$lines"; then echo sent; else echo removed; fi
-			return 0
-		fi
-		sleep 0.1
-	done
-	return 1
+	local status
+	status=$(pf_wait_delivery "$1" "$EXP_WAIT_TENTHS") || return 1
+	if [[ $status == deferred || $status == bounced ]]; then
+		grep -F " $1: " "$PF_LOG" | grep -oE 'status=(deferred|bounced).*' | head -n 1
+	else
+		echo "$status"
+	fi
 }
 
 # The pipe's delivery line for queue ID $1 (relay=..., delays=..., status).

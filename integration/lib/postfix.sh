@@ -211,11 +211,12 @@ pf_print_log() {
 }
 
 # Waits until queue ID $1 is done with and prints how: sent (to every
-# recipient), deferred, bounced, discarded or held (by a milter). Returns 1
-# on timeout.
+# recipient), deferred, bounced, discarded or held (by a milter). $2 is the
+# bound in tenths of a second (default LW_IT_WAIT_TENTHS). Returns 1 on
+# timeout.
 pf_wait_delivery() {
-	local qid=$1 i lines
-	for ((i = 0; i < LW_IT_WAIT_TENTHS; i++)); do
+	local qid=$1 tenths=${2:-$LW_IT_WAIT_TENTHS} i lines
+	for ((i = 0; i < tenths; i++)); do
 		lines=$(grep -F " $qid: " "$PF_LOG" || true)
 		if grep -q 'milter-discard' <<<"$lines"; then
 			echo discarded

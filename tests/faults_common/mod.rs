@@ -251,6 +251,19 @@ impl RawConn {
         out
     }
 
+    /// One message up to end of headers ([`message_to_eoh`]): the
+    /// replies to MAIL, RCPT and end of headers.
+    pub async fn send_to_eoh(
+        &mut self,
+        sender: &str,
+        rcpt: &str,
+        headers: &[(&[u8], &[u8])],
+    ) -> Vec<Reply> {
+        self.pipeline(&message_to_eoh(sender, rcpt, headers), 3)
+            .await
+            .unwrap()
+    }
+
     /// Replies up to and including the next final one (a verdict or
     /// continue): end-of-message actions come before it.
     pub async fn final_reply(&mut self) -> Result<(Vec<Reply>, Reply), NoReply> {
@@ -368,17 +381,13 @@ pub async fn hold_news_message(mut c: RawConn) -> RawConn {
 pub async fn finish_news_message_then_refused(mut c: RawConn) {
     c.send(&frames::eoh()).await;
     assert_eq!(c.reply().await.map(|r| r.cmd), Ok(b'a'));
-    c.send(&message_to_eoh(
-        "<alice@example.net>",
-        "<bob@example.com>",
-        &[(b"From", b"news@lists.example.org")],
-    ))
-    .await;
-    let r: Vec<Reply> = vec![
-        c.reply().await.unwrap(),
-        c.reply().await.unwrap(),
-        c.reply().await.unwrap(),
-    ];
+    let r = c
+        .send_to_eoh(
+            "<alice@example.net>",
+            "<bob@example.com>",
+            &[(b"From", b"news@lists.example.org")],
+        )
+        .await;
     assert!(is_550(&r[2]), "{r:?}");
     c.close().await;
 }
