@@ -128,12 +128,8 @@ async fn negotiate(
 fn guarded(session: &mut Session, stage: &str, f: impl FnOnce(&mut Session) -> Step) -> Step {
     let started = Instant::now();
     let step = match catch_unwind(AssertUnwindSafe(|| {
-        // MAIL plans the message's fault itself (the plan here is the
-        // previous message's).
         #[cfg(any(test, feature = "fault-injection"))]
-        if stage != "mail" {
-            fault::Fault::panic_at(session.fault, stage);
-        }
+        fault::Fault::panic_at(session.fault, stage);
         f(session)
     })) {
         Ok(step) => step,
@@ -198,6 +194,11 @@ async fn mail(cx: &mut indymilter::Context<Session>, args: Vec<CString>) -> Stat
         .unwrap_or_default();
     let auth = macro_str(&cx.macros, c"{auth_authen}");
     let queue_id = macro_str(&cx.macros, c"i");
+    // A test plans the new message's fault by its sender.
+    #[cfg(any(test, feature = "fault-injection"))]
+    {
+        session.fault = fault::Fault::parse(&sender);
+    }
     let step = guarded(session, "mail", |s| {
         s.mail(&sender, auth.as_deref(), queue_id.as_deref())
     });
@@ -357,9 +358,9 @@ async fn apply_plan(
         actions.delete_recipient(format!("<{tagged}>")).await?;
         actions.add_recipient(format!("<{plain}>")).await?;
     }
-    for (name, index, value) in &plan.change_headers {
+    for (index, value) in &plan.restore_to {
         actions
-            .change_header(name.as_str(), *index, Some(value.as_str()))
+            .change_header("To", *index, Some(value.as_str()))
             .await?;
     }
     for tag in &plan.tags {

@@ -61,8 +61,9 @@ pub struct EomPlan {
     pub sign_as: Option<Address>,
     /// Tagged bounce recipients to replace by their plain address.
     pub rewrite_recipients: Vec<(Address, Address)>,
-    /// Headers to replace: (name, index among headers of that name, value).
-    pub change_headers: Vec<(String, i32, String)>,
+    /// `To:` headers that named a signed recipient: (index among the
+    /// `To:` headers, value with the plain address).
+    pub restore_to: Vec<(i32, String)>,
     /// The list concerned, for metrics.
     pub list: Option<String>,
     /// `X-Listwarden-Bounce` values to add.
@@ -110,7 +111,7 @@ struct Message {
     /// `To:` headers seen, and the new values of those that named a
     /// rewritten (signed) recipient: (index, value).
     to_headers: i32,
-    to_rewrites: Vec<(i32, String)>,
+    restore_to: Vec<(i32, String)>,
     /// The bounce recipient whose returned original must show our mail.
     trace_recipient: Option<Address>,
     /// The first `max_body_bytes` of the body, kept only for a trace check
@@ -187,11 +188,6 @@ impl Session {
         self.config = self.shared.config.load_full();
         self.pending_failure = None;
         self.client.authenticated_as = auth.filter(|a| !a.is_empty()).map(str::to_string);
-        #[cfg(any(test, feature = "fault-injection"))]
-        {
-            self.fault = super::fault::Fault::parse(sender_arg);
-            super::fault::Fault::panic_at(self.fault, "mail");
-        }
         let sender = match parse_path(sender_arg) {
             Ok(s) => s,
             Err(e) => {
@@ -375,10 +371,10 @@ impl Session {
             // that read the VERP member from there (Sympa) need the plain one.
             msg.to_headers = msg.to_headers.saturating_add(1);
             if !msg.rewrites.is_empty()
-                && msg.to_rewrites.len() < MAX_TO_REWRITES
+                && msg.restore_to.len() < MAX_TO_REWRITES
                 && let Some(value) = restore_addresses(value, &msg.rewrites)
             {
-                msg.to_rewrites.push((msg.to_headers, value));
+                msg.restore_to.push((msg.to_headers, value));
             }
         } else if name.eq_ignore_ascii_case("from") {
             // Every mailbox of every From: is looked at ("never first
@@ -592,10 +588,7 @@ impl Session {
             delete_headers: deletions,
             sign_as: msg.sign_as.take(),
             rewrite_recipients: std::mem::take(&mut msg.rewrites),
-            change_headers: std::mem::take(&mut msg.to_rewrites)
-                .into_iter()
-                .map(|(i, v)| ("To".to_string(), i, v))
-                .collect(),
+            restore_to: std::mem::take(&mut msg.restore_to),
             list: msg.list.take(),
             tags,
             quarantine,
