@@ -84,6 +84,15 @@ pub fn split_plan(data: &[u8]) -> (Vec<usize>, &[u8]) {
     (plan, payload)
 }
 
+/// indymilter settings for one connection that may last `bound`.
+fn one_connection(bound: Duration) -> indymilter::Config {
+    indymilter::Config {
+        max_connections: 1,
+        connection_timeout: bound,
+        ..Default::default()
+    }
+}
+
 /// What one session produced.
 #[derive(Debug)]
 pub struct Outcome {
@@ -118,11 +127,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let config = indymilter::Config {
-        max_connections: 1,
-        connection_timeout: bound,
-        ..Default::default()
-    };
+    let config = one_connection(bound);
     let milter = indymilter::run(
         OneStream(Some(server)),
         listwarden::milter::callbacks(shared.clone()),
@@ -250,11 +255,7 @@ pub async fn run_scripted(
         output: output.clone(),
         closed: Some(closed_tx),
     };
-    let config = indymilter::Config {
-        max_connections: 1,
-        connection_timeout: bound,
-        ..Default::default()
-    };
+    let config = one_connection(bound);
     let milter = indymilter::run(
         OneStream(Some(stream)),
         listwarden::milter::callbacks(shared.clone()),

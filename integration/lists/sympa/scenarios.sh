@@ -98,7 +98,7 @@ EOF
 	want=$(printf '%s\n' "${MEMBERS[@]}" | sort -u | tr '\n' ' ')
 	got=""
 	for ((i = 0; i < SY_WAIT_TENTHS && ${#ERRS[@]} == 0; i++)); do
-		files=$(sink_files "$token")
+		files=$(scn_sink_files "$token")
 		if [[ -n $files ]]; then
 			# shellcheck disable=SC2086 # one file name a line, no spaces
 			got=$(scn_sink_envelope $files | awk '$1 == "rcpt" { print tolower($2) }' | sort -u | tr '\n' ' ')
@@ -205,7 +205,7 @@ scn_ts01() {
 		grep -q 'milter-header-redirect' <<<"$lines" || ERRS+=("Postfix did not redirect the tagged deferral")
 		grep -qF 'to=<deferrals@admin.example>' <<<"$lines" || ERRS+=("the deferral did not go to deferrals@admin.example")
 		! grep -q 'relay=sympabounce' <<<"$lines" || ERRS+=("the deferral still reached Sympa")
-		file=$(sink_files "$token" | head -n 1)
+		file=$(scn_sink_files "$token" | head -n 1)
 		if [[ -z $file ]]; then
 			ERRS+=("the redirected deferral is not at the sink")
 		else
@@ -273,7 +273,7 @@ scn_arf() {
 		file=$(grep -rlF -- "$token" "$SY/spool/bounce" 2>/dev/null | head -n 1)
 		if [[ -z $file ]]; then
 			for ((j = 0; j < 50 && ${#file} == 0; j++)); do
-				file=$(sink_files "$token" | head -n 1)
+				file=$(scn_sink_files "$token" | head -n 1)
 				[[ -n $file ]] || sleep 0.1
 			done
 		fi
@@ -286,7 +286,7 @@ scn_arf() {
 		decision=$(sed -E 's/^[a-z]+ .*_twist(#[0-9]+)?(\(\))? //; s/Sympa::Message <[^>]*> //; s/Sympa::List <([^>]*)>/\1/' <<<"$decision")
 		# Sympa's notice about it, if any, follows within seconds.
 		for ((j = 0; j < 50; j++)); do
-			file=$(sink_files "$token" | xargs -r grep -h '^Subject: ' | grep -m 1 -iE 'feedback report|removed|unsubscribed' || true)
+			file=$(scn_sink_files "$token" | xargs -r grep -h '^Subject: ' | grep -m 1 -iE 'feedback report|removed|unsubscribed' || true)
 			if [[ -n $file ]]; then
 				status="$status; a notice went out: '${file#Subject: }'"
 				break
@@ -321,7 +321,7 @@ EOF
 	expect_outcome "$out" data 250 "the VERP post"
 	want=$(printf '%s\n' "${MEMBERS[@]}" | sort -u | tr '\n' ' ')
 	for ((i = 0; i < SY_WAIT_TENTHS && ${#ERRS[@]} == 0; i++)); do
-		files=$(sink_files "$token")
+		files=$(scn_sink_files "$token")
 		# shellcheck disable=SC2086
 		[[ -n $files ]] && got=$(scn_sink_envelope $files | awk '$1 == "rcpt" { print tolower($2) }' | sort -u | tr '\n' ' ')
 		[[ ${got:-} == "$want" ]] && break
