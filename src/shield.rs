@@ -13,12 +13,19 @@ use std::sync::{Arc, Mutex};
 
 /// Most lists tracked; labels come from the config, this is a backstop.
 const MAX_LISTS: usize = 100_000;
+/// Most (list, source) pairs remembered; the oldest are forgotten first,
+/// which at worst lets a forgotten source count twice.
+const MAX_SOURCES: usize = 200_000;
 
 pub struct ShieldBook {
     clock: Arc<dyn Clock>,
     /// Invalid bounces per list, counted with the GCRA: a denial means more
     /// than `trigger` within `within`.
     counter: MemoryStore,
+    /// (list, source network) pairs seen within `within`: only a source's
+    /// first invalid bounce in that time counts, so the trigger needs
+    /// `trigger` distinct networks, never one busy client.
+    sources: MemoryStore,
     /// List label → monotonic time (ns) the shield drops.
     raised: Mutex<HashMap<String, u64>>,
 }
@@ -33,16 +40,27 @@ pub enum Change {
 impl ShieldBook {
     pub fn new(clock: Arc<dyn Clock>) -> ShieldBook {
         let counter = MemoryStore::with_clock(MAX_LISTS, clock.clone());
+        let sources = MemoryStore::with_clock(MAX_SOURCES, clock.clone());
         ShieldBook {
             clock,
             counter,
+            sources,
             raised: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Counts one invalid bounce to `list`; raises its shield when the
-    /// trigger is crossed.
-    pub fn record_invalid(&self, list: &str, shield: &Shield) -> Option<Change> {
+    /// Counts one invalid bounce to `list` from `source` (a network key);
+    /// raises its shield when `trigger` distinct sources sent one within
+    /// `within`.
+    pub fn record_invalid(&self, list: &str, source: &str, shield: &Shield) -> Option<Change> {
+        let once = Quota::new(1, shield.within, 1).ok()?;
+        if !self
+            .sources
+            .check(&format!("{list}\0{source}"), &once)
+            .allowed
+        {
+            return None;
+        }
         let quota = Quota::new(shield.trigger, shield.within, shield.trigger).ok()?;
         if self.counter.check(list, &quota).allowed {
             return None;
@@ -89,14 +107,21 @@ mod tests {
             hold: Duration::from_secs(3600),
             tempfail: false,
         };
-        for _ in 0..5 {
-            assert_eq!(book.record_invalid("members", &shield), None);
+        for i in 0..5 {
+            assert_eq!(
+                book.record_invalid("members", &format!("n{i}"), &shield),
+                None
+            );
         }
         assert_eq!(
-            book.record_invalid("members", &shield),
+            book.record_invalid("members", "n5", &shield),
             Some(Change::Raised("members".into()))
         );
-        assert_eq!(book.record_invalid("members", &shield), None, "raised once");
+        assert_eq!(
+            book.record_invalid("members", "n6", &shield),
+            None,
+            "raised once"
+        );
         assert_eq!(book.current().0, ["members"]);
         assert!(book.current().0.iter().all(|l| l != "other"));
         clock.advance(Duration::from_secs(3599));
@@ -119,9 +144,32 @@ mod tests {
             hold: Duration::from_secs(60),
             tempfail: false,
         };
-        for _ in 0..100 {
-            assert_eq!(book.record_invalid("members", &shield), None);
+        for i in 0..100 {
+            assert_eq!(
+                book.record_invalid("members", &format!("n{i}"), &shield),
+                None
+            );
             clock.advance(Duration::from_secs(121));
         }
+    }
+
+    /// One client sending any number of invalid bounces is one source.
+    #[test]
+    fn one_source_alone_never_raises_it() {
+        let clock = ManualClock::new(0);
+        let book = ShieldBook::new(Arc::new(clock.clone()));
+        let shield = Shield {
+            trigger: 5,
+            within: Duration::from_secs(600),
+            hold: Duration::from_secs(60),
+            tempfail: false,
+        };
+        for _ in 0..10_000 {
+            assert_eq!(
+                book.record_invalid("members", "net:198.51.100.0/24", &shield),
+                None
+            );
+        }
+        assert!(book.current().0.is_empty());
     }
 }

@@ -88,6 +88,16 @@ impl Address {
         })
     }
 
+    /// Stands for a non-null envelope sender that could not be read: in the
+    /// reserved `.invalid` domain, so it never matches a configured address
+    /// and is never taken for the null sender.
+    pub fn unreadable() -> Address {
+        Address {
+            local: "unreadable".into(),
+            domain: "unreadable.invalid".into(),
+        }
+    }
+
     /// Parses a bare `local@domain` (no angle brackets, no surrounding whitespace).
     ///
     /// Accepts a quoted local part (`"a b"@x`, stored unquoted), splits an unquoted
@@ -191,6 +201,21 @@ pub fn parse_path(s: &str) -> Result<Option<Address>, AddressError> {
         inner
     };
     Address::parse(mailbox).map(Some)
+}
+
+/// Reads Postfix's `{mail_addr}` / `{rcpt_addr}` macro: Postfix's own
+/// reading of the MAIL or RCPT argument in its internal form (no brackets,
+/// comments, spaces or source route; quotes removed, so the local part may
+/// hold spaces or `@`). The empty string is the null sender.
+pub fn parse_macro_addr(s: &str) -> Result<Option<Address>, AddressError> {
+    if s.len() > MAX_PATH_LEN {
+        return Err(AddressError::TooLong);
+    }
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let (local, domain) = s.rsplit_once('@').ok_or(AddressError::NoAt)?;
+    Address::new(local, domain).map(Some)
 }
 
 /// Drops an RFC 5321 source route, `@d1,@d2:`, and returns what follows it.

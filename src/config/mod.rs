@@ -163,7 +163,18 @@ pub struct MilterSettings {
     /// File mode of a unix socket (default 0660).
     pub socket_mode: u32,
     pub max_connections: usize,
+    /// A connection that has not negotiated by then is closed, so idle
+    /// connections cannot hold every slot.
+    pub negotiate_timeout: Duration,
+    /// Idle time allowed between two commands of a connection.
+    pub timeout: Duration,
 }
+
+/// Default `milter.negotiate_timeout`: Postfix negotiates at once.
+pub const DEFAULT_NEGOTIATE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `milter.timeout`: above Postfix's `smtpd_timeout` (300 s), so a
+/// slow but legitimate SMTP client never loses its milter mid-message.
+pub const DEFAULT_MILTER_TIMEOUT: Duration = Duration::from_secs(330);
 
 /// Where the milter listens, in Postfix's notation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,8 +242,19 @@ pub struct List {
     pub roles: Vec<String>,
     pub bounces: BounceCheck,
     pub observe: bool,
+    /// Clients that may send as this list (and get its mail signed);
+    /// `None`: every trusted network and SASL client.
+    pub senders: Option<Vec<Sender>>,
     /// Delivered by listwarden's own expander (`None`: Sympa, Mailman, ...).
     pub expand: Option<ListExpand>,
+}
+
+/// One entry of a list's `senders:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sender {
+    Network(IpNet),
+    /// A SASL login (`{auth_authen}`), compared exactly.
+    Sasl(String),
 }
 
 /// The expander's global settings.
@@ -307,6 +329,74 @@ impl Owner<'_> {
 pub struct Protected<'a> {
     pub owner: Owner<'a>,
     pub role: Role,
+    /// The local part as matched (prvs tag and `+detail` removed), for
+    /// telling the roles of a domain-wide address apart.
+    base_local: String,
+}
+
+impl Protected<'_> {
+    fn preset(&self) -> Preset {
+        match self.owner {
+            Owner::List(l) => l.preset,
+            Owner::Domain(d) => d.preset,
+        }
+    }
+
+    /// True when `role` (a suffix) is what the list manager uses as its
+    /// envelope sender, or this is a shared bounce address (Sympa's
+    /// `bounce+...@`); on a protected domain, judged by the local part.
+    fn role_in(&self, roles: &[&str]) -> bool {
+        let preset = self.preset();
+        match &self.role {
+            Role::Posting => false,
+            Role::Shared(_) => true,
+            Role::Suffix(r) => roles.iter().any(|x| x.eq_ignore_ascii_case(r)),
+            Role::DomainWide => {
+                preset
+                    .shared_bounce_locals()
+                    .contains(&self.base_local.as_str())
+                    || roles.iter().any(|r| {
+                        self.base_local
+                            .strip_suffix(r)
+                            .is_some_and(|rest| rest.len() > 1 && rest.ends_with('-'))
+                    })
+            }
+        }
+    }
+
+    /// An address the list manager sends from, so one that listwarden signs
+    /// and where real bounces come back.
+    pub fn is_sender_role(&self) -> bool {
+        self.role_in(self.preset().sender_roles())
+    }
+
+    /// An address that receives only bounces (no human writes to it): every
+    /// message to it gets the bounce checks, whatever its sender.
+    pub fn is_bounce_role(&self) -> bool {
+        self.role_in(self.preset().bounce_only_roles())
+    }
+
+    /// Lists delivered by listwarden's expander sign with VERP only, so a
+    /// prvs tag on their addresses was never made by us.
+    pub fn takes_prvs(&self) -> bool {
+        self.is_sender_role() && !matches!(self.owner, Owner::List(l) if l.expand.is_some())
+    }
+
+    /// True when this client may send as the address's list: its
+    /// `senders:` when set, else any trusted network or SASL client.
+    pub fn may_send(&self, client: &crate::policy::Client, config: &Config) -> bool {
+        let senders = match self.owner {
+            Owner::List(l) => l.senders.as_deref(),
+            Owner::Domain(_) => None,
+        };
+        match senders {
+            None => crate::policy::is_privileged(client, config),
+            Some(allowed) => allowed.iter().any(|s| match s {
+                Sender::Network(n) => client.ip.is_some_and(|ip| n.contains(&ip)),
+                Sender::Sasl(login) => client.authenticated_as.as_deref() == Some(login.as_str()),
+            }),
+        }
+    }
 }
 
 impl Config {
@@ -394,13 +484,26 @@ impl Config {
             return Some(Protected {
                 owner,
                 role: e.role.clone(),
+                base_local: base.to_string(),
             });
         }
         let d = self.domains.iter().find(|d| d.domain == domain)?;
         Some(Protected {
             owner: Owner::Domain(d),
             role: Role::DomainWide,
+            base_local: base.to_string(),
         })
+    }
+
+    /// True when `text` (an address listwarden could not read) names a
+    /// protected domain anywhere: such an address fails closed.
+    pub fn mentions_protected_domain(&self, text: &str) -> bool {
+        let text = text.to_lowercase();
+        self.lists
+            .iter()
+            .map(|l| l.address.domain.as_str())
+            .chain(self.domains.iter().map(|d| d.domain.as_str()))
+            .any(|d| text.contains(d))
     }
 
     /// An expander list's files and settings, by list name.
@@ -1014,10 +1117,31 @@ impl Validator<'_> {
             Some(n) => n,
             None => 200,
         };
+        let mut timeout = |key: &'static str, text: Option<&str>, default: Duration| match text {
+            None => default,
+            Some(t) => match parse_duration(t) {
+                Some(d) if d >= Duration::from_secs(1) && d <= Duration::from_secs(7200) => d,
+                _ => {
+                    self.error(
+                        &[Seg::Key("milter"), Seg::Key(key)],
+                        format!("`{t}` is not a duration from 1s to 2h, such as 10s or 5m"),
+                    );
+                    default
+                }
+            },
+        };
+        let negotiate_timeout = timeout(
+            "negotiate_timeout",
+            raw.negotiate_timeout.as_deref(),
+            DEFAULT_NEGOTIATE_TIMEOUT,
+        );
+        let timeout = timeout("timeout", raw.timeout.as_deref(), DEFAULT_MILTER_TIMEOUT);
         MilterSettings {
             listen,
             socket_mode,
             max_connections,
+            negotiate_timeout,
+            timeout,
         }
     }
 
@@ -1257,6 +1381,29 @@ impl Validator<'_> {
                 claim(self, key, Role::Shared(shared.to_string()), &at("preset"));
             }
             let expand = r.expand.as_ref().and_then(|e| self.list_expand(e, i));
+            let senders = r.senders.as_ref().map(|raw| {
+                let mut out = Vec::new();
+                for (j, text) in raw.iter().enumerate() {
+                    let path = [
+                        Seg::Key("lists"),
+                        Seg::Index(i),
+                        Seg::Key("senders"),
+                        Seg::Index(j),
+                    ];
+                    match text.strip_prefix("sasl:") {
+                        Some(login) if !login.is_empty() => out.push(Sender::Sasl(login.into())),
+                        Some(_) => self.error(&path, "`sasl:` needs a login name"),
+                        None => match parse_network(text) {
+                            Ok(n) => out.push(Sender::Network(n)),
+                            Err(m) => self.error(
+                                &path,
+                                format!("{m} (or `sasl:LOGIN` for an authenticated sender)"),
+                            ),
+                        },
+                    }
+                }
+                out
+            });
             lists.push(List {
                 name: address.local.clone(),
                 address,
@@ -1264,6 +1411,7 @@ impl Validator<'_> {
                 roles,
                 bounces,
                 observe: r.observe,
+                senders,
                 expand,
             });
         }

@@ -195,6 +195,12 @@ pub struct RawMilter {
     pub socket_mode: Option<String>,
     #[serde(default)]
     pub max_connections: Option<usize>,
+    /// Seconds a new connection may take to negotiate (`10s`).
+    #[serde(default)]
+    pub negotiate_timeout: Option<String>,
+    /// How long a connection may sit idle between commands (`330s`).
+    #[serde(default)]
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -230,6 +236,9 @@ pub struct RawList {
     pub bounces: Option<String>,
     #[serde(default)]
     pub observe: bool,
+    /// Clients that may send as this list: networks, or `sasl:LOGIN`.
+    #[serde(default)]
+    pub senders: Option<Vec<String>>,
     #[serde(default)]
     pub expand: Option<RawListExpand>,
 }

@@ -6,6 +6,9 @@
 //!   even for stages we do not take, then waits for their ACK before its
 //!   next small write (Nagle); with the kernel's delayed ACK that stalls each
 //!   message ~40 ms. Acknowledging at once removes the stall.
+//! * A connection that has not negotiated within its deadline is closed:
+//!   otherwise idle connections could hold every slot (indymilter's own
+//!   timeout is per command, and generous for good reason).
 
 use indymilter::Listener;
 use socket2::SockRef;
@@ -21,9 +24,16 @@ use tokio::time::Sleep;
 /// Pause after a transient accept error.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-pub enum MilterListener {
-    Tcp(TcpListener, Backoff),
-    Unix(UnixListener, Backoff),
+pub struct MilterListener {
+    inner: Inner,
+    backoff: Backoff,
+    /// Time a new connection has to send its option negotiation.
+    negotiate_timeout: Duration,
+}
+
+enum Inner {
+    Tcp(TcpListener),
+    Unix(UnixListener),
 }
 
 /// A pending pause after an accept error.
@@ -32,11 +42,24 @@ pub struct Backoff(Option<Pin<Box<Sleep>>>);
 
 impl MilterListener {
     pub fn tcp(l: TcpListener) -> Self {
-        MilterListener::Tcp(l, Backoff::default())
+        Self::new(Inner::Tcp(l))
     }
 
     pub fn unix(l: UnixListener) -> Self {
-        MilterListener::Unix(l, Backoff::default())
+        Self::new(Inner::Unix(l))
+    }
+
+    fn new(inner: Inner) -> Self {
+        MilterListener {
+            inner,
+            backoff: Backoff::default(),
+            negotiate_timeout: crate::config::DEFAULT_NEGOTIATE_TIMEOUT,
+        }
+    }
+
+    /// Sets how long a new connection has to negotiate.
+    pub fn set_negotiate_timeout(&mut self, timeout: Duration) {
+        self.negotiate_timeout = timeout;
     }
 }
 
@@ -84,22 +107,33 @@ impl Listener for MilterListener {
     type Io = MilterStream;
 
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<MilterStream>> {
-        match self {
-            MilterListener::Tcp(l, backoff) => poll_with_backoff(backoff, cx, |cx| {
+        let deadline = self.negotiate_timeout;
+        let io = match &mut self.inner {
+            Inner::Tcp(l) => ready!(poll_with_backoff(&mut self.backoff, cx, |cx| {
                 TcpListener::poll_accept(l, cx).map_ok(|(s, _)| {
                     // Our replies are small and final: never hold them back.
                     let _ = s.set_nodelay(true);
-                    MilterStream::Tcp(s)
+                    Io::Tcp(s)
                 })
-            }),
-            MilterListener::Unix(l, backoff) => poll_with_backoff(backoff, cx, |cx| {
-                UnixListener::poll_accept(l, cx).map_ok(|(s, _)| MilterStream::Unix(s))
-            }),
-        }
+            })),
+            Inner::Unix(l) => ready!(poll_with_backoff(&mut self.backoff, cx, |cx| {
+                UnixListener::poll_accept(l, cx).map_ok(|(s, _)| Io::Unix(s))
+            })),
+        }?;
+        Poll::Ready(Ok(MilterStream {
+            io,
+            negotiate_by: Some(Box::pin(tokio::time::sleep(deadline))),
+        }))
     }
 }
 
-pub enum MilterStream {
+pub struct MilterStream {
+    io: Io,
+    /// Until our first reply (to the option negotiation) is written.
+    negotiate_by: Option<Pin<Box<Sleep>>>,
+}
+
+enum Io {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
@@ -110,8 +144,17 @@ impl AsyncRead for MilterStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            MilterStream::Tcp(s) => {
+        let this = self.get_mut();
+        if let Some(deadline) = this.negotiate_by.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no option negotiation in time",
+            )));
+        }
+        match &mut this.io {
+            Io::Tcp(s) => {
                 let before = buf.filled().len();
                 let res = Pin::new(&mut *s).poll_read(cx, buf);
                 if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
@@ -120,7 +163,7 @@ impl AsyncRead for MilterStream {
                 }
                 res
             }
-            MilterStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Unix(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -131,23 +174,29 @@ impl AsyncWrite for MilterStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            MilterStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            MilterStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        let this = self.get_mut();
+        let res = match &mut this.io {
+            Io::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        };
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            // The peer negotiated: from now on indymilter's timeout applies.
+            this.negotiate_by = None;
         }
+        res
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            MilterStream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            MilterStream::Unix(s) => Pin::new(s).poll_flush(cx),
+        match &mut self.get_mut().io {
+            Io::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Io::Unix(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            MilterStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            MilterStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        match &mut self.get_mut().io {
+            Io::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

@@ -26,15 +26,17 @@ use std::time::Instant;
 
 /// Runs the milter until `shutdown` completes.
 pub async fn run(
-    listener: MilterListener,
+    mut listener: MilterListener,
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let max_connections = shared.config.load().milter.max_connections;
+    let settings = shared.config.load().milter.clone();
     let config = indymilter::Config {
-        max_connections,
+        max_connections: settings.max_connections,
+        connection_timeout: settings.timeout,
         ..Default::default()
     };
+    listener.set_negotiate_timeout(settings.negotiate_timeout);
     indymilter::run(listener, callbacks(shared), config, shutdown).await
 }
 
@@ -110,8 +112,11 @@ async fn negotiate(
     }
     session.skip_ok = cx.requested_opts.contains(ProtoOpts::SKIP);
     let macros = [
-        (MacroStage::Mail, "i {auth_authen}"),
-        (MacroStage::Rcpt, "i"),
+        // Postfix's own reading of the MAIL and RCPT arguments: listwarden
+        // decides on the address Postfix will deliver to, not on the raw
+        // text (comments, spaces, source routes read differently).
+        (MacroStage::Mail, "i {auth_authen} {mail_addr}"),
+        (MacroStage::Rcpt, "i {rcpt_addr}"),
         (MacroStage::Eoh, "i"),
         (MacroStage::Eom, "i"),
     ];
@@ -194,13 +199,19 @@ async fn mail(cx: &mut indymilter::Context<Session>, args: Vec<CString>) -> Stat
         .unwrap_or_default();
     let auth = macro_str(&cx.macros, c"{auth_authen}");
     let queue_id = macro_str(&cx.macros, c"i");
+    let mail_addr = macro_str(&cx.macros, c"{mail_addr}");
     // A test plans the new message's fault by its sender.
     #[cfg(any(test, feature = "fault-injection"))]
     {
         session.fault = fault::Fault::parse(&sender);
     }
     let step = guarded(session, "mail", |s| {
-        s.mail(&sender, auth.as_deref(), queue_id.as_deref())
+        s.mail(
+            &sender,
+            mail_addr.as_deref(),
+            auth.as_deref(),
+            queue_id.as_deref(),
+        )
     });
     pause(session, "mail").await;
     to_status(step, &mut cx.reply)
@@ -214,9 +225,10 @@ async fn rcpt(cx: &mut indymilter::Context<Session>, args: Vec<CString>) -> Stat
         .first()
         .map(|a| a.to_string_lossy())
         .unwrap_or_default();
+    let rcpt_addr = macro_str(&cx.macros, c"{rcpt_addr}");
     let mut begin = None;
     let step = guarded(session, "rcpt", |s| {
-        match s.rcpt_begin(&rcpt) {
+        match s.rcpt_begin(&rcpt, rcpt_addr.as_deref()) {
             RcptBegin::Done(step) => return step,
             check => begin = Some(check),
         }

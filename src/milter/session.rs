@@ -5,7 +5,7 @@
 //! indymilter context, never in a global map.
 
 use crate::Shared;
-use crate::address::{Address, parse_path, visit_mailboxes};
+use crate::address::{Address, AddressError, parse_macro_addr, parse_path, visit_mailboxes};
 use crate::config::{Config, OnError};
 use crate::dsn::{self, RuleAction};
 use crate::policy::{
@@ -20,8 +20,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub const OWN_HEADER_PREFIX: &str = "x-listwarden-";
 
 /// Most distinct inbound `X-Listwarden-*` header names tracked for removal;
-/// a message with more is tempfailed.
+/// a message with more is refused.
 const MAX_SPOOFED_NAMES: usize = 64;
+/// Most inbound `X-Listwarden-*` headers removed one by one. Each removal is
+/// one milter action, and Postfix's cleanup slows down faster than
+/// quadratically with many of them; no real message carries more than a
+/// few, so one with more is refused as forged.
+const MAX_SPOOFED_HEADERS: i32 = 16;
 /// Most `From:` mailboxes kept per message: protected ones (what the check
 /// needs), and others for context.
 const MAX_FROM_KEPT: usize = 64;
@@ -102,6 +107,8 @@ struct Message {
     from: Vec<Address>,
     /// Inbound `X-Listwarden-*` headers: (name as first sent, how many).
     spoofed: Vec<(String, i32)>,
+    /// All inbound `X-Listwarden-*` headers seen.
+    spoofed_total: i32,
     /// More distinct forged names than tracked.
     too_many_spoofed: bool,
     sign_as: Option<Address>,
@@ -183,18 +190,29 @@ impl Session {
         };
     }
 
-    /// MAIL FROM: a new message begins.
-    pub fn mail(&mut self, sender_arg: &str, auth: Option<&str>, queue_id: Option<&str>) -> Step {
+    /// MAIL FROM: a new message begins. `sender_macro` is Postfix's own
+    /// reading of the argument (`{mail_addr}`), preferred when present.
+    pub fn mail(
+        &mut self,
+        sender_arg: &str,
+        sender_macro: Option<&str>,
+        auth: Option<&str>,
+        queue_id: Option<&str>,
+    ) -> Step {
         self.config = self.shared.config.load_full();
         self.pending_failure = None;
         self.client.authenticated_as = auth.filter(|a| !a.is_empty()).map(str::to_string);
-        let sender = match parse_path(sender_arg) {
+        let sender = match read_envelope(sender_arg, sender_macro) {
             Ok(s) => s,
             Err(e) => {
-                // Postfix has already checked the syntax; what it accepted
-                // and we cannot read is simply not a list address.
+                // Never taken for the null sender. One that may name a list
+                // domain fails closed; any other is simply not a list's.
                 tracing::debug!("unreadable sender {sender_arg:?}: {e}");
-                None
+                self.msg = None;
+                if self.config.mentions_protected_domain(sender_arg) {
+                    return self.unreadable(Stage::Mail, "sender");
+                }
+                Some(Address::unreadable())
             }
         };
         let msg = self.msg.insert(Message {
@@ -215,9 +233,28 @@ impl Session {
         self.apply(Stage::Mail, verdict)
     }
 
+    /// A 451 for an address listwarden cannot read but that may name a
+    /// protected domain: Postfix may read it as a list address.
+    fn unreadable(&mut self, stage: Stage, what: &str) -> Step {
+        let reply = Reply::transient(
+            "451",
+            "4.1.7",
+            format!("cannot read the {what} address; please write it plainly"),
+        );
+        let verdict = Verdict {
+            action: Action::Tempfail(reply),
+            reason: Reason::UnreadableAddress,
+            ..Verdict::cont()
+        };
+        self.log(stage, &verdict, None);
+        self.count(&verdict);
+        to_step(verdict.action)
+    }
+
     /// RCPT TO, first half: the policy verdict, with the budgets it
     /// charges. Bounces to a list are checked here, before any data.
-    pub fn rcpt_begin(&mut self, rcpt_arg: &str) -> RcptBegin {
+    /// `rcpt_macro` is Postfix's own reading (`{rcpt_addr}`).
+    pub fn rcpt_begin(&mut self, rcpt_arg: &str, rcpt_macro: Option<&str>) -> RcptBegin {
         let privileged = policy::is_privileged(&self.client, &self.config);
         let max = self.config.limits.max_recipients;
         let Some(msg) = self.msg.as_mut() else {
@@ -236,8 +273,13 @@ impl Session {
             }
             return RcptBegin::Done(Step::Tempfail(reply));
         }
-        let Ok(Some(rcpt)) = parse_path(rcpt_arg) else {
-            return RcptBegin::Done(Step::Continue);
+        let rcpt = match read_envelope(rcpt_arg, rcpt_macro) {
+            Ok(Some(rcpt)) => rcpt,
+            Ok(None) => return RcptBegin::Done(Step::Continue),
+            Err(_) if !privileged && self.config.mentions_protected_domain(rcpt_arg) => {
+                return RcptBegin::Done(self.unreadable(Stage::Rcpt, "recipient"));
+            }
+            Err(_) => return RcptBegin::Done(Step::Continue),
         };
         // Only bounces from strangers are shielded against; skip the lock
         // for everything else (most recipients).
@@ -286,11 +328,11 @@ impl Session {
         exhausted: Option<Budget>,
     ) -> Step {
         let observe = verdict.observe || self.config.observe;
+        // Over budget, a refusal is a 451 like an acceptance: a client
+        // guessing signatures learns nothing once its budget is spent.
         let verdict = match exhausted {
-            Some(budget) if !matches!(verdict.action, Action::Reject(_)) => {
-                policy::over_budget(verdict, budget, observe)
-            }
-            _ => verdict,
+            Some(budget) => policy::over_budget(verdict, budget, observe),
+            None => verdict,
         };
         if self.msg.is_none() {
             return Step::Continue;
@@ -307,9 +349,8 @@ impl Session {
                 verdict.bounce,
                 Some(BounceVerdict::Invalid | BounceVerdict::Expired | BounceVerdict::Unsigned)
             );
-            if invalid && let Some(shield) = &self.config.shield {
-                let change = self.shared.shields.record_invalid(list, shield);
-                report_shield_changes(&self.shared, change.into_iter().collect());
+            if invalid {
+                self.record_invalid(list);
             }
         }
         let refused = matches!(verdict.action, Action::Reject(_) | Action::Tempfail(_));
@@ -328,7 +369,9 @@ impl Session {
             if verdict.list.is_some() && msg.list.is_none() {
                 msg.list = verdict.list.clone();
             }
-            if verdict.list.is_some() && policy::is_bounce_sender(msg.sender.as_ref()) {
+            // A bounce to a list (whatever its sender, on a bounce address)
+            // is classified and tagged.
+            if verdict.list.is_some() {
                 msg.classify = true;
                 msg.signature = msg.signature.or(verdict.bounce);
             }
@@ -344,6 +387,21 @@ impl Session {
             return to_step(verdict.action);
         }
         Step::Continue
+    }
+
+    /// Counts an invalid bounce toward the list's shield, by its source
+    /// network: one client alone cannot raise it.
+    fn record_invalid(&self, list: &str) {
+        let Some(shield) = &self.config.shield else {
+            return;
+        };
+        let source = self
+            .client
+            .ip
+            .map(|ip| policy::network_key(ip, &self.config))
+            .unwrap_or_else(|| "unknown".into());
+        let change = self.shared.shields.record_invalid(list, &source, shield);
+        report_shield_changes(&self.shared, change.into_iter().collect());
     }
 
     fn refuse_recipient(&mut self, reason: Reason, reply: Reply) -> Step {
@@ -397,6 +455,7 @@ impl Session {
             && name[..OWN_HEADER_PREFIX.len()].eq_ignore_ascii_case(OWN_HEADER_PREFIX)
         {
             // Deleting needs only the count per name (delete count..1).
+            msg.spoofed_total = msg.spoofed_total.saturating_add(1);
             let tracked = msg.spoofed.len();
             match msg
                 .spoofed
@@ -423,10 +482,16 @@ impl Session {
         if let Some(q) = nonempty(queue_id) {
             msg.queue_id = Some(q);
         }
-        if msg.too_many_spoofed {
-            let reply = Reply::transient("451", "4.7.1", "too many X-Listwarden-* headers".into());
+        if msg.too_many_spoofed || msg.spoofed_total > MAX_SPOOFED_HEADERS {
+            // Only this site's milter writes these headers, and it removes
+            // every inbound one: a message with this many is forged.
+            let reply = Reply::permanent(
+                "550",
+                "5.7.1",
+                "message refused: it carries forged X-Listwarden-* headers".into(),
+            );
             let verdict = Verdict {
-                action: Action::Tempfail(reply),
+                action: Action::Reject(reply),
                 reason: Reason::ForgedTags,
                 ..Verdict::cont()
             };
@@ -498,6 +563,9 @@ impl Session {
                     .bounces
                     .with_label_values(&[list, b.as_str()])
                     .inc();
+                if b == BounceVerdict::TraceFail {
+                    self.record_invalid(list);
+                }
             }
             // `apply` logs with the message's context and drops it on a refusal.
             self.msg = Some(msg);
@@ -726,9 +794,13 @@ impl Session {
             self.count(&verdict);
         }
         if verdict.observe {
-            // Nothing is left to inspect after the headers.
+            // Observe changes the verdict, never the hygiene: a message whose
+            // end still has work (tags to remove, a trace check, signing)
+            // goes on to it.
+            let needs_eom = self.msg.as_ref().is_some_and(Message::needs_eom);
             return match stage {
                 Stage::Mail | Stage::Rcpt => Step::Continue,
+                Stage::EndOfHeaders if needs_eom => Step::Continue,
                 Stage::EndOfHeaders | Stage::EndOfMessage => Step::Accept,
             };
         }
@@ -864,6 +936,15 @@ fn restore_addresses(value: &str, rewrites: &[(Address, Address)]) -> Option<Str
     }
     out.push_str(value.get(done..)?);
     Some(out)
+}
+
+/// An envelope address as Postfix reads it: its macro when Postfix sent
+/// one, else the raw argument read the way Postfix's parser reads it.
+fn read_envelope(raw: &str, macro_value: Option<&str>) -> Result<Option<Address>, AddressError> {
+    match macro_value {
+        Some(m) => parse_macro_addr(m),
+        None => parse_path(raw),
+    }
 }
 
 fn nonempty(s: Option<&str>) -> Option<String> {

@@ -110,33 +110,37 @@ pub fn is_bounce_sender(sender: Option<&Address>) -> bool {
 }
 
 fn decide_mail(facts: &Facts<'_>, config: &Config) -> Verdict {
-    let hit = facts
+    let Some((sender, p)) = facts
         .sender
-        .and_then(|s| config.protected(s).map(|p| (s, p)));
-    if is_privileged(facts.client, config) {
-        // The list server sends as its list: sign the envelope sender so
-        // that every real bounce comes back carrying a signature.
-        // Already signed (a prvs tag, or our expander's signed VERP): leave it.
-        if let (Some((sender, p)), Some(keys)) = (&hit, &config.signing)
-            && prvs::strip(sender).is_none()
-            && !matches!(
-                verp::verify_verp(sender, keys, facts.today, keys.validity_days()),
-                VerpResult::Valid { .. }
-            )
-        {
-            let signed = prvs::sign(sender, keys, facts.today);
-            return Verdict {
-                effect: Effect::SignSender(signed),
-                list: Some(p.owner.label().to_string()),
-                ..Verdict::cont()
-            };
-        }
-        return Verdict::accept(Reason::TrustedClient);
+        .and_then(|s| config.protected(s).map(|p| (s, p)))
+    else {
+        // Not a list address. A trusted client is not accepted here: its
+        // headers must still be seen, so that forged tags are removed.
+        return Verdict::cont();
+    };
+    if !p.may_send(facts.client, config) {
+        return forged(config, &p, Reason::ForgedEnvelopeSender, sender);
     }
-    match hit {
-        Some((sender, p)) => forged(config, &p, Reason::ForgedEnvelopeSender, sender),
-        None => Verdict::cont(),
+    // The list server sends as its list: sign the envelope sender so that
+    // every real bounce comes back carrying a signature. Only the address
+    // the list manager sends from is signed; one already signed (a prvs
+    // tag, or our expander's signed VERP) is left alone.
+    if let Some(keys) = &config.signing
+        && p.takes_prvs()
+        && prvs::strip(sender).is_none()
+        && !matches!(
+            verp::verify_verp(sender, keys, facts.today, keys.validity_days()),
+            VerpResult::Valid { .. }
+        )
+    {
+        let signed = prvs::sign(sender, keys, facts.today);
+        return Verdict {
+            effect: Effect::SignSender(signed),
+            list: Some(p.owner.label().to_string()),
+            ..Verdict::cont()
+        };
     }
+    Verdict::cont()
 }
 
 fn decide_rcpt(facts: &Facts<'_>, config: &Config) -> Verdict {
@@ -145,19 +149,27 @@ fn decide_rcpt(facts: &Facts<'_>, config: &Config) -> Verdict {
     };
     // Never refuse a recipient of the list server itself: on Postfix's
     // non_smtpd path that would leave the mail stuck in the queue.
-    if is_privileged(facts.client, config) || !is_bounce_sender(facts.sender) {
+    if is_privileged(facts.client, config) {
         return Verdict::cont();
     }
     let Some(p) = config.protected(rcpt) else {
         return Verdict::cont();
     };
+    // A bounce address gets the checks whatever the sender: list managers
+    // act on all that reaches it, not only on mail from <>.
+    if !is_bounce_sender(facts.sender) && !p.is_bounce_role() {
+        return Verdict::cont();
+    }
     let label = p.owner.label().to_string();
     let shielded = facts.shielded.contains(&label);
-    // A shielded list takes only validly signed bounces, whatever its mode.
+    // A shielded list takes only validly signed bounces, whatever its mode;
+    // a bounce that its mode would have let the trace decide is deferred
+    // (451), not refused, so a genuine one is retried once the shield drops.
+    let own_mode = p.owner.bounces();
     let mode = if shielded && config.signing.is_some() {
         BounceCheck::Signed
     } else {
-        p.owner.bounces()
+        own_mode
     };
     let observe = config.observe || p.owner.observe();
     let check = match (mode, &config.signing) {
@@ -170,7 +182,7 @@ fn decide_rcpt(facts: &Facts<'_>, config: &Config) -> Verdict {
         }
         (BounceCheck::Trace, _) | (_, None) => None,
         (BounceCheck::Signed | BounceCheck::Either, Some(keys)) => {
-            Some(check_signature(rcpt, keys, facts.today))
+            Some(check_signature(rcpt, &p, keys, facts.today))
         }
     };
     let mut charges = Vec::new();
@@ -224,8 +236,10 @@ fn decide_rcpt(facts: &Facts<'_>, config: &Config) -> Verdict {
             let text = format!(
                 "<{rcpt}>: bounce refused, {why}; this list sent no message it could answer (backscatter)"
             );
+            let trace_eligible = matches!(own_mode, BounceCheck::Trace | BounceCheck::Either)
+                && bad != BounceVerdict::Invalid;
             let (action, reason) = match config.shield.as_ref() {
-                Some(s) if shielded && s.tempfail => (
+                Some(s) if shielded && (s.tempfail || trace_eligible) => (
                     Action::Tempfail(Reply::transient("451", "4.7.1", text)),
                     Reason::Shielded,
                 ),
@@ -311,19 +325,26 @@ pub fn report_target(
     let signature = config
         .signing
         .as_ref()
-        .and_then(|keys| check_signature(rcpt, keys, today).ok())
+        .and_then(|keys| check_signature(rcpt, &p, keys, today).ok())
         .map(|_| BounceVerdict::Valid);
     Some((p.owner.label().to_string(), signature))
 }
 
 /// Verifies a bounce recipient's signature: prvs, or listwarden's signed
-/// VERP. `Ok` holds the address the bounce should be delivered to.
+/// VERP. `Ok` holds the address the bounce should be delivered to. A prvs
+/// tag counts only on an address the list really sends from (see
+/// [`Protected::takes_prvs`]): anywhere else no real bounce carries one.
 fn check_signature(
     rcpt: &Address,
+    p: &Protected<'_>,
     keys: &crate::address::KeyRing,
     today: u64,
 ) -> Result<Address, BounceVerdict> {
-    match prvs::verify(rcpt, keys, today) {
+    let result = prvs::verify(rcpt, keys, today);
+    if !matches!(result, PrvsResult::Unsigned) && !p.takes_prvs() {
+        return Err(BounceVerdict::Invalid);
+    }
+    match result {
         PrvsResult::Valid { original, .. } => return Ok(original),
         PrvsResult::Expired => return Err(BounceVerdict::Expired),
         PrvsResult::Invalid | PrvsResult::UnknownKey => return Err(BounceVerdict::Invalid),
@@ -338,15 +359,14 @@ fn check_signature(
 }
 
 fn decide_from(facts: &Facts<'_>, config: &Config) -> Verdict {
-    if is_privileged(facts.client, config) {
-        return Verdict::accept(Reason::TrustedClient);
-    }
-    match facts
-        .from
-        .iter()
-        .find_map(|a| config.protected(a).map(|p| (a, p)))
-    {
+    match facts.from.iter().find_map(|a| {
+        config
+            .protected(a)
+            .filter(|p| !p.may_send(facts.client, config))
+            .map(|p| (a, p))
+    }) {
         Some((author, p)) => forged(config, &p, Reason::ForgedFromHeader, author),
+        None if is_privileged(facts.client, config) => Verdict::accept(Reason::TrustedClient),
         None => Verdict::accept(Reason::Clean),
     }
 }

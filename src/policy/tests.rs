@@ -193,12 +193,14 @@ fn forged_sender_table() {
             ("continue", "pending", None),
         ),
         (
+            // Not accepted at MAIL: the headers must still be seen, so
+            // that forged X-Listwarden-* tags are removed.
             "trusted network, not a list sender",
             Mail,
             &trusted_net,
             Some("alice@lists.example.org"),
             vec![],
-            ("accept", "trusted_client", None),
+            ("continue", "pending", None),
         ),
         (
             "authenticated, not a list sender",
@@ -206,7 +208,7 @@ fn forged_sender_table() {
             &authed,
             Some("alice@example.net"),
             vec![],
-            ("accept", "trusted_client", None),
+            ("continue", "pending", None),
         ),
         (
             "list in From:",
@@ -321,13 +323,142 @@ fn list_mail_from_the_list_server_is_signed() {
     // An already signed sender is not signed twice.
     let v = at_mail(&cfg, &client("127.0.0.1", None), Some(&signed.to_string()));
     assert_eq!(v.effect, Effect::None);
-    // Mail from the list server that is not list mail is simply accepted.
+    // Mail from the list server that is not list mail goes on unchanged
+    // (accepted at end of headers, once forged tags could be seen).
     let v = at_mail(
         &cfg,
         &client("127.0.0.1", None),
         Some("root@lists.example.org"),
     );
-    assert_eq!((v.action, v.effect), (Action::Accept, Effect::None));
+    assert_eq!((v.action, v.effect), (Action::Continue, Effect::None));
+    // Only the address the list sends from is signed: the posting address
+    // and other roles never carry a bounce, so no tag is minted for them.
+    for other in [
+        "members@lists.example.org",
+        "members-owner@lists.example.org",
+    ] {
+        let v = at_mail(&cfg, &client("127.0.0.1", None), Some(other));
+        assert_eq!(
+            (v.action, v.effect),
+            (Action::Continue, Effect::None),
+            "{other}"
+        );
+    }
+}
+
+#[test]
+fn senders_limit_who_may_send_as_a_list_and_get_it_signed() {
+    let cfg = config_with("", "    senders: [\"sasl:listbot\", 10.1.2.0/24]");
+    let bounces = Some("members-bounces@lists.example.org");
+    // A trusted network that the list does not name is a forger for it.
+    let v = at_mail(&cfg, &client("192.0.2.99", None), bounces);
+    assert_eq!(summary(&v).1, "forged_envelope_sender");
+    let v = at_eoh(
+        &cfg,
+        &client("192.0.2.99", None),
+        &["members@lists.example.org"],
+    );
+    assert_eq!(summary(&v).1, "forged_from_header");
+    // Another SASL login too.
+    let v = at_mail(&cfg, &client("203.0.113.7", Some("alice")), bounces);
+    assert_eq!(summary(&v).1, "forged_envelope_sender");
+    // The named login and network are signed.
+    for c in [
+        client("203.0.113.7", Some("listbot")),
+        client("10.1.2.3", None),
+    ] {
+        let v = at_mail(&cfg, &c, bounces);
+        assert!(matches!(v.effect, Effect::SignSender(_)), "{c:?}: {v:?}");
+    }
+    // Other lists keep the default: any trusted client.
+    let v = at_mail(
+        &cfg,
+        &client("192.0.2.99", None),
+        Some("quiet@lists.example.org"),
+    );
+    assert_eq!(v.action, Action::Continue);
+}
+
+#[test]
+fn prvs_counts_only_on_the_address_a_list_sends_from() {
+    let cfg = config();
+    let stranger = client("198.51.100.9", None);
+    // Valid tags, but on addresses no list mail ever leaves from.
+    for plain in [
+        "members@lists.example.org",
+        "members-owner@lists.example.org",
+        "members-request@lists.example.org",
+    ] {
+        let tagged = prvs::sign(&addr(plain), keys(&cfg), TODAY);
+        let v = at_rcpt(&cfg, &stranger, None, &tagged);
+        assert_eq!(v.bounce, Some(BounceVerdict::Invalid), "{tagged}");
+        assert!(matches!(v.action, Action::Reject(_)), "{tagged}");
+    }
+    // Sympa sends from LIST-owner@: a tag there is ours.
+    let sym = prvs::sign(&addr("sym-owner@lists.example.org"), keys(&cfg), TODAY);
+    let v = at_rcpt(&cfg, &stranger, None, &sym);
+    assert_eq!(v.bounce, Some(BounceVerdict::Valid));
+}
+
+#[test]
+fn bounce_addresses_are_checked_whatever_the_sender() {
+    let cfg = config();
+    let stranger = client("198.51.100.9", None);
+    let good = prvs::sign(
+        &addr("members-bounces@lists.example.org"),
+        keys(&cfg),
+        TODAY,
+    );
+    for sender in [
+        "bounce-handler@evil.example",
+        "mailer-daemon+x@evil.example",
+        "double-bounce@evil.example",
+        "alice@example.net",
+    ] {
+        for rcpt in [
+            "members-bounces@lists.example.org",
+            "members-bounces+bob=example.net@lists.example.org",
+            "news-bounces@big.example.org",
+        ] {
+            let v = at_rcpt(&cfg, &stranger, Some(sender), &addr(rcpt));
+            assert_eq!(
+                v.bounce,
+                Some(BounceVerdict::Unsigned),
+                "{sender} -> {rcpt}"
+            );
+            assert!(matches!(v.action, Action::Reject(_)), "{sender} -> {rcpt}");
+        }
+        // A signed one passes, as from <>.
+        let v = at_rcpt(&cfg, &stranger, Some(sender), &good);
+        assert_eq!(v.bounce, Some(BounceVerdict::Valid), "{sender}");
+    }
+}
+
+#[test]
+fn a_shielded_list_defers_what_its_trace_would_have_decided() {
+    let cfg = config();
+    let stranger = client("198.51.100.9", None);
+    let shielded = vec!["traced".to_string(), "members".to_string()];
+    let at = |rcpt: &Address| {
+        decide(
+            &Facts {
+                recipient: Some(rcpt),
+                shielded: &shielded,
+                ..Facts::new(Stage::Rcpt, &stranger, TODAY)
+            },
+            &cfg,
+        )
+    };
+    // Trace mode: a genuine unsigned bounce is retried after the shield.
+    let v = at(&addr("traced-bounces@lists.example.org"));
+    assert!(
+        matches!(&v.action, Action::Tempfail(r) if r.code == "451"),
+        "{v:?}"
+    );
+    assert_eq!(v.reason, Reason::Shielded);
+    // Signed mode: unsigned was never ours; refused as before.
+    let v = at(&addr("members-bounces@lists.example.org"));
+    assert!(matches!(v.action, Action::Reject(_)), "{v:?}");
 }
 
 #[test]
@@ -387,12 +518,13 @@ fn bounces_in_signed_mode() {
 fn what_is_not_a_list_bounce_passes_the_rcpt_check() {
     let cfg = config();
     let plain = addr("members-bounces@lists.example.org");
-    // Not a bounce: an ordinary sender may write to a role address.
+    // Not a bounce: an ordinary sender may write to a role address that
+    // people write to (not a bounce address).
     let v = at_rcpt(
         &cfg,
         &client("198.51.100.9", None),
         Some("alice@example.net"),
-        &plain,
+        &addr("members-owner@lists.example.org"),
     );
     assert_eq!((v.action, v.bounce), (Action::Continue, None));
     // Not a list address.

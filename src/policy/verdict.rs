@@ -31,6 +31,7 @@ pub enum Reason {
     Shielded,
     RateLimited,
     ForgedTags,
+    UnreadableAddress,
     InternalError,
 }
 
@@ -48,6 +49,7 @@ impl Reason {
             Reason::Shielded => "shielded",
             Reason::RateLimited => "rate_limited",
             Reason::ForgedTags => "forged_tags",
+            Reason::UnreadableAddress => "unreadable_address",
             Reason::InternalError => "internal_error",
         }
     }

@@ -1,0 +1,56 @@
+# shellcheck shell=bash
+# Envelope readings through real Postfix: every way of writing a protected
+# address that Postfix reads as the plain address (a comment, spaces around
+# the @, a source route of any length, quotes) must be refused exactly as
+# the plain form is. Each case sends its MAIL and RCPT arguments byte for
+# byte (lib/rawsmtp.py) from an untrusted client.
+
+# Each line: name | MAIL argument | RCPT argument | expected stage | expected reply prefix.
+# The null sender to an unsigned bounce address is refused at RCPT; a list
+# address as the envelope sender is refused at MAIL.
+ENV_CASES=$(
+	cat <<'EOF'
+plain-rcpt|<>|<members-bounces@lists.example.org>|rcpt|550 5.7.1
+comment-in-local|<>|<members-bounces(x)@lists.example.org>|rcpt|550 5.7.1
+space-before-at|<>|<members-bounces @lists.example.org>|rcpt|550 5.7.1
+space-after-at|<>|<members-bounces@ lists.example.org>|rcpt|550 5.7.1
+comment-after-domain|<>|<members-bounces@lists.example.org(x)>|rcpt|550 5.7.1
+leading-comment|<>|<(c) members-bounces@lists.example.org>|rcpt|550 5.7.1
+quoted-local|<>|<"members-bounces"@lists.example.org>|rcpt|550 5.7.1
+upper-case|<>|<MEMBERS-BOUNCES@Lists.Example.Org.>|rcpt|550 5.7.1
+short-route|<>|<@a.example:members-bounces@lists.example.org>|rcpt|550 5.7.1
+long-route|<>|<@r1.example,@r2.example,@r3.example,@r4.example,@r5.example,@r6.example,@r7.example,@r8.example,@r9.example,@r10.example,@r11.example,@r12.example:members-bounces@lists.example.org>|rcpt|550 5.7.1
+spaced-route|<>|< @a.example , @b.example : members-bounces@lists.example.org >|rcpt|550 5.7.1
+null-with-comment|<(x)>|<members-bounces@lists.example.org>|rcpt|550 5.7.1
+plain-mail|<members@lists.example.org>|<bob@example.com>|mail|550 5.7.1
+comment-in-sender|<members(x)@lists.example.org>|<bob@example.com>|mail|550 5.7.1
+space-in-sender|<members @lists.example.org>|<bob@example.com>|mail|550 5.7.1
+route-in-sender|<@a.example,@b.example:members@lists.example.org>|<bob@example.com>|mail|550 5.7.1
+quoted-sender|<"members"@lists.example.org>|<bob@example.com>|mail|550 5.7.1
+EOF
+)
+
+check_envelope_readings() {
+	local start errors=() name mail rcpt stage want out got_stage got_reply n=0 client
+	start=$(now_ms)
+	while IFS='|' read -r name mail rcpt stage want; do
+		[[ -n $name ]] || continue
+		n=$((n + 1))
+		# Each case from its own network, so no budget is shared.
+		client=198.19.$n.7
+		out=$("$LW_IT_PYTHON" "$LW_IT_HOME/lib/rawsmtp.py" "$SMTPD_PORT" "$client" "$mail" "$rcpt" 2>&1) ||
+			out="error	$out"
+		got_stage=${out%%$'\t'*}
+		got_reply=${out#*$'\t'}
+		# Postfix's own 5xx refusal of the syntax is as good: nothing is delivered.
+		if [[ $got_stage == "$stage" && $got_reply == "$want"* ]]; then
+			continue
+		elif [[ $got_stage =~ ^(mail|rcpt)$ && $got_reply == 5* && $got_reply != *5.7.1* ]]; then
+			say "envelope $name: Postfix itself refused it at $got_stage ($got_reply)"
+			continue
+		fi
+		errors+=("$name: MAIL FROM:$mail RCPT TO:$rcpt: expected '$want' at $stage, got '$got_reply' at $got_stage")
+	done <<<"$ENV_CASES"
+	say "envelope readings: $n cases"
+	report envelope-readings "$start" "${errors[@]}"
+}
