@@ -260,3 +260,215 @@ async fn item8_idle_connections_cannot_hold_every_slot() {
     c.close().await;
     m.stop().await;
 }
+
+/// Sends a whole message (headers unfolded from `raw`, then its body) from
+/// `sender` to `rcpt`; returns the end-of-message actions and final reply.
+async fn whole_message(
+    c: &mut RawConn,
+    sender: &str,
+    rcpt: &str,
+    raw: &[u8],
+) -> (Vec<frames::Reply>, frames::Reply) {
+    let text = String::from_utf8_lossy(raw).replace("\r\n", "\n");
+    let (head, body) = text.split_once("\n\n").unwrap();
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for line in head.lines() {
+        match (line.starts_with([' ', '\t']), headers.last_mut()) {
+            (true, Some(last)) => last.1.push_str(&format!("\r\n{line}")),
+            _ => {
+                let (n, v) = line.split_once(':').unwrap();
+                headers.push((n.to_string(), v.trim_start().to_string()));
+            }
+        }
+    }
+    let mut script = frames::mail(&[sender.as_bytes()]);
+    script.extend(frames::rcpt(&[rcpt.as_bytes()]));
+    for (n, v) in &headers {
+        script.extend(frames::header(n.as_bytes(), v.as_bytes()));
+    }
+    script.extend(frames::eoh());
+    let r = c.pipeline(&script, 3).await.unwrap();
+    assert_eq!(r[2].cmd, b'c', "a report is read to its end: {r:?}");
+    let mut script = frames::body(body.replace('\n', "\r\n").as_bytes());
+    script.extend(frames::eom());
+    c.send(&script).await;
+    // The body reply (continue or skip), then the end of message.
+    let _ = c.reply().await.unwrap();
+    c.final_reply().await.unwrap()
+}
+
+/// Items 13-18: anyone can send a feedback report to a list address; only
+/// one to a validly signed address may move the complaint rate that the
+/// alerts read. Unsigned ones are counted as `complaint_unsigned`.
+#[tokio::test]
+async fn item13_unsigned_reports_do_not_move_the_complaint_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = RawMilter::start(&config_with_signing(&dir)).await;
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    m.shared.rates.lock().unwrap().sent("members", now());
+    let rate = || {
+        let rates = m.shared.rates.lock().unwrap().rates(now());
+        rates
+            .iter()
+            .find(|(l, _)| l == "members")
+            .map_or(0.0, |r| r.1)
+    };
+    let arf = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/dsn/arf_abuse.eml"
+    ))
+    .unwrap();
+    // Summed over the exposition text, as Prometheus would read it.
+    let classified = |class: &str| -> u64 {
+        let want = format!("class=\"{class}\"");
+        m.shared
+            .metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("listwarden_bounces_classified_total{") && l.contains(&want))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    // Unsigned: to the posting address, from an ordinary sender.
+    let mut c = m.session(STRANGER).await;
+    whole_message(
+        &mut c,
+        "<fbl@feedback.example.net>",
+        "<members@lists.example.org>",
+        &arf,
+    )
+    .await;
+    c.close().await;
+    assert_eq!(rate(), 0.0, "an unsigned report moved the complaint rate");
+    assert_eq!(classified("complaint_unsigned"), 1);
+    assert_eq!(classified("complaint"), 0);
+    // Signed: to the list's signed bounce address.
+    let signed = {
+        let cfg = m.shared.config.load();
+        let ring = cfg.signing.as_ref().unwrap();
+        let plain =
+            listwarden::address::Address::parse("members-bounces@lists.example.org").unwrap();
+        let today = now() / 86_400;
+        listwarden::address::prvs::sign(&plain, ring, today)
+    };
+    let mut c = m.session(STRANGER).await;
+    whole_message(
+        &mut c,
+        "<fbl@feedback.example.net>",
+        &format!("<{signed}>"),
+        &arf,
+    )
+    .await;
+    c.close().await;
+    assert!(rate() > 0.0, "a signed report must count");
+    assert_eq!(classified("complaint"), 1);
+    m.stop().await;
+}
+
+/// A valid prvs address for `plain` today, and one with its hash changed.
+fn signed_and_forged(m: &RawMilter, plain: &str) -> (String, String) {
+    let cfg = m.shared.config.load();
+    let ring = cfg.signing.as_ref().unwrap();
+    let today = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 86_400;
+    let plain = listwarden::address::Address::parse(plain).unwrap();
+    let good = listwarden::address::prvs::sign(&plain, ring, today).to_string();
+    // prvs=KDDDHHHHHH=...: change the last hash digit.
+    let mut forged = good.clone().into_bytes();
+    forged[14] = if forged[14] == b'0' { b'1' } else { b'0' };
+    (good, String::from_utf8(forged).unwrap())
+}
+
+/// The RCPT reply for a bounce from `ip` to `rcpt`, on a fresh session.
+async fn bounce_rcpt(m: &RawMilter, ip: &str, rcpt: &str) -> frames::Reply {
+    let mut c = m.session(ip).await;
+    let mut script = frames::mail(&[b"<>"]);
+    script.extend(frames::rcpt(&[format!("<{rcpt}>").as_bytes()]));
+    let r = c.pipeline(&script, 2).await.unwrap();
+    c.close().await;
+    r[1].clone()
+}
+
+/// Item 5: a wrong guess at a signature answered 550 even over budget,
+/// while a right one answered 451, so budgets did not hide success. Once
+/// a client's budget is spent, both answer 451.
+#[tokio::test]
+async fn item5_budgets_hide_the_signature_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config_with_signing(&dir).replace(
+        "  max_keys: 1024\n",
+        "  max_keys: 1024\n  budgets:\n    network: {rate: 1, per: 1h, burst: 3}\n",
+    );
+    let m = RawMilter::start(&yaml).await;
+    let (good, forged) = signed_and_forged(&m, "members-bounces@lists.example.org");
+    for _ in 0..3 {
+        let r = bounce_rcpt(&m, "198.51.100.9", &forged).await;
+        assert!(is_550(&r), "within budget, a forged tag is refused: {r:?}");
+    }
+    let wrong = bounce_rcpt(&m, "198.51.100.10", &forged).await;
+    let right = bounce_rcpt(&m, "198.51.100.11", &good).await;
+    assert!(wrong.decision().starts_with("y:451"), "{wrong:?}");
+    assert_eq!(
+        wrong.decision(),
+        right.decision(),
+        "over budget, guesses look alike"
+    );
+    // Another network still gets its answer.
+    assert_eq!(bounce_rcpt(&m, "192.0.2.77", &good).await.cmd, b'c');
+    m.stop().await;
+}
+
+/// Item 5: a valid tag on an address no list mail leaves from (the posting
+/// address, a role people write to) is not a bounce address: refused.
+#[tokio::test]
+async fn item5_prvs_is_accepted_only_where_a_list_sends_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = RawMilter::start(&config_with_signing(&dir)).await;
+    for plain in [
+        "members@lists.example.org",
+        "members-owner@lists.example.org",
+    ] {
+        let (good, _) = signed_and_forged(&m, plain);
+        let r = bounce_rcpt(&m, "198.51.100.9", &good).await;
+        assert!(is_550(&r), "{good}: {r:?}");
+    }
+    let (good, _) = signed_and_forged(&m, "members-bounces@lists.example.org");
+    assert_eq!(bounce_rcpt(&m, "198.51.100.9", &good).await.cmd, b'c');
+    m.stop().await;
+}
+
+/// Item 11: the shield counts distinct source networks, and trace failures
+/// count toward it. Before, 500 invalid recipients from one IP raised it.
+#[tokio::test]
+async fn item11_one_client_cannot_raise_the_shield() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "{}shield: {{trigger: 3, within: 10m, hold: 1h}}\n",
+        config_with_signing(&dir)
+    );
+    let m = RawMilter::start(&yaml).await;
+    let shield_up = || {
+        m.shared
+            .metrics
+            .render()
+            .lines()
+            .any(|l| l.starts_with("listwarden_shield_active{list=\"members\"} 1"))
+    };
+    for _ in 0..20 {
+        bounce_rcpt(&m, "198.51.100.9", "members-bounces@lists.example.org").await;
+    }
+    assert!(!shield_up(), "one network raised the shield");
+    for net in ["192.0.2.1", "203.0.113.1", "198.18.0.1", "198.19.0.1"] {
+        bounce_rcpt(&m, net, "members-bounces@lists.example.org").await;
+    }
+    assert!(shield_up(), "four networks should raise it");
+    m.stop().await;
+}

@@ -687,13 +687,23 @@ impl Session {
             .signature
             .map(BounceVerdict::as_str)
             .unwrap_or("unchecked");
+        // Anyone can send a feedback report: only one that came back to a
+        // validly signed address moves the complaint rate that alerts read;
+        // the others are counted under their own class.
+        let signed = msg.signature == Some(BounceVerdict::Valid);
         for c in &cls {
+            let arf_complaint = c.feedback_type.is_some() && c.class == dsn::Class::Complaint;
+            let class = if arf_complaint && !signed {
+                "complaint_unsigned"
+            } else {
+                c.class.as_str()
+            };
             self.shared
                 .metrics
                 .bounces_classified
-                .with_label_values(&[list, c.class.as_str(), c.reason.as_str(), &c.provider])
+                .with_label_values(&[list, class, c.reason.as_str(), &c.provider])
                 .inc();
-            if c.feedback_type.is_some() && c.class == dsn::Class::Complaint {
+            if arf_complaint && signed {
                 self.shared
                     .rates
                     .lock()
