@@ -359,13 +359,25 @@ fn check_signature(
 }
 
 fn decide_from(facts: &Facts<'_>, config: &Config) -> Verdict {
-    match facts.from.iter().find_map(|a| {
-        config
-            .protected(a)
+    // Every forged mailbox is looked at, and an enforcing list wins over
+    // one in observe mode: a From: that also names an observed list must
+    // not carry a forgery of another list through.
+    let mut found: Option<Verdict> = None;
+    for author in facts.from {
+        let Some(p) = config
+            .protected(author)
             .filter(|p| !p.may_send(facts.client, config))
-            .map(|p| (a, p))
-    }) {
-        Some((author, p)) => forged(config, &p, Reason::ForgedFromHeader, author),
+        else {
+            continue;
+        };
+        let v = forged(config, &p, Reason::ForgedFromHeader, author);
+        if !v.observe {
+            return v;
+        }
+        found.get_or_insert(v);
+    }
+    match found {
+        Some(v) => v,
         None if is_privileged(facts.client, config) => Verdict::accept(Reason::TrustedClient),
         None => Verdict::accept(Reason::Clean),
     }

@@ -270,6 +270,21 @@ fn forged_sender_table() {
 }
 
 #[test]
+fn an_observed_list_in_from_does_not_cover_a_forgery_of_another() {
+    let cfg = config();
+    let stranger = client("203.0.113.7", None);
+    for from in [
+        vec!["quiet@lists.example.org", "members@lists.example.org"],
+        vec!["members@lists.example.org", "quiet@lists.example.org"],
+    ] {
+        let v = at_eoh(&cfg, &stranger, &from);
+        assert_eq!(summary(&v), ("reject".into(), "forged_from_header", Some("members".into())), "{from:?}");
+    }
+    let v = at_eoh(&cfg, &stranger, &["quiet@lists.example.org"]);
+    assert_eq!(v.label(), "observe_reject");
+}
+
+#[test]
 fn global_observe_marks_every_rejection() {
     let cfg = config_with("observe: true\n", "");
     let v = at_mail(
