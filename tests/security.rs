@@ -472,3 +472,68 @@ async fn item11_one_client_cannot_raise_the_shield() {
     assert!(shield_up(), "four networks should raise it");
     m.stop().await;
 }
+
+/// Item 7: Sympa's `LIST-owner@` takes bounces (Sympa scores whatever
+/// bounce arrives there) and people's mail alike. A report to it from a
+/// non-null sender gets the bounce checks once its Content-Type shows a
+/// report; a person's mail to the owners still passes.
+#[tokio::test]
+async fn item7_a_report_to_sympas_owner_address_is_checked_as_a_bounce() {
+    let dir = tempfile::tempdir().unwrap();
+    // The Sympa list goes under `lists:`, beside members@.
+    let yaml = config_with_signing(&dir).replace(
+        "  - address: members@lists.example.org\n",
+        "  - address: members@lists.example.org\n  - address: sym@lists.example.org\n    preset: sympa\n",
+    );
+    let m = RawMilter::start(&yaml).await;
+    let report: &[(&[u8], &[u8])] = &[
+        (
+            b"From",
+            b"Mail Delivery Subsystem <bounce-handler@evil.example>",
+        ),
+        (
+            b"Content-Type",
+            b"multipart/report; report-type=delivery-status; boundary=\"b\"",
+        ),
+    ];
+    let person: &[(&[u8], &[u8])] = &[
+        (b"From", b"Alice <alice@example.net>"),
+        (b"Content-Type", b"text/plain; charset=utf-8"),
+    ];
+    let mut c = m.session(STRANGER).await;
+    let r = c
+        .send_to_eoh(
+            "<bounce-handler@evil.example>",
+            "<sym-owner@lists.example.org>",
+            report,
+        )
+        .await;
+    assert_eq!(r[1].cmd, b'c', "RCPT cannot know yet: {r:?}");
+    assert!(is_550(&r[2]), "an unsigned report to -owner: {r:?}");
+    c.close().await;
+    let mut c = m.session(STRANGER).await;
+    let r = c
+        .send_to_eoh(
+            "<alice@example.net>",
+            "<sym-owner@lists.example.org>",
+            person,
+        )
+        .await;
+    assert_eq!(r[2].cmd, b'a', "a person writing to the owners: {r:?}");
+    c.close().await;
+    let (good, _) = signed_and_forged(&m, "sym-owner@lists.example.org");
+    let mut c = m.session(STRANGER).await;
+    let r = c
+        .send_to_eoh(
+            "<bounce-handler@evil.example>",
+            &format!("<{good}>"),
+            report,
+        )
+        .await;
+    assert_eq!(
+        r[2].cmd, b'c',
+        "a signed report goes on to be tagged: {r:?}"
+    );
+    c.close().await;
+    m.stop().await;
+}

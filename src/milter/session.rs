@@ -132,6 +132,9 @@ struct Message {
     /// feedback report (ARF): its list and signature check; it is
     /// classified if its Content-Type says so.
     report_candidate: Option<(String, Option<BounceVerdict>)>,
+    /// For a recipient that takes bounces and people's mail alike: its
+    /// verdict as a bounce, applied if the message turns out to be a report.
+    report_as_bounce: Option<(Address, Verdict)>,
     /// Headers kept (bounded) to rebuild a bounce for classification.
     headers: Vec<(String, String)>,
     header_bytes: usize,
@@ -302,6 +305,11 @@ impl Session {
             // reports come from ordinary senders, though.
             if !privileged && msg.report_candidate.is_none() {
                 msg.report_candidate = policy::report_target(&rcpt, &self.config, msg.today);
+            }
+            if msg.report_as_bounce.is_none()
+                && let Some(v) = policy::as_report(&facts, &self.config)
+            {
+                msg.report_as_bounce = Some((rcpt, v));
             }
             return RcptBegin::Done(Step::Continue);
         }
@@ -497,11 +505,33 @@ impl Session {
             };
             return self.apply(Stage::EndOfHeaders, verdict);
         }
+        let content_type = msg
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| v.to_ascii_lowercase())
+            .collect::<Vec<_>>()
+            .join(" ");
+        if let Some((rcpt, verdict)) = msg.report_as_bounce.take()
+            && content_type.contains("multipart/report")
+        {
+            // A report to an address that also takes people's mail: the
+            // bounce checks apply after all (no budgets at this stage).
+            if matches!(verdict.action, Action::Reject(_) | Action::Tempfail(_)) {
+                return self.apply(Stage::EndOfHeaders, verdict);
+            }
+            match verdict.effect {
+                Effect::NeedsTrace => msg.trace_recipient = Some(rcpt),
+                Effect::RewriteRecipient { from, to } => msg.rewrites.push((from, to)),
+                _ => {}
+            }
+            msg.classify = true;
+            msg.list = verdict.list;
+            msg.signature = verdict.bounce;
+            msg.report_candidate = None;
+        }
         if let Some((list, signature)) = msg.report_candidate.take()
-            && msg.headers.iter().any(|(n, v)| {
-                n.eq_ignore_ascii_case("content-type")
-                    && v.to_ascii_lowercase().contains("feedback-report")
-            })
+            && content_type.contains("feedback-report")
         {
             msg.classify = true;
             msg.list = Some(list);

@@ -280,6 +280,29 @@ fn decide_rcpt(facts: &Facts<'_>, config: &Config) -> Verdict {
     }
 }
 
+/// For mail from a non-null sender to an address that takes bounces and
+/// people's mail alike (Sympa's `LIST-owner@`, where Sympa scores whatever
+/// bounce arrives): the verdict it gets as a bounce, to apply at end of
+/// headers if its Content-Type shows a report (DSN or ARF).
+pub fn as_report(facts: &Facts<'_>, config: &Config) -> Option<Verdict> {
+    let rcpt = facts.recipient?;
+    if is_bounce_sender(facts.sender) || is_privileged(facts.client, config) {
+        return None;
+    }
+    let p = config.protected(rcpt)?;
+    if !p.is_sender_role() || p.is_bounce_role() {
+        return None;
+    }
+    let v = decide_rcpt(
+        &Facts {
+            sender: None,
+            ..facts.clone()
+        },
+        config,
+    );
+    v.list.is_some().then_some(v)
+}
+
 /// The rate-limit key of a client's network: its address truncated to the
 /// configured prefix, so one host cannot dodge the budget by changing
 /// addresses within its /24 (IPv4) or /48 (IPv6).

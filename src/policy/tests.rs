@@ -278,7 +278,15 @@ fn an_observed_list_in_from_does_not_cover_a_forgery_of_another() {
         vec!["members@lists.example.org", "quiet@lists.example.org"],
     ] {
         let v = at_eoh(&cfg, &stranger, &from);
-        assert_eq!(summary(&v), ("reject".into(), "forged_from_header", Some("members".into())), "{from:?}");
+        assert_eq!(
+            summary(&v),
+            (
+                "reject".into(),
+                "forged_from_header",
+                Some("members".into())
+            ),
+            "{from:?}"
+        );
     }
     let v = at_eoh(&cfg, &stranger, &["quiet@lists.example.org"]);
     assert_eq!(v.label(), "observe_reject");
