@@ -928,8 +928,8 @@ impl Validator<'_> {
         })
     }
 
-    /// An `expand:` list needs the `expander:` block, signing keys, and a
-    /// name that is safe as a directory name.
+    /// An `expand:` list needs the `expander:` block, signing keys,
+    /// `bounces: signed`, and a name that is safe as a directory name.
     fn check_expand_lists(&mut self, raw: &[RawList], lists: &[List], expander: bool, keys: bool) {
         for (i, r) in raw.iter().enumerate() {
             if r.expand.is_none() {
@@ -954,6 +954,19 @@ impl Validator<'_> {
             else {
                 continue;
             };
+            // The bounce pipe scores and unsubscribes: a trace mark is in
+            // every copy a member got, so only a signed bounce may reach it.
+            if keys && list.bounces != BounceCheck::Signed {
+                let place = if r.bounces.is_some() {
+                    [Seg::Key("lists"), Seg::Index(i), Seg::Key("bounces")]
+                } else {
+                    at.clone()
+                };
+                self.error(
+                    &place,
+                    "an expand: list must use bounces: signed (trace, either and off would let forged bounces unsubscribe members)",
+                );
+            }
             let safe = !list.name.starts_with('.')
                 && list
                     .name

@@ -485,3 +485,35 @@ fn expander_lists_need_their_blocks_and_valid_settings() {
     );
     assert!(e.iter().any(|l| l.contains("needs signing keys")), "{e:?}");
 }
+
+/// 4: an expander list acts on bounces, so only signed bounces may reach it.
+#[test]
+fn expander_lists_must_be_bounces_signed() {
+    let head = "milter: {listen: inet:127.0.0.1:1}\nsigning: {keys: [{id: 1, file: k.key}], sign_with: 1}\n\
+                trace: {received_by: [lists.example.org]}\n\
+                expander: {state_dir: state}\nlists:\n";
+    for mode in ["trace", "either", "off"] {
+        let src = format!(
+            "{head}  - address: members@lists.example.org\n    bounces: {mode}\n    expand: {{members_file: m.txt}}\n"
+        );
+        let (_dir, r) = parse_in_dir(&src, &[("k.key", KEY)]);
+        let e = r.expect_err(mode);
+        let shown = e.to_string();
+        assert!(
+            shown.contains(
+                "listwarden.yaml:7:14: lists[0].bounces: an expand: list must use bounces: signed"
+            ),
+            "{mode}: {shown}"
+        );
+    }
+    for ok in ["    bounces: signed\n", ""] {
+        let src = format!(
+            "{head}  - address: members@lists.example.org\n{ok}    expand: {{members_file: m.txt}}\n"
+        );
+        let (_dir, r) = parse_in_dir(&src, &[("k.key", KEY)]);
+        assert_eq!(
+            r.expect("signed is fine").lists[0].bounces,
+            BounceCheck::Signed
+        );
+    }
+}

@@ -10,7 +10,8 @@
 //!   or `sendmail`); [`progress`] records who already has the message so a
 //!   retried delivery never sends a member a second copy.
 //! * [`bounce`]: `LIST-bounces+…@`: acts only on `X-Listwarden-Bounce` tags
-//!   the milter marked `valid` or `trace_ok`; [`state`] keeps the scores.
+//!   the milter marked `valid`, for the member of a signed VERP recipient;
+//!   [`state`] keeps the scores.
 //! * [`unsubscribe`]: signed unsubscribe tokens, by mail and RFC 8058 one-click.
 //! * [`members`]: the members file; [`fsutil`]: locks and atomic writes.
 //!
