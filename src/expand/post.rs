@@ -324,16 +324,7 @@ pub fn load_spec(
     refuse: RefuseAction,
 ) -> Result<(ListSpec, Vec<String>), ExpandError> {
     let file = members::load(&files.members_file)?;
-    let mut warnings: Vec<String> = file
-        .duplicates()
-        .iter()
-        .map(|(line, a)| {
-            format!(
-                "{}:{line}: {a} is listed twice",
-                files.members_file.display()
-            )
-        })
-        .collect();
+    let mut warnings = file.warnings(&files.members_file);
     let disabled = match state::load(&files.state_file()) {
         Ok(s) => s.disabled(),
         Err(e) => {
