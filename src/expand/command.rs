@@ -5,8 +5,8 @@
 //! included.
 
 use super::{
-    ExpandError, ListFiles, RunContext, bounce, fsutil, members, post, reply_line, state,
-    sysexits, unsubscribe,
+    ExpandError, ListFiles, RunContext, bounce, fsutil, members, post, reply_line, state, sysexits,
+    unsubscribe,
 };
 use crate::address::{Address, KeyRing, parse_path};
 use crate::config::{Config, ListExpand};

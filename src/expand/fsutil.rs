@@ -205,7 +205,10 @@ fn create_temp(path: &Path) -> Result<(File, PathBuf), FsError> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos()),
         );
-        let mut name = base.file_stem().map(|s| s.to_os_string()).unwrap_or_default();
+        let mut name = base
+            .file_stem()
+            .map(|s| s.to_os_string())
+            .unwrap_or_default();
         name.push(format!(".{:016x}.tmp", h.finish()));
         let temp = base.with_file_name(name);
         match OpenOptions::new()
@@ -344,7 +347,10 @@ mod tests {
         std::os::unix::fs::symlink(&victim, &lock).expect("symlink");
         assert!(lock_exclusive(&lock, Duration::from_millis(10)).is_err());
         assert_eq!(std::fs::read(&victim).expect("victim"), b"precious\n");
-        let mode = std::fs::metadata(&victim).expect("meta").permissions().mode();
+        let mode = std::fs::metadata(&victim)
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
 
         // A data file that is a symlink is replaced, not followed: the
@@ -353,7 +359,11 @@ mod tests {
         std::os::unix::fs::symlink(&victim, &linked).expect("symlink");
         write_atomic(&linked, b"new\n").expect("write");
         assert_eq!(std::fs::read(&victim).expect("victim"), b"precious\n");
-        assert!(!std::fs::symlink_metadata(&linked).expect("meta").is_symlink());
+        assert!(
+            !std::fs::symlink_metadata(&linked)
+                .expect("meta")
+                .is_symlink()
+        );
     }
 
     #[test]

@@ -396,8 +396,11 @@ mod tests {
         let path = dir.path().join("members.txt");
         std::fs::write(&path, "# list\nalice@example.com\n").expect("write");
         // A crashed writer left its temporary file behind.
-        std::fs::write(dir.path().join(".members.txt.0011223344556677.tmp"), "garbage")
-            .expect("write");
+        std::fs::write(
+            dir.path().join(".members.txt.0011223344556677.tmp"),
+            "garbage",
+        )
+        .expect("write");
         let added = update(&path, Duration::from_millis(100), |f| {
             f.add(&addr("bob@example.net"))
         })

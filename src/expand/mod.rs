@@ -69,7 +69,9 @@ pub enum RefuseAction {
     /// Exit 77 with a one-line reason: Postfix bounces the post to its
     /// envelope sender. Backscatter if that sender was forged.
     Reply,
-    /// Keep the post in the list's `held/` directory and exit 0.
+    /// Keep the post in the list's `held/` directory and exit 0. When the
+    /// hold queue is full the post is dropped with a log line, never
+    /// answered (see [`post::MAX_HELD`]).
     Hold,
 }
 

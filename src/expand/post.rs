@@ -39,9 +39,17 @@ use crate::address::{Address, AddressError, KeyRing, mailboxes_in_header, parse_
 
 /// Longest header line we write; RFC 5322 allows 998 characters.
 const MAX_LINE: usize = 998;
-/// Most messages kept in a list's `held/` directory; past it a refused
-/// post is answered (exit 77) instead of held.
+/// Most messages kept in a list's `held/` directory. A refused post that
+/// does not fit (by count or [`MAX_HELD_BYTES`]) is dropped with a log
+/// line: never answered, because a full queue means a flood, and a flood's
+/// senders are forged (a reply would be backscatter). Not a tempfail
+/// either: Postfix would keep the flood queued and, at
+/// `maximal_queue_lifetime`, bounce it to the same forged senders.
 pub const MAX_HELD: usize = 1000;
+/// Most bytes of held posts per list (256 MiB).
+pub const MAX_HELD_BYTES: u64 = 256 * 1024 * 1024;
+/// Held posts older than this are deleted when the next one is held.
+pub const MAX_HELD_AGE: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PostError {
@@ -365,6 +373,11 @@ pub enum PostOutcome {
     Dropped {
         reason: Refusal,
     },
+    /// Refused, and the hold queue is full: dropped with a log line (exit
+    /// 0), never answered (see [`MAX_HELD`]).
+    HoldQueueFull {
+        reason: Refusal,
+    },
 }
 
 impl PostOutcome {
@@ -456,16 +469,18 @@ fn refuse(
 ) -> Result<PostOutcome, ExpandError> {
     if list.refuse == RefuseAction::Hold
         && let Some(sender) = sender
-        && let Some(path) = hold(
+    {
+        return match hold(
             raw,
             sender,
             reason,
             &files.held_dir(),
             &list.name,
             ctx.now_unix,
-        )?
-    {
-        return Ok(PostOutcome::Held(path));
+        )? {
+            Some(path) => Ok(PostOutcome::Held(path)),
+            None => Ok(PostOutcome::HoldQueueFull { reason }),
+        };
     }
     Ok(PostOutcome::Refused { reason, reply_text })
 }
@@ -475,7 +490,8 @@ const RETURN_PATH: &str = "Return-Path:";
 
 /// Writes the post to `DIR/UNIXTIME-REASON-HASH.eml`, behind a
 /// `Return-Path:` line that keeps its envelope sender for [`read_held`].
-/// `None` when [`MAX_HELD`] messages are already waiting.
+/// Held posts older than [`MAX_HELD_AGE`] are deleted first. `None` when
+/// the queue is full ([`MAX_HELD`] posts or [`MAX_HELD_BYTES`]).
 pub fn hold(
     raw: &[u8],
     sender: &Address,
@@ -485,19 +501,8 @@ pub fn hold(
     now_unix: u64,
 ) -> Result<Option<PathBuf>, ExpandError> {
     super::ensure_dir(dir)?;
-    let waiting = std::fs::read_dir(dir)
-        .map_err(|source| fsutil::FsError::Io {
-            path: dir.to_path_buf(),
-            op: "list",
-            source,
-        })?
-        .take(MAX_HELD + 1)
-        .filter(|e| {
-            e.as_ref()
-                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "eml"))
-        })
-        .count();
-    if waiting >= MAX_HELD {
+    let (count, bytes) = held_usage(dir, now_unix)?;
+    if count >= MAX_HELD || bytes.saturating_add(raw.len() as u64) > MAX_HELD_BYTES {
         return Ok(None);
     }
     let key = progress::message_key(list_name, raw);
@@ -512,6 +517,37 @@ pub fn hold(
     content.extend_from_slice(raw);
     fsutil::write_atomic(&path, &content)?;
     Ok(Some(path))
+}
+
+/// Deletes expired held posts; returns (count, bytes) of those left. The
+/// age is the name's `UNIXTIME-` prefix, which we wrote.
+fn held_usage(dir: &Path, now_unix: u64) -> Result<(usize, u64), ExpandError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| fsutil::FsError::Io {
+        path: dir.to_path_buf(),
+        op: "list",
+        source,
+    })?;
+    let oldest = now_unix.saturating_sub(MAX_HELD_AGE.as_secs());
+    let (mut count, mut bytes) = (0, 0u64);
+    // Bounded: past the limits the answer is "full" whatever else is there.
+    for entry in entries.flatten().take(4 * MAX_HELD) {
+        let path = entry.path();
+        if path.extension().is_none_or(|x| x != "eml") {
+            continue;
+        }
+        let stamp = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.split('-').next())
+            .and_then(|t| t.parse::<u64>().ok());
+        if stamp.is_some_and(|t| t < oldest) {
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        count += 1;
+        bytes = bytes.saturating_add(entry.metadata().map_or(0, |m| m.len()));
+    }
+    Ok((count, bytes))
 }
 
 /// Reads a held post back: (envelope sender, the message as received). To
@@ -821,6 +857,59 @@ mod tests {
                 reason: Refusal::NullSender
             }
         );
+    }
+
+    /// 12: a full hold queue (by count or bytes) drops the post with a log
+    /// line (exit 0), never answers it; old held posts expire.
+    #[test]
+    fn a_full_hold_queue_never_bounces() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (files, spec) = setup(dir.path(), &["alice@example.com".into()]);
+        let injector = Injector::parse("smtp:127.0.0.1:1").expect("injector");
+        let eve = addr("eve@example.org");
+        let held = files.held_dir();
+        std::fs::create_dir_all(&held).expect("mkdir");
+        let now = ctx(DAY).now_unix;
+        for i in 0..MAX_HELD {
+            std::fs::write(held.join(format!("{now}-not_a_member-{i:016}.eml")), "x")
+                .expect("write");
+        }
+        let post = |raw: &[u8]| {
+            run(
+                raw,
+                &spec,
+                &files,
+                Some(&eve),
+                &keys(),
+                &ctx(DAY),
+                &injector,
+            )
+            .expect("run")
+        };
+        let outcome = post(b"From: eve@example.org\n\nspam 1\n");
+        assert_eq!(outcome.exit(), (sysexits::EX_OK, None), "{outcome:?}");
+        assert!(!matches!(outcome, PostOutcome::Held(_)), "{outcome:?}");
+
+        // By bytes: one huge (sparse) held post fills the queue.
+        std::fs::remove_dir_all(&held).expect("rm");
+        std::fs::create_dir_all(&held).expect("mkdir");
+        let big =
+            std::fs::File::create(held.join(format!("{now}-not_a_member-big.eml"))).expect("big");
+        big.set_len(MAX_HELD_BYTES).expect("set_len");
+        let outcome = post(b"From: eve@example.org\n\nspam 2\n");
+        assert_eq!(outcome.exit(), (sysexits::EX_OK, None), "{outcome:?}");
+        assert!(!matches!(outcome, PostOutcome::Held(_)), "{outcome:?}");
+
+        // By age: a held post older than MAX_HELD_AGE goes, making room.
+        let old = now - MAX_HELD_AGE.as_secs() - 1;
+        std::fs::rename(
+            held.join(format!("{now}-not_a_member-big.eml")),
+            held.join(format!("{old}-not_a_member-big.eml")),
+        )
+        .expect("rename");
+        let outcome = post(b"From: eve@example.org\n\nspam 3\n");
+        assert!(matches!(outcome, PostOutcome::Held(_)), "{outcome:?}");
+        assert!(!held.join(format!("{old}-not_a_member-big.eml")).exists());
     }
 
     /// End to end against the in-test SMTP sink: 1,000 members, a failure
