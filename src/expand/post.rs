@@ -17,8 +17,12 @@
 //! A post that already carries our `List-Id` has been through this list
 //! before: it is a mail loop (a member's forwarder pointing back at the
 //! list) and is dropped, never redistributed and never given a second
-//! `List-Id`. Foreign `List-*` fields (a post forwarded from another list)
-//! stay where they are, below ours.
+//! `List-Id`. The poster's own `List-*` fields (a post forwarded from
+//! another list, or a forged `List-Unsubscribe`) are renamed
+//! `X-Original-List-*` in place, so a copy carries only the list's: mail
+//! clients act on the first `List-Unsubscribe` they find, or refuse two.
+//! That is the one change to the original header block; a DKIM signature
+//! that covered a `List-*` field will no longer verify.
 //!
 //! Each member gets their own envelope, `LIST-bounces+lw-…=member@DOMAIN`
 //! (signed VERP), so a bounce names its member even when the bounce does not.
@@ -177,7 +181,7 @@ pub fn prepare_post(
 
     let nl = block.newline.as_str();
     let mut message = common_fields(list, &block, &id, nl)?.into_bytes();
-    message.extend_from_slice(raw);
+    append_renaming_list_fields(&mut message, raw, &block);
 
     let bounces = list.role("bounces")?;
     let mut batches = Vec::with_capacity(list.members.len());
@@ -200,6 +204,27 @@ pub fn prepare_post(
         batches,
         skipped,
     })
+}
+
+/// Prefix of a poster's `List-*` field names in the copies.
+const ORIGINAL_PREFIX: &[u8] = b"X-Original-";
+
+/// Appends `raw` with `X-Original-` before the name of every `List-*`
+/// header field; every other byte as received.
+fn append_renaming_list_fields(out: &mut Vec<u8>, raw: &[u8], block: &HeaderBlock<'_>) {
+    let mut copied = 0;
+    for field in &block.fields {
+        let is_list = field
+            .name
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"List-"));
+        if is_list && let Some(before) = raw.get(copied..field.offset) {
+            out.extend_from_slice(before);
+            out.extend_from_slice(ORIGINAL_PREFIX);
+            copied = field.offset;
+        }
+    }
+    out.extend_from_slice(raw.get(copied..).unwrap_or_default());
 }
 
 fn refused(reason: Refusal, text: String) -> Prepared {
@@ -606,9 +631,14 @@ mod tests {
         let (message, batches, skipped) =
             deliver(prepare_post(POST, &spec, Some(&alice), DAY, &keys()).expect("prepare"));
         assert!(skipped.is_empty());
-        // The original follows our fields byte for byte.
-        assert!(message.ends_with(POST));
-        let added = message.get(..message.len() - POST.len()).expect("prefix");
+        // The original follows our fields byte for byte, but for the
+        // poster's List-Id, renamed.
+        let renamed =
+            String::from_utf8_lossy(POST).replace("\r\nList-Id:", "\r\nX-Original-List-Id:");
+        assert!(message.ends_with(renamed.as_bytes()));
+        let added = message
+            .get(..message.len() - renamed.len())
+            .expect("prefix");
         assert_eq!(
             String::from_utf8_lossy(added),
             "List-Id: <members.lists.example.org>\r\n\
@@ -629,21 +659,48 @@ mod tests {
                 token.local.get(20..44).expect("token")
             )
         );
-        // Our List-Id appears once; the foreign one stays below ours.
+        // Our List-Id appears once; the foreign one is kept under another name.
         let full = [batches[1].headers.clone(), message].concat();
         let block = headers::parse(&full);
         let ids: Vec<String> = block.named("list-id").map(|f| f.text()).collect();
-        assert_eq!(
-            ids,
-            [
-                "<members.lists.example.org>",
-                "Other list <other.example.net>"
-            ]
-        );
+        assert_eq!(ids, ["<members.lists.example.org>"]);
+        let kept: Vec<String> = block
+            .named("x-original-list-id")
+            .map(|f| f.text())
+            .collect();
+        assert_eq!(kept, ["Other list <other.example.net>"]);
         assert_eq!(
             block.named("subject").next().map(|f| f.value),
             Some(&b" Hello\r\n  folded subject\r\n"[..])
         );
+    }
+
+    /// 19: a poster's own `List-*` fields are renamed `X-Original-List-*`,
+    /// so each copy carries only the list's `List-Unsubscribe`.
+    #[test]
+    fn poster_list_fields_are_renamed() {
+        let spec = list(&["alice@example.com"]);
+        let raw = b"From: alice@example.com\r\nList-Unsubscribe: <mailto:evil@example.net>\r\nlist-unsubscribe-post: List-Unsubscribe=One-Click\r\nList-Id: <other.example.net>\r\nSubject: List-Id: x\r\n\r\nList-Id: in the body\r\n";
+        let (message, batches, _) = deliver(
+            prepare_post(raw, &spec, Some(&addr("alice@example.com")), DAY, &keys())
+                .expect("prepare"),
+        );
+        let full = [batches[0].headers.clone(), message.clone()].concat();
+        let block = headers::parse(&full);
+        let unsub: Vec<String> = block.named("List-Unsubscribe").map(|f| f.text()).collect();
+        assert_eq!(unsub.len(), 1, "{unsub:?}");
+        assert!(!unsub[0].contains("evil"), "{unsub:?}");
+        assert_eq!(block.named("List-Unsubscribe-Post").count(), 1);
+        assert_eq!(block.named("List-Id").count(), 1);
+        let text = String::from_utf8_lossy(&message);
+        for kept in [
+            "X-Original-List-Unsubscribe: <mailto:evil@example.net>\r\n",
+            "X-Original-list-unsubscribe-post: List-Unsubscribe=One-Click\r\n",
+            "X-Original-List-Id: <other.example.net>\r\n",
+            "Subject: List-Id: x\r\n\r\nList-Id: in the body\r\n",
+        ] {
+            assert!(text.contains(kept), "{kept:?} in {text}");
+        }
     }
 
     #[test]
@@ -1035,7 +1092,18 @@ mod tests {
             let sender = addr("x@example.org");
             match prepare_post(&raw, &spec, Some(&sender), DAY, &keys()).expect("prepare") {
                 Prepared::Deliver { message, batches, .. } => {
-                    proptest::prop_assert!(message.ends_with(&raw));
+                    // Byte for byte but for `X-Original-` before List-* names.
+                    let block = headers::parse(&raw);
+                    let renamed = block.fields.iter().filter(|f| f.name.len() >= 5 && f.name[..5].eq_ignore_ascii_case(b"List-")).count();
+                    let mut undone = message.clone();
+                    let start = message.len() - raw.len() - renamed * ORIGINAL_PREFIX.len();
+                    let mut tail = undone.split_off(start);
+                    for f in block.fields.iter().rev().filter(|f| f.name.len() >= 5 && f.name[..5].eq_ignore_ascii_case(b"List-")) {
+                        let at = f.offset + block.fields.iter().filter(|g| g.offset < f.offset && g.name.len() >= 5 && g.name[..5].eq_ignore_ascii_case(b"List-")).count() * ORIGINAL_PREFIX.len();
+                        proptest::prop_assert_eq!(&tail[at..at + ORIGINAL_PREFIX.len()], ORIGINAL_PREFIX);
+                        tail.drain(at..at + ORIGINAL_PREFIX.len());
+                    }
+                    proptest::prop_assert_eq!(&tail, &raw);
                     proptest::prop_assert!(message.starts_with(b"List-Id: <members.lists.example.org>"));
                     proptest::prop_assert_eq!(batches.len(), 1);
                 }
