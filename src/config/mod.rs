@@ -411,6 +411,10 @@ impl Config {
             .iter()
             .find(|l| l.name.eq_ignore_ascii_case(name))?;
         let settings = list.expand.as_ref()?;
+        // Validation refuses such names; never build a path from one.
+        if !crate::expand::safe_list_name(&list.name) {
+            return None;
+        }
         let files = crate::expand::ListFiles {
             name: list.name.clone(),
             address: list.address.clone(),
@@ -948,10 +952,13 @@ impl Validator<'_> {
                     "an expand: list needs signing keys (signing.keys) for its VERP senders",
                 );
             }
-            let Some(list) = lists
-                .iter()
-                .find(|l| l.address.to_string().eq_ignore_ascii_case(&r.address))
-            else {
+            // Matched by the parsed address, so any spelling of it (a
+            // trailing dot, quotes) is checked; the name is checked where
+            // the address is parsed (see `lists`).
+            let Ok(parsed) = Address::parse(&r.address) else {
+                continue;
+            };
+            let Some(list) = lists.iter().find(|l| l.address.same_mailbox(&parsed)) else {
                 continue;
             };
             // The bounce pipe scores and unsubscribes: a trace mark is in
@@ -965,17 +972,6 @@ impl Validator<'_> {
                 self.error(
                     &place,
                     "an expand: list must use bounces: signed (trace, either and off would let forged bounces unsubscribe members)",
-                );
-            }
-            let safe = !list.name.starts_with('.')
-                && list
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-            if !safe {
-                self.error(
-                    &[Seg::Key("lists"), Seg::Index(i), Seg::Key("address")],
-                    "an expand: list's local part must use only letters, digits, '.', '_' and '-'",
                 );
             }
         }
@@ -1268,6 +1264,12 @@ impl Validator<'_> {
             for shared in preset.shared_bounce_locals() {
                 let key = format!("{shared}@{}", address.domain);
                 claim(self, key, Role::Shared(shared.to_string()), &at("preset"));
+            }
+            if r.expand.is_some() && !crate::expand::safe_list_name(&address.local) {
+                self.error(
+                    &at("address"),
+                    "an expand: list's local part names its state directory: letters, digits, '.', '_' and '-' only, no leading '.' and no '..'",
+                );
             }
             let expand = r.expand.as_ref().and_then(|e| self.list_expand(e, i));
             lists.push(List {

@@ -517,3 +517,28 @@ fn expander_lists_must_be_bounces_signed() {
         );
     }
 }
+
+/// 17: an expander list's name becomes a directory under state_dir; it is
+/// checked on the parsed address, whatever the address's spelling.
+#[test]
+fn expander_list_names_are_safe_directory_names() {
+    let head = "milter: {listen: inet:127.0.0.1:1}\nsigning: {keys: [{id: 1, file: k.key}], sign_with: 1}\n\
+                expander: {state_dir: state}\nlists:\n";
+    for address in [
+        "'../evil@lists.example.org.'",
+        "'\"../evil\"@lists.example.org'",
+        "'\"a/b\"@Lists.Example.ORG'",
+        "'.hidden@lists.example.org.'",
+        "'a..b@lists.example.org.'",
+    ] {
+        let src = format!("{head}  - address: {address}\n    expand: {{members_file: m.txt}}\n");
+        let (_dir, r) = parse_in_dir(&src, &[("k.key", KEY)]);
+        match r {
+            Err(e) => assert!(
+                e.diagnostics.iter().any(|d| d.path == "lists[0].address"),
+                "{address}: {e}"
+            ),
+            Ok(c) => panic!("{address} accepted as list `{}`", c.lists[0].name),
+        }
+    }
+}

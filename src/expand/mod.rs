@@ -142,6 +142,17 @@ impl ListSpec {
     }
 }
 
+/// A list name safe as a directory name under `state_dir`: letters,
+/// digits, `.`, `_` and `-`, no leading dot, no `..` (so no `/`, no NUL).
+pub(crate) fn safe_list_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && !name.contains("..")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
 fn role_address(list: &Address, role: &str) -> Result<Address, AddressError> {
     Address::new(&format!("{}-{role}", list.local), &list.domain)
 }
