@@ -244,6 +244,9 @@ pub struct Expander {
     pub injector: crate::expand::inject::Injector,
     /// Larger posts bounce back to the poster.
     pub max_message_bytes: usize,
+    /// The one-click unsubscribe listener (its own, never the metrics
+    /// one); `None`: one-click is off.
+    pub unsubscribe_listen: Option<SocketAddr>,
 }
 
 /// One expander list's settings.
@@ -606,7 +609,7 @@ impl Validator<'_> {
         let rules = self.rules(&raw.classification);
         let logwatch_file = raw.logwatch.file.as_ref().map(|f| self.base_dir.join(f));
         let expander = raw.expander.as_ref().and_then(|e| self.expander(e));
-        self.check_expand_lists(&raw.lists, &lists, expander.is_some(), has_keys);
+        self.check_expand_lists(&raw.lists, &lists, expander.as_ref(), has_keys);
         Config {
             milter,
             metrics_listen,
@@ -834,10 +837,26 @@ impl Validator<'_> {
             }
             Some(n) => n,
         };
+        let unsubscribe_listen = match raw.unsubscribe_listen.as_deref() {
+            None | Some("off") => None,
+            Some(text) => {
+                match text.parse::<SocketAddr>() {
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        self.error(
+                        &at("unsubscribe_listen"),
+                        format!("`{text}` is not an IP:PORT address such as 127.0.0.1:8081 (or `off`)"),
+                    );
+                        None
+                    }
+                }
+            }
+        };
         Some(Expander {
             state_dir: self.base_dir.join(&raw.state_dir),
             injector,
             max_message_bytes,
+            unsubscribe_listen,
         })
     }
 
@@ -934,13 +953,33 @@ impl Validator<'_> {
 
     /// An `expand:` list needs the `expander:` block, signing keys,
     /// `bounces: signed`, and a name that is safe as a directory name.
-    fn check_expand_lists(&mut self, raw: &[RawList], lists: &[List], expander: bool, keys: bool) {
+    fn check_expand_lists(
+        &mut self,
+        raw: &[RawList],
+        lists: &[List],
+        expander: Option<&Expander>,
+        keys: bool,
+    ) {
         for (i, r) in raw.iter().enumerate() {
             if r.expand.is_none() {
                 continue;
             }
             let at = [Seg::Key("lists"), Seg::Index(i), Seg::Key("expand")];
-            if !expander {
+            if let (Some(e), Some(x)) = (expander, &r.expand)
+                && x.unsubscribe_url.is_some()
+                && e.unsubscribe_listen.is_none()
+            {
+                self.error(
+                    &[
+                        Seg::Key("lists"),
+                        Seg::Index(i),
+                        Seg::Key("expand"),
+                        Seg::Key("unsubscribe_url"),
+                    ],
+                    "a one-click unsubscribe_url needs expander.unsubscribe_listen (one-click has a listener of its own)",
+                );
+            }
+            if expander.is_none() {
                 self.error(
                     &at,
                     "an expand: list needs the top-level expander: block (state_dir, inject)",

@@ -49,6 +49,10 @@ pub struct RawExpander {
     pub helo: Option<String>,
     #[serde(default)]
     pub max_message_bytes: Option<usize>,
+    /// `IP:PORT` of the one-click unsubscribe listener; absent or `off`:
+    /// no one-click.
+    #[serde(default)]
+    pub unsubscribe_listen: Option<String>,
 }
 
 /// A list delivered by listwarden's own expander.

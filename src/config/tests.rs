@@ -442,7 +442,7 @@ fn expander_lists_need_their_blocks_and_valid_settings() {
     );
     let ok = format!(
         "milter: {{listen: inet:127.0.0.1:1}}\nsigning: {{keys: [{{id: 1, file: {key}}}], sign_with: 1}}\n\
-         expander: {{state_dir: /var/lib/listwarden/lists, inject: \"smtp:127.0.0.1:10026\", helo: lists.example.org}}\n\
+         expander: {{state_dir: /var/lib/listwarden/lists, inject: \"smtp:127.0.0.1:10026\", helo: lists.example.org, unsubscribe_listen: \"127.0.0.1:8081\"}}\n\
          lists:\n  - address: members@lists.example.org\n    expand: {{members_file: members.txt, posting: announce, announcers: [boss@example.org], unsubscribe_url: \"https://lists.example.org/unsubscribe\"}}\n"
     );
     let c = parse(&ok).unwrap();
@@ -541,4 +541,39 @@ fn expander_list_names_are_safe_directory_names() {
             Ok(c) => panic!("{address} accepted as list `{}`", c.lists[0].name),
         }
     }
+}
+
+/// 13: one-click has a listener of its own; an https unsubscribe_url
+/// without it is an error (the link would lead nowhere).
+#[test]
+fn one_click_needs_its_own_listener() {
+    let config = |listen: &str| {
+        format!(
+            "milter: {{listen: inet:127.0.0.1:1}}\nsigning: {{keys: [{{id: 1, file: k.key}}], sign_with: 1}}\n\
+             expander: {{state_dir: state{listen}}}\nlists:\n  - address: members@lists.example.org\n    \
+             expand: {{members_file: m.txt, unsubscribe_url: \"https://lists.example.org/unsubscribe\"}}\n"
+        )
+    };
+    let (_dir, r) = parse_in_dir(
+        &config(", unsubscribe_listen: \"127.0.0.1:8081\""),
+        &[("k.key", KEY)],
+    );
+    let c = r.expect("valid");
+    let e = c.expander.as_ref().expect("expander");
+    assert_eq!(
+        e.unsubscribe_listen,
+        Some("127.0.0.1:8081".parse().unwrap())
+    );
+    assert_ne!(e.unsubscribe_listen, c.metrics_listen);
+
+    let (_dir, r) = parse_in_dir(&config(""), &[("k.key", KEY)]);
+    let shown = r.expect_err("no listener").to_string();
+    assert!(shown.contains("lists[0].expand.unsubscribe_url: a one-click unsubscribe_url needs expander.unsubscribe_listen"), "{shown}");
+
+    let (_dir, r) = parse_in_dir(&config(", unsubscribe_listen: nope"), &[("k.key", KEY)]);
+    let shown = r.expect_err("bad address").to_string();
+    assert!(
+        shown.contains(":3:50: expander.unsubscribe_listen: `nope` is not an IP:PORT"),
+        "{shown}"
+    );
 }

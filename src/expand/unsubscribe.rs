@@ -60,15 +60,20 @@ pub enum UnsubError {
 }
 
 impl UnsubError {
-    /// The HTTP status for the one-click endpoint. File trouble is 503, so
-    /// the mailbox provider retries.
-    pub fn http_status(&self) -> u16 {
+    /// The HTTP status and body for the one-click endpoint. "No such list"
+    /// and "bad token" look alike (no probing for list names), and no body
+    /// carries a path or other detail: the log has those. File trouble is
+    /// 503, so the mailbox provider retries.
+    pub fn public_reply(&self) -> (u16, &'static str) {
         match self {
-            UnsubError::BadRequest(_) => 400,
-            UnsubError::BadToken | UnsubError::NoToken => 403,
-            UnsubError::UnknownList => 404,
-            UnsubError::Sign(_) | UnsubError::Role(_) => 500,
-            UnsubError::Members(_) | UnsubError::State(_) => 503,
+            UnsubError::BadRequest(_) => (400, "bad request\n"),
+            UnsubError::UnknownList | UnsubError::BadToken | UnsubError::NoToken => {
+                (403, "this unsubscribe link is not valid\n")
+            }
+            UnsubError::Sign(_)
+            | UnsubError::Role(_)
+            | UnsubError::Members(_)
+            | UnsubError::State(_) => (503, "try again later\n"),
         }
     }
 }
@@ -333,8 +338,8 @@ pub fn check_one_click(
 }
 
 /// `POST /unsubscribe?list=..&m=..&t=..` with body `List-Unsubscribe=One-Click`:
-/// verifies and removes the member. The lead's HTTP server maps errors with
-/// [`UnsubError::http_status`]; a GET must never reach this (RFC 8058: link
+/// verifies and removes the member. The HTTP server maps errors with
+/// [`UnsubError::public_reply`]; a GET must never reach this (RFC 8058: link
 /// scanners fetch URLs).
 pub fn one_click(
     query: &str,
@@ -346,12 +351,29 @@ pub fn one_click(
 ) -> Result<Unsubscribed, UnsubError> {
     let (index, member) = check_one_click(query, body, lists, keys, today)?;
     let list = lists.get(index).ok_or(UnsubError::UnknownList)?;
+    // A lock-free read first: a retry, or a flood of valid old links, for
+    // someone already gone never queues on (or takes) the members lock.
+    if !members::load(&list.members_file)?.contains(&member) {
+        return Ok(Unsubscribed {
+            list: list.name.clone(),
+            member,
+            was_member: false,
+        });
+    }
     let was_member = remove_member(list, &member, lock_timeout)?;
     Ok(Unsubscribed {
         list: list.name.clone(),
         member,
         was_member,
     })
+}
+
+/// The audit log line of a one-click unsubscribe: list, member, client.
+pub fn audit_line(done: &Unsubscribed, client: std::net::IpAddr) -> String {
+    format!(
+        "one-click unsubscribe list={} member={} was_member={} client={client}",
+        done.list, done.member, done.was_member
+    )
 }
 
 /// Finds the member an unsubscribe mail is for: the recipient itself when
@@ -615,13 +637,66 @@ mod tests {
             (query, b"List-Unsubscribe=Yes", 400),
             ("list=members&m=alice%40example.com", body, 400),
             (&format!("{query}&t=x"), body, 400),
-            (&query.replace("list=members", "list=staff"), body, 404),
+            (&query.replace("list=members", "list=staff"), body, 403),
             (&query.replace("alice", "bob"), body, 403),
         ];
         for (q, b, status) in cases {
             let err = check_one_click(q, b, &lists, &keys, DAY).expect_err(q);
-            assert_eq!(err.http_status(), status, "{q}: {err}");
+            assert_eq!(err.public_reply().0, status, "{q}: {err}");
         }
+    }
+
+    /// 13: a request for someone who is not a member is answered from a
+    /// lock-free read: it never waits on (or takes) the members lock.
+    #[test]
+    fn membership_is_checked_before_the_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lists = [setup(dir.path())];
+        let keys = keys();
+        let carol = addr("carol@example.org");
+        let token = unsubscribe_token(&list(), &carol, &keys, DAY).expect("token");
+        let url = unsubscribe_url("https://x/unsubscribe", "members", &carol, &token);
+        let query = url.split_once('?').map(|(_, q)| q).expect("query");
+        let lock = crate::expand::fsutil::lock_path_for(&lists[0].members_file).expect("lock");
+        let _held =
+            crate::expand::fsutil::lock_exclusive(&lock, Duration::from_millis(10)).expect("lock");
+        let done = one_click(
+            query,
+            b"List-Unsubscribe=One-Click",
+            &lists,
+            &keys,
+            DAY,
+            Duration::from_millis(50),
+        )
+        .expect("no lock needed");
+        assert!(!done.was_member);
+    }
+
+    /// 13: one status and body for "no such list" and "bad token"; no
+    /// file paths in any body.
+    #[test]
+    fn public_replies_are_generic() {
+        let unknown = UnsubError::UnknownList.public_reply();
+        assert_eq!(unknown, UnsubError::BadToken.public_reply());
+        assert_eq!(unknown, UnsubError::NoToken.public_reply());
+        let fs = UnsubError::Members(members::MembersError::Missing {
+            path: "/var/lib/listwarden/secret/members.txt".into(),
+        });
+        assert_eq!(fs.public_reply().0, 503);
+        assert!(!fs.public_reply().1.contains('/'));
+        let client: std::net::IpAddr = "192.0.2.7".parse().expect("ip");
+        let line = audit_line(
+            &Unsubscribed {
+                list: "members".into(),
+                member: addr("alice@example.com"),
+                was_member: true,
+            },
+            client,
+        );
+        assert!(
+            line.contains("alice@example.com") && line.contains("192.0.2.7"),
+            "{line}"
+        );
     }
 
     #[test]
