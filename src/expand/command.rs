@@ -199,25 +199,30 @@ pub fn edit_members(
         parsed.push(a);
     }
     refuse_root(&files.members_file)?;
-    if !add {
-        refuse_root(&files.state_file())?;
-    }
+    refuse_root(&files.state_file())?;
     let ctx = RunContext::now();
-    let changed = members::update(&files.members_file, ctx.lock_timeout, |f| {
+    let changed: Vec<&Address> = members::update(&files.members_file, ctx.lock_timeout, |f| {
         parsed
             .iter()
             .filter(|a| if add { f.add(a) } else { f.remove(a) })
-            .count()
+            .collect()
     })
     .map_err(|e| e.to_string())?;
-    if !add {
-        for a in &parsed {
-            let _ = state::update(&files.state_file(), ctx.lock_timeout, |s| {
-                s.forget(&a.key())
-            });
-        }
+    // Either way a subscription starts or ends: tokens minted before stop
+    // working (a removal also clears the bounce record).
+    if !changed.is_empty() {
+        state::update(&files.state_file(), ctx.lock_timeout, |s| {
+            for a in &changed {
+                if add {
+                    s.next_subscription(&a.key());
+                } else {
+                    s.forget(&a.key());
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
     }
-    Ok(changed)
+    Ok(changed.len())
 }
 
 /// Bounce scores, or a reset of one member's (or everyone's).

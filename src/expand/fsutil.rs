@@ -249,11 +249,9 @@ pub(crate) fn check_editor(path: &Path, euid: u32) -> Result<(), FsError> {
     if euid != 0 {
         return Ok(());
     }
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    for p in [path, dir] {
+    // The file, then its directory or the nearest one that exists (it
+    // would be created there).
+    for p in path.ancestors().filter(|p| !p.as_os_str().is_empty()) {
         match std::fs::symlink_metadata(p) {
             Ok(m) if m.uid() != 0 => {
                 return Err(FsError::NotRootOwned {
@@ -261,8 +259,9 @@ pub(crate) fn check_editor(path: &Path, euid: u32) -> Result<(), FsError> {
                     owner: m.uid(),
                 });
             }
+            Ok(_) if p != path => return Ok(()),
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && p == path => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_error(p, "inspect")(e)),
         }
     }

@@ -31,7 +31,7 @@ pub mod progress;
 pub mod state;
 pub mod unsubscribe;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -123,6 +123,9 @@ pub struct ListSpec {
     /// [`Address::key`]s of members disabled by bounces: they may post but
     /// receive nothing.
     pub disabled: BTreeSet<String>,
+    /// [`Address::key`] → subscription number, signed into unsubscribe
+    /// tokens (see [`unsubscribe`]); absent: 0.
+    pub subscriptions: BTreeMap<String, u32>,
     pub policy: PostingPolicy,
     /// The one-click endpoint, e.g. `https://lists.example.org/unsubscribe`;
     /// `None` gives a mailto-only `List-Unsubscribe`.
@@ -257,6 +260,7 @@ pub(crate) mod testutil {
             address: addr("members@lists.example.org"),
             members: members.iter().map(|m| addr(m)).collect(),
             disabled: BTreeSet::new(),
+            subscriptions: BTreeMap::new(),
             policy: PostingPolicy::Members,
             https_unsubscribe_base: Some("https://lists.example.org/unsubscribe".into()),
             refuse: RefuseAction::Reply,

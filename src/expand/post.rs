@@ -311,7 +311,8 @@ fn member_fields(
     nl: &str,
 ) -> String {
     let mut uris = Vec::new();
-    let token_address = unsubscribe_address(&list.address, member, keys, today).ok();
+    let subscription = list.subscriptions.get(&member.key()).copied().unwrap_or(0);
+    let token_address = unsubscribe_address(&list.address, member, subscription, keys, today).ok();
     if let Some(a) = &token_address {
         uris.push(format!("<{}>", unsubscribe_mailto(a)));
     }
@@ -358,8 +359,8 @@ pub fn load_spec(
 ) -> Result<(ListSpec, Vec<String>), ExpandError> {
     let file = members::load(&files.members_file)?;
     let mut warnings = file.warnings(&files.members_file);
-    let disabled = match state::load(&files.state_file()) {
-        Ok(s) => s.disabled(),
+    let (disabled, subscriptions) = match state::load(&files.state_file()) {
+        Ok(s) => (s.disabled(), s.subscriptions().clone()),
         Err(e) => {
             warnings.push(format!("bounce state ignored, nobody skipped: {e}"));
             Default::default()
@@ -370,6 +371,7 @@ pub fn load_spec(
         address: files.address.clone(),
         members: file.members().cloned().collect(),
         disabled,
+        subscriptions,
         policy,
         https_unsubscribe_base,
         refuse,
@@ -648,7 +650,7 @@ mod tests {
         );
         assert_eq!(batches.len(), 2);
         let h = String::from_utf8(batches[1].headers.clone()).expect("utf-8");
-        let token = unsubscribe_address(&spec.address, &addr("bob@example.net"), &keys(), DAY)
+        let token = unsubscribe_address(&spec.address, &addr("bob@example.net"), 0, &keys(), DAY)
             .expect("token address");
         assert_eq!(
             h,
