@@ -1105,14 +1105,21 @@ impl Validator<'_> {
             match key {
                 Ok(key) => {
                     if secret_is_public_example(&path) {
-                        self.warn(
-                            &at("file"),
-                            format!(
-                                "{} is the public example key shipped with listwarden: anyone can forge \
-                                 signatures with it. Make your own: head -c 32 /dev/urandom | base64 > /etc/listwarden/keys/1.key",
-                                path.display()
-                            ),
+                        let message = format!(
+                            "{} is the public example key shipped with listwarden: anyone can forge \
+                             signatures with it. Make your own: head -c 32 /dev/urandom | base64 > /etc/listwarden/keys/1.key",
+                            path.display()
                         );
+                        if raw.demo {
+                            self.warn(&at("file"), message);
+                        } else {
+                            self.error(
+                                &at("file"),
+                                format!("{message} (for a demo only, set signing.demo: true)"),
+                            );
+                        }
+                    } else if let Some(problem) = key_file_exposure(&path) {
+                        self.warn(&at("file"), problem);
                     }
                     keys.push(key);
                 }
@@ -1355,8 +1362,35 @@ impl Validator<'_> {
     }
 }
 
-/// The example key in `config/` is public; running with it is a mistake
-/// we warn about loudly (but allow, so the example config runs as is).
+/// Why a key file is readable by more than this service, if it is: by
+/// everyone, or by a group that is not the one this process runs with
+/// (packages give the key to root and the service's group, mode 0640).
+fn key_file_exposure(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let mode = meta.mode() & 0o777;
+    // SAFETY: getegid has no preconditions and cannot fail.
+    let our_group = unsafe { libc::getegid() };
+    let fix = "chmod 600 (or 640 with the service's group)";
+    if mode & 0o007 != 0 {
+        Some(format!(
+            "{} is readable by others (mode {mode:04o}): anyone who can read it can forge signatures; {fix}",
+            path.display()
+        ))
+    } else if mode & 0o070 != 0 && meta.gid() != our_group {
+        Some(format!(
+            "{} is readable by its group (gid {}, mode {mode:04o}), which is not this service's; {fix}",
+            path.display(),
+            meta.gid()
+        ))
+    } else {
+        None
+    }
+}
+
+/// The example key in `config/` is public; running with it is an error
+/// unless the config says it is a demo (`signing.demo: true`, as the
+/// example config does).
 fn secret_is_public_example(path: &Path) -> bool {
     const EXAMPLE: &[u8] = include_bytes!("../../config/keys/EXAMPLE-PUBLIC-KEY.key");
     let trim = |b: &[u8]| b.trim_ascii().to_vec();

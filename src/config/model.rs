@@ -161,6 +161,9 @@ pub struct RawSigning {
     pub sign_with: u8,
     #[serde(default)]
     pub validity_days: Option<u32>,
+    /// Allows the public example key (a demo or test setup only).
+    #[serde(default)]
+    pub demo: bool,
 }
 
 #[derive(Debug, Deserialize)]
