@@ -29,13 +29,14 @@ pub async fn run(path: PathBuf) -> anyhow::Result<()> {
 
     let listener = bind(&current.milter.listen, current.milter.socket_mode).await?;
     if let Some(addr) = current.metrics_listen {
-        let bound = crate::metrics::spawn_http_with(
-            addr,
-            shared.metrics.clone(),
-            unsubscribe_handler(&current, &shared),
-        )
-        .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        let bound = crate::metrics::spawn_http(addr, shared.metrics.clone())
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
         tracing::info!("metrics on http://{bound}/metrics");
+    }
+    if let Some(addr) = current.expander.as_ref().and_then(|e| e.unsubscribe_listen) {
+        let bound = crate::metrics::spawn_unsubscribe_http(addr, unsubscribe_handler(&shared))
+            .with_context(|| format!("cannot serve one-click unsubscribe on {addr}"))?;
+        tracing::info!("one-click unsubscribe on http://{bound}/unsubscribe");
     }
     tracing::info!(
         milter = %current.milter.listen,
@@ -62,25 +63,15 @@ pub async fn run(path: PathBuf) -> anyhow::Result<()> {
     result.context("milter stopped with an error")
 }
 
-/// The one-click unsubscribe handler, when some expander list has an
-/// `unsubscribe_url` (otherwise the endpoint is off).
-fn unsubscribe_handler(
-    config: &Config,
-    shared: &Arc<Shared>,
-) -> Option<crate::metrics::UnsubscribeHandler> {
-    let wanted = config.lists.iter().any(|l| {
-        l.expand
-            .as_ref()
-            .is_some_and(|e| e.unsubscribe_url.is_some())
-    });
-    if !wanted {
-        return None;
-    }
+/// The one-click unsubscribe handler. Answers carry no detail (one status
+/// and body for "no such list" and "bad token", no file paths); the log
+/// gets the detail and an audit line per unsubscribe.
+fn unsubscribe_handler(shared: &Arc<Shared>) -> crate::metrics::UnsubscribeHandler {
     let shared = shared.clone();
-    Some(Arc::new(move |query: &str, body: &[u8]| {
+    Arc::new(move |query: &str, body: &[u8], client: std::net::IpAddr| {
         let config = shared.config.load_full();
         let Some(keys) = config.signing.as_ref() else {
-            return (503, "no signing keys\n".into());
+            return (503, "try again later\n".into());
         };
         let lists = config.expander_lists();
         let today = crate::policy::day_of(crate::unix_now());
@@ -93,16 +84,16 @@ fn unsubscribe_handler(
             Duration::from_secs(2),
         ) {
             Ok(done) => {
-                tracing::info!(
-                    list = done.list,
-                    was_member = done.was_member,
-                    "one-click unsubscribe"
-                );
+                tracing::info!("{}", crate::expand::unsubscribe::audit_line(&done, client));
                 (200, "unsubscribed\n".into())
             }
-            Err(e) => (e.http_status(), format!("{e}\n")),
+            Err(e) => {
+                tracing::info!(%client, "one-click unsubscribe refused: {e}");
+                let (status, text) = e.public_reply();
+                (status, text.to_string())
+            }
         }
-    }))
+    })
 }
 
 /// Binds the milter socket. A stale unix socket file is removed, but only

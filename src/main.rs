@@ -125,6 +125,13 @@ enum Command {
         recipient: String,
     },
     /// Show, add or remove the members of an expander list.
+    ///
+    /// Run --add and --remove as the user that owns the list's files (the
+    /// expander's user, e.g. `sudo -u listwarden listwarden members ...`).
+    /// As root they refuse any members file, state file or directory that
+    /// root does not own. --add refuses an address that would not read back
+    /// from the file (one starting with `#`, or with ` #` in it). A line of
+    /// the file that is not an address is skipped with a warning.
     Members {
         /// The YAML config file.
         #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
@@ -139,6 +146,9 @@ enum Command {
         remove: Vec<String>,
     },
     /// Show the bounce scores of an expander list, or reset them.
+    ///
+    /// Run --reset as the owner of the list's state directory; as root it
+    /// refuses files and directories root does not own.
     Bounces {
         /// The YAML config file.
         #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]

@@ -3,7 +3,9 @@
 //! Labels come only from bounded sets: verdict and reason enums, stage
 //! names, and list names from the config. Never an IP or a mail address.
 //! The HTTP server runs on its own thread and runtime with a connection cap
-//! and header timeout, so a slow or abusive scraper cannot touch the milter.
+//! (overall and per client address), header and body timeouts, so a slow
+//! or abusive client cannot touch the milter. One-click unsubscribe is
+//! served by a second listener of its own, never beside `/metrics`.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -13,8 +15,9 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
@@ -266,25 +269,51 @@ impl Default for Metrics {
     }
 }
 
-/// Binds the HTTP endpoint and serves it on a thread of its own.
-/// Returns the bound address (useful with port 0).
-/// Answers an RFC 8058 one-click unsubscribe: (query, body) → (HTTP status,
-/// text). It may block on file locks; it runs on a blocking thread.
-pub type UnsubscribeHandler = Arc<dyn Fn(&str, &[u8]) -> (u16, String) + Send + Sync>;
+/// Answers an RFC 8058 one-click unsubscribe: (query, body, client) →
+/// (HTTP status, text). It may block on file locks; it runs on a blocking
+/// thread.
+pub type UnsubscribeHandler = Arc<dyn Fn(&str, &[u8], IpAddr) -> (u16, String) + Send + Sync>;
 
 /// Largest one-click request body read (`List-Unsubscribe=One-Click`).
 const MAX_UNSUBSCRIBE_BODY: usize = 4096;
+/// Open one-click connections per client address; one more is closed at
+/// once. Behind a reverse proxy the proxy is one client: limit there too.
+const MAX_UNSUBSCRIBE_PER_IP: usize = 16;
+/// Open metrics connections per client address: half the slots, so one
+/// host cannot take them all from the scraper (which often shares an
+/// address with the health probe, so not fewer).
+const MAX_METRICS_PER_IP: usize = MAX_HTTP_CONNECTIONS / 2;
+/// A request body must arrive within this time.
+const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest life of one connection.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub fn spawn_http(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
-    spawn_http_with(addr, metrics, None)
+/// What one listener serves. One-click unsubscribe gets a listener of its
+/// own: it faces the Internet (behind a proxy), `/metrics` should not.
+#[derive(Clone)]
+enum Site {
+    /// `GET /metrics` and `GET /healthz`.
+    Metrics(Arc<Metrics>),
+    /// `POST /unsubscribe` (and `GET /healthz`).
+    Unsubscribe(UnsubscribeHandler),
 }
 
-/// As [`spawn_http`], also serving `POST /unsubscribe` when a handler is given.
-pub fn spawn_http_with(
+/// Binds the metrics endpoint and serves it on a thread of its own.
+/// Returns the bound address (useful with port 0).
+pub fn spawn_http(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
+    spawn(addr, Site::Metrics(metrics), "listwarden-http")
+}
+
+/// Binds the one-click unsubscribe endpoint (`expander.unsubscribe_listen`)
+/// and serves it on a thread of its own.
+pub fn spawn_unsubscribe_http(
     addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    unsubscribe: Option<UnsubscribeHandler>,
+    handler: UnsubscribeHandler,
 ) -> std::io::Result<SocketAddr> {
+    spawn(addr, Site::Unsubscribe(handler), "listwarden-unsub")
+}
+
+fn spawn(addr: SocketAddr, site: Site, name: &str) -> std::io::Result<SocketAddr> {
     let std_listener = std::net::TcpListener::bind(addr)?;
     std_listener.set_nonblocking(true)?;
     let local = std_listener.local_addr()?;
@@ -292,35 +321,72 @@ pub fn spawn_http_with(
         .enable_all()
         .build()?;
     std::thread::Builder::new()
-        .name("listwarden-http".into())
+        .name(name.into())
         .spawn(move || {
             runtime.block_on(async move {
                 let listener = match tokio::net::TcpListener::from_std(std_listener) {
                     Ok(l) => l,
                     Err(e) => {
-                        tracing::error!("metrics endpoint failed: {e}");
+                        tracing::error!("HTTP endpoint {local} failed: {e}");
                         return;
                     }
                 };
-                serve(listener, metrics, unsubscribe).await;
+                serve(listener, site).await;
             });
         })?;
     Ok(local)
 }
 
-async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-    unsubscribe: Option<UnsubscribeHandler>,
-) {
+/// Connections open per client address.
+type PerIp = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// One client's connection slot, given back when dropped.
+struct IpSlot {
+    ip: IpAddr,
+    table: PerIp,
+}
+
+impl IpSlot {
+    fn take(table: &PerIp, ip: IpAddr, cap: usize) -> Option<IpSlot> {
+        let mut map = table.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            ip,
+            table: table.clone(),
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+async fn serve(listener: tokio::net::TcpListener, site: Site) {
     let permits = Arc::new(Semaphore::new(MAX_HTTP_CONNECTIONS));
+    let per_ip: PerIp = Arc::default();
+    let cap = match site {
+        Site::Metrics(_) => MAX_METRICS_PER_IP,
+        Site::Unsubscribe(_) => MAX_UNSUBSCRIBE_PER_IP,
+    };
     loop {
         // Accept first: a backlog of slow clients must not keep a probe
         // waiting in the kernel queue.
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
             Err(e) => {
-                tracing::warn!("metrics endpoint accept failed: {e}");
+                tracing::warn!("HTTP endpoint accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -329,16 +395,22 @@ async fn serve(
             drop(stream);
             continue;
         };
-        let metrics = metrics.clone();
-        let unsubscribe = unsubscribe.clone();
+        let Some(slot) = IpSlot::take(&per_ip, peer.ip(), cap) else {
+            drop(stream);
+            continue;
+        };
+        let site = site.clone();
+        let client = peer.ip();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
-                let metrics = metrics.clone();
-                let unsubscribe = unsubscribe.clone();
+                let site = site.clone();
                 async move {
-                    let response = match (req.method().as_str(), req.uri().path(), unsubscribe) {
-                        ("POST", "/unsubscribe", Some(handler)) => one_click(req, handler).await,
-                        _ => respond(&req, &metrics),
+                    let response = match (&site, req.method().as_str(), req.uri().path()) {
+                        (Site::Unsubscribe(h), "POST", "/unsubscribe") => {
+                            one_click(req, h.clone(), client).await
+                        }
+                        (Site::Unsubscribe(_), _, _) => respond_unsubscribe(&req),
+                        (Site::Metrics(m), _, _) => respond(&req, m),
                     };
                     Ok::<_, std::convert::Infallible>(response)
                 }
@@ -348,27 +420,40 @@ async fn serve(
                 .header_read_timeout(HEADER_TIMEOUT)
                 .max_buf_size(16 * 1024)
                 .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
+            drop(slot);
             drop(permit);
         });
     }
 }
 
 /// `POST /unsubscribe?list=..&m=..&t=..` with body `List-Unsubscribe=One-Click`.
-async fn one_click(req: Request<Incoming>, handler: UnsubscribeHandler) -> Response<Full<Bytes>> {
+async fn one_click(
+    req: Request<Incoming>,
+    handler: UnsubscribeHandler,
+    client: IpAddr,
+) -> Response<Full<Bytes>> {
     use http_body_util::BodyExt;
     let query = req.uri().query().unwrap_or("").to_string();
     let limited = http_body_util::Limited::new(req.into_body(), MAX_UNSUBSCRIBE_BODY);
-    let body = match limited.collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
+    let body = match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(_)) => {
             return text_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "request body too large\n".into(),
             );
         }
+        Err(_) => {
+            let mut resp = text_response(StatusCode::REQUEST_TIMEOUT, "request timeout\n".into());
+            resp.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+            return resp;
+        }
     };
-    let answer = tokio::task::spawn_blocking(move || handler(&query, &body)).await;
+    let answer = tokio::task::spawn_blocking(move || handler(&query, &body, client)).await;
     let (status, text) = answer.unwrap_or((503, "try again later\n".into()));
     text_response(
         StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
@@ -386,6 +471,20 @@ fn text_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     resp
 }
 
+/// The one-click listener's answer to anything but `POST /unsubscribe`.
+fn respond_unsubscribe(req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let (status, body) = match (req.method().as_str(), req.uri().path()) {
+        ("GET", "/healthz") => (StatusCode::OK, "ok\n"),
+        // RFC 8058: only a POST unsubscribes (link scanners GET every URL).
+        (_, "/unsubscribe") => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "one-click unsubscribe: POST with body List-Unsubscribe=One-Click\n",
+        ),
+        _ => (StatusCode::NOT_FOUND, "not found\n"),
+    };
+    text_response(status, body.into())
+}
+
 fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (req.method().as_str(), req.uri().path()) {
         ("GET", "/metrics") => (
@@ -394,12 +493,6 @@ fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> 
             metrics.render(),
         ),
         ("GET", "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-        // RFC 8058: only a POST unsubscribes (link scanners GET every URL).
-        (_, "/unsubscribe") => (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "one-click unsubscribe: POST with body List-Unsubscribe=One-Click\n".to_string(),
-        ),
         ("GET", _) => (
             StatusCode::NOT_FOUND,
             "text/plain",

@@ -502,7 +502,7 @@ async fn m2_no_ip_or_address_ever_becomes_a_label() {
     );
     let yaml = format!(
         "milter:\n  listen: inet:127.0.0.1:8890\ntrusted_networks: [127.0.0.1/32]\n\
-         signing:\n  keys: [{{id: 1, file: {key}}}]\n  sign_with: 1\n\
+         signing:\n  keys: [{{id: 1, file: {key}}}]\n  sign_with: 1\n  demo: true\n\
          ratelimit:\n  max_keys: 1024\n  budgets:\n    network: {{rate: 1, per: 1h, burst: 2}}\n\
          lists:\n  - address: members@lists.example.org\n  - address: quiet@lists.example.org\n    observe: true\n"
     );

@@ -18,7 +18,7 @@ fn config() -> String {
     );
     format!(
         "milter:\n  listen: inet:127.0.0.1:8890\nratelimit:\n  max_keys: 1024\n\
-         signing:\n  keys: [{{id: 1, file: {key}}}]\n  sign_with: 1\n\
+         signing:\n  keys: [{{id: 1, file: {key}}}]\n  sign_with: 1\n  demo: true\n\
          lists:\n  - address: members@lists.example.org\n"
     )
 }

@@ -48,7 +48,7 @@ pub fn fuzz_config_yaml(key: &str) -> String {
         "milter:\n  listen: inet:127.0.0.1:1\n  max_connections: 4\n\
          trusted_networks: [127.0.0.1/32]\n\
          limits:\n  max_recipients: 20\n  max_header_bytes: 4096\n  max_body_bytes: 8192\n\
-         signing:\n  keys: [{{id: 1, file: {key}}}]\n  sign_with: 1\n\
+         signing:\n  keys: [{{id: 1, file: {key}}}]\n  sign_with: 1\n  demo: true\n\
          trace:\n  received_by: [lists.example.org]\n  message_id_domains: [lists.example.org]\n\
          ratelimit:\n  max_keys: 1024\n  budgets:\n    network: {{rate: 5, per: 1h, burst: 5}}\n    list_invalid: {{rate: 3, per: 1h, burst: 3}}\n\
          shield:\n  trigger: 4\n  within: 10m\n  hold: 1h\n\

@@ -42,6 +42,7 @@ EXP_MAILTO=member0006@site06.example.net   # mail to the mailto: URI: unsubscrib
 EXP_STRANGER=stranger@elsewhere.example.org
 
 EXP_DIR="" EXP_STATE_DIR="" EXP_MEMBERS_FILE="" EXP_REINJECT_PORT="" EXP_GROUP=""
+EXP_UNSUB_PORT=$((METRICS_PORT + 1)) # expander.unsubscribe_listen
 EXP_POST_FILES=()  # the sink's dump files of the post's copies
 EXP_SUMMARY=()     # numbers, printed with `say` at the end
 
@@ -85,6 +86,8 @@ expander:
   state_dir: "$EXP_STATE_DIR"
   inject: "smtp:127.0.0.1:$EXP_REINJECT_PORT"
   helo: $EXP_DOMAIN
+  # One-click unsubscribe has a listener of its own (not the metrics one).
+  unsubscribe_listen: "127.0.0.1:$EXP_UNSUB_PORT"
 EOF
 	grep -qF -- "- address: $EXP_ADDRESS" "$tmp" || die "could not add $EXP_ADDRESS to $LW_CONFIG (no 'lists:' line?)"
 	mv -- "$tmp" "$LW_CONFIG"
@@ -593,7 +596,7 @@ exp_check_mailto_unsubscribe() {
 	report expander-mailto-unsubscribe "$start" "${errors[@]}"
 }
 
-# An HTTP request over bash's /dev/tcp to the metrics server: method $1,
+# An HTTP request over bash's /dev/tcp to the one-click listener: method $1,
 # path $2, form body $3. Prints the status code (or "none").
 exp_http() {
 	local response
@@ -602,7 +605,7 @@ exp_http() {
 		exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
 		printf "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s" \
 			"$2" "$3" "$5" "${#4}" "$4" >&3
-		cat <&3' _ "$METRICS_PORT" "$1" "$2" "$3" "$EXP_DOMAIN" 2>/dev/null) || true
+		cat <&3' _ "$EXP_UNSUB_PORT" "$1" "$2" "$3" "$EXP_DOMAIN" 2>/dev/null) || true
 	response=${response%%$'\r'*}
 	if [[ $response =~ ^HTTP/1\.[01]\ ([0-9]{3}) ]]; then
 		printf '%s\n' "${BASH_REMATCH[1]}"

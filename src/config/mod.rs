@@ -266,6 +266,9 @@ pub struct Expander {
     pub injector: crate::expand::inject::Injector,
     /// Larger posts bounce back to the poster.
     pub max_message_bytes: usize,
+    /// The one-click unsubscribe listener (its own, never the metrics
+    /// one); `None`: one-click is off.
+    pub unsubscribe_listen: Option<SocketAddr>,
 }
 
 /// One expander list's settings.
@@ -514,6 +517,10 @@ impl Config {
             .iter()
             .find(|l| l.name.eq_ignore_ascii_case(name))?;
         let settings = list.expand.as_ref()?;
+        // Validation refuses such names; never build a path from one.
+        if !crate::expand::safe_list_name(&list.name) {
+            return None;
+        }
         let files = crate::expand::ListFiles {
             name: list.name.clone(),
             address: list.address.clone(),
@@ -705,7 +712,7 @@ impl Validator<'_> {
         let rules = self.rules(&raw.classification);
         let logwatch_file = raw.logwatch.file.as_ref().map(|f| self.base_dir.join(f));
         let expander = raw.expander.as_ref().and_then(|e| self.expander(e));
-        self.check_expand_lists(&raw.lists, &lists, expander.is_some(), has_keys);
+        self.check_expand_lists(&raw.lists, &lists, expander.as_ref(), has_keys);
         Config {
             milter,
             metrics_listen,
@@ -933,10 +940,26 @@ impl Validator<'_> {
             }
             Some(n) => n,
         };
+        let unsubscribe_listen = match raw.unsubscribe_listen.as_deref() {
+            None | Some("off") => None,
+            Some(text) => {
+                match text.parse::<SocketAddr>() {
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        self.error(
+                        &at("unsubscribe_listen"),
+                        format!("`{text}` is not an IP:PORT address such as 127.0.0.1:8081 (or `off`)"),
+                    );
+                        None
+                    }
+                }
+            }
+        };
         Some(Expander {
             state_dir: self.base_dir.join(&raw.state_dir),
             injector,
             max_message_bytes,
+            unsubscribe_listen,
         })
     }
 
@@ -1031,15 +1054,35 @@ impl Validator<'_> {
         })
     }
 
-    /// An `expand:` list needs the `expander:` block, signing keys, and a
-    /// name that is safe as a directory name.
-    fn check_expand_lists(&mut self, raw: &[RawList], lists: &[List], expander: bool, keys: bool) {
+    /// An `expand:` list needs the `expander:` block, signing keys,
+    /// `bounces: signed`, and a name that is safe as a directory name.
+    fn check_expand_lists(
+        &mut self,
+        raw: &[RawList],
+        lists: &[List],
+        expander: Option<&Expander>,
+        keys: bool,
+    ) {
         for (i, r) in raw.iter().enumerate() {
             if r.expand.is_none() {
                 continue;
             }
             let at = [Seg::Key("lists"), Seg::Index(i), Seg::Key("expand")];
-            if !expander {
+            if let (Some(e), Some(x)) = (expander, &r.expand)
+                && x.unsubscribe_url.is_some()
+                && e.unsubscribe_listen.is_none()
+            {
+                self.error(
+                    &[
+                        Seg::Key("lists"),
+                        Seg::Index(i),
+                        Seg::Key("expand"),
+                        Seg::Key("unsubscribe_url"),
+                    ],
+                    "a one-click unsubscribe_url needs expander.unsubscribe_listen (one-click has a listener of its own)",
+                );
+            }
+            if expander.is_none() {
                 self.error(
                     &at,
                     "an expand: list needs the top-level expander: block (state_dir, inject)",
@@ -1051,21 +1094,26 @@ impl Validator<'_> {
                     "an expand: list needs signing keys (signing.keys) for its VERP senders",
                 );
             }
-            let Some(list) = lists
-                .iter()
-                .find(|l| l.address.to_string().eq_ignore_ascii_case(&r.address))
-            else {
+            // Matched by the parsed address, so any spelling of it (a
+            // trailing dot, quotes) is checked; the name is checked where
+            // the address is parsed (see `lists`).
+            let Ok(parsed) = Address::parse(&r.address) else {
                 continue;
             };
-            let safe = !list.name.starts_with('.')
-                && list
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-            if !safe {
+            let Some(list) = lists.iter().find(|l| l.address.same_mailbox(&parsed)) else {
+                continue;
+            };
+            // The bounce pipe scores and unsubscribes: a trace mark is in
+            // every copy a member got, so only a signed bounce may reach it.
+            if keys && list.bounces != BounceCheck::Signed {
+                let place = if r.bounces.is_some() {
+                    [Seg::Key("lists"), Seg::Index(i), Seg::Key("bounces")]
+                } else {
+                    at.clone()
+                };
                 self.error(
-                    &[Seg::Key("lists"), Seg::Index(i), Seg::Key("address")],
-                    "an expand: list's local part must use only letters, digits, '.', '_' and '-'",
+                    &place,
+                    "an expand: list must use bounces: signed (trace, either and off would let forged bounces unsubscribe members)",
                 );
             }
         }
@@ -1181,14 +1229,21 @@ impl Validator<'_> {
             match key {
                 Ok(key) => {
                     if secret_is_public_example(&path) {
-                        self.warn(
-                            &at("file"),
-                            format!(
-                                "{} is the public example key shipped with listwarden: anyone can forge \
-                                 signatures with it. Make your own: head -c 32 /dev/urandom | base64 > /etc/listwarden/keys/1.key",
-                                path.display()
-                            ),
+                        let message = format!(
+                            "{} is the public example key shipped with listwarden: anyone can forge \
+                             signatures with it. Make your own: head -c 32 /dev/urandom | base64 > /etc/listwarden/keys/1.key",
+                            path.display()
                         );
+                        if raw.demo {
+                            self.warn(&at("file"), message);
+                        } else {
+                            self.error(
+                                &at("file"),
+                                format!("{message} (for a demo only, set signing.demo: true)"),
+                            );
+                        }
+                    } else if let Some(problem) = key_file_exposure(&path) {
+                        self.warn(&at("file"), problem);
                     }
                     keys.push(key);
                 }
@@ -1380,6 +1435,12 @@ impl Validator<'_> {
                 let key = format!("{shared}@{}", address.domain);
                 claim(self, key, Role::Shared(shared.to_string()), &at("preset"));
             }
+            if r.expand.is_some() && !crate::expand::safe_list_name(&address.local) {
+                self.error(
+                    &at("address"),
+                    "an expand: list's local part names its state directory: letters, digits, '.', '_' and '-' only, no leading '.' and no '..'",
+                );
+            }
             let expand = r.expand.as_ref().and_then(|e| self.list_expand(e, i));
             let senders = r.senders.as_ref().map(|raw| {
                 let mut out = Vec::new();
@@ -1449,8 +1510,35 @@ impl Validator<'_> {
     }
 }
 
-/// The example key in `config/` is public; running with it is a mistake
-/// we warn about loudly (but allow, so the example config runs as is).
+/// Why a key file is readable by more than this service, if it is: by
+/// everyone, or by a group that is not the one this process runs with
+/// (packages give the key to root and the service's group, mode 0640).
+fn key_file_exposure(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let mode = meta.mode() & 0o777;
+    // SAFETY: getegid has no preconditions and cannot fail.
+    let our_group = unsafe { libc::getegid() };
+    let fix = "chmod 600 (or 640 with the service's group)";
+    if mode & 0o007 != 0 {
+        Some(format!(
+            "{} is readable by others (mode {mode:04o}): anyone who can read it can forge signatures; {fix}",
+            path.display()
+        ))
+    } else if mode & 0o070 != 0 && meta.gid() != our_group {
+        Some(format!(
+            "{} is readable by its group (gid {}, mode {mode:04o}), which is not this service's; {fix}",
+            path.display(),
+            meta.gid()
+        ))
+    } else {
+        None
+    }
+}
+
+/// The example key in `config/` is public; running with it is an error
+/// unless the config says it is a demo (`signing.demo: true`, as the
+/// example config does).
 fn secret_is_public_example(path: &Path) -> bool {
     const EXAMPLE: &[u8] = include_bytes!("../../config/keys/EXAMPLE-PUBLIC-KEY.key");
     let trim = |b: &[u8]| b.trim_ascii().to_vec();

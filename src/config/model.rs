@@ -49,6 +49,10 @@ pub struct RawExpander {
     pub helo: Option<String>,
     #[serde(default)]
     pub max_message_bytes: Option<usize>,
+    /// `IP:PORT` of the one-click unsubscribe listener; absent or `off`:
+    /// no one-click.
+    #[serde(default)]
+    pub unsubscribe_listen: Option<String>,
 }
 
 /// A list delivered by listwarden's own expander.
@@ -157,6 +161,9 @@ pub struct RawSigning {
     pub sign_with: u8,
     #[serde(default)]
     pub validity_days: Option<u32>,
+    /// Allows the public example key (a demo or test setup only).
+    #[serde(default)]
+    pub demo: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -269,6 +269,11 @@ fn parse_in_dir(
     let dir = tempfile::tempdir().unwrap();
     for (name, content) in files {
         std::fs::write(dir.path().join(name), content).unwrap();
+        if name.ends_with(".key") {
+            use std::os::unix::fs::PermissionsExt;
+            let private = std::fs::Permissions::from_mode(0o600);
+            std::fs::set_permissions(dir.path().join(name), private).unwrap();
+        }
     }
     let path = dir.path().join("listwarden.yaml");
     std::fs::write(&path, config).unwrap();
@@ -441,8 +446,8 @@ fn expander_lists_need_their_blocks_and_valid_settings() {
         "/config/keys/EXAMPLE-PUBLIC-KEY.key"
     );
     let ok = format!(
-        "milter: {{listen: inet:127.0.0.1:1}}\nsigning: {{keys: [{{id: 1, file: {key}}}], sign_with: 1}}\n\
-         expander: {{state_dir: /var/lib/listwarden/lists, inject: \"smtp:127.0.0.1:10026\", helo: lists.example.org}}\n\
+        "milter: {{listen: inet:127.0.0.1:1}}\nsigning: {{keys: [{{id: 1, file: {key}}}], sign_with: 1, demo: true}}\n\
+         expander: {{state_dir: /var/lib/listwarden/lists, inject: \"smtp:127.0.0.1:10026\", helo: lists.example.org, unsubscribe_listen: \"127.0.0.1:8081\"}}\n\
          lists:\n  - address: members@lists.example.org\n    expand: {{members_file: members.txt, posting: announce, announcers: [boss@example.org], unsubscribe_url: \"https://lists.example.org/unsubscribe\"}}\n"
     );
     let c = parse(&ok).unwrap();
@@ -484,4 +489,144 @@ fn expander_lists_need_their_blocks_and_valid_settings() {
         "{e:?}"
     );
     assert!(e.iter().any(|l| l.contains("needs signing keys")), "{e:?}");
+}
+
+/// 4: an expander list acts on bounces, so only signed bounces may reach it.
+#[test]
+fn expander_lists_must_be_bounces_signed() {
+    let head = "milter: {listen: inet:127.0.0.1:1}\nsigning: {keys: [{id: 1, file: k.key}], sign_with: 1}\n\
+                trace: {received_by: [lists.example.org]}\n\
+                expander: {state_dir: state}\nlists:\n";
+    for mode in ["trace", "either", "off"] {
+        let src = format!(
+            "{head}  - address: members@lists.example.org\n    bounces: {mode}\n    expand: {{members_file: m.txt}}\n"
+        );
+        let (_dir, r) = parse_in_dir(&src, &[("k.key", KEY)]);
+        let e = r.expect_err(mode);
+        let shown = e.to_string();
+        assert!(
+            shown.contains(
+                "listwarden.yaml:7:14: lists[0].bounces: an expand: list must use bounces: signed"
+            ),
+            "{mode}: {shown}"
+        );
+    }
+    for ok in ["    bounces: signed\n", ""] {
+        let src = format!(
+            "{head}  - address: members@lists.example.org\n{ok}    expand: {{members_file: m.txt}}\n"
+        );
+        let (_dir, r) = parse_in_dir(&src, &[("k.key", KEY)]);
+        assert_eq!(
+            r.expect("signed is fine").lists[0].bounces,
+            BounceCheck::Signed
+        );
+    }
+}
+
+/// 17: an expander list's name becomes a directory under state_dir; it is
+/// checked on the parsed address, whatever the address's spelling.
+#[test]
+fn expander_list_names_are_safe_directory_names() {
+    let head = "milter: {listen: inet:127.0.0.1:1}\nsigning: {keys: [{id: 1, file: k.key}], sign_with: 1}\n\
+                expander: {state_dir: state}\nlists:\n";
+    for address in [
+        "'../evil@lists.example.org.'",
+        "'\"../evil\"@lists.example.org'",
+        "'\"a/b\"@Lists.Example.ORG'",
+        "'.hidden@lists.example.org.'",
+        "'a..b@lists.example.org.'",
+    ] {
+        let src = format!("{head}  - address: {address}\n    expand: {{members_file: m.txt}}\n");
+        let (_dir, r) = parse_in_dir(&src, &[("k.key", KEY)]);
+        match r {
+            Err(e) => assert!(
+                e.diagnostics.iter().any(|d| d.path == "lists[0].address"),
+                "{address}: {e}"
+            ),
+            Ok(c) => panic!("{address} accepted as list `{}`", c.lists[0].name),
+        }
+    }
+}
+
+/// 13: one-click has a listener of its own; an https unsubscribe_url
+/// without it is an error (the link would lead nowhere).
+#[test]
+fn one_click_needs_its_own_listener() {
+    let config = |listen: &str| {
+        format!(
+            "milter: {{listen: inet:127.0.0.1:1}}\nsigning: {{keys: [{{id: 1, file: k.key}}], sign_with: 1}}\n\
+             expander: {{state_dir: state{listen}}}\nlists:\n  - address: members@lists.example.org\n    \
+             expand: {{members_file: m.txt, unsubscribe_url: \"https://lists.example.org/unsubscribe\"}}\n"
+        )
+    };
+    let (_dir, r) = parse_in_dir(
+        &config(", unsubscribe_listen: \"127.0.0.1:8081\""),
+        &[("k.key", KEY)],
+    );
+    let c = r.expect("valid");
+    let e = c.expander.as_ref().expect("expander");
+    assert_eq!(
+        e.unsubscribe_listen,
+        Some("127.0.0.1:8081".parse().unwrap())
+    );
+    assert_ne!(e.unsubscribe_listen, c.metrics_listen);
+
+    let (_dir, r) = parse_in_dir(&config(""), &[("k.key", KEY)]);
+    let shown = r.expect_err("no listener").to_string();
+    assert!(shown.contains("lists[0].expand.unsubscribe_url: a one-click unsubscribe_url needs expander.unsubscribe_listen"), "{shown}");
+
+    let (_dir, r) = parse_in_dir(&config(", unsubscribe_listen: nope"), &[("k.key", KEY)]);
+    let shown = r.expect_err("bad address").to_string();
+    assert!(
+        shown.contains(":3:50: expander.unsubscribe_listen: `nope` is not an IP:PORT"),
+        "{shown}"
+    );
+}
+
+/// 15: the public example key is an error unless `signing.demo: true`.
+#[test]
+fn the_public_example_key_needs_the_demo_flag() {
+    let example = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/keys/EXAMPLE-PUBLIC-KEY.key"),
+    )
+    .unwrap();
+    let src = "milter: {listen: inet:127.0.0.1:1}\nsigning:\n  keys: [{id: 1, file: k.key}]\n  sign_with: 1\n";
+    let (_dir, r) = parse_in_dir(src, &[("k.key", &example)]);
+    let shown = r.expect_err("example key without demo").to_string();
+    assert!(
+        shown.contains("listwarden.yaml:3:24: signing.keys[0].file:")
+            && shown.contains("public example key")
+            && shown.contains("signing.demo: true"),
+        "{shown}"
+    );
+    let demo = format!("{src}  demo: true\n");
+    let (_dir, r) = parse_in_dir(&demo, &[("k.key", &example)]);
+    let c = r.expect("a demo may use it");
+    assert!(c.warnings.iter().any(|w| w.contains("public example key")));
+}
+
+/// 15: a key file others can read is a warning (its group may read it
+/// only if that is the group this process runs with).
+#[test]
+fn key_files_readable_by_others_are_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let src = "milter: {listen: inet:127.0.0.1:1}\nsigning:\n  keys: [{id: 1, file: k.key}]\n  sign_with: 1\n";
+    for (mode, warns) in [(0o600, false), (0o640, false), (0o644, true), (0o604, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k.key");
+        std::fs::write(&key, KEY).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+        let path = dir.path().join("listwarden.yaml");
+        std::fs::write(&path, src).unwrap();
+        let c = Config::load(&path).unwrap();
+        let warned = c.warnings.iter().any(|w| w.contains("readable by"));
+        assert_eq!(warned, warns, "{mode:o}: {:?}", c.warnings);
+        if warns {
+            assert!(
+                c.warnings[0].contains("listwarden.yaml:3:24: signing.keys[0].file"),
+                "{:?}",
+                c.warnings
+            );
+        }
+    }
 }

@@ -2,16 +2,19 @@
 //! `LIST-bounces(+…)@` after the milter validated and tagged it.
 //!
 //! Only `X-Listwarden-Bounce:` fields are read, and only those whose
-//! `signature=` is `valid` or `trace_ok`: the milter removes every inbound
+//! `signature=` is `valid`: the milter removes every inbound
 //! `X-Listwarden-*` field and adds its own (at the end of the header block,
 //! though position does not matter here), so these are the milter's word.
-//! A bounce without such a tag changes nothing. Which member it is about:
+//! A `trace_ok` bounce is never acted on: trace marks are in every copy a
+//! member received, so anyone on the list can forge one. A bounce without
+//! such a tag changes nothing.
 //!
-//! 1. the signed VERP recipient (`${recipient}` of the pipe), verified
-//!    again here; the member it names is the one we sent to, whatever the
-//!    bounce says (forwarding changes addresses);
-//! 2. otherwise (a `trace_ok` bounce to the plain address) the tag's
-//!    `recipient=`, which comes from the bounce itself.
+//! The member is the one named by the signed VERP recipient (`${recipient}`
+//! of the pipe), verified again here with the key ring: the member we sent
+//! to, whatever the bounce says (forwarding changes addresses). Without a
+//! valid signed VERP recipient of this list nothing is done: a tag's
+//! `recipient=` comes from the bounce text, which an outsider writes, so it
+//! is only logged. Tags give the class and reason.
 //!
 //! Either way only a current member is ever scored. Classes: `hard` and
 //! `soft` score (see [`super::state`]); `complaint` with a `feedback_type`
@@ -30,8 +33,8 @@ use crate::address::verp::{self, VerpResult, verify_verp};
 use crate::address::{Address, KeyRing};
 use crate::dsn::tag::{HEADER, MAX_TAGS};
 
-/// Signature verdicts the milter writes for bounces it vouches for.
-const TRUSTED_SIGNATURES: [&str; 2] = ["valid", "trace_ok"];
+/// The only signature verdict acted on (see the module doc on `trace_ok`).
+const TRUSTED_SIGNATURE: &str = "valid";
 /// Most tag fields read from one message (the milter writes at most
 /// [`MAX_TAGS`]).
 const MAX_TAGS_READ: usize = 2 * MAX_TAGS;
@@ -62,10 +65,9 @@ impl Tag {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Marked `valid` or `trace_ok` by the milter.
+    /// Marked `valid` by the milter.
     pub fn is_trusted(&self) -> bool {
-        self.get("signature")
-            .is_some_and(|s| TRUSTED_SIGNATURES.contains(&s))
+        self.get("signature") == Some(TRUSTED_SIGNATURE)
     }
 }
 
@@ -136,30 +138,23 @@ pub fn assess(
         .collect();
     if trusted.is_empty() {
         out.ignored.push(format!(
-            "no {HEADER} tag marked valid or trace_ok for this list ({} tags)",
+            "no {HEADER} tag marked valid for this list ({} tags)",
             all.len()
         ));
         return out;
     }
-    let verp_member = recipient.and_then(|r| verp_member(r, list, keys, today));
+    let Some(verp_member) = recipient.and_then(|r| verp_member(r, list, keys, today)) else {
+        // Tag text is the bounce's word, not ours: log it, act on nobody.
+        let named: Vec<&str> = trusted.iter().filter_map(|t| t.get("recipient")).collect();
+        out.ignored.push(format!(
+            "recipient is not a signed VERP address of this list; tags name {named:?}"
+        ));
+        return out;
+    };
     // Strongest finding per member key.
     let mut best: BTreeMap<String, Finding> = BTreeMap::new();
     for tag in trusted {
-        let member = match (&verp_member, tag.get("recipient")) {
-            (Some(m), _) => m.clone(),
-            (None, Some(r)) => match Address::parse(r) {
-                Ok(a) => a,
-                Err(_) => {
-                    out.ignored
-                        .push(format!("tag names no usable recipient ({r})"));
-                    continue;
-                }
-            },
-            (None, None) => {
-                out.ignored.push("tag names no recipient".into());
-                continue;
-            }
-        };
+        let member = verp_member.clone();
         let Some(finding) = finding_of(tag, member) else {
             let class = tag.get("class").unwrap_or("none");
             out.ignored.push(format!("class {class} does not count"));
@@ -354,8 +349,12 @@ mod tests {
         let m = members(&["alice@example.com", "bob@example.net"]);
         let keys = keys();
         let alice_verp = verp_of("alice@example.com", DAY - 30);
+        let bob_verp = verp_of("bob@example.net", DAY);
+        let bob_rcpt = Some(&bob_verp);
+        let eve_verp = verp_of("eve@example.org", DAY);
         let soft = HARD.replace("class=hard", "class=soft");
-        let arf = "recipient=bob@example.net; action=unknown; status=none; class=complaint; reason=feedback; provider=yahoo; rule=arf; list=members; signature=trace_ok; feedback_type=abuse";
+        let arf = "recipient=bob@example.net; action=unknown; status=none; class=complaint; reason=feedback; provider=yahoo; rule=arf; list=members; signature=valid; feedback_type=abuse";
+        let arf_trace = arf.replace("signature=valid", "signature=trace_ok");
         let ts01 = HARD
             .replace("class=hard", "class=deferral")
             .replace("reason=unknown_user", "reason=complaint");
@@ -370,7 +369,7 @@ mod tests {
             status: Some("5.1.1".into()),
         };
         let cases: Vec<(Vec<&str>, Option<&Address>, Vec<Finding>)> = vec![
-            (vec![HARD], None, vec![hard(bob())]),
+            (vec![HARD], bob_rcpt, vec![hard(bob())]),
             // The VERP member wins over what the bounce names.
             (
                 vec![HARD],
@@ -379,32 +378,35 @@ mod tests {
             ),
             (
                 vec![&soft],
-                None,
+                bob_rcpt,
                 vec![Finding::Bounce {
                     member: bob(),
                     severity: Severity::Soft,
                     status: Some("5.1.1".into()),
                 }],
             ),
-            (vec![&soft, HARD, &soft], None, vec![hard(bob())]),
+            (vec![&soft, HARD, &soft], bob_rcpt, vec![hard(bob())]),
             (
                 vec![arf],
-                None,
+                bob_rcpt,
                 vec![Finding::Complaint {
                     member: bob(),
                     feedback_type: "abuse".into(),
                 }],
             ),
-            (vec![&ts01], None, vec![]),
-            (vec![&forged], None, vec![]),
-            (vec![&other_list], None, vec![]),
+            (vec![&ts01], bob_rcpt, vec![]),
+            (vec![&arf_trace], bob_rcpt, vec![]),
+            (vec![&forged], bob_rcpt, vec![]),
+            (vec![&other_list], bob_rcpt, vec![]),
             // A list protected by a `domains:` entry is labelled with its domain.
-            (vec![&by_domain], None, vec![hard(bob())]),
-            (vec![&stranger], None, vec![]),
+            (vec![&by_domain], bob_rcpt, vec![hard(bob())]),
+            // The VERP names the member, whatever the tag says; a stranger's VERP acts on nobody.
+            (vec![&stranger], bob_rcpt, vec![hard(bob())]),
+            (vec![HARD], Some(&eve_verp), vec![]),
             (vec![], Some(&alice_verp), vec![]),
             (
                 vec!["class=unparsed; list=members; signature=valid"],
-                None,
+                bob_rcpt,
                 vec![],
             ),
         ];
@@ -417,33 +419,49 @@ mod tests {
         }
     }
 
+    /// 2c: without a valid signed VERP recipient of this list, nothing a
+    /// tag says (its `recipient=` included) names a member.
     #[test]
-    fn forged_or_foreign_verp_falls_back_to_the_tag() {
+    fn tag_recipient_is_never_acted_on() {
         let dir = tempfile::tempdir().expect("tempdir");
         let list = files(dir.path());
         let m = members(&["alice@example.com", "bob@example.net"]);
         let real = verp_of("alice@example.com", DAY);
         let forged = Address {
-            local: real.local.replace("=alice=", "=eve="),
+            local: real.local.replace("=alice=", "=bob="),
             domain: real.domain.clone(),
         };
+        let plain = addr("members-bounces@lists.example.org");
         let foreign = sign_verp(
             &addr("staff-bounces@lists.example.org"),
-            &addr("alice@example.com"),
+            &addr("bob@example.net"),
             &keys(),
             DAY,
         )
         .expect("sign");
-        for rcpt in [&forged, &foreign] {
-            let got = assess(&bounce(&[HARD]), &list, &m, Some(rcpt), &keys(), DAY);
-            assert_eq!(got.findings.len(), 1);
-            assert!(
-                got.findings[0]
-                    .member()
-                    .same_mailbox(&addr("bob@example.net")),
-                "{rcpt}"
-            );
+        for rcpt in [None, Some(&plain), Some(&forged), Some(&foreign)] {
+            let got = assess(&bounce(&[HARD]), &list, &m, rcpt, &keys(), DAY);
+            assert!(got.findings.is_empty(), "{rcpt:?}: {got:?}");
+            assert!(!got.ignored.is_empty(), "{rcpt:?} says why");
         }
+    }
+
+    /// 4: a `trace_ok` tag never acts, even with a valid VERP recipient.
+    #[test]
+    fn trace_ok_tags_never_act() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let list = files(dir.path());
+        let m = members(&["bob@example.net"]);
+        let bob = verp_of("bob@example.net", DAY);
+        let trace = HARD.replace("signature=valid", "signature=trace_ok");
+        let arf = "recipient=bob@example.net; class=complaint; list=members; signature=trace_ok; feedback_type=abuse";
+        for tag in [trace.as_str(), arf] {
+            let got = assess(&bounce(&[tag]), &list, &m, Some(&bob), &keys(), DAY);
+            assert!(got.findings.is_empty(), "{tag}: {got:?}");
+        }
+        // The same bounce marked valid does act.
+        let got = assess(&bounce(&[HARD]), &list, &m, Some(&bob), &keys(), DAY);
+        assert_eq!(got.findings.len(), 1);
     }
 
     #[test]
@@ -507,7 +525,8 @@ mod tests {
         let arf = bounce(&[
             "recipient=bob@example.net; class=complaint; list=members; signature=valid; feedback_type=abuse",
         ]);
-        let out = run(&arf, &list, None, &keys, &settings, &ctx(DAY)).expect("run");
+        let bob_verp = verp_of("bob@example.net", DAY);
+        let out = run(&arf, &list, Some(&bob_verp), &keys, &settings, &ctx(DAY)).expect("run");
         assert_eq!(
             out.applied,
             [Applied::Unsubscribed {
@@ -525,7 +544,7 @@ mod tests {
             on_complaint: ComplaintAction::Flag,
             ..settings
         };
-        let out = run(&arf, &list, None, &keys, &flag, &ctx(DAY)).expect("run");
+        let out = run(&arf, &list, Some(&bob_verp), &keys, &flag, &ctx(DAY)).expect("run");
         assert_eq!(
             out.applied,
             [Applied::Flagged {

@@ -5,7 +5,7 @@
 //! included.
 
 use super::{
-    ExpandError, ListFiles, RunContext, bounce, members, post, reply_line, state, sysexits,
+    ExpandError, ListFiles, RunContext, bounce, fsutil, members, post, reply_line, state, sysexits,
     unsubscribe,
 };
 use crate::address::{Address, KeyRing, parse_path};
@@ -174,6 +174,12 @@ pub fn show(config_path: &Path, list: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// Root may edit only root-owned list files (see [`fsutil::check_editor`]):
+/// run the editing commands as the files' owner.
+fn refuse_root(path: &Path) -> Result<(), String> {
+    fsutil::check_editor(path, fsutil::euid()).map_err(|e| e.to_string())
+}
+
 /// Adds or removes members; returns how many changed.
 pub fn edit_members(
     config_path: &Path,
@@ -184,24 +190,39 @@ pub fn edit_members(
     let (_, files, _, _) = load(config_path, list)?;
     let mut parsed = Vec::new();
     for w in who {
-        parsed.push(Address::parse(w).map_err(|e| format!("`{w}` is not an address: {e}"))?);
+        let a = Address::parse(w).map_err(|e| format!("`{w}` is not an address: {e}"))?;
+        if add && !members::reads_back(&a) {
+            return Err(format!(
+                "`{w}` cannot be written to a members file so that it reads back (a leading `#` or ` #` starts a comment)"
+            ));
+        }
+        parsed.push(a);
     }
+    refuse_root(&files.members_file)?;
+    refuse_root(&files.state_file())?;
     let ctx = RunContext::now();
-    let changed = members::update(&files.members_file, ctx.lock_timeout, |f| {
+    let changed: Vec<&Address> = members::update(&files.members_file, ctx.lock_timeout, |f| {
         parsed
             .iter()
             .filter(|a| if add { f.add(a) } else { f.remove(a) })
-            .count()
+            .collect()
     })
     .map_err(|e| e.to_string())?;
-    if !add {
-        for a in &parsed {
-            let _ = state::update(&files.state_file(), ctx.lock_timeout, |s| {
-                s.forget(&a.key())
-            });
-        }
+    // Either way a subscription starts or ends: tokens minted before stop
+    // working (a removal also clears the bounce record).
+    if !changed.is_empty() {
+        state::update(&files.state_file(), ctx.lock_timeout, |s| {
+            for a in &changed {
+                if add {
+                    s.next_subscription(&a.key());
+                } else {
+                    s.forget(&a.key());
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
     }
-    Ok(changed)
+    Ok(changed.len())
 }
 
 /// Bounce scores, or a reset of one member's (or everyone's).
@@ -218,6 +239,7 @@ pub fn bounces(
             Ok(state::scores_report(&s))
         }
         Some(member) => {
+            refuse_root(&files.state_file())?;
             let member = match member {
                 Some(m) => {
                     Some(Address::parse(&m).map_err(|e| format!("`{m}` is not an address: {e}"))?)
@@ -230,5 +252,68 @@ pub fn bounces(
             .map_err(|e| e.to_string())?;
             Ok(format!("{n:?} reset\n"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    /// A config with one expander list `members` in a temp dir.
+    fn fixture(members: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("k.key");
+        std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").expect("key");
+        std::fs::write(dir.path().join("members.txt"), members).expect("members");
+        let config = dir.path().join("listwarden.yaml");
+        std::fs::write(
+            &config,
+            "milter: {listen: inet:127.0.0.1:1}\n\
+             signing: {keys: [{id: 1, file: k.key}], sign_with: 1}\n\
+             expander: {state_dir: state}\n\
+             lists:\n  - address: members@lists.example.org\n    expand: {members_file: members.txt}\n",
+        )
+        .expect("config");
+        (dir, config)
+    }
+
+    /// 18: `--add` refuses an address the members reader would not read back.
+    #[test]
+    fn add_refuses_what_cannot_be_read_back() {
+        let (dir, config) = fixture("alice@example.com\n");
+        let err = edit_members(&config, "members", true, &["#bob@example.net".into()])
+            .expect_err("a comment is no member");
+        assert!(err.contains("#bob@example.net"), "{err}");
+        let text = std::fs::read_to_string(dir.path().join("members.txt")).expect("read");
+        assert_eq!(text, "alice@example.com\n");
+        let n = edit_members(&config, "members", true, &["bob@example.net".into()]).expect("add");
+        assert_eq!(n, 1);
+    }
+
+    /// 10: run as root, the editing commands refuse files root does not own.
+    #[test]
+    fn root_does_not_edit_someone_elses_list() {
+        if super::super::fsutil::euid() != 0 {
+            return; // only root can be refused
+        }
+        let (dir, config) = fixture("alice@example.com\n");
+        let members = dir.path().join("members.txt");
+        std::os::unix::fs::chown(&members, Some(4242), Some(4242)).expect("chown");
+        let err = edit_members(&config, "members", true, &["bob@example.net".into()])
+            .expect_err("not root's file");
+        assert!(err.contains("uid 4242"), "{err}");
+        let err = edit_members(&config, "members", false, &["alice@example.com".into()])
+            .expect_err("not root's file");
+        assert!(err.contains("uid 4242"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&members).expect("read"),
+            "alice@example.com\n"
+        );
+        std::fs::create_dir_all(dir.path().join("state/members")).expect("mkdir");
+        std::os::unix::fs::chown(dir.path().join("state/members"), Some(4242), None)
+            .expect("chown");
+        let err = bounces(&config, "members", Some(None)).expect_err("not root's dir");
+        assert!(err.contains("uid 4242"), "{err}");
     }
 }

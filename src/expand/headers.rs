@@ -1,9 +1,10 @@
 //! A read-only view of a message's header block, as byte spans.
 //!
-//! The expander never rewrites a header it did not write: DKIM signatures
-//! cover the original bytes. So this module only finds fields (to read
-//! `From:`, `List-Id:`, `X-Listwarden-Bounce:`) and tells which line ending
-//! the message uses, for the headers the expander prepends.
+//! The expander rewrites no header it did not write, with one exception
+//! (a poster's `List-*` fields are renamed, see [`super::post`]): DKIM
+//! signatures cover the original bytes. So this module finds fields (to
+//! read `From:`, `List-Id:`, `X-Listwarden-Bounce:`), where each starts,
+//! and which line ending the message uses, for the headers we prepend.
 
 /// Most header fields examined; the rest of a huge header block is passed
 /// through untouched but not looked at.
@@ -31,6 +32,8 @@ impl Newline {
 /// the final line ending included).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Field<'a> {
+    /// Byte offset of the name in the parsed message.
+    pub offset: usize,
     pub name: &'a [u8],
     pub value: &'a [u8],
 }
@@ -73,7 +76,7 @@ pub fn parse(raw: &[u8]) -> HeaderBlock<'_> {
     let mut fields: Vec<Field<'_>> = Vec::new();
     let mut truncated = false;
     // (name, start of value, end of value) of the field being read.
-    let mut current: Option<(&[u8], usize)> = None;
+    let mut current: Option<(&[u8], usize, usize)> = None;
     let mut pos = 0;
     while pos < raw.len() {
         let end = raw
@@ -87,8 +90,9 @@ pub fn parse(raw: &[u8]) -> HeaderBlock<'_> {
             pos = end;
             continue;
         }
-        if let Some((name, start)) = current.take() {
+        if let Some((name, offset, start)) = current.take() {
             fields.push(Field {
+                offset,
                 name,
                 value: raw.get(start..pos).unwrap_or_default(),
             });
@@ -98,13 +102,14 @@ pub fn parse(raw: &[u8]) -> HeaderBlock<'_> {
             break;
         }
         match field_name(content) {
-            Some(name) => current = Some((name, pos + name.len() + 1)),
+            Some(name) => current = Some((name, pos, pos + name.len() + 1)),
             None => break,
         }
         pos = end;
     }
-    if let Some((name, start)) = current {
+    if let Some((name, offset, start)) = current {
         fields.push(Field {
+            offset,
             name,
             value: raw.get(start..pos).unwrap_or_default(),
         });

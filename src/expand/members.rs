@@ -10,9 +10,10 @@
 //! (`#` is a legal address character, so `a#b@x` is an address). Editing
 //! ([`update`]) keeps every comment and blank line and the text of every
 //! member line it does not touch. A duplicate is not an error (the first
-//! line wins, [`MembersFile::duplicates`] reports the others); a line that
-//! is not an address is, with its line number, because guessing would send
-//! list mail to the wrong place.
+//! line wins, [`MembersFile::duplicates`] reports the others). A line that
+//! is not an address is skipped, never guessed at (that would send list
+//! mail to the wrong place), and reported with its line number by
+//! [`MembersFile::invalid`]: one typo must not stop a whole list.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -60,32 +61,38 @@ pub struct MembersFile {
     index: HashMap<String, usize>,
     /// (line number, address) of repeated members.
     duplicates: Vec<(usize, String)>,
+    /// (line number, why) of lines skipped as not an address.
+    invalid: Vec<(usize, String)>,
 }
 
 impl MembersFile {
-    /// Parses the file's text; `path` only names the file in errors.
+    /// Parses the file's text; `path` only names the file in errors. Lines
+    /// that are not addresses are skipped (see [`MembersFile::invalid`]).
     pub fn parse(text: &str, path: &Path) -> Result<MembersFile, MembersError> {
         let mut file = MembersFile::default();
         for (i, raw) in text.lines().enumerate() {
             let number = i + 1;
-            let line_error = |message: String| MembersError::Line {
-                path: path.to_path_buf(),
-                line: number,
-                message,
+            let problem = if raw.len() > MAX_LINE_BYTES {
+                Some(Err(format!("line longer than {MAX_LINE_BYTES} bytes")))
+            } else {
+                address_part(raw).map(|spec| match parse_path(spec) {
+                    Ok(Some(a)) => Ok(a),
+                    Ok(None) => Err("`<>` is not a member address".to_string()),
+                    Err(e) => Err(describe(spec, &e)),
+                })
             };
-            if raw.len() > MAX_LINE_BYTES {
-                return Err(line_error(format!(
-                    "line longer than {MAX_LINE_BYTES} bytes"
-                )));
-            }
-            let Some(spec) = address_part(raw) else {
-                file.lines.push(Line::Other(raw.to_owned()));
-                continue;
-            };
-            let address = match parse_path(spec) {
-                Ok(Some(a)) => a,
-                Ok(None) => return Err(line_error("`<>` is not a member address".into())),
-                Err(e) => return Err(line_error(describe(spec, &e))),
+            let address = match problem {
+                None => {
+                    file.lines.push(Line::Other(raw.to_owned()));
+                    continue;
+                }
+                Some(Ok(a)) => a,
+                Some(Err(message)) => {
+                    // Kept as written (an edit must not lose it), never delivered to.
+                    file.invalid.push((number, message));
+                    file.lines.push(Line::Other(raw.to_owned()));
+                    continue;
+                }
             };
             let key = address.key();
             if file.index.contains_key(&key) {
@@ -105,6 +112,25 @@ impl MembersFile {
             });
         }
         Ok(file)
+    }
+
+    /// Lines skipped as not an address: (line number, why).
+    pub fn invalid(&self) -> &[(usize, String)] {
+        &self.invalid
+    }
+
+    /// Warnings for the log: skipped lines and repeated members.
+    pub fn warnings(&self, path: &Path) -> Vec<String> {
+        let shown = path.display();
+        let skipped = self
+            .invalid
+            .iter()
+            .map(|(line, why)| format!("{shown}:{line}: skipped: {why}"));
+        let twice = self
+            .duplicates
+            .iter()
+            .map(|(line, a)| format!("{shown}:{line}: {a} is listed twice"));
+        skipped.chain(twice).collect()
     }
 
     /// The members in file order.
@@ -186,6 +212,15 @@ impl MembersFile {
             }
         }
     }
+}
+
+/// True when `addr`, written as [`MembersFile::add`] writes it, reads back
+/// as that same member. `#x@y` (a comment) or `"a #b"@y` (cut at ` #`) do
+/// not: `--add` refuses them rather than write a line that means nothing.
+pub(crate) fn reads_back(addr: &Address) -> bool {
+    MembersFile::parse(&addr.to_string(), Path::new("")).is_ok_and(|f| {
+        f.invalid.is_empty() && f.len() == 1 && f.members().all(|m| m.key() == addr.key())
+    })
 }
 
 /// The address text of a line, or `None` for a blank or comment line.
@@ -290,7 +325,7 @@ mod tests {
     }
 
     #[test]
-    fn errors_carry_line_numbers() {
+    fn skipped_lines_carry_line_numbers() {
         let cases = [
             (
                 "alice@example.com\nnot an address\n",
@@ -302,16 +337,40 @@ mod tests {
             ("a@b\n<broken@x\n", 2, "brackets"),
         ];
         for (text, line, want) in cases {
-            let err = parse(text).expect_err(text);
-            let shown = err.to_string();
+            let file = parse(text).expect(text);
+            let warnings = file.warnings(Path::new("members.txt"));
+            let shown = warnings.first().expect("a warning");
             assert!(
-                shown.starts_with(&format!("members.txt:{line}: ")),
+                shown.starts_with(&format!("members.txt:{line}: skipped: ")),
                 "{shown}"
             );
             assert!(shown.contains(want), "{shown}");
         }
         let long = format!("{}@x\n", "a".repeat(MAX_LINE_BYTES));
-        assert!(parse(&long).is_err());
+        assert_eq!(parse(&long).expect("long").invalid().len(), 1);
+    }
+
+    /// 18: one bad line is skipped with a warning; the list still works.
+    #[test]
+    fn a_bad_line_is_skipped_with_a_warning() {
+        let text = "alice@example.com\nnot an address\n<>\nbob@example.net\n";
+        let file = parse(text).expect("one bad line does not fail the list");
+        assert_eq!(file.len(), 2);
+        let lines: Vec<usize> = file.invalid().iter().map(|(n, _)| *n).collect();
+        assert_eq!(lines, [2, 3]);
+        assert!(file.invalid()[0].1.contains("not a mail address"));
+        // Kept as written, so an edit does not lose it.
+        assert_eq!(file.render(), text);
+    }
+
+    /// 18: `--add` refuses what this reader would not read back as that member.
+    #[test]
+    fn only_addresses_that_read_back_are_addable() {
+        assert!(reads_back(&addr("alice@example.com")));
+        assert!(reads_back(&addr("\"a b\"@example.com")));
+        for bad in ["#alice@example.com", "\"a #b\"@example.com"] {
+            assert!(!reads_back(&addr(bad)), "{bad}");
+        }
     }
 
     #[test]
@@ -337,7 +396,11 @@ mod tests {
         let path = dir.path().join("members.txt");
         std::fs::write(&path, "# list\nalice@example.com\n").expect("write");
         // A crashed writer left its temporary file behind.
-        std::fs::write(fsutil::temp_path_for(&path).expect("temp"), "garbage").expect("write");
+        std::fs::write(
+            dir.path().join(".members.txt.0011223344556677.tmp"),
+            "garbage",
+        )
+        .expect("write");
         let added = update(&path, Duration::from_millis(100), |f| {
             f.add(&addr("bob@example.net"))
         })

@@ -10,7 +10,8 @@
 //!   or `sendmail`); [`progress`] records who already has the message so a
 //!   retried delivery never sends a member a second copy.
 //! * [`bounce`]: `LIST-bounces+…@`: acts only on `X-Listwarden-Bounce` tags
-//!   the milter marked `valid` or `trace_ok`; [`state`] keeps the scores.
+//!   the milter marked `valid`, for the member of a signed VERP recipient;
+//!   [`state`] keeps the scores.
 //! * [`unsubscribe`]: signed unsubscribe tokens, by mail and RFC 8058 one-click.
 //! * [`members`]: the members file; [`fsutil`]: locks and atomic writes.
 //!
@@ -30,7 +31,7 @@ pub mod progress;
 pub mod state;
 pub mod unsubscribe;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -68,7 +69,9 @@ pub enum RefuseAction {
     /// Exit 77 with a one-line reason: Postfix bounces the post to its
     /// envelope sender. Backscatter if that sender was forged.
     Reply,
-    /// Keep the post in the list's `held/` directory and exit 0.
+    /// Keep the post in the list's `held/` directory and exit 0. When the
+    /// hold queue is full the post is dropped with a log line, never
+    /// answered (see [`post::MAX_HELD`]).
     Hold,
 }
 
@@ -120,6 +123,9 @@ pub struct ListSpec {
     /// [`Address::key`]s of members disabled by bounces: they may post but
     /// receive nothing.
     pub disabled: BTreeSet<String>,
+    /// [`Address::key`] → subscription number, signed into unsubscribe
+    /// tokens (see [`unsubscribe`]); absent: 0.
+    pub subscriptions: BTreeMap<String, u32>,
     pub policy: PostingPolicy,
     /// The one-click endpoint, e.g. `https://lists.example.org/unsubscribe`;
     /// `None` gives a mailto-only `List-Unsubscribe`.
@@ -137,6 +143,17 @@ impl ListSpec {
     pub fn is_member(&self, addr: &Address) -> bool {
         self.members.iter().any(|m| m.same_mailbox(addr))
     }
+}
+
+/// A list name safe as a directory name under `state_dir`: letters,
+/// digits, `.`, `_` and `-`, no leading dot, no `..` (so no `/`, no NUL).
+pub(crate) fn safe_list_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && !name.contains("..")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
 fn role_address(list: &Address, role: &str) -> Result<Address, AddressError> {
@@ -243,6 +260,7 @@ pub(crate) mod testutil {
             address: addr("members@lists.example.org"),
             members: members.iter().map(|m| addr(m)).collect(),
             disabled: BTreeSet::new(),
+            subscriptions: BTreeMap::new(),
             policy: PostingPolicy::Members,
             https_unsubscribe_base: Some("https://lists.example.org/unsubscribe".into()),
             refuse: RefuseAction::Reply,

@@ -17,8 +17,12 @@
 //! A post that already carries our `List-Id` has been through this list
 //! before: it is a mail loop (a member's forwarder pointing back at the
 //! list) and is dropped, never redistributed and never given a second
-//! `List-Id`. Foreign `List-*` fields (a post forwarded from another list)
-//! stay where they are, below ours.
+//! `List-Id`. The poster's own `List-*` fields (a post forwarded from
+//! another list, or a forged `List-Unsubscribe`) are renamed
+//! `X-Original-List-*` in place, so a copy carries only the list's: mail
+//! clients act on the first `List-Unsubscribe` they find, or refuse two.
+//! That is the one change to the original header block; a DKIM signature
+//! that covered a `List-*` field will no longer verify.
 //!
 //! Each member gets their own envelope, `LIST-bounces+lw-…=member@DOMAIN`
 //! (signed VERP), so a bounce names its member even when the bounce does not.
@@ -39,9 +43,17 @@ use crate::address::{Address, AddressError, KeyRing, mailboxes_in_header, parse_
 
 /// Longest header line we write; RFC 5322 allows 998 characters.
 const MAX_LINE: usize = 998;
-/// Most messages kept in a list's `held/` directory; past it a refused
-/// post is answered (exit 77) instead of held.
+/// Most messages kept in a list's `held/` directory. A refused post that
+/// does not fit (by count or [`MAX_HELD_BYTES`]) is dropped with a log
+/// line: never answered, because a full queue means a flood, and a flood's
+/// senders are forged (a reply would be backscatter). Not a tempfail
+/// either: Postfix would keep the flood queued and, at
+/// `maximal_queue_lifetime`, bounce it to the same forged senders.
 pub const MAX_HELD: usize = 1000;
+/// Most bytes of held posts per list (256 MiB).
+pub const MAX_HELD_BYTES: u64 = 256 * 1024 * 1024;
+/// Held posts older than this are deleted when the next one is held.
+pub const MAX_HELD_AGE: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PostError {
@@ -169,7 +181,7 @@ pub fn prepare_post(
 
     let nl = block.newline.as_str();
     let mut message = common_fields(list, &block, &id, nl)?.into_bytes();
-    message.extend_from_slice(raw);
+    append_renaming_list_fields(&mut message, raw, &block);
 
     let bounces = list.role("bounces")?;
     let mut batches = Vec::with_capacity(list.members.len());
@@ -192,6 +204,27 @@ pub fn prepare_post(
         batches,
         skipped,
     })
+}
+
+/// Prefix of a poster's `List-*` field names in the copies.
+const ORIGINAL_PREFIX: &[u8] = b"X-Original-";
+
+/// Appends `raw` with `X-Original-` before the name of every `List-*`
+/// header field; every other byte as received.
+fn append_renaming_list_fields(out: &mut Vec<u8>, raw: &[u8], block: &HeaderBlock<'_>) {
+    let mut copied = 0;
+    for field in &block.fields {
+        let is_list = field
+            .name
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"List-"));
+        if is_list && let Some(before) = raw.get(copied..field.offset) {
+            out.extend_from_slice(before);
+            out.extend_from_slice(ORIGINAL_PREFIX);
+            copied = field.offset;
+        }
+    }
+    out.extend_from_slice(raw.get(copied..).unwrap_or_default());
 }
 
 fn refused(reason: Refusal, text: String) -> Prepared {
@@ -278,7 +311,8 @@ fn member_fields(
     nl: &str,
 ) -> String {
     let mut uris = Vec::new();
-    let token_address = unsubscribe_address(&list.address, member, keys, today).ok();
+    let subscription = list.subscriptions.get(&member.key()).copied().unwrap_or(0);
+    let token_address = unsubscribe_address(&list.address, member, subscription, keys, today).ok();
     if let Some(a) = &token_address {
         uris.push(format!("<{}>", unsubscribe_mailto(a)));
     }
@@ -324,18 +358,9 @@ pub fn load_spec(
     refuse: RefuseAction,
 ) -> Result<(ListSpec, Vec<String>), ExpandError> {
     let file = members::load(&files.members_file)?;
-    let mut warnings: Vec<String> = file
-        .duplicates()
-        .iter()
-        .map(|(line, a)| {
-            format!(
-                "{}:{line}: {a} is listed twice",
-                files.members_file.display()
-            )
-        })
-        .collect();
-    let disabled = match state::load(&files.state_file()) {
-        Ok(s) => s.disabled(),
+    let mut warnings = file.warnings(&files.members_file);
+    let (disabled, subscriptions) = match state::load(&files.state_file()) {
+        Ok(s) => (s.disabled(), s.subscriptions().clone()),
         Err(e) => {
             warnings.push(format!("bounce state ignored, nobody skipped: {e}"));
             Default::default()
@@ -346,6 +371,7 @@ pub fn load_spec(
         address: files.address.clone(),
         members: file.members().cloned().collect(),
         disabled,
+        subscriptions,
         policy,
         https_unsubscribe_base,
         refuse,
@@ -372,6 +398,11 @@ pub enum PostOutcome {
     },
     /// Dropped silently (exit 0): a loop or a null sender.
     Dropped {
+        reason: Refusal,
+    },
+    /// Refused, and the hold queue is full: dropped with a log line (exit
+    /// 0), never answered (see [`MAX_HELD`]).
+    HoldQueueFull {
         reason: Refusal,
     },
 }
@@ -465,16 +496,18 @@ fn refuse(
 ) -> Result<PostOutcome, ExpandError> {
     if list.refuse == RefuseAction::Hold
         && let Some(sender) = sender
-        && let Some(path) = hold(
+    {
+        return match hold(
             raw,
             sender,
             reason,
             &files.held_dir(),
             &list.name,
             ctx.now_unix,
-        )?
-    {
-        return Ok(PostOutcome::Held(path));
+        )? {
+            Some(path) => Ok(PostOutcome::Held(path)),
+            None => Ok(PostOutcome::HoldQueueFull { reason }),
+        };
     }
     Ok(PostOutcome::Refused { reason, reply_text })
 }
@@ -484,7 +517,8 @@ const RETURN_PATH: &str = "Return-Path:";
 
 /// Writes the post to `DIR/UNIXTIME-REASON-HASH.eml`, behind a
 /// `Return-Path:` line that keeps its envelope sender for [`read_held`].
-/// `None` when [`MAX_HELD`] messages are already waiting.
+/// Held posts older than [`MAX_HELD_AGE`] are deleted first. `None` when
+/// the queue is full ([`MAX_HELD`] posts or [`MAX_HELD_BYTES`]).
 pub fn hold(
     raw: &[u8],
     sender: &Address,
@@ -494,19 +528,8 @@ pub fn hold(
     now_unix: u64,
 ) -> Result<Option<PathBuf>, ExpandError> {
     super::ensure_dir(dir)?;
-    let waiting = std::fs::read_dir(dir)
-        .map_err(|source| fsutil::FsError::Io {
-            path: dir.to_path_buf(),
-            op: "list",
-            source,
-        })?
-        .take(MAX_HELD + 1)
-        .filter(|e| {
-            e.as_ref()
-                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "eml"))
-        })
-        .count();
-    if waiting >= MAX_HELD {
+    let (count, bytes) = held_usage(dir, now_unix)?;
+    if count >= MAX_HELD || bytes.saturating_add(raw.len() as u64) > MAX_HELD_BYTES {
         return Ok(None);
     }
     let key = progress::message_key(list_name, raw);
@@ -521,6 +544,37 @@ pub fn hold(
     content.extend_from_slice(raw);
     fsutil::write_atomic(&path, &content)?;
     Ok(Some(path))
+}
+
+/// Deletes expired held posts; returns (count, bytes) of those left. The
+/// age is the name's `UNIXTIME-` prefix, which we wrote.
+fn held_usage(dir: &Path, now_unix: u64) -> Result<(usize, u64), ExpandError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| fsutil::FsError::Io {
+        path: dir.to_path_buf(),
+        op: "list",
+        source,
+    })?;
+    let oldest = now_unix.saturating_sub(MAX_HELD_AGE.as_secs());
+    let (mut count, mut bytes) = (0, 0u64);
+    // Bounded: past the limits the answer is "full" whatever else is there.
+    for entry in entries.flatten().take(4 * MAX_HELD) {
+        let path = entry.path();
+        if path.extension().is_none_or(|x| x != "eml") {
+            continue;
+        }
+        let stamp = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.split('-').next())
+            .and_then(|t| t.parse::<u64>().ok());
+        if stamp.is_some_and(|t| t < oldest) {
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        count += 1;
+        bytes = bytes.saturating_add(entry.metadata().map_or(0, |m| m.len()));
+    }
+    Ok((count, bytes))
 }
 
 /// Reads a held post back: (envelope sender, the message as received). To
@@ -579,9 +633,14 @@ mod tests {
         let (message, batches, skipped) =
             deliver(prepare_post(POST, &spec, Some(&alice), DAY, &keys()).expect("prepare"));
         assert!(skipped.is_empty());
-        // The original follows our fields byte for byte.
-        assert!(message.ends_with(POST));
-        let added = message.get(..message.len() - POST.len()).expect("prefix");
+        // The original follows our fields byte for byte, but for the
+        // poster's List-Id, renamed.
+        let renamed =
+            String::from_utf8_lossy(POST).replace("\r\nList-Id:", "\r\nX-Original-List-Id:");
+        assert!(message.ends_with(renamed.as_bytes()));
+        let added = message
+            .get(..message.len() - renamed.len())
+            .expect("prefix");
         assert_eq!(
             String::from_utf8_lossy(added),
             "List-Id: <members.lists.example.org>\r\n\
@@ -591,7 +650,7 @@ mod tests {
         );
         assert_eq!(batches.len(), 2);
         let h = String::from_utf8(batches[1].headers.clone()).expect("utf-8");
-        let token = unsubscribe_address(&spec.address, &addr("bob@example.net"), &keys(), DAY)
+        let token = unsubscribe_address(&spec.address, &addr("bob@example.net"), 0, &keys(), DAY)
             .expect("token address");
         assert_eq!(
             h,
@@ -602,21 +661,48 @@ mod tests {
                 token.local.get(20..44).expect("token")
             )
         );
-        // Our List-Id appears once; the foreign one stays below ours.
+        // Our List-Id appears once; the foreign one is kept under another name.
         let full = [batches[1].headers.clone(), message].concat();
         let block = headers::parse(&full);
         let ids: Vec<String> = block.named("list-id").map(|f| f.text()).collect();
-        assert_eq!(
-            ids,
-            [
-                "<members.lists.example.org>",
-                "Other list <other.example.net>"
-            ]
-        );
+        assert_eq!(ids, ["<members.lists.example.org>"]);
+        let kept: Vec<String> = block
+            .named("x-original-list-id")
+            .map(|f| f.text())
+            .collect();
+        assert_eq!(kept, ["Other list <other.example.net>"]);
         assert_eq!(
             block.named("subject").next().map(|f| f.value),
             Some(&b" Hello\r\n  folded subject\r\n"[..])
         );
+    }
+
+    /// 19: a poster's own `List-*` fields are renamed `X-Original-List-*`,
+    /// so each copy carries only the list's `List-Unsubscribe`.
+    #[test]
+    fn poster_list_fields_are_renamed() {
+        let spec = list(&["alice@example.com"]);
+        let raw = b"From: alice@example.com\r\nList-Unsubscribe: <mailto:evil@example.net>\r\nlist-unsubscribe-post: List-Unsubscribe=One-Click\r\nList-Id: <other.example.net>\r\nSubject: List-Id: x\r\n\r\nList-Id: in the body\r\n";
+        let (message, batches, _) = deliver(
+            prepare_post(raw, &spec, Some(&addr("alice@example.com")), DAY, &keys())
+                .expect("prepare"),
+        );
+        let full = [batches[0].headers.clone(), message.clone()].concat();
+        let block = headers::parse(&full);
+        let unsub: Vec<String> = block.named("List-Unsubscribe").map(|f| f.text()).collect();
+        assert_eq!(unsub.len(), 1, "{unsub:?}");
+        assert!(!unsub[0].contains("evil"), "{unsub:?}");
+        assert_eq!(block.named("List-Unsubscribe-Post").count(), 1);
+        assert_eq!(block.named("List-Id").count(), 1);
+        let text = String::from_utf8_lossy(&message);
+        for kept in [
+            "X-Original-List-Unsubscribe: <mailto:evil@example.net>\r\n",
+            "X-Original-list-unsubscribe-post: List-Unsubscribe=One-Click\r\n",
+            "X-Original-List-Id: <other.example.net>\r\n",
+            "Subject: List-Id: x\r\n\r\nList-Id: in the body\r\n",
+        ] {
+            assert!(text.contains(kept), "{kept:?} in {text}");
+        }
     }
 
     #[test]
@@ -832,6 +918,59 @@ mod tests {
         );
     }
 
+    /// 12: a full hold queue (by count or bytes) drops the post with a log
+    /// line (exit 0), never answers it; old held posts expire.
+    #[test]
+    fn a_full_hold_queue_never_bounces() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (files, spec) = setup(dir.path(), &["alice@example.com".into()]);
+        let injector = Injector::parse("smtp:127.0.0.1:1").expect("injector");
+        let eve = addr("eve@example.org");
+        let held = files.held_dir();
+        std::fs::create_dir_all(&held).expect("mkdir");
+        let now = ctx(DAY).now_unix;
+        for i in 0..MAX_HELD {
+            std::fs::write(held.join(format!("{now}-not_a_member-{i:016}.eml")), "x")
+                .expect("write");
+        }
+        let post = |raw: &[u8]| {
+            run(
+                raw,
+                &spec,
+                &files,
+                Some(&eve),
+                &keys(),
+                &ctx(DAY),
+                &injector,
+            )
+            .expect("run")
+        };
+        let outcome = post(b"From: eve@example.org\n\nspam 1\n");
+        assert_eq!(outcome.exit(), (sysexits::EX_OK, None), "{outcome:?}");
+        assert!(!matches!(outcome, PostOutcome::Held(_)), "{outcome:?}");
+
+        // By bytes: one huge (sparse) held post fills the queue.
+        std::fs::remove_dir_all(&held).expect("rm");
+        std::fs::create_dir_all(&held).expect("mkdir");
+        let big =
+            std::fs::File::create(held.join(format!("{now}-not_a_member-big.eml"))).expect("big");
+        big.set_len(MAX_HELD_BYTES).expect("set_len");
+        let outcome = post(b"From: eve@example.org\n\nspam 2\n");
+        assert_eq!(outcome.exit(), (sysexits::EX_OK, None), "{outcome:?}");
+        assert!(!matches!(outcome, PostOutcome::Held(_)), "{outcome:?}");
+
+        // By age: a held post older than MAX_HELD_AGE goes, making room.
+        let old = now - MAX_HELD_AGE.as_secs() - 1;
+        std::fs::rename(
+            held.join(format!("{now}-not_a_member-big.eml")),
+            held.join(format!("{old}-not_a_member-big.eml")),
+        )
+        .expect("rename");
+        let outcome = post(b"From: eve@example.org\n\nspam 3\n");
+        assert!(matches!(outcome, PostOutcome::Held(_)), "{outcome:?}");
+        assert!(!held.join(format!("{old}-not_a_member-big.eml")).exists());
+    }
+
     /// End to end against the in-test SMTP sink: 1,000 members, a failure
     /// half way, a retry that skips everyone already served, and a retry
     /// after completion that sends nothing.
@@ -955,7 +1094,18 @@ mod tests {
             let sender = addr("x@example.org");
             match prepare_post(&raw, &spec, Some(&sender), DAY, &keys()).expect("prepare") {
                 Prepared::Deliver { message, batches, .. } => {
-                    proptest::prop_assert!(message.ends_with(&raw));
+                    // Byte for byte but for `X-Original-` before List-* names.
+                    let block = headers::parse(&raw);
+                    let renamed = block.fields.iter().filter(|f| f.name.len() >= 5 && f.name[..5].eq_ignore_ascii_case(b"List-")).count();
+                    let mut undone = message.clone();
+                    let start = message.len() - raw.len() - renamed * ORIGINAL_PREFIX.len();
+                    let mut tail = undone.split_off(start);
+                    for f in block.fields.iter().rev().filter(|f| f.name.len() >= 5 && f.name[..5].eq_ignore_ascii_case(b"List-")) {
+                        let at = f.offset + block.fields.iter().filter(|g| g.offset < f.offset && g.name.len() >= 5 && g.name[..5].eq_ignore_ascii_case(b"List-")).count() * ORIGINAL_PREFIX.len();
+                        proptest::prop_assert_eq!(&tail[at..at + ORIGINAL_PREFIX.len()], ORIGINAL_PREFIX);
+                        tail.drain(at..at + ORIGINAL_PREFIX.len());
+                    }
+                    proptest::prop_assert_eq!(&tail, &raw);
                     proptest::prop_assert!(message.starts_with(b"List-Id: <members.lists.example.org>"));
                     proptest::prop_assert_eq!(batches.len(), 1);
                 }

@@ -23,7 +23,7 @@
 //! [`KEEP_SECONDS`], longer than Postfix keeps a message queued.
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -91,16 +91,8 @@ impl Progress {
     pub fn open(dir: &Path, key: &str, lock_timeout: Duration) -> Result<Progress, ProgressError> {
         super::ensure_dir(dir)?;
         let path = dir.join(format!("{key}.log"));
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(|source| FsError::Io {
-                path: path.clone(),
-                op: "open",
-                source,
-            })?;
+        // Never through a symlink someone planted in the state directory.
+        let mut file = fsutil::open_nofollow(&path, true)?;
         fsutil::wait_for_lock(&file, &path, lock_timeout)?;
         let mut text = Vec::new();
         (&mut file)
@@ -272,6 +264,17 @@ mod tests {
         ));
         drop(log);
         Progress::open(dir.path(), "k", WAIT).expect("free again");
+    }
+
+    /// 10: a symlink planted at a progress log is refused, not appended to.
+    #[test]
+    fn a_planted_symlink_is_not_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious\n").expect("write");
+        std::os::unix::fs::symlink(&victim, dir.path().join("k.log")).expect("symlink");
+        assert!(Progress::open(dir.path(), "k", WAIT).is_err());
+        assert_eq!(std::fs::read(&victim).expect("victim"), b"precious\n");
     }
 
     #[test]

@@ -120,6 +120,12 @@ pub struct BounceState {
     version: u32,
     /// [`crate::address::Address::key`] → record.
     members: BTreeMap<String, MemberRecord>,
+    /// Address key → subscription number, raised each time a member leaves
+    /// (or is added by `members --add`). Unsubscribe tokens sign it, so a
+    /// token dies with its subscription. Absent: 0. Kept after a member
+    /// leaves, or a return would revive old tokens.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    subscriptions: BTreeMap<String, u32>,
 }
 
 impl Default for BounceState {
@@ -127,6 +133,7 @@ impl Default for BounceState {
         BounceState {
             version: VERSION,
             members: BTreeMap::new(),
+            subscriptions: BTreeMap::new(),
         }
     }
 }
@@ -221,9 +228,29 @@ impl BounceState {
         }
     }
 
-    /// Forgets a member who left the list.
+    /// Forgets a member who left the list, and ends the subscription (its
+    /// unsubscribe tokens stop working).
     pub fn forget(&mut self, member: &str) {
         self.members.remove(member);
+        self.next_subscription(member);
+    }
+
+    /// The member's current subscription number (0 if never raised).
+    pub fn subscription(&self, member: &str) -> u32 {
+        self.subscriptions.get(member).copied().unwrap_or(0)
+    }
+
+    /// Starts a new subscription for `member`; returns its number.
+    pub fn next_subscription(&mut self, member: &str) -> u32 {
+        let n = self.subscriptions.entry(member.to_owned()).or_insert(0);
+        // 0 is the number of members who never had one; never come back to it.
+        *n = n.wrapping_add(1).max(1);
+        *n
+    }
+
+    /// Subscription numbers of all members that have one.
+    pub fn subscriptions(&self) -> &BTreeMap<String, u32> {
+        &self.subscriptions
     }
 }
 

@@ -11,6 +11,13 @@
 //! https://lists.example.org/unsubscribe?list=members&m=alice%40example.com&t=lw-12000abcdefghijklmnop
 //! ```
 //!
+//! The token also signs the member's subscription number (kept in the
+//! list's state, raised each time the member leaves): it is mixed into the
+//! signed role, `LIST-unsubscribe.N`, while the address mailed to stays
+//! `LIST-unsubscribe+…`. So a token stops working once its member has left,
+//! even after they join again. Number 0 (never raised) signs the plain role,
+//! so tokens minted before numbers existed keep working until then.
+//!
 //! Because the signed role differs, a member's bounce address
 //! (`-bounces+lw-…`) is no unsubscribe token, and the reverse. A token stays
 //! good for as long as its key is in the ring: a correct HMAC that is past
@@ -18,9 +25,9 @@
 //! was minted). Mail without a valid token unsubscribes nobody: its sender
 //! may be forged, and a reply to it would be backscatter.
 
-use std::path::Path;
 use std::time::Duration;
 
+use super::state::BounceState;
 use super::{ListFiles, members, state};
 use crate::address::keys::MAX_VALIDITY_DAYS;
 use crate::address::verp::{self, VerpError, VerpResult, sign_verp, verify_verp};
@@ -60,15 +67,20 @@ pub enum UnsubError {
 }
 
 impl UnsubError {
-    /// The HTTP status for the one-click endpoint. File trouble is 503, so
-    /// the mailbox provider retries.
-    pub fn http_status(&self) -> u16 {
+    /// The HTTP status and body for the one-click endpoint. "No such list"
+    /// and "bad token" look alike (no probing for list names), and no body
+    /// carries a path or other detail: the log has those. File trouble is
+    /// 503, so the mailbox provider retries.
+    pub fn public_reply(&self) -> (u16, &'static str) {
         match self {
-            UnsubError::BadRequest(_) => 400,
-            UnsubError::BadToken | UnsubError::NoToken => 403,
-            UnsubError::UnknownList => 404,
-            UnsubError::Sign(_) | UnsubError::Role(_) => 500,
-            UnsubError::Members(_) | UnsubError::State(_) => 503,
+            UnsubError::BadRequest(_) => (400, "bad request\n"),
+            UnsubError::UnknownList | UnsubError::BadToken | UnsubError::NoToken => {
+                (403, "this unsubscribe link is not valid\n")
+            }
+            UnsubError::Sign(_)
+            | UnsubError::Role(_)
+            | UnsubError::Members(_)
+            | UnsubError::State(_) => (503, "try again later\n"),
         }
     }
 }
@@ -82,25 +94,38 @@ pub struct Unsubscribed {
     pub was_member: bool,
 }
 
-/// `LIST-unsubscribe+TOKEN=member=domain@DOMAIN` for `member`, minted today.
+/// `LIST-unsubscribe+TOKEN=member=domain@DOMAIN` for `member`'s
+/// `subscription`, minted today.
 pub fn unsubscribe_address(
     list: &Address,
     member: &Address,
+    subscription: u32,
     keys: &KeyRing,
     today: u64,
 ) -> Result<Address, UnsubError> {
     let role = role_of(list)?;
-    Ok(sign_verp(&role, member, keys, today)?)
+    let signing = signing_role(&role, subscription)?;
+    let signed = sign_verp(&signing, member, keys, today)?;
+    // The same extension under the role that receives the mail.
+    let ext = signed
+        .local
+        .get(signing.local.len()..)
+        .ok_or(UnsubError::BadToken)?;
+    Ok(Address {
+        local: format!("{}{ext}", role.local),
+        domain: role.domain,
+    })
 }
 
 /// The token alone (`lw-…`, [`TOKEN_LEN`] characters), for URLs.
 pub fn unsubscribe_token(
     list: &Address,
     member: &Address,
+    subscription: u32,
     keys: &KeyRing,
     today: u64,
 ) -> Result<String, UnsubError> {
-    let signed = unsubscribe_address(list, member, keys, today)?;
+    let signed = unsubscribe_address(list, member, subscription, keys, today)?;
     signed
         .local
         .split_once(verp::DELIMITER)
@@ -109,12 +134,39 @@ pub fn unsubscribe_token(
         .ok_or(UnsubError::BadToken)
 }
 
-/// Checks `token` for `member` of `list`. Returns the member as signed
-/// (compare with [`Address::same_mailbox`]). Constant-time HMAC comparison.
+/// The role address the HMAC covers: `LIST-unsubscribe` for subscription
+/// 0, `LIST-unsubscribe.N` after.
+fn signing_role(role: &Address, subscription: u32) -> Result<Address, UnsubError> {
+    if subscription == 0 {
+        return Ok(role.clone());
+    }
+    Ok(Address::new(
+        &format!("{}.{subscription}", role.local),
+        &role.domain,
+    )?)
+}
+
+/// Checks `token` for `member` of `list` and the member's current
+/// subscription. Returns the member as signed (compare with
+/// [`Address::same_mailbox`]). Constant-time HMAC comparison.
 pub fn verify_token(
     list: &Address,
     member: &Address,
     token: &str,
+    subscriptions: &BounceState,
+    keys: &KeyRing,
+    today: u64,
+) -> Result<Address, UnsubError> {
+    let subscription = subscriptions.subscription(&member.key());
+    verify_token_at(list, member, token, subscription, keys, today)
+}
+
+/// [`verify_token`] for a given subscription number.
+fn verify_token_at(
+    list: &Address,
+    member: &Address,
+    token: &str,
+    subscription: u32,
     keys: &KeyRing,
     today: u64,
 ) -> Result<Address, UnsubError> {
@@ -134,7 +186,7 @@ pub fn verify_token(
         ),
         domain: role.domain.clone(),
     };
-    let signed = verify_address(&rebuilt, &role, keys, today)?;
+    let signed = verify_address_at(&rebuilt, &role, subscription, keys, today)?;
     if signed.same_mailbox(member) {
         Ok(signed)
     } else {
@@ -142,10 +194,24 @@ pub fn verify_token(
     }
 }
 
-/// Verifies a whole token address against the list's unsubscribe role.
+/// Verifies a whole token address against the list's unsubscribe role and
+/// the current subscription of the member it names.
 fn verify_address(
     addr: &Address,
     role: &Address,
+    subscriptions: &BounceState,
+    keys: &KeyRing,
+    today: u64,
+) -> Result<Address, UnsubError> {
+    // The member as the address names it; the HMAC says whether it is right.
+    let subscription = signed_member(addr).map_or(0, |m| subscriptions.subscription(&m.key()));
+    verify_address_at(addr, role, subscription, keys, today)
+}
+
+fn verify_address_at(
+    addr: &Address,
+    role: &Address,
+    subscription: u32,
     keys: &KeyRing,
     today: u64,
 ) -> Result<Address, UnsubError> {
@@ -153,7 +219,16 @@ fn verify_address(
     if !ours {
         return Err(UnsubError::BadToken);
     }
-    match verify_verp(addr, keys, today, MAX_VALIDITY_DAYS) {
+    let signing = signing_role(role, subscription)?;
+    let ext = addr
+        .local
+        .get(role.local.len()..)
+        .ok_or(UnsubError::BadToken)?;
+    let rebuilt = Address {
+        local: format!("{}{ext}", signing.local),
+        domain: addr.domain.clone(),
+    };
+    match verify_verp(&rebuilt, keys, today, MAX_VALIDITY_DAYS) {
         VerpResult::Valid { member, .. } => Ok(member),
         // The HMAC is right; only the stamp is old. See the module doc.
         VerpResult::Expired => signed_member(addr).ok_or(UnsubError::BadToken),
@@ -293,15 +368,26 @@ fn body_is_one_click(body: &[u8]) -> bool {
     urlencoded || multipart
 }
 
-/// Checks a one-click request (pure: no files touched). Returns the index
-/// of the list in `lists` and the member to remove.
+/// A verified one-click request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneClick {
+    /// Index of the list in `lists`.
+    pub index: usize,
+    pub member: Address,
+    /// The token is for the member's previous subscription (a retry after
+    /// the unsubscribe): it removes nobody, it only answers "done".
+    pub ended: bool,
+}
+
+/// Checks a one-click request (reads the list's state for the member's
+/// subscription number; changes nothing).
 pub fn check_one_click(
     query: &str,
     body: &[u8],
     lists: &[ListFiles],
     keys: &KeyRing,
     today: u64,
-) -> Result<(usize, Address), UnsubError> {
+) -> Result<OneClick, UnsubError> {
     if body.len() > MAX_BODY_BYTES || !body_is_one_click(body) {
         return Err(UnsubError::BadRequest(
             "the body must be List-Unsubscribe=One-Click",
@@ -328,13 +414,31 @@ pub fn check_one_click(
         .position(|l| l.name == list_name)
         .ok_or(UnsubError::UnknownList)?;
     let list = lists.get(index).ok_or(UnsubError::UnknownList)?;
-    let signed = verify_token(&list.address, &member, token, keys, today)?;
-    Ok((index, signed))
+    let subscription = state::load(&list.state_file())?.subscription(&member.key());
+    match verify_token_at(&list.address, &member, token, subscription, keys, today) {
+        Ok(signed) => Ok(OneClick {
+            index,
+            member: signed,
+            ended: false,
+        }),
+        // The subscription this token was for has just ended: a retry of
+        // the request that ended it, fine unless the member is back.
+        Err(UnsubError::BadToken) if subscription > 0 => {
+            let signed =
+                verify_token_at(&list.address, &member, token, subscription - 1, keys, today)?;
+            Ok(OneClick {
+                index,
+                member: signed,
+                ended: true,
+            })
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// `POST /unsubscribe?list=..&m=..&t=..` with body `List-Unsubscribe=One-Click`:
-/// verifies and removes the member. The lead's HTTP server maps errors with
-/// [`UnsubError::http_status`]; a GET must never reach this (RFC 8058: link
+/// verifies and removes the member. The HTTP server maps errors with
+/// [`UnsubError::public_reply`]; a GET must never reach this (RFC 8058: link
 /// scanners fetch URLs).
 pub fn one_click(
     query: &str,
@@ -344,14 +448,40 @@ pub fn one_click(
     today: u64,
     lock_timeout: Duration,
 ) -> Result<Unsubscribed, UnsubError> {
-    let (index, member) = check_one_click(query, body, lists, keys, today)?;
+    let OneClick {
+        index,
+        member,
+        ended,
+    } = check_one_click(query, body, lists, keys, today)?;
     let list = lists.get(index).ok_or(UnsubError::UnknownList)?;
+    // A lock-free read first: a retry, or a flood of valid old links, for
+    // someone already gone never queues on (or takes) the members lock.
+    let is_member = members::load(&list.members_file)?.contains(&member);
+    if ended && is_member {
+        // Back with a new subscription: the old link is dead.
+        return Err(UnsubError::BadToken);
+    }
+    if ended || !is_member {
+        return Ok(Unsubscribed {
+            list: list.name.clone(),
+            member,
+            was_member: false,
+        });
+    }
     let was_member = remove_member(list, &member, lock_timeout)?;
     Ok(Unsubscribed {
         list: list.name.clone(),
         member,
         was_member,
     })
+}
+
+/// The audit log line of a one-click unsubscribe: list, member, client.
+pub fn audit_line(done: &Unsubscribed, client: std::net::IpAddr) -> String {
+    format!(
+        "one-click unsubscribe list={} member={} was_member={} client={client}",
+        done.list, done.member, done.was_member
+    )
 }
 
 /// Finds the member an unsubscribe mail is for: the recipient itself when
@@ -362,6 +492,7 @@ pub fn member_from_mail(
     recipient: Option<&Address>,
     raw: &[u8],
     list: &Address,
+    subscriptions: &BounceState,
     keys: &KeyRing,
     today: u64,
 ) -> Result<Address, UnsubError> {
@@ -370,7 +501,7 @@ pub fn member_from_mail(
         && rcpt.local.contains(verp::DELIMITER)
         && verp::base_address(rcpt).is_some_and(|b| b.same_mailbox(&role))
     {
-        return verify_address(rcpt, &role, keys, today);
+        return verify_address(rcpt, &role, subscriptions, keys, today);
     }
     let text = String::from_utf8_lossy(raw.get(..raw.len().min(MAX_SCAN_BYTES)).unwrap_or(raw));
     let mut result = Err(UnsubError::NoToken);
@@ -381,7 +512,7 @@ pub fn member_from_mail(
         let Ok(addr) = Address::parse(&candidate) else {
             continue;
         };
-        match verify_address(&addr, &role, keys, today) {
+        match verify_address(&addr, &role, subscriptions, keys, today) {
             Ok(member) => return Ok(member),
             Err(e) => result = Err(e),
         }
@@ -416,24 +547,21 @@ fn token_candidates(text: &str, role_local: &str) -> Vec<String> {
     out
 }
 
-/// Removes `member` from the members file and forgets its bounce record.
-/// True if it was a member. Safe to repeat.
+/// Removes `member` from the members file, forgets its bounce record and
+/// ends its subscription (its tokens stop working). True if it was a
+/// member. Safe to repeat.
 pub fn remove_member(
     list: &ListFiles,
     member: &Address,
     lock_timeout: Duration,
 ) -> Result<bool, UnsubError> {
     let was_member = members::update(&list.members_file, lock_timeout, |f| f.remove(member))?;
-    forget(&list.state_file(), member, lock_timeout)?;
-    Ok(was_member)
-}
-
-fn forget(state_file: &Path, member: &Address, lock_timeout: Duration) -> Result<(), UnsubError> {
-    if matches!(state_file.try_exists(), Ok(false)) {
-        return Ok(()); // no state yet: nothing to forget, nothing to create
+    if was_member {
+        state::update(&list.state_file(), lock_timeout, |s| {
+            s.forget(&member.key())
+        })?;
     }
-    state::update(state_file, lock_timeout, |s| s.forget(&member.key()))?;
-    Ok(())
+    Ok(was_member)
 }
 
 /// What `listwarden expand --unsubscribe` did with one mail.
@@ -453,7 +581,15 @@ pub fn run_mail(
     keys: &KeyRing,
     ctx: &super::RunContext,
 ) -> Result<MailOutcome, UnsubError> {
-    let member = match member_from_mail(recipient, raw, &list.address, keys, ctx.today) {
+    let subscriptions = state::load(&list.state_file())?;
+    let member = match member_from_mail(
+        recipient,
+        raw,
+        &list.address,
+        &subscriptions,
+        keys,
+        ctx.today,
+    ) {
         Ok(m) => m,
         Err(e @ (UnsubError::NoToken | UnsubError::BadToken)) => {
             return Ok(MailOutcome::Ignored(e.to_string()));
@@ -472,6 +608,11 @@ pub fn run_mail(
 mod tests {
     use super::*;
     use crate::expand::testutil::{addr, ctx, files, keys};
+    use std::path::Path;
+
+    fn none() -> BounceState {
+        BounceState::default()
+    }
 
     const DAY: u64 = 20_500;
 
@@ -483,17 +624,17 @@ mod tests {
     fn token_round_trip_and_shape() {
         let keys = keys();
         let member = addr("Alice+tag=x@Example.COM");
-        let token = unsubscribe_token(&list(), &member, &keys, DAY).expect("token");
+        let token = unsubscribe_token(&list(), &member, 0, &keys, DAY).expect("token");
         assert_eq!(token.len(), TOKEN_LEN);
         assert!(token.starts_with("lw-10500"), "{token}");
-        let signed = verify_token(&list(), &member, &token, &keys, DAY).expect("verify");
+        let signed = verify_token(&list(), &member, &token, &none(), &keys, DAY).expect("verify");
         assert!(signed.same_mailbox(&member));
         // Case-folded by some client: still good.
         let upper = token.to_ascii_uppercase();
-        verify_token(&list(), &member, &upper, &keys, DAY).expect("upper case");
+        verify_token(&list(), &member, &upper, &none(), &keys, DAY).expect("upper case");
         // Years later (past any VERP window) the HMAC still counts.
-        verify_token(&list(), &member, &token, &keys, DAY + 3000).expect("old token");
-        let address = unsubscribe_address(&list(), &member, &keys, DAY).expect("address");
+        verify_token(&list(), &member, &token, &none(), &keys, DAY + 3000).expect("old token");
+        let address = unsubscribe_address(&list(), &member, 0, &keys, DAY).expect("address");
         assert_eq!(
             address.to_string(),
             format!("members-unsubscribe+{token}=Alice+tag=x=example.com@lists.example.org")
@@ -504,7 +645,7 @@ mod tests {
     fn every_token_mutation_fails() {
         let keys = keys();
         let member = addr("alice@example.com");
-        let token = unsubscribe_token(&list(), &member, &keys, DAY).expect("token");
+        let token = unsubscribe_token(&list(), &member, 0, &keys, DAY).expect("token");
         let alphabet = "0123456789abcdefghijklmnopqrstuvwxyz=+-.@";
         for pos in 0..token.len() {
             for c in alphabet.chars() {
@@ -518,19 +659,21 @@ mod tests {
                 *slot = c;
                 let mutated: String = chars.into_iter().collect();
                 assert!(
-                    verify_token(&list(), &member, &mutated, &keys, DAY).is_err(),
+                    verify_token(&list(), &member, &mutated, &none(), &keys, DAY).is_err(),
                     "{mutated} passed"
                 );
             }
         }
         // Wrong member, wrong list, truncated, extended, field-shifting.
         let other = addr("mallory@example.com");
-        assert!(verify_token(&list(), &other, &token, &keys, DAY).is_err());
+        assert!(verify_token(&list(), &other, &token, &none(), &keys, DAY).is_err());
         let other_list = addr("staff@lists.example.org");
-        assert!(verify_token(&other_list, &member, &token, &keys, DAY).is_err());
+        assert!(verify_token(&other_list, &member, &token, &none(), &keys, DAY).is_err());
         let short = token.get(..TOKEN_LEN - 1).expect("prefix");
-        assert!(verify_token(&list(), &member, short, &keys, DAY).is_err());
-        assert!(verify_token(&list(), &member, &format!("{token}=x"), &keys, DAY).is_err());
+        assert!(verify_token(&list(), &member, short, &none(), &keys, DAY).is_err());
+        assert!(
+            verify_token(&list(), &member, &format!("{token}=x"), &none(), &keys, DAY).is_err()
+        );
         // A bounce tag for the same member is no unsubscribe token.
         let bounce = sign_verp(
             &addr("members-bounces@lists.example.org"),
@@ -543,7 +686,17 @@ mod tests {
             .local
             .split_once('+')
             .and_then(|(_, e)| e.get(..TOKEN_LEN));
-        assert!(verify_token(&list(), &member, bounce_tag.expect("tag"), &keys, DAY).is_err());
+        assert!(
+            verify_token(
+                &list(),
+                &member,
+                bounce_tag.expect("tag"),
+                &none(),
+                &keys,
+                DAY
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -596,7 +749,7 @@ mod tests {
         let lists = [setup(dir.path())];
         let keys = keys();
         let member = addr("alice@example.com");
-        let token = unsubscribe_token(&list(), &member, &keys, DAY).expect("token");
+        let token = unsubscribe_token(&list(), &member, 0, &keys, DAY).expect("token");
         let url = unsubscribe_url("https://x/unsubscribe", "members", &member, &token);
         let query = url.split_once('?').map(|(_, q)| q).expect("query");
         let body = b"List-Unsubscribe=One-Click";
@@ -615,13 +768,131 @@ mod tests {
             (query, b"List-Unsubscribe=Yes", 400),
             ("list=members&m=alice%40example.com", body, 400),
             (&format!("{query}&t=x"), body, 400),
-            (&query.replace("list=members", "list=staff"), body, 404),
+            (&query.replace("list=members", "list=staff"), body, 403),
             (&query.replace("alice", "bob"), body, 403),
         ];
         for (q, b, status) in cases {
             let err = check_one_click(q, b, &lists, &keys, DAY).expect_err(q);
-            assert_eq!(err.http_status(), status, "{q}: {err}");
+            assert_eq!(err.public_reply().0, status, "{q}: {err}");
         }
+    }
+
+    /// 13: a request for someone who is not a member is answered from a
+    /// lock-free read: it never waits on (or takes) the members lock.
+    #[test]
+    fn membership_is_checked_before_the_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lists = [setup(dir.path())];
+        let keys = keys();
+        let carol = addr("carol@example.org");
+        let token = unsubscribe_token(&list(), &carol, 0, &keys, DAY).expect("token");
+        let url = unsubscribe_url("https://x/unsubscribe", "members", &carol, &token);
+        let query = url.split_once('?').map(|(_, q)| q).expect("query");
+        let lock = crate::expand::fsutil::lock_path_for(&lists[0].members_file).expect("lock");
+        let _held =
+            crate::expand::fsutil::lock_exclusive(&lock, Duration::from_millis(10)).expect("lock");
+        let done = one_click(
+            query,
+            b"List-Unsubscribe=One-Click",
+            &lists,
+            &keys,
+            DAY,
+            Duration::from_millis(50),
+        )
+        .expect("no lock needed");
+        assert!(!done.was_member);
+    }
+
+    /// 13: one status and body for "no such list" and "bad token"; no
+    /// file paths in any body.
+    #[test]
+    fn public_replies_are_generic() {
+        let unknown = UnsubError::UnknownList.public_reply();
+        assert_eq!(unknown, UnsubError::BadToken.public_reply());
+        assert_eq!(unknown, UnsubError::NoToken.public_reply());
+        let fs = UnsubError::Members(members::MembersError::Missing {
+            path: "/var/lib/listwarden/secret/members.txt".into(),
+        });
+        assert_eq!(fs.public_reply().0, 503);
+        assert!(!fs.public_reply().1.contains('/'));
+        let client: std::net::IpAddr = "192.0.2.7".parse().expect("ip");
+        let line = audit_line(
+            &Unsubscribed {
+                list: "members".into(),
+                member: addr("alice@example.com"),
+                was_member: true,
+            },
+            client,
+        );
+        assert!(
+            line.contains("alice@example.com") && line.contains("192.0.2.7"),
+            "{line}"
+        );
+    }
+
+    /// 16: a token from before an unsubscribe stops working once the
+    /// member subscribes again (by mail and by one-click).
+    #[test]
+    fn old_tokens_die_with_their_subscription() {
+        use crate::expand::post::{Prepared, load_spec, prepare_post};
+        use crate::expand::{PostingPolicy, RefuseAction};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = setup(dir.path());
+        let lists = [files.clone()];
+        let keys = keys();
+        let alice = addr("alice@example.com");
+        let links = || {
+            let (spec, _) = load_spec(
+                &files,
+                PostingPolicy::Open,
+                Some("https://x/unsubscribe".into()),
+                RefuseAction::Hold,
+            )
+            .expect("spec");
+            let Prepared::Deliver { batches, .. } =
+                prepare_post(b"Subject: hi\n\nx\n", &spec, Some(&alice), DAY, &keys)
+                    .expect("prepare")
+            else {
+                panic!("not delivered")
+            };
+            let headers = String::from_utf8(batches[0].headers.clone()).expect("utf-8");
+            let query = headers
+                .split("unsubscribe?")
+                .nth(1)
+                .and_then(|q| q.split('>').next())
+                .expect("https link")
+                .to_string();
+            let mailto = headers
+                .split("<mailto:")
+                .nth(1)
+                .and_then(|m| m.split('?').next())
+                .and_then(percent_decode)
+                .and_then(|a| Address::parse(&a).ok())
+                .expect("mailto link");
+            (query, mailto)
+        };
+        let body = b"List-Unsubscribe=One-Click";
+        let timeout = Duration::from_millis(200);
+        let (old_query, old_mailto) = links();
+        let done = one_click(&old_query, body, &lists, &keys, DAY, timeout).expect("unsubscribe");
+        assert!(done.was_member);
+        members::update(&files.members_file, timeout, |f| f.add(&alice)).expect("re-add");
+        let err = one_click(&old_query, body, &lists, &keys, DAY, timeout)
+            .expect_err("an old one-click link");
+        assert_eq!(err.public_reply().0, 403);
+        let outcome = run_mail(b"\n", Some(&old_mailto), &files, &keys, &ctx(DAY)).expect("run");
+        assert!(matches!(outcome, MailOutcome::Ignored(_)), "{outcome:?}");
+        let text = std::fs::read_to_string(&files.members_file).expect("read");
+        assert!(text.contains("alice@example.com"), "{text}");
+        // The new subscription's links work.
+        let (query, mailto) = links();
+        assert_ne!(query, old_query);
+        let outcome = run_mail(b"\n", Some(&mailto), &files, &keys, &ctx(DAY)).expect("run");
+        assert!(
+            matches!(outcome, MailOutcome::Unsubscribed(_)),
+            "{outcome:?}"
+        );
+        let _ = query;
     }
 
     #[test]
@@ -631,7 +902,7 @@ mod tests {
         let keys = keys();
         let ctx = ctx(DAY);
         let bob = addr("bob@example.net");
-        let rcpt = unsubscribe_address(&list(), &bob, &keys, DAY).expect("address");
+        let rcpt = unsubscribe_address(&list(), &bob, 0, &keys, DAY).expect("address");
         let mail = b"From: bob@example.net\nSubject: unsubscribe\n\n";
         let outcome = run_mail(mail, Some(&rcpt), &list_files, &keys, &ctx).expect("run");
         assert!(
@@ -641,7 +912,7 @@ mod tests {
 
         // To -request@, with the token address quoted in the body.
         let alice = addr("alice@example.com");
-        let token_addr = unsubscribe_address(&list(), &alice, &keys, DAY).expect("address");
+        let token_addr = unsubscribe_address(&list(), &alice, 0, &keys, DAY).expect("address");
         let mail = format!(
             "Subject: unsubscribe\n\nPlease remove me: <mailto:{}>\n",
             unsubscribe_mailto(&token_addr)
@@ -677,7 +948,7 @@ mod tests {
                 "{r}: {outcome:?}"
             );
         }
-        let other = unsubscribe_address(&addr("staff@lists.example.org"), &bob, &keys, DAY)
+        let other = unsubscribe_address(&addr("staff@lists.example.org"), &bob, 0, &keys, DAY)
             .expect("address");
         let outcome = run_mail(b"\n", Some(&other), &list_files, &keys, &ctx).expect("run");
         assert!(matches!(outcome, MailOutcome::Ignored(_)));

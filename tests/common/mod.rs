@@ -80,7 +80,7 @@ pub const EXAMPLE_KEY: &str = concat!(
 
 /// A `signing:` block using the example key, as YAML lines.
 pub fn signing_block() -> String {
-    format!("signing:\n  keys: [{{id: 1, file: {EXAMPLE_KEY}}}]\n  sign_with: 1\n")
+    format!("signing:\n  keys: [{{id: 1, file: {EXAMPLE_KEY}}}]\n  sign_with: 1\n  demo: true\n")
 }
 
 /// Days since the Unix epoch, now.
