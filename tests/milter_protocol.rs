@@ -152,13 +152,20 @@ async fn ordinary_mail_is_accepted_after_the_headers() {
 }
 
 #[tokio::test]
-async fn trusted_and_authenticated_clients_are_accepted_at_mail() {
+async fn trusted_and_authenticated_clients_are_accepted_at_end_of_headers() {
+    // Not at MAIL: their headers must be seen too, so that forged
+    // X-Listwarden-* tags are removed whoever sent them.
     let m = TestMilter::start(CONFIG).await;
     let mut conn = open(&m, [127, 0, 0, 1]).await;
     assert_eq!(
         conn.mail(["<members@lists.example.org>"]).await.unwrap(),
-        Status::Accept
+        Status::Continue
     );
+    conn.rcpt(["<bob@example.com>"]).await.unwrap();
+    conn.header("From", "members@lists.example.org")
+        .await
+        .unwrap();
+    assert_eq!(conn.eoh().await.unwrap(), Status::Accept);
     conn.close().await.unwrap();
 
     let mut conn = open(&m, STRANGER).await;
@@ -167,8 +174,13 @@ async fn trusted_and_authenticated_clients_are_accepted_at_mail() {
         .unwrap();
     assert_eq!(
         conn.mail(["<members@lists.example.org>"]).await.unwrap(),
-        Status::Accept
+        Status::Continue
     );
+    conn.rcpt(["<bob@example.com>"]).await.unwrap();
+    conn.header("From", "members@lists.example.org")
+        .await
+        .unwrap();
+    assert_eq!(conn.eoh().await.unwrap(), Status::Accept);
     conn.close().await.unwrap();
     assert_eq!(m.messages("accept", "trusted_client"), 2);
     m.stop().await;
