@@ -30,7 +30,8 @@ pub struct Config {
     pub milter: MilterSettings,
     /// Where `/metrics` and `/healthz` are served; `None` turns HTTP off.
     pub metrics_listen: Option<SocketAddr>,
-    /// Global observe mode: log and count verdicts, change nothing.
+    /// Global observe mode: no refusals, verdicts logged and counted;
+    /// signing and tag hygiene stay on.
     pub observe: bool,
     pub on_error: OnError,
     pub trusted_networks: Vec<IpNet>,
