@@ -16,7 +16,7 @@
 # 1,000 members, a non-member post, a hard bounce, a Yahoo TS01 deferral, an
 # ARF complaint, a one-click and a mailto unsubscribe, and reports one
 # PASS/FAIL line each. Data templates: integration/scenarios-expander/.
-# Uses SMTPD_PORT, METRICS_PORT, SINK_DIR, PF_CONF, PF_LOG, LW_BIN,
+# Uses SMTPD_PORT, SINK_DIR, PF_CONF, PF_LOG, LW_BIN,
 # LW_CONFIG, LW_LOG, LW_KEY_FILE and LW_IT_DIR from the harness.
 # shellcheck disable=SC2153
 
@@ -42,7 +42,7 @@ EXP_MAILTO=member0006@site06.example.net   # mail to the mailto: URI: unsubscrib
 EXP_STRANGER=stranger@elsewhere.example.org
 
 EXP_DIR="" EXP_STATE_DIR="" EXP_MEMBERS_FILE="" EXP_REINJECT_PORT="" EXP_GROUP=""
-EXP_UNSUB_PORT=$((METRICS_PORT + 1)) # expander.unsubscribe_listen
+EXP_UNSUB_PORT="" # expander.unsubscribe_listen, set by exp_setup
 EXP_POST_FILES=()  # the sink's dump files of the post's copies
 EXP_SUMMARY=()     # numbers, printed with `say` at the end
 
@@ -169,6 +169,8 @@ exp_setup() {
 	fi
 	EXP_REINJECT_PORT=$(($1 + 30))
 	require_free_port "$EXP_REINJECT_PORT" "expander reinjection smtpd"
+	EXP_UNSUB_PORT=$(($1 + 31))
+	require_free_port "$EXP_UNSUB_PORT" "expander one-click listener"
 	id -u "$EXP_USER" >/dev/null 2>&1 || die "no user $EXP_USER for the expander's pipe (LW_IT_EXPAND_USER)"
 	[[ $(id -u "$EXP_USER") != 0 ]] || die "the expander's pipe user must not be root"
 	EXP_GROUP=$(id -gn "$EXP_USER")
@@ -443,7 +445,7 @@ exp_check_verp_sample() {
 	fi
 	while read -r sender; do
 		rc=0
-		out=$("$LW_BIN" verify -c "$LW_CONFIG" "$sender" 2>&1) || rc=$?
+		out=$("$LW_BIN" verify -c "$LW_CONFIG" "$sender" 2>/dev/null) || rc=$?
 		[[ $out == "valid (signed VERP"* && $rc == 0 ]] || errors+=("verify <$sender>: '$out' (exit $rc)")
 		checked=$((checked + 1))
 	done < <(scn_sink_envelope "${EXP_POST_FILES[@]}" | awk '$1 == "mail" { print $2 }' | shuf -n "$EXP_SAMPLE")

@@ -290,7 +290,7 @@ scn_check_envelope() {
 		scn_fail "sink: MAIL FROM <$sender> does not start with '$SCN_SINK_MAIL_FROM_PREFIX'"
 	fi
 	if [[ -n $SCN_SINK_MAIL_FROM_VERIFY ]]; then
-		out=$("$LW_BIN" verify -c "$LW_CONFIG" "$sender" 2>&1) || rc=$?
+		out=$("$LW_BIN" verify -c "$LW_CONFIG" "$sender" 2>/dev/null) || rc=$?
 		if [[ ${out%% *} != "$SCN_SINK_MAIL_FROM_VERIFY" ]]; then
 			scn_fail "sink: listwarden verify <$sender> says '$out', expected $SCN_SINK_MAIL_FROM_VERIFY"
 		elif [[ $SCN_SINK_MAIL_FROM_VERIFY == valid && $rc != 0 ]] ||
