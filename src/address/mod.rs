@@ -533,6 +533,22 @@ mod tests {
             ("<a\\@b@x>", addr("a@b", "x")),
             // An unterminated comment runs to the end (tok822_comment).
             ("<a@b (unterminated>", addr("a", "b")),
+            // Without '@', cleanup's default rewrite reads these as u@d.
+            (
+                "<lists.example.org!members-bounces>",
+                addr("members-bounces", "lists.example.org"),
+            ),
+            (
+                "<members-bounces%lists.example.org>",
+                addr("members-bounces", "lists.example.org"),
+            ),
+            // Inside nested brackets tok822 keeps two words in one address
+            // and internalizes them without a space (see path.rs).
+            ("<<a b@c>>", addr("ab", "c")),
+            (
+                "<<members- bounces@lists.example.org>>",
+                addr("members-bounces", "lists.example.org"),
+            ),
         ];
         for (input, want) in other {
             assert_eq!(
@@ -557,9 +573,6 @@ mod tests {
             "<<>>",
             "<,>",
             "<\"unterminated@x>",
-            // Inside nested brackets tok822 keeps two words in one address,
-            // joined with or without a space depending on the version.
-            "<<a b@c>>",
         ] {
             let got = parse_path(bad);
             assert!(got.is_err(), "{bad:?} read as {got:?}");
@@ -586,6 +599,17 @@ mod tests {
                 some("members", "lists.example.org"),
             ),
             ("postmaster", Err(AddressError::NoAt)),
+            // Cleanup's default rewrite of addresses without '@'.
+            (
+                "lists.example.org!members",
+                some("members", "lists.example.org"),
+            ),
+            (
+                "members%lists.example.org",
+                some("members", "lists.example.org"),
+            ),
+            ("a%b%x", some("a%b", "x")),
+            ("x!a!b", some("a!b", "x")),
             ("@x", Err(AddressError::EmptyLocal)),
             ("u@", Err(AddressError::EmptyDomain)),
             ("u\r@x", Err(AddressError::ControlChar)),

@@ -17,7 +17,9 @@
 //! 4. The address is turned into internal form: quotes and comments gone,
 //!    tokens concatenated.
 //! 5. Cleanup's canonical rewrite drops a source route that is still there
-//!    (`@a:u@d`, for instance after a leading space) and one trailing dot.
+//!    (`@a:u@d`, for instance after a leading space) and one trailing dot,
+//!    and turns `d!u` and `u%d` into `u@d` (default `swap_bangpath`,
+//!    `allow_percent_hack`).
 //!
 //! The smtpd command tokenizer has already refused an argument whose `<` or
 //! `"` is never closed; we refuse those too.
@@ -80,9 +82,9 @@ pub(crate) fn read(s: &str) -> Result<Option<Address>, AddressError> {
         };
     }
     cut_route_tokens(&mut tokens);
-    let read = single_address(&tokens)
-        .and_then(|(start, end)| internalize(tokens.get(start..end).unwrap_or_default()))
-        .and_then(|internal| split_internal(&internal));
+    let read = single_address(&tokens).and_then(|(start, end)| {
+        split_internal(&internalize(tokens.get(start..end).unwrap_or_default()))
+    });
     match read {
         Ok(a) => Ok(Some(a)),
         Err(_) if unended_route => Err(AddressError::BadRoute),
@@ -91,8 +93,12 @@ pub(crate) fn read(s: &str) -> Result<Option<Address>, AddressError> {
 }
 
 /// The reading of an address in Postfix's internal form (quotes removed,
-/// as in the `{mail_addr}` and `{rcpt_addr}` macros): a leading source route
-/// goes (cleanup's canonical rewrite drops it), then it splits at the last `@`.
+/// as in the `{mail_addr}` and `{rcpt_addr}` macros), after cleanup's
+/// canonical rewrite with its defaults: a leading source route goes; without
+/// an `@`, `domain!user` becomes `user@domain` (`swap_bangpath`) or else the
+/// last `%` becomes `@` (`allow_percent_hack`). Then it splits at the last `@`.
+/// A bare local part gets `@$myorigin` from Postfix, which we do not know:
+/// that stays [`AddressError::NoAt`].
 pub(crate) fn split_internal(internal: &str) -> Result<Address, AddressError> {
     if internal.len() > MAX_PATH_LEN {
         return Err(AddressError::TooLong);
@@ -101,8 +107,18 @@ pub(crate) fn split_internal(internal: &str) -> Result<Address, AddressError> {
     if internal.is_empty() {
         return Err(AddressError::Empty);
     }
-    let (local, domain) = internal.rsplit_once('@').ok_or(AddressError::NoAt)?;
-    Address::new(local, domain)
+    if let Some((local, domain)) = internal.rsplit_once('@') {
+        return Address::new(local, domain);
+    }
+    // A site that turned the rewrite off gets an address it would not
+    // deliver to: an over-reading, which only means more checks.
+    if let Some((domain, local)) = internal.split_once('!') {
+        return Address::new(local, domain);
+    }
+    match internal.rsplit_once('%') {
+        Some((local, domain)) => Address::new(local, domain),
+        None => Err(AddressError::NoAt),
+    }
 }
 
 /// smtpd's command tokenizer marks an argument whose `<...>` or `"..."` is
@@ -331,26 +347,18 @@ fn single_address(tokens: &[Tok]) -> Result<(usize, usize), AddressError> {
 }
 
 /// tok822_internalize: the tokens concatenated. Two words in a row (only
-/// possible inside nested brackets, `<<a b@c>>`) are joined with a space by
-/// older Postfix and without one by newer (tok822_sub_append started marking
-/// the first token as owned): no one reading, so no address.
-fn internalize(tokens: &[Tok]) -> Result<String, AddressError> {
+/// possible inside nested brackets, `<<a b@c>>`) are joined without a space:
+/// every token of an address is owned by it, and owned tokens get none
+/// (tok822_append_space). Releases whose tok822_sub_append left the first
+/// token unowned put one space after it; reading the joined form may then
+/// over-match, which is safe; an error would let the milter skip the check.
+fn internalize(tokens: &[Tok]) -> String {
     let mut out = String::new();
-    let mut prev_word = false;
     for t in tokens {
         match t {
-            Tok::Word(w) => {
-                if prev_word {
-                    return Err(AddressError::BadLocal);
-                }
-                out.push_str(w);
-                prev_word = true;
-            }
-            Tok::Op(c) => {
-                out.push(*c);
-                prev_word = false;
-            }
+            Tok::Word(w) => out.push_str(w),
+            Tok::Op(c) => out.push(*c),
         }
     }
-    Ok(out)
+    out
 }
