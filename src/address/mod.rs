@@ -533,6 +533,9 @@ mod tests {
             ("<a\\@b@x>", addr("a@b", "x")),
             // An unterminated comment runs to the end (tok822_comment).
             ("<a@b (unterminated>", addr("a", "b")),
+            // A quoted ':' in a route: cleanup cuts at the first ':' of the
+            // internal text, "@a:b:u@d", leaving "b:u".
+            ("< @\"a:b\":u@d>", addr("b:u", "d")),
             // Without '@', cleanup's default rewrite reads these as u@d.
             (
                 "<lists.example.org!members-bounces>",

@@ -160,14 +160,17 @@ fn cut_route_text(text: &str) -> &str {
 /// A route that survived as tokens (after a leading space or comment):
 /// `@ a , @ b :`. Postfix refuses the form with commas (two addresses) and
 /// cleanup drops the one without; reading past it is the safe reading.
-/// Only route-shaped prefixes are cut, so no address can be skipped.
+/// Only route-shaped prefixes are cut, so no address can be skipped; a word
+/// holding ':' (quoted, or a literal) is left to `split_internal`, which cuts
+/// at the first ':' of the text as cleanup's `quote_822_local` does.
 fn cut_route_tokens(tokens: &mut Vec<Tok>) {
     if tokens.first() != Some(&Tok::Op('@')) {
         return;
     }
-    let colon = tokens
-        .iter()
-        .position(|t| !matches!(t, Tok::Word(_) | Tok::Op('@') | Tok::Op(',') | Tok::Op('.')));
+    let colon = tokens.iter().position(|t| match t {
+        Tok::Word(w) => w.contains(':'),
+        Tok::Op(c) => !matches!(c, '@' | ',' | '.'),
+    });
     if let Some(i) = colon
         && tokens.get(i) == Some(&Tok::Op(':'))
         && i + 1 < tokens.len()

@@ -108,9 +108,10 @@ pub fn postfix_path(s: &str) -> Option<Option<(String, String)>> {
         return (bracketed && open.is_empty() && !routed).then_some(None);
     }
 
-    // A route that is still there: up to the first unquoted ':'.
+    // A route that is still there: up to the first ':', quoted or not (as
+    // cleanup cuts the unquoted text).
     let body = if body.first() == Some(&('@', false)) {
-        let colon = body.iter().position(|&p| p == (':', false))?;
+        let colon = body.iter().position(|&(c, _)| c == ':')?;
         body.get(colon + 1..)?
     } else {
         body
