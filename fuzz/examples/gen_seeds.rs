@@ -196,12 +196,32 @@ fn address_seeds() {
         "\"Alice\" <alice@example.net>, Group: a@b.example, c@d.example;, (comment) e@f.example"
             .into(),
         "=?utf-8?q?M=C3=BCller?= <m\u{fc}ller@b\u{fc}cher.example>".into(),
+        // Postfix's reading of paths: comments, spaces, quotes, long routes.
+        "<members-bounces(x)@lists.example.org>".into(),
+        "<(c) members-bounces @ lists.example.org (a (nested \\) one))>".into(),
+        format!("<{}:members-bounces@lists.example.org>", long_route()),
+        "< @a , @b : \"members-bounces\"@lists.example.org. >".into(),
+        "<Evil <m\\embers-bounces@lists.example.org>>".into(),
+        "<\"@x.example:members-bounces\"@lists.example.org>".into(),
+        "<(x)>".into(),
+        // From: with CFWS, obsolete routes and broken forms.
+        "members (c) @ lists . example . org, Evil <@route,@x:members@lists.example.org>".into(),
+        "Evil\r\n <members @\r\n lists.example.org>, members@[lists.example.org]".into(),
+        "a@b.example. members (x) @ lists.example.org\r\n .evil, \"members\"@lists.example.org\"x\"".into(),
     ];
     for (i, t) in texts.iter().enumerate() {
         let mut data = vec![8u8]; // day offset 0
         data.extend_from_slice(t.as_bytes());
         write("address", &format!("{i:02}"), &data);
     }
+}
+
+/// `@h0.example,...,@h49.example`: a 50-hop source route.
+fn long_route() -> String {
+    (0..50)
+        .map(|i| format!("@h{i}.example"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn config_seeds() {

@@ -8,6 +8,11 @@ use listwarden::config::Config;
 use std::path::Path;
 use std::sync::LazyLock;
 
+/// The simple Postfix-style path reading `parse_path` is checked against
+/// (shared with the crate's proptest).
+#[path = "../../src/address/reference.rs"]
+mod reference;
+
 /// The day the address target verifies on (days since the epoch), near a
 /// prvs wrap (mod 1000) so window arithmetic across the wrap is exercised.
 pub const TODAY: u64 = 20_998;
@@ -47,6 +52,7 @@ pub fn address(data: &[u8]) {
     if let Ok(addr) = Address::parse(text) {
         check_display_round_trip(&addr);
     }
+    check_reference_agreement(text);
     let Ok(Some(addr)) = address::parse_path(text) else {
         return;
     };
@@ -102,6 +108,26 @@ pub fn address(data: &[u8]) {
         }
         // Its display form parses back to the same thing (it goes on the wire).
         check_display_round_trip(&signed);
+    }
+}
+
+/// `parse_path` reads what the simple Postfix-style reference reads
+/// whenever both read something (the reference declines odd shapes).
+fn check_reference_agreement(text: &str) {
+    let (Ok(got), Some(want)) = (address::parse_path(text), reference::postfix_path(text)) else {
+        return;
+    };
+    match want {
+        None => assert_eq!(got, None, "reference reads the null path in {text:?}"),
+        Some((local, domain)) => {
+            if let Ok(want) = Address::new(&local, &domain) {
+                assert_eq!(
+                    got,
+                    Some(want),
+                    "parse_path and the reference differ on {text:?}"
+                );
+            }
+        }
     }
 }
 

@@ -2,11 +2,20 @@
 //!
 //! The forged-sender check needs every mailbox, never "the first one"
 //! (CVE-2019-16378 class): display names, comments, quoted strings, groups
-//! and several mailboxes are all handled. A header that does not parse
-//! falls back to a scan for anything shaped like `local@domain`, so a
+//! and several mailboxes are all handled. Each mailbox is read as mail
+//! clients and Python's email package (Mailman) read it: CFWS (comments,
+//! folded whitespace) anywhere between tokens, `members @ lists.example.org`,
+//! quoted local parts and an obsolete route in `<@a,@b:u@d>` all name
+//! `u@d`. A domain literal (`u@[lists.example.org]`) is kept as written:
+//! Python reads it so, and it is not the domain.
+//!
+//! A header that does not parse, or whose display name holds a bare `@`
+//! (Python's headerregistry reads that as the mailbox), falls back to scans
+//! that read more than any real reader, split addresses included, so a
 //! malformed header cannot hide a list address.
 
 use super::Address;
+use std::collections::HashSet;
 
 /// The most mailboxes [`mailboxes_in_header`] returns; the forged-sender
 /// check uses [`visit_mailboxes`], which sees every one.
@@ -26,12 +35,22 @@ pub fn mailboxes_in_header(value: &str) -> Vec<Address> {
 }
 
 /// Calls `visit` for every mailbox in the value, however many there are
-/// (work is linear in the value's length; nothing is kept). A value that
-/// does not parse is scanned for address-shaped tokens as well, so some
-/// mailboxes may be visited twice.
+/// (work is linear in the value's length; only the fallback keeps the keys
+/// it has visited). A value that does not parse is scanned for
+/// address-shaped tokens as well, so some mailboxes may be visited twice.
 pub fn visit_mailboxes(value: &str, mut visit: impl FnMut(Address)) {
     if parse_strict(value, &mut visit).is_none() {
-        scan_tokens(value, &mut visit);
+        // The three scans overlap; each mailbox once, so that copies of one
+        // address do not crowd out another where callers keep a few.
+        let mut seen = HashSet::new();
+        let mut once = |a: Address| {
+            if seen.insert(a.key()) {
+                visit(a);
+            }
+        };
+        scan_tokens(value, &mut once);
+        scan_compacted(value, Comments::Drop, &mut once);
+        scan_compacted(value, Comments::Separate, &mut once);
     }
 }
 
@@ -42,6 +61,10 @@ fn parse_strict(value: &str, out: &mut dyn FnMut(Address)) -> Option<()> {
     let mut angle: Option<String> = None;
     let mut chars = value.chars().peekable();
     let mut in_group = false;
+    // An '@' outside quotes in the text before "<" or a group's ':': a
+    // display name that Python's headerregistry reads as the mailbox, or a
+    // mailbox a group would swallow. Treated as broken.
+    let mut bare_at = false;
 
     let finish = |plain: &mut String, angle: &mut Option<String>, out: &mut dyn FnMut(Address)| {
         let spec = match angle.take() {
@@ -53,6 +76,9 @@ fn parse_strict(value: &str, out: &mut dyn FnMut(Address)) -> Option<()> {
         if spec.is_empty() {
             return Some(());
         }
+        if !rfc5322_mailbox(spec) {
+            return None;
+        }
         let addr = super::parse_path(spec).ok().flatten()?;
         out(addr);
         Some(())
@@ -60,30 +86,25 @@ fn parse_strict(value: &str, out: &mut dyn FnMut(Address)) -> Option<()> {
 
     while let Some(c) = chars.next() {
         match c {
-            '(' => skip_comment(&mut chars)?,
-            '"' => {
-                plain.push('"');
-                loop {
-                    match chars.next()? {
-                        '\\' => {
-                            plain.push('\\');
-                            plain.push(chars.next()?);
-                        }
-                        '"' => break,
-                        other => plain.push(other),
-                    }
-                }
-                plain.push('"');
+            '(' => {
+                // A comment separates what is on either side, like a space.
+                skip_comment(&mut chars)?;
+                plain.push(' ');
             }
+            '"' => copy_quoted(&mut chars, &mut plain)?,
             '<' => {
-                if angle.is_some() {
+                if angle.is_some() || bare_at {
                     return None;
                 }
                 let mut inner = String::new();
                 loop {
                     match chars.next()? {
                         '>' => break,
-                        '(' => skip_comment(&mut chars)?,
+                        '(' => {
+                            skip_comment(&mut chars)?;
+                            inner.push(' ');
+                        }
+                        '"' => copy_quoted(&mut chars, &mut inner)?,
                         '<' => return None,
                         other => inner.push(other),
                     }
@@ -93,21 +114,33 @@ fn parse_strict(value: &str, out: &mut dyn FnMut(Address)) -> Option<()> {
                 angle = Some(inner);
             }
             ':' if angle.is_none() && !in_group => {
-                // "group-name:" opens a group; the name is not an address.
+                // "group-name:" opens a group; the name is not an address,
+                // unless it looks like one.
+                if bare_at {
+                    return None;
+                }
                 in_group = true;
                 plain.clear();
+                bare_at = false;
             }
             ';' if in_group => {
                 finish(&mut plain, &mut angle, out)?;
                 in_group = false;
+                bare_at = false;
             }
-            ',' => finish(&mut plain, &mut angle, out)?,
+            ',' => {
+                finish(&mut plain, &mut angle, out)?;
+                bare_at = false;
+            }
             '>' => return None,
+            // ';' outside a group.
+            ';' => return None,
             other => {
                 if angle.is_some() && !other.is_whitespace() {
                     // Text after "<addr>" other than a comment.
                     return None;
                 }
+                bare_at |= other == '@';
                 plain.push(other);
             }
         }
@@ -120,6 +153,95 @@ fn parse_strict(value: &str, out: &mut dyn FnMut(Address)) -> Option<()> {
     Some(())
 }
 
+/// Copies a quoted string, quotes and quoted-pairs included, after its
+/// opening quote; `None` when it never closes or holds a line break (see
+/// [`skip_comment`]).
+fn copy_quoted(
+    chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
+    to: &mut String,
+) -> Option<()> {
+    to.push('"');
+    loop {
+        match chars.next()? {
+            '\\' => {
+                to.push('\\');
+                to.push(chars.next()?);
+            }
+            '"' => break,
+            '\r' | '\n' => return None,
+            other => to.push(other),
+        }
+    }
+    to.push('"');
+    Some(())
+}
+
+/// RFC 5322 atext, with UTF-8 allowed (RFC 6532).
+fn is_atext(c: char) -> bool {
+    c.is_ascii_alphanumeric()
+        || "!#$%&'*+-/=?^_`{|}~".contains(c)
+        || (!c.is_ascii() && !c.is_whitespace() && !c.is_control())
+}
+
+/// True when a mailbox (comments already gone) has the RFC 5322 shape
+/// `[@route:] words-and-dots @ atoms-and-dots-or-[literal]` with only spaces
+/// and tabs between tokens. Anything else is read differently by different
+/// readers: `a@b.example. x @ y` is one address to headerregistry and
+/// `x@y` to getaddresses (which Mailman uses); a line break inside an
+/// address ends it for getaddresses; `)x@y` or `x\@y` are junk and an
+/// address to some. Such a value is broken, and the fallback reads it all.
+fn rfc5322_mailbox(spec: &str) -> bool {
+    let spec = spec.trim_matches([' ', '\t']);
+    // An obsolete route, "@a,@b:", up to the first ':'.
+    let spec = match spec.strip_prefix('@').and_then(|r| r.split_once(':')) {
+        Some((route, rest)) if !route.contains('"') => rest,
+        _ => spec,
+    };
+    let mut ats = 0usize;
+    let mut in_quote = false;
+    let mut literal = 0u8; // 0 none, 1 inside, 2 closed
+    let mut in_domain = false;
+    let mut chars = spec.chars();
+    while let Some(c) = chars.next() {
+        if in_quote {
+            match c {
+                '\\' if chars.next().is_none() => return false,
+                '"' => in_quote = false,
+                '\r' | '\n' => return false,
+                _ => {}
+            }
+            continue;
+        }
+        if literal == 1 {
+            match c {
+                ']' => literal = 2,
+                '[' | '\\' | '\r' | '\n' => return false,
+                _ => {}
+            }
+            continue;
+        }
+        let domain_started = in_domain;
+        if ats > 0 && c != ' ' && c != '\t' {
+            in_domain = true;
+        }
+        match c {
+            ' ' | '\t' => {}
+            _ if literal == 2 => return false,
+            '"' if ats == 0 => in_quote = true,
+            '@' => ats += 1,
+            // A domain literal is the whole domain.
+            '[' if ats == 1 && !domain_started => literal = 1,
+            '.' => {}
+            c if is_atext(c) => {}
+            _ => return false,
+        }
+    }
+    ats == 1 && !in_quote && literal != 1
+}
+
+/// Skips a comment after its `(`; `None` when it never closes or holds a
+/// line break (getaddresses ends a comment or quoted string at CR, so what
+/// follows is an address to Mailman).
 fn skip_comment(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<()> {
     let mut depth = 1usize;
     while depth > 0 {
@@ -129,17 +251,118 @@ fn skip_comment(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<
             }
             '(' => depth += 1,
             ')' => depth -= 1,
+            '\r' | '\n' => return None,
             _ => {}
         }
     }
     Some(())
 }
 
+/// How [`scan_compacted`] treats parentheses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Comments {
+    /// As comments (nested, with quoted-pairs), read like whitespace.
+    Drop,
+    /// As separators: an unclosed `(` may be no comment to some reader.
+    Separate,
+}
+
+/// Characters that end an address-shaped run in [`scan_compacted`].
+fn is_run_boundary(c: char) -> bool {
+    matches!(c, ' ' | '<' | '>' | '(' | ')' | ',' | ';' | ':') || (c.is_control() && c != JOIN)
+}
+
+/// Stands for whitespace dropped inside a run by [`scan_compacted`]; a
+/// control character, so it is never part of an address.
+const JOIN: char = '\u{1}';
+
+/// Every `x@y` a CFWS-tolerant reader could see: whitespace, comments,
+/// quotes and brackets next to `@` or `.` are dropped (`members (c) @ lists
+/// . example . org`, `"members"@[lists.example.org]`), elsewhere they
+/// separate, and what remains is cut into runs at characters no bare
+/// address holds. Where whitespace was dropped, the
+/// shorter reading is tried as well (`a@b.example. members @ x`). Reads more
+/// than any real reader does; over-matching only leads to the forged-sender
+/// check. Linear work.
+fn scan_compacted(value: &str, comments: Comments, out: &mut dyn FnMut(Address)) {
+    let mut compact = String::with_capacity(value.len());
+    let mut chars = value.chars().peekable();
+    let mut pending_space = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '(' if comments == Comments::Drop => {
+                let mut depth = 1usize;
+                while depth > 0 {
+                    match chars.next() {
+                        Some('\\') => {
+                            chars.next();
+                        }
+                        Some('(') => depth += 1,
+                        Some(')') => depth -= 1,
+                        // getaddresses ends a comment there.
+                        Some('\r' | '\n') | None => break,
+                        Some(_) => {}
+                    }
+                }
+                pending_space = true;
+            }
+            // A stray ')' (its comment ended at a line break) is CFWS too.
+            ')' if comments == Comments::Drop => pending_space = true,
+            // Dropped: a reader that unescapes sees "m\embers" as "members".
+            '\\' if comments == Comments::Drop => {}
+            // Like whitespace: "\"members\"@x", "x@[y]" and "x@y\"z\"" hold x@y.
+            c if c.is_whitespace() || matches!(c, '"' | '\\' | '[' | ']') => pending_space = true,
+            c => {
+                if pending_space {
+                    // A space between two words separates them; next to '@'
+                    // or '.' it may be CFWS inside one address.
+                    let joins = matches!(c, '@' | '.') || compact.ends_with(['@', '.']);
+                    compact.push(if joins { JOIN } else { ' ' });
+                    pending_space = false;
+                }
+                compact.push(c);
+            }
+        }
+    }
+    for run in compact.split(is_run_boundary) {
+        let mut parts = run.split('@');
+        let Some(mut left) = parts.next() else {
+            continue;
+        };
+        for right in parts {
+            let local = left.trim_end_matches(JOIN);
+            let domain = right.trim_start_matches(JOIN);
+            let short_local = local.rsplit(JOIN).next().unwrap_or(local);
+            let short_domain = domain.split(JOIN).next().unwrap_or(domain);
+            // And the plainest tail: "=?utf-8?q?x?=members" may be
+            // read as junk then "members".
+            let plain_local = short_local
+                .rsplit(|c: char| !(c.is_alphanumeric() || "._+-".contains(c)))
+                .next()
+                .unwrap_or(short_local);
+            let joined = |s: &str| s.replace(JOIN, "");
+            for (l, d) in [
+                (joined(local), joined(domain)),
+                (short_local.to_owned(), joined(domain)),
+                (joined(local), short_domain.to_owned()),
+                (short_local.to_owned(), short_domain.to_owned()),
+                (plain_local.to_owned(), joined(domain)),
+                (plain_local.to_owned(), short_domain.to_owned()),
+            ] {
+                if let Ok(a) = Address::new(&l, &d) {
+                    out(a);
+                }
+            }
+            left = right;
+        }
+    }
+}
+
 /// Every `x@y` token, delimited by characters that cannot stand in a bare
 /// address.
 fn scan_tokens(value: &str, out: &mut dyn FnMut(Address)) {
     value
-        .split(|c: char| c.is_whitespace() || "<>(),;:\"[]".contains(c))
+        .split(|c: char| c.is_whitespace() || "<>(),;:\"[]\\".contains(c))
         .filter(|t| t.contains('@'))
         .filter_map(|t| Address::parse(t).ok())
         .for_each(out);
@@ -177,6 +400,90 @@ mod tests {
         ];
         for (value, want) in cases {
             assert_eq!(keys(value), *want, "{value}");
+        }
+    }
+
+    /// RFC 5322 CFWS and obsolete syntax, as Python's email package
+    /// (`headerregistry`, Mailman) and mail clients read them.
+    #[test]
+    fn cfws_and_obsolete_forms() {
+        const LIST: &str = "members@lists.example.org";
+        let as_list: &[&str] = &[
+            "members @ lists.example.org",
+            "members (c) @lists.example.org",
+            "Evil <members @lists.example.org>",
+            "members@lists (x) .example.org",
+            "members @ lists . example . org",
+            "\"members\"@lists.example.org",
+            "Evil <\"members\"@lists.example.org>",
+            "Evil <@route,@x:members@lists.example.org>",
+            "Evil <@route, @x : members @ lists.example.org>",
+            "members\r\n @lists.example.org",
+            "members@\r\n\tlists.example.org",
+            "Evil\r\n <members@lists.example.org\r\n >",
+            "Evil (a (nested) comment) <members(x)@lists.example.org (y)>",
+            "MEMBERS@Lists.Example.ORG.",
+            "g: members (x) @lists.example.org;",
+        ];
+        for value in as_list {
+            assert_eq!(keys(value), [LIST], "{value:?}");
+        }
+        // A domain literal is not the domain: Python reads
+        // "[lists.example.org]", and nothing delivers it to the list.
+        assert_eq!(
+            keys("members@[lists.example.org]"),
+            ["members@[lists.example.org]"]
+        );
+        // Several mailboxes, every one seen, whatever the spacing.
+        assert_eq!(
+            keys("a@b.example,\r\n members (c) @ lists . example . org"),
+            ["a@b.example", LIST]
+        );
+    }
+
+    /// An address-shaped display name is what Python's headerregistry
+    /// reads as the mailbox: both are seen.
+    #[test]
+    fn address_in_display_name_is_seen() {
+        let got = keys("members@lists.example.org <x@y.example>");
+        assert!(
+            got.contains(&"members@lists.example.org".to_string()),
+            "{got:?}"
+        );
+        assert!(got.contains(&"x@y.example".to_string()), "{got:?}");
+    }
+
+    /// A broken header cannot hide a split address from the fallback.
+    #[test]
+    fn fallback_catches_split_addresses() {
+        for value in [
+            "Evil <members @ lists.example.org",
+            "a@b.example. members @ lists.example.org",
+            "a@b.example.\r\n members (x) @\r\n lists.example.org",
+            "\"x <members @lists.example.org>",
+            "Evil <members (c) @lists.example.org",
+            "Evil <members@lists (x) .example.org",
+            "Evil <\"members\" @ lists.example.org",
+            "Evil <members@lists.example.org> junk",
+            "(unterminated members @ lists.example.org",
+            // Found by comparing with Python's getaddresses and
+            // headerregistry, which read the list address in each.
+            "]members@lists.example.org",
+            "=?utf-8?q?x?=)members@lists.example.org",
+            "members@lists.example.org(c)example",
+            "members@lists.example.org\r\n .evil.example",
+            "(\r\n x <:members@lists.example.org)",
+            "\"members\"@lists.example.org\"members\"",
+            "members@lists.example.org:a@b.example;",
+            "members@lists.example.org;:;",
+            "members\r\n (;\nmembers\n)@lists.example.org",
+            "members(.=?utf-8?q?x?=members@lists.example.org\n.x.\r\n @x",
+        ] {
+            let got = keys(value);
+            assert!(
+                got.contains(&"members@lists.example.org".to_string()),
+                "{value:?}: {got:?}"
+            );
         }
     }
 

@@ -12,7 +12,10 @@
 
 mod header;
 pub mod keys;
+mod path;
 pub mod prvs;
+#[cfg(test)]
+mod reference;
 pub mod verp;
 
 pub use header::{mailboxes_in_header, visit_mailboxes};
@@ -64,6 +67,8 @@ pub enum AddressError {
     BadBrackets,
     #[error("source route is malformed")]
     BadRoute,
+    #[error("path holds more than one address")]
+    Several,
 }
 
 /// A mailbox in canonical form: domain lowercased without a trailing dot,
@@ -173,77 +178,27 @@ impl fmt::Display for Address {
     }
 }
 
-/// Parses an SMTP path as a milter sees it (`MAIL FROM` / `RCPT TO` argument 0).
+/// Parses an SMTP path as a milter sees it (`MAIL FROM` / `RCPT TO` argument 0),
+/// reading it as Postfix's smtpd does (see `path.rs`): comments and unquoted
+/// whitespace dropped, quotes and backslashes removed, the address inside the
+/// last `<...>` taken, a source route of any length cut.
 ///
-/// Accepts `<a@b>`, `a@b`, surrounding whitespace and a source route
-/// (`<@r1,@r2:u@d>`, route dropped). `<>` is the null path and gives `Ok(None)`;
-/// an empty string without brackets is an error. IDN domains stay UTF-8.
+/// `<>` (with nothing but space or comments inside) is the null path and gives
+/// `Ok(None)`; anything else that holds no address, or more than one, is an
+/// error, never the null path. IDN domains stay UTF-8.
 pub fn parse_path(s: &str) -> Result<Option<Address>, AddressError> {
-    if s.len() > MAX_PATH_LEN {
-        return Err(AddressError::TooLong);
-    }
-    let trimmed = s.trim();
-    let (inner, bracketed) = match (trimmed.strip_prefix('<'), trimmed.ends_with('>')) {
-        (Some(rest), true) => (rest.strip_suffix('>').unwrap_or(rest).trim(), true),
-        (None, false) => (trimmed, false),
-        _ => return Err(AddressError::BadBrackets),
-    };
-    if inner.is_empty() {
-        return if bracketed {
-            Ok(None)
-        } else {
-            Err(AddressError::Empty)
-        };
-    }
-    let mailbox = if inner.starts_with('@') {
-        strip_source_route(inner)?
-    } else {
-        inner
-    };
-    Address::parse(mailbox).map(Some)
+    path::read(s)
 }
 
-/// Reads Postfix's `{mail_addr}` / `{rcpt_addr}` macro: Postfix's own
-/// reading of the MAIL or RCPT argument in its internal form (no brackets,
-/// comments, spaces or source route; quotes removed, so the local part may
-/// hold spaces or `@`). The empty string is the null sender.
+/// Parses Postfix's `{mail_addr}` / `{rcpt_addr}` macro value: the address in
+/// Postfix's internal form, without brackets and with quotes already removed,
+/// so the local part may hold spaces or `@`. Empty is the null sender. Splits at
+/// the last `@`; a source route left in it is dropped, as cleanup does.
 pub fn parse_macro_addr(s: &str) -> Result<Option<Address>, AddressError> {
-    if s.len() > MAX_PATH_LEN {
-        return Err(AddressError::TooLong);
-    }
     if s.is_empty() {
         return Ok(None);
     }
-    let (local, domain) = s.rsplit_once('@').ok_or(AddressError::NoAt)?;
-    Address::new(local, domain).map(Some)
-}
-
-/// Drops an RFC 5321 source route, `@d1,@d2:`, and returns what follows it.
-/// Route domains are skipped, not validated: they are obsolete and never used.
-fn strip_source_route(s: &str) -> Result<&str, AddressError> {
-    let mut rest = s;
-    loop {
-        rest = rest.strip_prefix('@').ok_or(AddressError::BadRoute)?;
-        let end = if rest.starts_with('[') {
-            // Domain literal: may contain ':' (IPv6), so skip to its closing bracket.
-            rest.find(']')
-                .map(|i| i + 1)
-                .ok_or(AddressError::BadRoute)?
-        } else {
-            rest.find([',', ':']).ok_or(AddressError::BadRoute)?
-        };
-        let (domain, after) = rest.split_at_checked(end).ok_or(AddressError::BadRoute)?;
-        if domain.is_empty() || domain.contains(|c: char| c.is_whitespace() || c.is_control()) {
-            return Err(AddressError::BadRoute);
-        }
-        if let Some(next) = after.strip_prefix(',') {
-            rest = next;
-        } else if let Some(mailbox) = after.strip_prefix(':') {
-            return Ok(mailbox);
-        } else {
-            return Err(AddressError::BadRoute);
-        }
-    }
+    path::split_internal(s).map(Some)
 }
 
 /// Splits `"quoted local"@domain`, unescaping quoted-pairs.
@@ -503,7 +458,9 @@ mod tests {
                 some("user", "d.example"),
             ),
             ("<@a.example:user@d.example>", some("user", "d.example")),
-            ("<@[IPv6:2001:db8::1]:u@d>", some("u", "d")),
+            // smtpd cuts a route at the first ':' as text (strchr), inside
+            // the literal: Postfix reads the local part "2001:db8::1]:u".
+            ("<@[IPv6:2001:db8::1]:u@d>", some("2001:db8::1]:u", "d")),
             ("@a:u@d", some("u", "d")),
             ("<\"a b\"@x>", some("a b", "x")),
             ("<\"a:b\"@x>", some("a:b", "x")),
@@ -512,16 +469,21 @@ mod tests {
             ("", Err(AddressError::Empty)),
             ("   ", Err(AddressError::Empty)),
             ("<user@x", Err(AddressError::BadBrackets)),
-            ("user@x>", Err(AddressError::BadBrackets)),
+            // tok822 ignores an unmatched '>': Postfix reads user@x.
+            ("user@x>", some("user", "x")),
             ("<", Err(AddressError::BadBrackets)),
-            ("<<a@b>>", Err(AddressError::BadLocal)),
+            // The address inside the inner brackets (tok822), as Postfix.
+            ("<<a@b>>", some("a", "b")),
             ("<postmaster>", Err(AddressError::NoAt)),
             ("<@a.example user@d>", Err(AddressError::BadRoute)),
             ("<@a.example>", Err(AddressError::BadRoute)),
-            ("<@:u@d>", Err(AddressError::BadRoute)),
-            ("<@a,b:u@d>", Err(AddressError::BadRoute)),
-            ("<@[::1:u@d>", Err(AddressError::BadRoute)),
-            ("<a@b> junk", Err(AddressError::BadBrackets)),
+            // smtpd drops everything up to the first ':' after a leading
+            // '@' without looking at it: these read as Postfix reads them.
+            ("<@:u@d>", some("u", "d")),
+            ("<@a,b:u@d>", some("u", "d")),
+            ("<@[::1:u@d>", some(":1:u", "d")),
+            // tok822 makes "junk" an address of its own: two addresses.
+            ("<a@b> junk", Err(AddressError::Several)),
             ("<user@exa\0mple>", Err(AddressError::ControlChar)),
         ];
         for (input, want) in cases {
@@ -529,6 +491,148 @@ mod tests {
         }
         let huge = format!("<{}@x>", "a".repeat(20_000));
         assert_eq!(parse_path(&huge), Err(AddressError::TooLong));
+    }
+
+    /// Paths as Postfix's smtpd reads them (`extract_addr`: tok822 tokens,
+    /// comments and unquoted whitespace dropped, route cut, quotes removed).
+    #[test]
+    fn parse_path_postfix_forms() {
+        let list = addr("members-bounces", "lists.example.org");
+        let hops: Vec<String> = (0..50).map(|i| format!("@h{i}.example")).collect();
+        let long_route = format!("<{}:members-bounces@lists.example.org>", hops.join(","));
+        let as_list: &[&str] = &[
+            "<members-bounces(x)@lists.example.org>",
+            "<members-bounces @lists.example.org>",
+            "<members-bounces@lists.example.org(x)>",
+            "<members-bounces@ lists.example.org>",
+            "<(c) members-bounces@lists.example.org>",
+            "<members-bounces@lists.example.org (a (nested \\) one))>",
+            "<members-bounces\r\n @lists.example.org>",
+            long_route.as_str(),
+            "< @a , @b : members-bounces@lists.example.org >",
+            "<(x)@a,@b:members-bounces@lists.example.org>",
+            "< @a : members-bounces@lists.example.org >",
+            "<\"members-bounces\"@lists.example.org>",
+            "<members-bounces@\"lists\".example.org>",
+            "<m\\embers-bounces@lists.example.org>",
+            "<members-bounces@lists.example.org.>",
+            "<MEMBERS-BOUNCES@Lists.Example.Org>",
+            // Postfix takes the address inside the last <...>; a phrase
+            // before it is not an address.
+            "<<members-bounces@lists.example.org>>",
+            "<Evil <members-bounces@lists.example.org>>",
+            // Inside a quoted local part, a route is still a route once the
+            // quotes are gone (cleanup's canonical rewrite drops it).
+            "<\"@x.example:members-bounces\"@lists.example.org>",
+        ];
+        for input in as_list {
+            let got = parse_path(input);
+            assert_eq!(
+                got.as_ref().map(|a| a.as_ref().map(Address::key)),
+                Ok(Some(list.key())),
+                "{input:?}"
+            );
+        }
+        let other: &[(&str, Address)] = &[
+            (
+                "<members(x)@lists.example.org>",
+                addr("members", "lists.example.org"),
+            ),
+            ("<\"members\".\"bounces\"@x>", addr("members.bounces", "x")),
+            ("<\"a b\"(c)@x>", addr("a b", "x")),
+            ("<a\\@b@x>", addr("a@b", "x")),
+            // An unterminated comment runs to the end (tok822_comment).
+            ("<a@b (unterminated>", addr("a", "b")),
+            // A quoted ':' in a route: cleanup cuts at the first ':' of the
+            // internal text, "@a:b:u@d", leaving "b:u".
+            ("< @\"a:b\":u@d>", addr("b:u", "d")),
+            // Without '@', cleanup's default rewrite reads these as u@d.
+            (
+                "<lists.example.org!members-bounces>",
+                addr("members-bounces", "lists.example.org"),
+            ),
+            (
+                "<members-bounces%lists.example.org>",
+                addr("members-bounces", "lists.example.org"),
+            ),
+            // Inside nested brackets tok822 keeps two words in one address
+            // and internalizes them without a space (see path.rs).
+            ("<<a b@c>>", addr("ab", "c")),
+            (
+                "<<members- bounces@lists.example.org>>",
+                addr("members-bounces", "lists.example.org"),
+            ),
+        ];
+        for (input, want) in other {
+            assert_eq!(
+                parse_path(input).as_ref(),
+                Ok(&Some(want.clone())),
+                "{input:?}"
+            );
+        }
+        // Null only when nothing but space and comments is inside.
+        for null in ["<>", "< >", "<(x)>", "< (x) (y) >", "<\r\n>"] {
+            assert_eq!(parse_path(null), Ok(None), "{null:?}");
+        }
+        // Two addresses (or two words) are refused by Postfix (501); we
+        // cannot read them either. Never the null sender.
+        for bad in [
+            "<a@b> junk",
+            "<a@b><c@d>",
+            "<a b@c>",
+            "<\"a\"b@c>",
+            "<a@b, c@d>",
+            "(x)",
+            "<<>>",
+            "<,>",
+            "<\"unterminated@x>",
+        ] {
+            let got = parse_path(bad);
+            assert!(got.is_err(), "{bad:?} read as {got:?}");
+        }
+    }
+
+    /// `{mail_addr}` / `{rcpt_addr}`: Postfix's internal form.
+    #[test]
+    fn parse_macro_addr_table() {
+        let some = |l: &str, d: &str| Ok(Some(addr(l, d)));
+        let cases: &[(&str, Result<Option<Address>, AddressError>)] = &[
+            ("", Ok(None)),
+            (
+                "members-bounces@Lists.Example.ORG.",
+                some("members-bounces", "lists.example.org"),
+            ),
+            ("a b@x", some("a b", "x")),
+            ("a@b@x", some("a@b", "x")),
+            ("\"q\"@x", some("\"q\"", "x")),
+            // Cleanup drops a route left in the internal form.
+            ("@r.example:u@x", some("u", "x")),
+            (
+                "@x:members@lists.example.org",
+                some("members", "lists.example.org"),
+            ),
+            ("postmaster", Err(AddressError::NoAt)),
+            // Cleanup's default rewrite of addresses without '@'.
+            (
+                "lists.example.org!members",
+                some("members", "lists.example.org"),
+            ),
+            (
+                "members%lists.example.org",
+                some("members", "lists.example.org"),
+            ),
+            ("a%b%x", some("a%b", "x")),
+            ("x!a!b", some("a!b", "x")),
+            ("@x", Err(AddressError::EmptyLocal)),
+            ("u@", Err(AddressError::EmptyDomain)),
+            ("u\r@x", Err(AddressError::ControlChar)),
+            ("u@exa mple", Err(AddressError::BadDomain)),
+        ];
+        for (input, want) in cases {
+            assert_eq!(&parse_macro_addr(input), want, "{input:?}");
+        }
+        let huge = format!("{}@x", "a".repeat(MAX_PATH_LEN));
+        assert_eq!(parse_macro_addr(&huge), Err(AddressError::TooLong));
     }
 
     #[test]
@@ -583,14 +687,81 @@ mod tests {
         ]
     }
 
+    /// Paths built from the pieces Postfix's reader cares about: comments,
+    /// whitespace, quotes, escapes, brackets and routes.
+    fn path_strategy() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            4 => "[a-zA-Z0-9.-]{1,6}",
+            1 => Just("@".to_string()),
+            1 => Just(" ".to_string()),
+            1 => Just("\r\n ".to_string()),
+            1 => "\\([a-z ()\\\\]{0,6}\\)",
+            1 => "\"[a-z @:<>()\\\\.]{0,6}\"",
+            1 => "\\\\[a-z@ ]",
+            1 => "@[a-z]{1,4}(,@[a-z]{1,4}){0,3}:",
+            1 => "[<>,:;.%!\\[\\]]",
+        ];
+        (prop::collection::vec(piece, 0..10), any::<bool>()).prop_map(|(pieces, bracket)| {
+            let inner = pieces.concat();
+            if bracket { format!("<{inner}>") } else { inner }
+        })
+    }
+
+    fn check_reference_agreement(s: &str) -> Result<(), TestCaseError> {
+        let (Ok(got), Some(want)) = (parse_path(s), reference::postfix_path(s)) else {
+            return Ok(());
+        };
+        match want {
+            None => prop_assert_eq!(got, None, "{:?}", s),
+            Some((local, domain)) => {
+                if let Ok(want) = Address::new(&local, &domain) {
+                    prop_assert_eq!(got, Some(want), "{:?}", s);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn reference_agrees_on_the_table() {
+        let hops: Vec<String> = (0..50).map(|i| format!("@h{i}.example")).collect();
+        let long_route = format!("<{}:members-bounces@lists.example.org>", hops.join(","));
+        for s in [
+            "<members-bounces(x)@lists.example.org>",
+            "< @a , @b : members-bounces@lists.example.org >",
+            "<\"members-bounces\"@lists.example.org>",
+            "<m\\embers-bounces@lists.example.org>",
+            "<Evil <members-bounces@lists.example.org>>",
+            "<\"@x.example:members-bounces\"@lists.example.org>",
+            "<(x)>",
+            long_route.as_str(),
+        ] {
+            let want = reference::postfix_path(s);
+            assert!(want.is_some(), "reference has no opinion on {s:?}");
+            assert!(check_reference_agreement(s).is_ok(), "{s:?}");
+        }
+    }
+
     proptest! {
         #[test]
         fn display_parse_round_trip(local in local_strategy(), domain in domain_strategy()) {
-            if let Ok(a) = Address::new(&local, &domain) {
+            // Postfix drops "@x:" at the start of an internal address as a
+            // source route, so such a local part cannot come back out of a path.
+            let route_like = local.starts_with('@') && local.contains(':');
+            if let Ok(a) = Address::new(&local, &domain)
+                && !route_like
+            {
                 let shown = a.to_string();
                 prop_assert_eq!(Address::parse(&shown), Ok(a.clone()));
                 prop_assert_eq!(parse_path(&format!("<{shown}>")), Ok(Some(a)));
             }
+        }
+
+        /// `parse_path` and the simple reference reading (reference.rs)
+        /// agree whenever both read something.
+        #[test]
+        fn parse_path_agrees_with_reference(s in path_strategy()) {
+            check_reference_agreement(&s)?;
         }
 
         #[test]
