@@ -242,14 +242,18 @@ EOF
 	report_scn forged-from "$start"
 }
 
-# f. ARF complaints reach Sympa tagged; what Sympa does with them. Feedback
-# loops send to a fixed address: here the list's owner (return path)
-# address, which listwarden protects. Two forms of Original-Rcpt-To: in
-# angle brackets (as in RFC 5965's examples) and bare.
+# f. ARF complaints reach Sympa tagged; what Sympa does with them. The
+# feedback loop reports to the return path the list mail carried (the
+# signed owner address). Two forms of Original-Rcpt-To: in angle brackets
+# (as in RFC 5965's examples) and bare. The same report to the unsigned
+# owner address is refused: Sympa acts on reports there, and anyone could
+# have written it.
 scn_arf() {
-	local start i j member orcpt omailfrom token eml out offset decision file status form
+	local start i j member orcpt omailfrom token eml out offset decision file status form signed
 	local -a forms=(bracketed bare) members=(erin@members.example henry@members.example)
 	start=$(now_ms)
+	signed=$("$LW_BIN" sign -c "$LW_CONFIG" "$OWNER_ADDR" 2>/dev/null) || signed=""
+	[[ $signed == prvs=* ]] || ERRS+=("listwarden sign $OWNER_ADDR printed '$signed'")
 	for i in 0 1; do
 		form=${forms[$i]} member=${members[$i]}
 		orcpt=$member omailfrom=${POST_SENDER:-$OWNER_ADDR}
@@ -260,8 +264,13 @@ scn_arf() {
 			"MSGID=$token" "DATE=$(LC_ALL=C date -R)" "POST_MSGID=$POST_MSGID" \
 			"SUBJECT=$POST_SUBJECT" "RETURN_PATH=${POST_SENDER:-$OWNER_ADDR}" "OMAILFROM=$omailfrom"
 		offset=$(sylog_size bounced)
+		if [[ $form == bracketed ]]; then
+			out=$(smtp_send 198.51.102.9 fbl.feedback.example.net fbl-bounces@feedback.example.net \
+				"$OWNER_ADDR" "$SY/msgs/arf-unsigned.swaks" "$eml")
+			expect_outcome "$out" data "550 5.7.1" "the ARF report to the unsigned owner address"
+		fi
 		out=$(smtp_send 198.51.102.9 fbl.feedback.example.net fbl-bounces@feedback.example.net \
-			"$OWNER_ADDR" "$SY/msgs/arf-$form.swaks" "$eml")
+			"$signed" "$SY/msgs/arf-$form.swaks" "$eml")
 		expect_outcome "$out" data 250 "the ARF report ($form)"
 		[[ $out == data$'\t'250* ]] || continue
 		expect_sympabounce "$SENT_QID" "$OWNER_ADDR"
