@@ -64,11 +64,14 @@ EOF
 }
 
 # Writes the throughput config $2 from the test config with milter.listen
-# $1, metrics off and no trusted networks; checks that each edit took.
+# $1, metrics off, the expander's one-click listener on a port of the
+# kernel's choosing (two of these run beside the main one) and no trusted
+# networks; checks that each edit took.
 tp_write_lw_config() {
 	local listen=$1 out=$2
 	sed -e "s|^  listen: \"inet:[^\"]*\"|  listen: \"$listen\"\\n  socket_mode: \"0660\"|" \
 		-e 's|^  listen: "127\.0\.0\.1:[0-9]*"|  listen: "off"|' \
+		-e 's|^  unsubscribe_listen: "127\.0\.0\.1:[0-9]*"|  unsubscribe_listen: "127.0.0.1:0"|' \
 		-e 's|^trusted_networks:.*|trusted_networks: []|' "$LW_CONFIG" >"$out"
 	if ! grep -qF "listen: \"$listen\"" "$out" || ! grep -qF 'listen: "off"' "$out" ||
 		! grep -qF 'trusted_networks: []' "$out"; then
