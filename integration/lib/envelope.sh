@@ -75,3 +75,42 @@ check_forged_tag_flood() {
 	say "forged tag flood: 4,000 X-Listwarden-Bounce headers refused in ${took} ms"
 	report forged-tag-flood "$start" "${errors[@]}"
 }
+
+# A valid signed recipient written in another case (and with a comment):
+# Postfix's {rcpt_addr} differs from the text the client sent, so the
+# tagged recipient must be replaced in the form Postfix holds it. Delivered
+# once, to the plain address only.
+check_signed_recipient_forms() {
+	local start errors=() signed token msg out files envelope i form
+	start=$(now_ms)
+	signed=$("$LW_BIN" sign -c "$LW_CONFIG" members-bounces@lists.example.org 2>/dev/null)
+	i=0
+	for form in "<${signed^^}>" "<${signed%@*}(c)@lists.example.org>"; do
+		i=$((i + 1))
+		token="lwit-$LW_IT_RUN_ID-signed-form-$i"
+		msg=$LW_IT_DIR/signed-form-$i.eml
+		printf 'From: MAILER-DAEMON@mx.example.com\r\nSubject: Undelivered %s\r\n\r\n<gone@example.com>: 550 5.1.1 User unknown\r\n' "$token" >"$msg"
+		out=$("$LW_IT_PYTHON" "$LW_IT_HOME/lib/rawsmtp.py" "$SMTPD_PORT" "198.19.210.$i" '<>' "$form" "$msg" 2>&1) ||
+			out="error	$out"
+		if [[ $out != "data	250"* ]]; then
+			errors+=("RCPT TO:$form: expected 250 after DATA, got: $out")
+			continue
+		fi
+		files=""
+		for ((j = 0; j < 50 && ${#files} == 0; j++)); do
+			files=$(scn_sink_files "$token")
+			[[ -n $files ]] || sleep 0.1
+		done
+		[[ -n $files ]] || {
+			errors+=("RCPT TO:$form: nothing reached the sink")
+			continue
+		}
+		sleep 0.3
+		files=$(scn_sink_files "$token")
+		# shellcheck disable=SC2086 # one file name per word
+		envelope=$(scn_sink_envelope $files | awk '$1 == "rcpt" { print tolower($2) }' | sort | tr '\n' ' ')
+		[[ $envelope == "members-bounces@lists.example.org " ]] ||
+			errors+=("RCPT TO:$form: the sink got recipients '$envelope', expected only members-bounces@lists.example.org")
+	done
+	report signed-recipient-forms "$start" "${errors[@]}"
+}

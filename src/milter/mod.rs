@@ -235,11 +235,18 @@ async fn rcpt(cx: &mut indymilter::Context<Session>, args: Vec<CString>) -> Stat
         Step::Continue
     });
     pause(session, "rcpt").await;
-    let Some(RcptBegin::Check { rcpt, verdict }) = begin else {
+    let Some(RcptBegin::Check {
+        rcpt,
+        as_sent,
+        verdict,
+    }) = begin
+    else {
         return to_status(step, &mut cx.reply);
     };
     let exhausted = charge(session, &verdict.charges).await;
-    let step = guarded(session, "rcpt", |s| s.rcpt_finish(rcpt, verdict, exhausted));
+    let step = guarded(session, "rcpt", |s| {
+        s.rcpt_finish(rcpt, as_sent, verdict, exhausted)
+    });
     to_status(step, &mut cx.reply)
 }
 
@@ -366,9 +373,9 @@ async fn apply_plan(
             .change_sender(format!("<{signed}>"), None::<&str>)
             .await?;
     }
-    for (tagged, plain) in &plan.rewrite_recipients {
-        actions.delete_recipient(format!("<{tagged}>")).await?;
-        actions.add_recipient(format!("<{plain}>")).await?;
+    for r in &plan.rewrite_recipients {
+        actions.delete_recipient(r.as_sent.as_str()).await?;
+        actions.add_recipient(format!("<{}>", r.plain)).await?;
     }
     for (index, value) in &plan.restore_to {
         actions

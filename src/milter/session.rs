@@ -51,7 +51,23 @@ pub enum RcptBegin {
     /// Decided; nothing to charge.
     Done(Step),
     /// Charge `verdict.charges` against the budgets, then finish.
-    Check { rcpt: Address, verdict: Verdict },
+    Check {
+        rcpt: Address,
+        /// The RCPT argument as the client wrote it.
+        as_sent: String,
+        verdict: Verdict,
+    },
+}
+
+/// A validly signed recipient, to be replaced by its plain address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrite {
+    /// The recipient as the client wrote it: Postfix's cleanup deletes a
+    /// recipient by exact comparison with that form (case included), not
+    /// with its own canonical reading (`{rcpt_addr}` is lowercased).
+    pub as_sent: String,
+    pub signed: Address,
+    pub plain: Address,
 }
 
 /// What to do at end of message.
@@ -65,7 +81,7 @@ pub struct EomPlan {
     /// The signed envelope sender for outbound list mail.
     pub sign_as: Option<Address>,
     /// Tagged bounce recipients to replace by their plain address.
-    pub rewrite_recipients: Vec<(Address, Address)>,
+    pub rewrite_recipients: Vec<Rewrite>,
     /// `To:` headers that named a signed recipient: (index among the
     /// `To:` headers, value with the plain address).
     pub restore_to: Vec<(i32, String)>,
@@ -114,7 +130,7 @@ struct Message {
     sign_as: Option<Address>,
     /// The list concerned (outbound signing, or a bounce), for metrics.
     list: Option<String>,
-    rewrites: Vec<(Address, Address)>,
+    rewrites: Vec<Rewrite>,
     /// `To:` headers seen, and the new values of those that named a
     /// rewritten (signed) recipient: (index, value).
     to_headers: i32,
@@ -134,7 +150,7 @@ struct Message {
     report_candidate: Option<(String, Option<BounceVerdict>)>,
     /// For a recipient that takes bounces and people's mail alike: its
     /// verdict as a bounce, applied if the message turns out to be a report.
-    report_as_bounce: Option<(Address, Verdict)>,
+    report_as_bounce: Option<(Address, String, Verdict)>,
     /// Headers kept (bounded) to rebuild a bounce for classification.
     headers: Vec<(String, String)>,
     header_bytes: usize,
@@ -309,11 +325,15 @@ impl Session {
             if msg.report_as_bounce.is_none()
                 && let Some(v) = policy::as_report(&facts, &self.config)
             {
-                msg.report_as_bounce = Some((rcpt, v));
+                msg.report_as_bounce = Some((rcpt, rcpt_arg.to_string(), v));
             }
             return RcptBegin::Done(Step::Continue);
         }
-        RcptBegin::Check { rcpt, verdict }
+        RcptBegin::Check {
+            rcpt,
+            as_sent: rcpt_arg.to_string(),
+            verdict,
+        }
     }
 
     /// The quota of a budget in the current config.
@@ -332,6 +352,7 @@ impl Session {
     pub fn rcpt_finish(
         &mut self,
         rcpt: Address,
+        as_sent: String,
         verdict: Verdict,
         exhausted: Option<Budget>,
     ) -> Step {
@@ -368,9 +389,11 @@ impl Session {
                 None => return Step::Continue,
             };
             match &verdict.effect {
-                Effect::RewriteRecipient { from, to } => {
-                    msg.rewrites.push((from.clone(), to.clone()))
-                }
+                Effect::RewriteRecipient { from, to } => msg.rewrites.push(Rewrite {
+                    as_sent,
+                    signed: from.clone(),
+                    plain: to.clone(),
+                }),
                 Effect::NeedsTrace => msg.trace_recipient = Some(rcpt.clone()),
                 _ => {}
             }
@@ -512,7 +535,7 @@ impl Session {
             .map(|(_, v)| v.to_ascii_lowercase())
             .collect::<Vec<_>>()
             .join(" ");
-        if let Some((rcpt, verdict)) = msg.report_as_bounce.take()
+        if let Some((rcpt, as_sent, verdict)) = msg.report_as_bounce.take()
             && content_type.contains("multipart/report")
         {
             // A report to an address that also takes people's mail: the
@@ -522,7 +545,11 @@ impl Session {
             }
             match verdict.effect {
                 Effect::NeedsTrace => msg.trace_recipient = Some(rcpt),
-                Effect::RewriteRecipient { from, to } => msg.rewrites.push((from, to)),
+                Effect::RewriteRecipient { from, to } => msg.rewrites.push(Rewrite {
+                    as_sent,
+                    signed: from,
+                    plain: to,
+                }),
                 _ => {}
             }
             msg.classify = true;
@@ -938,13 +965,13 @@ fn to_step(action: Action) -> Step {
 /// `value` with every signed address of `rewrites` (in any case) replaced
 /// by its plain form; `None` when it names none of them. Linear in the
 /// value for each of at most [`MAX_TO_REWRITES`] distinct addresses.
-fn restore_addresses(value: &str, rewrites: &[(Address, Address)]) -> Option<String> {
+fn restore_addresses(value: &str, rewrites: &[Rewrite]) -> Option<String> {
     // Unfolded: a header we change never carries a line break of its own.
     let value = value.replace(['\r', '\n'], "");
     let value = value.as_str();
     let lower = value.to_ascii_lowercase();
     let mut needles: Vec<(String, String)> = Vec::new();
-    for (signed, plain) in rewrites {
+    for Rewrite { signed, plain, .. } in rewrites {
         let needle = signed.to_string().to_ascii_lowercase();
         if needles.len() < MAX_TO_REWRITES && !needles.iter().any(|(n, _)| *n == needle) {
             needles.push((needle, plain.to_string()));
@@ -998,16 +1025,12 @@ mod tests {
     #[test]
     fn restore_addresses_replaces_every_signed_address_in_any_case() {
         let a = |s: &str| Address::parse(s).unwrap();
-        let rewrites = vec![
-            (
-                a("prvs=1234abcdef=list-owner@lists.example.org"),
-                a("list-owner@lists.example.org"),
-            ),
-            (
-                a("prvs=1234abcdef=list-owner@lists.example.org"),
-                a("list-owner@lists.example.org"),
-            ),
-        ];
+        let rewrite = || Rewrite {
+            as_sent: "<prvs=1234abcdef=list-owner@lists.example.org>".into(),
+            signed: a("prvs=1234abcdef=list-owner@lists.example.org"),
+            plain: a("list-owner@lists.example.org"),
+        };
+        let rewrites = vec![rewrite(), rewrite()];
         let table = [
             (
                 "PRVS=1234ABCDEF=List-Owner@Lists.Example.Org",
