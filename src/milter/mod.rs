@@ -245,7 +245,7 @@ async fn rcpt(cx: &mut indymilter::Context<Session>, args: Vec<CString>) -> Stat
     };
     let exhausted = charge(session, &verdict.charges).await;
     let step = guarded(session, "rcpt", |s| {
-        s.rcpt_finish(rcpt, as_sent, verdict, exhausted)
+        s.rcpt_finish(rcpt, as_sent, *verdict, exhausted)
     });
     to_status(step, &mut cx.reply)
 }

@@ -55,7 +55,7 @@ pub enum RcptBegin {
         rcpt: Address,
         /// The RCPT argument as the client wrote it.
         as_sent: String,
-        verdict: Verdict,
+        verdict: Box<Verdict>,
     },
 }
 
@@ -332,7 +332,7 @@ impl Session {
         RcptBegin::Check {
             rcpt,
             as_sent: rcpt_arg.to_string(),
-            verdict,
+            verdict: Box::new(verdict),
         }
     }
 
