@@ -656,7 +656,11 @@ impl Validator<'_> {
 
     fn config(&mut self, raw: RawConfig) -> Config {
         let milter = self.milter(&raw.milter);
-        let metrics_listen = self.metrics(raw.metrics.listen.as_deref());
+        let metrics_listen = self.listen_address(
+            raw.metrics.listen.as_deref(),
+            &[Seg::Key("metrics"), Seg::Key("listen")],
+            "127.0.0.1:9890",
+        );
         let on_error = match raw.on_error.as_deref() {
             None | Some("tempfail") => OnError::Tempfail,
             Some("accept") => OnError::Accept,
@@ -941,21 +945,11 @@ impl Validator<'_> {
             }
             Some(n) => n,
         };
-        let unsubscribe_listen = match raw.unsubscribe_listen.as_deref() {
-            None | Some("off") => None,
-            Some(text) => {
-                match text.parse::<SocketAddr>() {
-                    Ok(a) => Some(a),
-                    Err(_) => {
-                        self.error(
-                        &at("unsubscribe_listen"),
-                        format!("`{text}` is not an IP:PORT address such as 127.0.0.1:8081 (or `off`)"),
-                    );
-                        None
-                    }
-                }
-            }
-        };
+        let unsubscribe_listen = self.listen_address(
+            raw.unsubscribe_listen.as_deref(),
+            &at("unsubscribe_listen"),
+            "127.0.0.1:8081",
+        );
         Some(Expander {
             state_dir: self.base_dir.join(&raw.state_dir),
             injector,
@@ -1194,22 +1188,22 @@ impl Validator<'_> {
         }
     }
 
-    fn metrics(&mut self, listen: Option<&str>) -> Option<SocketAddr> {
-        match listen {
-            None | Some("off") => None,
-            Some(text) => {
-                match text.parse::<SocketAddr>() {
-                    Ok(a) => Some(a),
-                    Err(_) => {
-                        self.error(
-                        &[Seg::Key("metrics"), Seg::Key("listen")],
-                        format!("`{text}` is not an IP:PORT address such as 127.0.0.1:9890 (or `off`)"),
-                    );
-                        None
-                    }
-                }
-            }
+    /// An optional `IP:PORT` listen address; absent or `off` is none.
+    fn listen_address(
+        &mut self,
+        text: Option<&str>,
+        path: &[Seg],
+        example: &str,
+    ) -> Option<SocketAddr> {
+        let text = text.filter(|t| *t != "off")?;
+        let parsed = text.parse::<SocketAddr>().ok();
+        if parsed.is_none() {
+            self.error(
+                path,
+                format!("`{text}` is not an IP:PORT address such as {example} (or `off`)"),
+            );
         }
+        parsed
     }
 
     fn signing(&mut self, raw: Option<&RawSigning>) -> Option<KeyRing> {
