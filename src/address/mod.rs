@@ -190,13 +190,18 @@ pub fn parse_path(s: &str) -> Result<Option<Address>, AddressError> {
     path::read(s)
 }
 
-/// Parses Postfix's `{mail_addr}` / `{rcpt_addr}` macro value: the address in
-/// Postfix's internal form, without brackets and with quotes already removed,
-/// so the local part may hold spaces or `@`. Empty is the null sender. Splits at
-/// the last `@`; a source route left in it is dropped, as cleanup does.
+/// Parses Postfix's `{mail_addr}` / `{rcpt_addr}` macro value: the address
+/// without brackets, comments or route. Postfix externalizes it (smtpd and
+/// cleanup keep `milter_ext_from`/`_rcpt`): a local part that needs quotes
+/// comes quoted, and is unquoted here; otherwise the local part may hold
+/// anything up to the last `@`. Empty is the null sender. A source route
+/// left in it is dropped, as cleanup does.
 pub fn parse_macro_addr(s: &str) -> Result<Option<Address>, AddressError> {
     if s.is_empty() {
         return Ok(None);
+    }
+    if s.starts_with('"') {
+        return Address::parse(s).map(Some);
     }
     path::split_internal(s).map(Some)
 }
@@ -604,7 +609,13 @@ mod tests {
             ),
             ("a b@x", some("a b", "x")),
             ("a@b@x", some("a@b", "x")),
-            ("\"q\"@x", some("\"q\"", "x")),
+            // Externalized: a local part that needs quotes comes quoted.
+            ("\"q\"@x", some("q", "x")),
+            ("\"a b\"@x", some("a b", "x")),
+            (
+                "\"members@lists.example.org\"@evil.example",
+                some("members@lists.example.org", "evil.example"),
+            ),
             // Cleanup drops a route left in the internal form.
             ("@r.example:u@x", some("u", "x")),
             (
