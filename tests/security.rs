@@ -537,3 +537,63 @@ async fn item7_a_report_to_sympas_owner_address_is_checked_as_a_bounce() {
     c.close().await;
     m.stop().await;
 }
+
+/// Review 2: the report check on Sympa's `-owner@` read Content-Type only
+/// from the headers kept within `max_header_bytes` (64 KB), and only in
+/// one spelling. A padding header before it, or a Content-Type folded or
+/// with a comment (`multipart/ report`, `multipart/(x)report`, read as
+/// multipart/report by MIME parsers), let an unsigned report through.
+#[tokio::test]
+async fn review2_a_report_to_sympas_owner_cannot_hide_its_content_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config_with_signing(&dir).replace(
+        "  - address: members@lists.example.org\n",
+        "  - address: members@lists.example.org\n  - address: sym@lists.example.org\n    preset: sympa\n",
+    );
+    let m = RawMilter::start(&yaml).await;
+    // Headers that fill the 64 KB kept before Content-Type comes.
+    let pad = vec![b'x'; 1024];
+    let mut padded: Vec<(&[u8], &[u8])> = vec![(
+        b"From",
+        b"Mail Delivery Subsystem <bounce-handler@evil.example>",
+    )];
+    padded.extend(std::iter::repeat_n((&b"Received"[..], &pad[..]), 70));
+    // And small ones for what room is left.
+    padded.extend(std::iter::repeat_n((&b"X-A"[..], &b"x"[..]), 1024));
+    padded.push((
+        b"Content-Type",
+        b"multipart/report; report-type=delivery-status; boundary=\"b\"",
+    ));
+    let padded = &padded[..];
+    let folded: &[(&[u8], &[u8])] = &[
+        (b"From", b"bounce-handler@evil.example"),
+        (
+            b"Content-Type",
+            b"Multipart/\r\n Report; report-type=delivery-status; boundary=\"b\"",
+        ),
+    ];
+    let commented: &[(&[u8], &[u8])] = &[
+        (b"From", b"bounce-handler@evil.example"),
+        (
+            b"Content-Type",
+            b"multipart/(x)report; report-type=delivery-status; boundary=\"b\"",
+        ),
+    ];
+    for (what, headers) in [
+        ("padded", padded),
+        ("folded", folded),
+        ("commented", commented),
+    ] {
+        let mut c = m.session(STRANGER).await;
+        let r = c
+            .send_to_eoh(
+                "<bounce-handler@evil.example>",
+                "<sym-owner@lists.example.org>",
+                headers,
+            )
+            .await;
+        assert!(is_550(&r[2]), "{what}: an unsigned report to -owner: {r:?}");
+        c.close().await;
+    }
+    m.stop().await;
+}

@@ -33,6 +33,8 @@ const MAX_FROM_KEPT: usize = 64;
 /// `To:` headers rewritten per message (a DSN has one).
 const MAX_TO_REWRITES: usize = 8;
 const MAX_FROM_CONTEXT: usize = 8;
+/// Bytes of `Content-Type:` text kept for the report checks.
+const MAX_CONTENT_TYPE: usize = 4096;
 
 /// What the callback layer should answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +140,10 @@ struct Message {
     /// Headers kept (bounded) to rebuild a bounce for classification.
     headers: Vec<(String, String)>,
     header_bytes: usize,
+    /// Every `Content-Type:` value (bounded), comments and whitespace
+    /// removed, lower case: kept apart from `headers` so that padding
+    /// cannot push it out, and read as MIME parsers read it.
+    content_type: String,
     /// Set once the message has been counted in `messages_total`.
     counted: bool,
 }
@@ -432,7 +438,14 @@ impl Session {
             msg.header_bytes += name.len() + value.len();
             msg.headers.push((name.to_string(), value.to_string()));
         }
-        if name.eq_ignore_ascii_case("to") {
+        if name.eq_ignore_ascii_case("content-type") {
+            if msg.content_type.len() < MAX_CONTENT_TYPE {
+                let room = MAX_CONTENT_TYPE - msg.content_type.len();
+                let value = compact_mime_value(value);
+                msg.content_type.push(' ');
+                msg.content_type.extend(value.chars().take(room));
+            }
+        } else if name.eq_ignore_ascii_case("to") {
             // A DSN names the signed address in To: as well; list managers
             // that read the VERP member from there (Sympa) need the plain one.
             msg.to_headers = msg.to_headers.saturating_add(1);
@@ -505,13 +518,7 @@ impl Session {
             };
             return self.apply(Stage::EndOfHeaders, verdict);
         }
-        let content_type = msg
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case("content-type"))
-            .map(|(_, v)| v.to_ascii_lowercase())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let content_type = std::mem::take(&mut msg.content_type);
         if let Some((rcpt, verdict)) = msg.report_as_bounce.take()
             && content_type.contains("multipart/report")
         {
@@ -978,6 +985,35 @@ fn restore_addresses(value: &str, rewrites: &[(Address, Address)]) -> Option<Str
     Some(out)
 }
 
+/// A MIME header value as a MIME parser reads its tokens: comments
+/// (nested, with quoted-pairs) and whitespace (folding included) gone,
+/// ASCII lower case. `Multipart/\r\n (x) Report` is `multipart/report`.
+fn compact_mime_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len().min(MAX_CONTENT_TYPE));
+    let mut depth = 0usize;
+    let mut quoted = false;
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if depth > 0 => {
+                chars.next();
+            }
+            '"' if depth == 0 => quoted = !quoted,
+            '\\' if quoted => {
+                if let Some(next) = chars.next() {
+                    out.push(next.to_ascii_lowercase());
+                }
+            }
+            _ if quoted => out.push(c.to_ascii_lowercase()),
+            '(' => depth += 1,
+            ')' if depth > 0 => depth -= 1,
+            _ if depth > 0 || c.is_whitespace() => {}
+            c => out.push(c.to_ascii_lowercase()),
+        }
+    }
+    out
+}
+
 /// An envelope address as Postfix reads it: its macro when Postfix sent
 /// one, else the raw argument read the way Postfix's parser reads it.
 fn read_envelope(raw: &str, macro_value: Option<&str>) -> Result<Option<Address>, AddressError> {
@@ -994,6 +1030,24 @@ fn nonempty(s: Option<&str>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mime_values_are_read_as_mime_parsers_read_them() {
+        for (value, want) in [
+            ("Multipart/\r\n Report; x=y", "multipart/report;x=y"),
+            (
+                "multipart/(a (nested) \\) comment)report",
+                "multipart/report",
+            ),
+            (
+                "multipart/report; boundary=\"((\"; report-type=feedback-report",
+                "multipart/report;boundary=((;report-type=feedback-report",
+            ),
+            ("multipart/report (unclosed", "multipart/report"),
+        ] {
+            assert_eq!(compact_mime_value(value), want, "{value:?}");
+        }
+    }
 
     #[test]
     fn restore_addresses_replaces_every_signed_address_in_any_case() {
