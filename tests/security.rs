@@ -597,3 +597,79 @@ async fn review2_a_report_to_sympas_owner_cannot_hide_its_content_type() {
     }
     m.stop().await;
 }
+
+/// Review 2: a bounce to two trace-mode lists was decided on the last
+/// recipient's list only: an observe-mode list's bounce address named
+/// after an enforced one carried a bounce that fails the trace through
+/// to both. The strictest list decides.
+#[tokio::test]
+async fn review2_an_observed_list_cannot_carry_a_failed_trace_to_an_enforced_one() {
+    let yaml = format!(
+        "{CONFIG}  - address: legacy@lists.example.org\n    bounces: trace\n  \
+         - address: quiet@lists.example.org\n    bounces: trace\n    observe: true\n\
+         trace:\n  received_by: [lists.example.org]\n"
+    );
+    let m = RawMilter::start(&yaml).await;
+    for rcpts in [
+        [
+            "<legacy-bounces@lists.example.org>",
+            "<quiet-bounces@lists.example.org>",
+        ],
+        [
+            "<quiet-bounces@lists.example.org>",
+            "<legacy-bounces@lists.example.org>",
+        ],
+    ] {
+        let mut c = m.session(STRANGER).await;
+        let mut script = frames::mail(&[b"<>"]);
+        for r in rcpts {
+            script.extend(frames::rcpt(&[r.as_bytes()]));
+        }
+        script.extend(frames::header(b"From", b"MAILER-DAEMON@mx.evil.example"));
+        script.extend(frames::header(b"Subject", b"Undelivered Mail"));
+        script.extend(frames::eoh());
+        let r = c.pipeline(&script, 4).await.unwrap();
+        assert!(r.iter().all(|r| r.cmd == b'c'), "{rcpts:?}: {r:?}");
+        let mut script = frames::body(
+            b"Received: by mx.spammer.example\r\nMessage-ID: <x@spammer.example>\r\n\r\nspam\r\n",
+        );
+        script.extend(frames::eom());
+        c.send(&script).await;
+        let body = c.reply().await.unwrap();
+        let (actions, last) = c.final_reply().await.unwrap();
+        assert!(
+            is_550(&last),
+            "{rcpts:?}: a failed trace to legacy@: {body:?} {actions:?} {last:?}"
+        );
+        c.close().await;
+    }
+    m.stop().await;
+}
+
+/// Review 2: a report to several Sympa `-owner@` addresses was checked
+/// against the first one only: an observe-mode list's owner named first
+/// carried an unsigned report to an enforced list's owner.
+#[tokio::test]
+async fn review2_a_report_is_checked_for_every_owner_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config_with_signing(&dir).replace(
+        "  - address: members@lists.example.org\n",
+        "  - address: members@lists.example.org\n  - address: sym@lists.example.org\n    preset: sympa\n  \
+         - address: quiet@lists.example.org\n    preset: sympa\n    observe: true\n",
+    );
+    let m = RawMilter::start(&yaml).await;
+    let mut c = m.session(STRANGER).await;
+    let mut script = frames::mail(&[b"<bounce-handler@evil.example>"]);
+    script.extend(frames::rcpt(&[b"<quiet-owner@lists.example.org>"]));
+    script.extend(frames::rcpt(&[b"<sym-owner@lists.example.org>"]));
+    script.extend(frames::header(b"From", b"bounce-handler@evil.example"));
+    script.extend(frames::header(
+        b"Content-Type",
+        b"multipart/report; report-type=delivery-status; boundary=\"b\"",
+    ));
+    script.extend(frames::eoh());
+    let r = c.pipeline(&script, 4).await.unwrap();
+    assert!(is_550(&r[3]), "an unsigned report to sym-owner@: {r:?}");
+    c.close().await;
+    m.stop().await;
+}

@@ -136,7 +136,8 @@ struct Message {
     report_candidate: Option<(String, Option<BounceVerdict>)>,
     /// For a recipient that takes bounces and people's mail alike: its
     /// verdict as a bounce, applied if the message turns out to be a report.
-    report_as_bounce: Option<(Address, Verdict)>,
+    /// Every such recipient counts: the strictest one decides.
+    report_as_bounce: Vec<(Address, Verdict)>,
     /// Headers kept (bounded) to rebuild a bounce for classification.
     headers: Vec<(String, String)>,
     header_bytes: usize,
@@ -312,10 +313,8 @@ impl Session {
             if !privileged && msg.report_candidate.is_none() {
                 msg.report_candidate = policy::report_target(&rcpt, &self.config, msg.today);
             }
-            if msg.report_as_bounce.is_none()
-                && let Some(v) = policy::as_report(&facts, &self.config)
-            {
-                msg.report_as_bounce = Some((rcpt, v));
+            if let Some(v) = policy::as_report(&facts, &self.config) {
+                msg.report_as_bounce.push((rcpt, v));
             }
             return RcptBegin::Done(Step::Continue);
         }
@@ -377,7 +376,7 @@ impl Session {
                 Effect::RewriteRecipient { from, to } => {
                     msg.rewrites.push((from.clone(), to.clone()))
                 }
-                Effect::NeedsTrace => msg.trace_recipient = Some(rcpt.clone()),
+                Effect::NeedsTrace => set_trace_recipient(msg, &self.config, &rcpt),
                 _ => {}
             }
             if verdict.list.is_some() && msg.list.is_none() {
@@ -519,24 +518,49 @@ impl Session {
             return self.apply(Stage::EndOfHeaders, verdict);
         }
         let content_type = std::mem::take(&mut msg.content_type);
-        if let Some((rcpt, verdict)) = msg.report_as_bounce.take()
-            && content_type.contains("multipart/report")
-        {
-            // A report to an address that also takes people's mail: the
-            // bounce checks apply after all (no budgets at this stage).
-            if matches!(verdict.action, Action::Reject(_) | Action::Tempfail(_)) {
+        let reports = std::mem::take(&mut msg.report_as_bounce);
+        if !reports.is_empty() && content_type.contains("multipart/report") {
+            // A report to addresses that also take people's mail: the
+            // bounce checks apply after all (no budgets at this stage),
+            // for every such recipient; an enforced refusal wins.
+            let refused = |v: &Verdict| matches!(v.action, Action::Reject(_) | Action::Tempfail(_));
+            let mut observed = None;
+            let mut enforced = None;
+            for (rcpt, verdict) in reports {
+                if refused(&verdict) {
+                    let slot = if verdict.observe {
+                        &mut observed
+                    } else {
+                        &mut enforced
+                    };
+                    slot.get_or_insert(verdict);
+                    continue;
+                }
+                match verdict.effect {
+                    Effect::NeedsTrace => set_trace_recipient(msg, &self.config, &rcpt),
+                    Effect::RewriteRecipient { from, to } => msg.rewrites.push((from, to)),
+                    _ => {}
+                }
+                msg.classify = true;
+                if msg.list.is_none() {
+                    msg.list = verdict.list;
+                }
+                msg.signature = msg.signature.or(verdict.bounce);
+                msg.report_candidate = None;
+            }
+            if let Some(verdict) = enforced {
                 return self.apply(Stage::EndOfHeaders, verdict);
             }
-            match verdict.effect {
-                Effect::NeedsTrace => msg.trace_recipient = Some(rcpt),
-                Effect::RewriteRecipient { from, to } => msg.rewrites.push((from, to)),
-                _ => {}
+            if let Some(verdict) = observed {
+                let step = self.apply(Stage::EndOfHeaders, verdict);
+                if !self.msg.as_ref().is_some_and(Message::needs_eom) {
+                    return step;
+                }
             }
-            msg.classify = true;
-            msg.list = verdict.list;
-            msg.signature = verdict.bounce;
-            msg.report_candidate = None;
         }
+        let Some(msg) = self.msg.as_mut() else {
+            return Step::Continue;
+        };
         if let Some((list, signature)) = msg.report_candidate.take()
             && content_type.contains("feedback-report")
         {
@@ -1012,6 +1036,21 @@ fn compact_mime_value(value: &str) -> String {
         }
     }
     out
+}
+
+/// Records the bounce recipient whose list decides the trace check: the
+/// first one, unless a later one is enforced where it is only observed
+/// (an observed list must not carry a failed trace to an enforced one).
+fn set_trace_recipient(msg: &mut Message, config: &Config, rcpt: &Address) {
+    let observed =
+        |r: &Address| config.observe || config.protected(r).is_some_and(|p| p.owner.observe());
+    if msg
+        .trace_recipient
+        .as_ref()
+        .is_none_or(|old| observed(old) && !observed(rcpt))
+    {
+        msg.trace_recipient = Some(rcpt.clone());
+    }
 }
 
 /// An envelope address as Postfix reads it: its macro when Postfix sent
