@@ -673,3 +673,29 @@ async fn review2_a_report_is_checked_for_every_owner_address() {
     c.close().await;
     m.stop().await;
 }
+
+/// Review 2: the packaged `listwarden-prvs.regexp` strips one prvs tag,
+/// and Postfix applies virtual aliases recursively, so
+/// `prvs=T=prvs=T=members-bounces@` reaches `members-bounces@`. listwarden
+/// stripped one tag only, found no list address, and let it through
+/// unchecked. Every tag is stripped now; the outer one must be valid.
+#[tokio::test]
+async fn review2_nested_prvs_tags_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = RawMilter::start(&config_with_signing(&dir)).await;
+    let (good, forged) = signed_and_forged(&m, "members-bounces@lists.example.org");
+    let good_local = good.split('@').next().unwrap();
+    for rcpt in [
+        format!("prvs=1234abcdef={forged}"),
+        format!("prvs=1234abcdef={good}"),
+        format!("prvs=1234abcdef=prvs=1234abcdef={good}"),
+        format!(
+            "{}@lists.example.org",
+            "prvs=1234abcdef=".repeat(20) + good_local
+        ),
+    ] {
+        let r = bounce_rcpt(&m, STRANGER, &rcpt).await;
+        assert!(is_550(&r), "{rcpt}: {r:?}");
+    }
+    m.stop().await;
+}
