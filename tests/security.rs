@@ -699,3 +699,21 @@ async fn review2_nested_prvs_tags_are_checked() {
     }
     m.stop().await;
 }
+
+/// Review 2: only the first 64 protected `From:` mailboxes were kept, so
+/// 64 copies of an observe-mode list's address hid an enforced list's
+/// address after them: the strictest list must still win.
+#[tokio::test]
+async fn review2_many_observed_from_addresses_cannot_hide_an_enforced_one() {
+    let m = RawMilter::start(&config_with_observe_list()).await;
+    let mut from = vec!["quiet@lists.example.org"; 64].join(", ");
+    from.push_str(", members@lists.example.org");
+    let headers: &[(&[u8], &[u8])] = &[(b"From", from.as_bytes())];
+    let mut c = m.session(STRANGER).await;
+    let r = c
+        .send_to_eoh("<someone@example.net>", "<bob@example.com>", headers)
+        .await;
+    assert!(is_550(&r[2]), "{r:?}");
+    c.close().await;
+    m.stop().await;
+}

@@ -107,6 +107,10 @@ struct Message {
     today: u64,
     recipients: usize,
     from: Vec<Address>,
+    /// A kept `From:` mailbox is a forgery of a list that enforces: one
+    /// such is kept beyond the cap, so copies of observed or allowed list
+    /// addresses cannot crowd it out.
+    from_enforced: bool,
     /// Inbound `X-Listwarden-*` headers: (name as first sent, how many).
     spoofed: Vec<(String, i32)>,
     /// All inbound `X-Listwarden-*` headers seen.
@@ -459,12 +463,20 @@ impl Session {
             // wins"); only protected ones (and a few others, for context)
             // are kept, so memory stays bounded whatever the header holds.
             let config = &self.config;
+            let client = &self.client;
             let from = &mut msg.from;
+            let from_enforced = &mut msg.from_enforced;
             visit_mailboxes(value, |a| {
-                let keep = if config.protected(&a).is_some() {
-                    from.len() < MAX_FROM_KEPT
-                } else {
-                    from.len() < MAX_FROM_CONTEXT
+                let keep = match config.protected(&a) {
+                    Some(p) => {
+                        let enforced = !*from_enforced
+                            && !p.may_send(client, config)
+                            && !config.observe
+                            && !p.owner.observe();
+                        *from_enforced |= enforced;
+                        enforced || from.len() < MAX_FROM_KEPT
+                    }
+                    None => from.len() < MAX_FROM_CONTEXT,
                 };
                 if keep {
                     from.push(a);
