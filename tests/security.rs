@@ -717,3 +717,25 @@ async fn review2_many_observed_from_addresses_cannot_hide_an_enforced_one() {
     c.close().await;
     m.stop().await;
 }
+
+/// Review 2: any SASL-authenticated client skipped every bounce check, so
+/// any account holder (not only the list server) could send unsigned
+/// bounces that Mailman or Sympa act on. Only the list server's own
+/// networks (the non_smtpd path, where a refused RCPT would stick in the
+/// queue) skip them; an authenticated client may still post as a list.
+#[tokio::test]
+async fn review2_sasl_clients_get_the_bounce_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = RawMilter::start(&config_with_signing(&dir)).await;
+    let mut c = m.session(STRANGER).await;
+    let mut script = frames::macros(b'M', &[(b"{auth_authen}", b"alice")]);
+    script.extend(frames::mail(&[b"<>"]));
+    script.extend(frames::rcpt(&[b"<members-bounces@lists.example.org>"]));
+    let r = c.pipeline(&script, 2).await.unwrap();
+    assert!(
+        is_550(&r[1]),
+        "an unsigned bounce from a SASL client: {r:?}"
+    );
+    c.close().await;
+    m.stop().await;
+}

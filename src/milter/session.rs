@@ -270,6 +270,9 @@ impl Session {
     /// `rcpt_macro` is Postfix's own reading (`{rcpt_addr}`).
     pub fn rcpt_begin(&mut self, rcpt_arg: &str, rcpt_macro: Option<&str>) -> RcptBegin {
         let privileged = policy::is_privileged(&self.client, &self.config);
+        // Bounce checks are skipped for the list server's networks only
+        // (see `policy::is_trusted_network`), not for any SASL login.
+        let trusted = policy::is_trusted_network(&self.client, &self.config);
         let max = self.config.limits.max_recipients;
         let Some(msg) = self.msg.as_mut() else {
             return RcptBegin::Done(Step::Continue);
@@ -290,14 +293,14 @@ impl Session {
         let rcpt = match read_envelope(rcpt_arg, rcpt_macro) {
             Ok(Some(rcpt)) => rcpt,
             Ok(None) => return RcptBegin::Done(Step::Continue),
-            Err(_) if !privileged && self.config.mentions_protected_domain(rcpt_arg) => {
+            Err(_) if !trusted && self.config.mentions_protected_domain(rcpt_arg) => {
                 return RcptBegin::Done(self.unreadable(Stage::Rcpt, "recipient"));
             }
             Err(_) => return RcptBegin::Done(Step::Continue),
         };
         // Only bounces from strangers are shielded against; skip the lock
         // for everything else (most recipients).
-        let shielded = if !privileged && policy::is_bounce_sender(msg.sender.as_ref()) {
+        let shielded = if !trusted && policy::is_bounce_sender(msg.sender.as_ref()) {
             let (shielded, changes) = self.shared.shields.current();
             report_shield_changes(&self.shared, changes);
             shielded
@@ -314,7 +317,7 @@ impl Session {
         if verdict.list.is_none() && verdict.charges.is_empty() {
             // Not a bounce to a list: nothing to count or check. Feedback
             // reports come from ordinary senders, though.
-            if !privileged && msg.report_candidate.is_none() {
+            if !trusted && msg.report_candidate.is_none() {
                 msg.report_candidate = policy::report_target(&rcpt, &self.config, msg.today);
             }
             if let Some(v) = policy::as_report(&facts, &self.config) {
