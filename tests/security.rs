@@ -537,3 +537,205 @@ async fn item7_a_report_to_sympas_owner_address_is_checked_as_a_bounce() {
     c.close().await;
     m.stop().await;
 }
+
+/// Review 2: the report check on Sympa's `-owner@` read Content-Type only
+/// from the headers kept within `max_header_bytes` (64 KB), and only in
+/// one spelling. A padding header before it, or a Content-Type folded or
+/// with a comment (`multipart/ report`, `multipart/(x)report`, read as
+/// multipart/report by MIME parsers), let an unsigned report through.
+#[tokio::test]
+async fn review2_a_report_to_sympas_owner_cannot_hide_its_content_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config_with_signing(&dir).replace(
+        "  - address: members@lists.example.org\n",
+        "  - address: members@lists.example.org\n  - address: sym@lists.example.org\n    preset: sympa\n",
+    );
+    let m = RawMilter::start(&yaml).await;
+    // Headers that fill the 64 KB kept before Content-Type comes.
+    let pad = vec![b'x'; 1024];
+    let mut padded: Vec<(&[u8], &[u8])> = vec![(
+        b"From",
+        b"Mail Delivery Subsystem <bounce-handler@evil.example>",
+    )];
+    padded.extend(std::iter::repeat_n((&b"Received"[..], &pad[..]), 70));
+    // And small ones for what room is left.
+    padded.extend(std::iter::repeat_n((&b"X-A"[..], &b"x"[..]), 1024));
+    padded.push((
+        b"Content-Type",
+        b"multipart/report; report-type=delivery-status; boundary=\"b\"",
+    ));
+    let padded = &padded[..];
+    let folded: &[(&[u8], &[u8])] = &[
+        (b"From", b"bounce-handler@evil.example"),
+        (
+            b"Content-Type",
+            b"Multipart/\r\n Report; report-type=delivery-status; boundary=\"b\"",
+        ),
+    ];
+    let commented: &[(&[u8], &[u8])] = &[
+        (b"From", b"bounce-handler@evil.example"),
+        (
+            b"Content-Type",
+            b"multipart/(x)report; report-type=delivery-status; boundary=\"b\"",
+        ),
+    ];
+    for (what, headers) in [
+        ("padded", padded),
+        ("folded", folded),
+        ("commented", commented),
+    ] {
+        let mut c = m.session(STRANGER).await;
+        let r = c
+            .send_to_eoh(
+                "<bounce-handler@evil.example>",
+                "<sym-owner@lists.example.org>",
+                headers,
+            )
+            .await;
+        assert!(is_550(&r[2]), "{what}: an unsigned report to -owner: {r:?}");
+        c.close().await;
+    }
+    m.stop().await;
+}
+
+/// Review 2: a bounce to two trace-mode lists was decided on the last
+/// recipient's list only: an observe-mode list's bounce address named
+/// after an enforced one carried a bounce that fails the trace through
+/// to both. The strictest list decides.
+#[tokio::test]
+async fn review2_an_observed_list_cannot_carry_a_failed_trace_to_an_enforced_one() {
+    let yaml = format!(
+        "{CONFIG}  - address: legacy@lists.example.org\n    bounces: trace\n  \
+         - address: quiet@lists.example.org\n    bounces: trace\n    observe: true\n\
+         trace:\n  received_by: [lists.example.org]\n"
+    );
+    let m = RawMilter::start(&yaml).await;
+    for rcpts in [
+        [
+            "<legacy-bounces@lists.example.org>",
+            "<quiet-bounces@lists.example.org>",
+        ],
+        [
+            "<quiet-bounces@lists.example.org>",
+            "<legacy-bounces@lists.example.org>",
+        ],
+    ] {
+        let mut c = m.session(STRANGER).await;
+        let mut script = frames::mail(&[b"<>"]);
+        for r in rcpts {
+            script.extend(frames::rcpt(&[r.as_bytes()]));
+        }
+        script.extend(frames::header(b"From", b"MAILER-DAEMON@mx.evil.example"));
+        script.extend(frames::header(b"Subject", b"Undelivered Mail"));
+        script.extend(frames::eoh());
+        let r = c.pipeline(&script, 4).await.unwrap();
+        assert!(r.iter().all(|r| r.cmd == b'c'), "{rcpts:?}: {r:?}");
+        let mut script = frames::body(
+            b"Received: by mx.spammer.example\r\nMessage-ID: <x@spammer.example>\r\n\r\nspam\r\n",
+        );
+        script.extend(frames::eom());
+        c.send(&script).await;
+        let body = c.reply().await.unwrap();
+        let (actions, last) = c.final_reply().await.unwrap();
+        assert!(
+            is_550(&last),
+            "{rcpts:?}: a failed trace to legacy@: {body:?} {actions:?} {last:?}"
+        );
+        c.close().await;
+    }
+    m.stop().await;
+}
+
+/// Review 2: a report to several Sympa `-owner@` addresses was checked
+/// against the first one only: an observe-mode list's owner named first
+/// carried an unsigned report to an enforced list's owner.
+#[tokio::test]
+async fn review2_a_report_is_checked_for_every_owner_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config_with_signing(&dir).replace(
+        "  - address: members@lists.example.org\n",
+        "  - address: members@lists.example.org\n  - address: sym@lists.example.org\n    preset: sympa\n  \
+         - address: quiet@lists.example.org\n    preset: sympa\n    observe: true\n",
+    );
+    let m = RawMilter::start(&yaml).await;
+    let mut c = m.session(STRANGER).await;
+    let mut script = frames::mail(&[b"<bounce-handler@evil.example>"]);
+    script.extend(frames::rcpt(&[b"<quiet-owner@lists.example.org>"]));
+    script.extend(frames::rcpt(&[b"<sym-owner@lists.example.org>"]));
+    script.extend(frames::header(b"From", b"bounce-handler@evil.example"));
+    script.extend(frames::header(
+        b"Content-Type",
+        b"multipart/report; report-type=delivery-status; boundary=\"b\"",
+    ));
+    script.extend(frames::eoh());
+    let r = c.pipeline(&script, 4).await.unwrap();
+    assert!(is_550(&r[3]), "an unsigned report to sym-owner@: {r:?}");
+    c.close().await;
+    m.stop().await;
+}
+
+/// Review 2: the packaged `listwarden-prvs.regexp` strips one prvs tag,
+/// and Postfix applies virtual aliases recursively, so
+/// `prvs=T=prvs=T=members-bounces@` reaches `members-bounces@`. listwarden
+/// stripped one tag only, found no list address, and let it through
+/// unchecked. Every tag is stripped now; the outer one must be valid.
+#[tokio::test]
+async fn review2_nested_prvs_tags_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = RawMilter::start(&config_with_signing(&dir)).await;
+    let (good, forged) = signed_and_forged(&m, "members-bounces@lists.example.org");
+    let good_local = good.split('@').next().unwrap();
+    for rcpt in [
+        format!("prvs=1234abcdef={forged}"),
+        format!("prvs=1234abcdef={good}"),
+        format!("prvs=1234abcdef=prvs=1234abcdef={good}"),
+        format!(
+            "{}@lists.example.org",
+            "prvs=1234abcdef=".repeat(20) + good_local
+        ),
+    ] {
+        let r = bounce_rcpt(&m, STRANGER, &rcpt).await;
+        assert!(is_550(&r), "{rcpt}: {r:?}");
+    }
+    m.stop().await;
+}
+
+/// Review 2: only the first 64 protected `From:` mailboxes were kept, so
+/// 64 copies of an observe-mode list's address hid an enforced list's
+/// address after them: the strictest list must still win.
+#[tokio::test]
+async fn review2_many_observed_from_addresses_cannot_hide_an_enforced_one() {
+    let m = RawMilter::start(&config_with_observe_list()).await;
+    let mut from = vec!["quiet@lists.example.org"; 64].join(", ");
+    from.push_str(", members@lists.example.org");
+    let headers: &[(&[u8], &[u8])] = &[(b"From", from.as_bytes())];
+    let mut c = m.session(STRANGER).await;
+    let r = c
+        .send_to_eoh("<someone@example.net>", "<bob@example.com>", headers)
+        .await;
+    assert!(is_550(&r[2]), "{r:?}");
+    c.close().await;
+    m.stop().await;
+}
+
+/// Review 2: any SASL-authenticated client skipped every bounce check, so
+/// any account holder (not only the list server) could send unsigned
+/// bounces that Mailman or Sympa act on. Only the list server's own
+/// networks (the non_smtpd path, where a refused RCPT would stick in the
+/// queue) skip them; an authenticated client may still post as a list.
+#[tokio::test]
+async fn review2_sasl_clients_get_the_bounce_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = RawMilter::start(&config_with_signing(&dir)).await;
+    let mut c = m.session(STRANGER).await;
+    let mut script = frames::macros(b'M', &[(b"{auth_authen}", b"alice")]);
+    script.extend(frames::mail(&[b"<>"]));
+    script.extend(frames::rcpt(&[b"<members-bounces@lists.example.org>"]));
+    let r = c.pipeline(&script, 2).await.unwrap();
+    assert!(
+        is_550(&r[1]),
+        "an unsigned bounce from a SASL client: {r:?}"
+    );
+    c.close().await;
+    m.stop().await;
+}

@@ -27,6 +27,10 @@ comment-in-sender|<members(x)@lists.example.org>|<bob@example.com>|mail|550 5.7.
 space-in-sender|<members @lists.example.org>|<bob@example.com>|mail|550 5.7.1
 route-in-sender|<@a.example,@b.example:members@lists.example.org>|<bob@example.com>|mail|550 5.7.1
 quoted-sender|<"members"@lists.example.org>|<bob@example.com>|mail|550 5.7.1
+dotdot-extension|<>|<members-bounces+a..b@lists.example.org>|rcpt|550 5.7.1
+trailing-dot-extension|<>|<members-bounces+x.@lists.example.org>|rcpt|550 5.7.1
+quoted-space-extension|<>|<"members-bounces+a b"@lists.example.org>|rcpt|550 5.7.1
+dotdot-extension-sender|<members+a..b@lists.example.org>|<bob@example.com>|mail|550 5.7.1
 EOF
 )
 

@@ -39,7 +39,29 @@ pub fn mailboxes_in_header(value: &str) -> Vec<Address> {
 /// it has visited). A value that does not parse is scanned for
 /// address-shaped tokens as well, so some mailboxes may be visited twice.
 pub fn visit_mailboxes(value: &str, mut visit: impl FnMut(Address)) {
-    if parse_strict(value, &mut visit).is_none() {
+    let Some(decoded) = decode_address_words(value) else {
+        visit_read(value, &mut visit);
+        return;
+    };
+    // Encoded-words that spell address text (`=?utf-8?q?members?=@...`):
+    // Python's headerregistry and some mail clients decode them there
+    // (Mailsploit), so the decoded reading is seen as well, each mailbox
+    // once.
+    let mut seen = HashSet::new();
+    visit_read(value, &mut |a: Address| {
+        seen.insert(a.key());
+        visit(a);
+    });
+    visit_read(&decoded, &mut |a: Address| {
+        if !seen.contains(&a.key()) {
+            visit(a);
+        }
+    });
+}
+
+/// [`visit_mailboxes`] without encoded-word decoding.
+fn visit_read(value: &str, visit: &mut dyn FnMut(Address)) {
+    if parse_strict(value, visit).is_none() {
         // The three scans overlap; each mailbox once, so that copies of one
         // address do not crowd out another where callers keep a few.
         let mut seen = HashSet::new();
@@ -52,6 +74,105 @@ pub fn visit_mailboxes(value: &str, mut visit: impl FnMut(Address)) {
         scan_compacted(value, Comments::Drop, &mut once);
         scan_compacted(value, Comments::Separate, &mut once);
     }
+}
+
+/// The value with each RFC 2047 encoded-word (`=?charset?q|b?text?=`) whose
+/// decoded text could stand inside an address (atext and dots only)
+/// replaced by that text; `None` when there is none. Words that decode to
+/// anything else (an `@`, spaces, brackets) stay as they are: such a word
+/// is a display name, which no reader takes for the mailbox.
+fn decode_address_words(value: &str) -> Option<String> {
+    if !value.contains("=?") {
+        return None;
+    }
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    let mut changed = false;
+    while let Some(at) = rest.find("=?") {
+        out.push_str(&rest[..at]);
+        let word = &rest[at..];
+        match decode_word(word) {
+            Some((text, len))
+                if !text.is_empty() && text.chars().all(|c| c == '.' || is_atext(c)) =>
+            {
+                out.push_str(&text);
+                rest = &word[len..];
+                changed = true;
+            }
+            _ => {
+                out.push_str("=?");
+                rest = &word[2..];
+            }
+        }
+    }
+    out.push_str(rest);
+    changed.then_some(out)
+}
+
+/// Decodes one encoded-word at the start of `s`: its text (bytes read as
+/// UTF-8, lossily; only ASCII matters for an address) and its length.
+fn decode_word(s: &str) -> Option<(String, usize)> {
+    let body = s.strip_prefix("=?")?;
+    let (charset, after) = body.split_once('?')?;
+    let (enc, after) = after.split_once('?')?;
+    let end = after.find("?=")?;
+    let text = &after[..end];
+    let bad = |t: &str| t.is_empty() || t.contains(|c: char| c.is_whitespace() || c == '?');
+    if charset.is_empty()
+        || charset.contains(char::is_whitespace)
+        || enc.len() != 1
+        || text.contains(char::is_whitespace)
+        || bad(enc)
+    {
+        return None;
+    }
+    let bytes = match enc {
+        "q" | "Q" => {
+            let mut out = Vec::with_capacity(text.len());
+            let mut b = text.bytes();
+            while let Some(c) = b.next() {
+                match c {
+                    b'_' => out.push(b' '),
+                    b'=' => {
+                        let hex = [b.next()?, b.next()?];
+                        let hex = std::str::from_utf8(&hex).ok()?;
+                        out.push(u8::from_str_radix(hex, 16).ok()?);
+                    }
+                    c => out.push(c),
+                }
+            }
+            out
+        }
+        "b" | "B" => base64_decode(text)?,
+        _ => return None,
+    };
+    let len = 2 + charset.len() + 1 + enc.len() + 1 + end + 2;
+    Some((String::from_utf8_lossy(&bytes).into_owned(), len))
+}
+
+/// Standard base64 (padding optional).
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0u32;
+    for c in text.trim_end_matches('=').bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
 }
 
 /// A strict-ish parse; `None` when the structure is broken.
@@ -485,6 +606,34 @@ mod tests {
                 "{value:?}: {got:?}"
             );
         }
+    }
+
+    /// Encoded-words inside an address (Mailsploit): Python's headerregistry
+    /// decodes an atom that is an RFC 2047 encoded-word, in the local part
+    /// and in the domain, and so do some mail clients.
+    #[test]
+    fn encoded_words_in_an_address_are_decoded() {
+        for value in [
+            "=?us-ascii?q?members?=@lists.example.org",
+            "Evil <=?utf-8?q?members?=@lists.example.org>",
+            "Evil <=?UTF-8?B?bWVtYmVycw==?=@lists.example.org>",
+            "Evil <=?iso-8859-1?q?mem=62ers?=@lists.example.org>",
+            "Evil <members@=?utf-8?q?lists?=.example.org>",
+            "a@b.example, Evil <=?utf-8*en?q?members?=@=?x?b?bGlzdHMuZXhhbXBsZS5vcmc=?=>",
+        ] {
+            let got = keys(value);
+            assert!(
+                got.contains(&"members@lists.example.org".to_string()),
+                "{value:?}: {got:?}"
+            );
+        }
+        // An encoded display name that spells an address is a phrase, not a
+        // mailbox (Python reads bob@example.net only).
+        assert_eq!(
+            keys("=?utf-8?q?members=40lists.example.org?= <bob@example.net>"),
+            ["bob@example.net"]
+        );
+        assert_eq!(keys("=?utf-8?q?Caf=C3=A9?= <c@z.example>"), ["c@z.example"]);
     }
 
     #[test]

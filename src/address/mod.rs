@@ -190,20 +190,48 @@ pub fn parse_path(s: &str) -> Result<Option<Address>, AddressError> {
     path::read(s)
 }
 
-/// Parses Postfix's `{mail_addr}` / `{rcpt_addr}` macro value: the address
-/// without brackets, comments or route. Postfix externalizes it (smtpd and
-/// cleanup keep `milter_ext_from`/`_rcpt`): a local part that needs quotes
-/// comes quoted, and is unquoted here; otherwise the local part may hold
-/// anything up to the last `@`. Empty is the null sender. A source route
-/// left in it is dropped, as cleanup does.
+/// Parses Postfix's `{mail_addr}` / `{rcpt_addr}` macro value: the resolved
+/// address as smtpd (and cleanup) externalize it with `quote_821_local`,
+/// without brackets. A local part that needs quoting in SMTP (a space, `..`,
+/// a leading or trailing dot, specials) comes as one quoted string, with `"`
+/// and `\` escaped inside; it is unquoted here, so that
+/// `"members-bounces+a..b"@lists.example.org` is the list's bounce address
+/// it is to Postfix. Empty is the null sender. Splits at the last `@`; a
+/// source route left in it is dropped, as cleanup does.
 pub fn parse_macro_addr(s: &str) -> Result<Option<Address>, AddressError> {
     if s.is_empty() {
         return Ok(None);
     }
-    if s.starts_with('"') {
-        return Address::parse(s).map(Some);
+    match unquote_821(s)? {
+        Some(internal) => path::split_internal(&internal).map(Some),
+        None => path::split_internal(s).map(Some),
     }
-    path::split_internal(s).map(Some)
+}
+
+/// `quote_821_local`'s output back in internal form; `None` when the local
+/// part is not one quoted string (then it was never quoted).
+fn unquote_821(s: &str) -> Result<Option<String>, AddressError> {
+    if !s.starts_with('"') {
+        return Ok(None);
+    }
+    let (local, domain) = match s.rfind('@') {
+        Some(at) => (&s[..at], &s[at..]),
+        None => (s, ""),
+    };
+    let Some(inner) = local.strip_prefix('"').and_then(|l| l.strip_suffix('"')) else {
+        return Ok(None);
+    };
+    let mut out = String::with_capacity(s.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.push(chars.next().ok_or(AddressError::BadQuoting)?),
+            '"' => return Err(AddressError::BadQuoting),
+            c => out.push(c),
+        }
+    }
+    out.push_str(domain);
+    Ok(Some(out))
 }
 
 /// Splits `"quoted local"@domain`, unescaping quoted-pairs.
@@ -609,13 +637,20 @@ mod tests {
             ),
             ("a b@x", some("a b", "x")),
             ("a@b@x", some("a@b", "x")),
-            // Externalized: a local part that needs quotes comes quoted.
+            // Postfix externalizes the macros with quote_821_local: a local
+            // part that needs quoting (a space, "..", a trailing dot) comes
+            // quoted, with '"' and '\\' escaped inside.
             ("\"q\"@x", some("q", "x")),
-            ("\"a b\"@x", some("a b", "x")),
             (
-                "\"members@lists.example.org\"@evil.example",
-                some("members@lists.example.org", "evil.example"),
+                "\"members-bounces+a..b\"@lists.example.org",
+                some("members-bounces+a..b", "lists.example.org"),
             ),
+            (
+                "\"members-bounces+x y\"@lists.example.org",
+                some("members-bounces+x y", "lists.example.org"),
+            ),
+            ("\"a\\\"b\\\\c\"@x", some("a\"b\\c", "x")),
+            ("\"a@b\"@x", some("a@b", "x")),
             // Cleanup drops a route left in the internal form.
             ("@r.example:u@x", some("u", "x")),
             (

@@ -452,14 +452,16 @@ impl Config {
     /// Finds what protects `addr`, looking through a BATV tag and a
     /// `+detail` suffix of the local part (VERP, sub-addresses).
     pub fn protected(&self, addr: &Address) -> Option<Protected<'_>> {
-        let stripped;
-        let addr = match prvs::strip(addr) {
-            Some(plain) => {
-                stripped = plain;
-                &stripped
-            }
-            None => addr,
-        };
+        // Every tag goes, not only the outer one: Postfix applies virtual
+        // aliases recursively, so the packaged prvs map turns
+        // `prvs=T=prvs=T=members-bounces@` into `members-bounces@`. The
+        // signature check then looks at the outer tag, which must be ours.
+        // Each strip shortens the local part, so the loop is bounded by it.
+        let mut stripped = None;
+        while let Some(plain) = prvs::strip(stripped.as_ref().unwrap_or(addr)) {
+            stripped = Some(plain);
+        }
+        let addr = stripped.as_ref().unwrap_or(addr);
         let key = addr.key();
         let (local, domain) = key.rsplit_once('@')?;
         let (base, detail) = match local.split_once('+') {

@@ -33,6 +33,8 @@ const MAX_FROM_KEPT: usize = 64;
 /// `To:` headers rewritten per message (a DSN has one).
 const MAX_TO_REWRITES: usize = 8;
 const MAX_FROM_CONTEXT: usize = 8;
+/// Bytes of `Content-Type:` text kept for the report checks.
+const MAX_CONTENT_TYPE: usize = 4096;
 
 /// What the callback layer should answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +123,10 @@ struct Message {
     today: u64,
     recipients: usize,
     from: Vec<Address>,
+    /// A kept `From:` mailbox is a forgery of a list that enforces: one
+    /// such is kept beyond the cap, so copies of observed or allowed list
+    /// addresses cannot crowd it out.
+    from_enforced: bool,
     /// Inbound `X-Listwarden-*` headers: (name as first sent, how many).
     spoofed: Vec<(String, i32)>,
     /// All inbound `X-Listwarden-*` headers seen.
@@ -150,10 +156,15 @@ struct Message {
     report_candidate: Option<(String, Option<BounceVerdict>)>,
     /// For a recipient that takes bounces and people's mail alike: its
     /// verdict as a bounce, applied if the message turns out to be a report.
-    report_as_bounce: Option<(Address, String, Verdict)>,
+    /// Every such recipient counts: the strictest one decides.
+    report_as_bounce: Vec<(Address, String, Verdict)>,
     /// Headers kept (bounded) to rebuild a bounce for classification.
     headers: Vec<(String, String)>,
     header_bytes: usize,
+    /// Every `Content-Type:` value (bounded), comments and whitespace
+    /// removed, lower case: kept apart from `headers` so that padding
+    /// cannot push it out, and read as MIME parsers read it.
+    content_type: String,
     /// Set once the message has been counted in `messages_total`.
     counted: bool,
 }
@@ -275,6 +286,9 @@ impl Session {
     /// `rcpt_macro` is Postfix's own reading (`{rcpt_addr}`).
     pub fn rcpt_begin(&mut self, rcpt_arg: &str, rcpt_macro: Option<&str>) -> RcptBegin {
         let privileged = policy::is_privileged(&self.client, &self.config);
+        // Bounce checks are skipped for the list server's networks only
+        // (see `policy::is_trusted_network`), not for any SASL login.
+        let trusted = policy::is_trusted_network(&self.client, &self.config);
         let max = self.config.limits.max_recipients;
         let Some(msg) = self.msg.as_mut() else {
             return RcptBegin::Done(Step::Continue);
@@ -295,14 +309,14 @@ impl Session {
         let rcpt = match read_envelope(rcpt_arg, rcpt_macro) {
             Ok(Some(rcpt)) => rcpt,
             Ok(None) => return RcptBegin::Done(Step::Continue),
-            Err(_) if !privileged && self.config.mentions_protected_domain(rcpt_arg) => {
+            Err(_) if !trusted && self.config.mentions_protected_domain(rcpt_arg) => {
                 return RcptBegin::Done(self.unreadable(Stage::Rcpt, "recipient"));
             }
             Err(_) => return RcptBegin::Done(Step::Continue),
         };
         // Only bounces from strangers are shielded against; skip the lock
         // for everything else (most recipients).
-        let shielded = if !privileged && policy::is_bounce_sender(msg.sender.as_ref()) {
+        let shielded = if !trusted && policy::is_bounce_sender(msg.sender.as_ref()) {
             let (shielded, changes) = self.shared.shields.current();
             report_shield_changes(&self.shared, changes);
             shielded
@@ -319,13 +333,11 @@ impl Session {
         if verdict.list.is_none() && verdict.charges.is_empty() {
             // Not a bounce to a list: nothing to count or check. Feedback
             // reports come from ordinary senders, though.
-            if !privileged && msg.report_candidate.is_none() {
+            if !trusted && msg.report_candidate.is_none() {
                 msg.report_candidate = policy::report_target(&rcpt, &self.config, msg.today);
             }
-            if msg.report_as_bounce.is_none()
-                && let Some(v) = policy::as_report(&facts, &self.config)
-            {
-                msg.report_as_bounce = Some((rcpt, rcpt_arg.to_string(), v));
+            if let Some(v) = policy::as_report(&facts, &self.config) {
+                msg.report_as_bounce.push((rcpt, rcpt_arg.to_string(), v));
             }
             return RcptBegin::Done(Step::Continue);
         }
@@ -394,7 +406,7 @@ impl Session {
                     signed: from.clone(),
                     plain: to.clone(),
                 }),
-                Effect::NeedsTrace => msg.trace_recipient = Some(rcpt.clone()),
+                Effect::NeedsTrace => set_trace_recipient(msg, &self.config, &rcpt),
                 _ => {}
             }
             if verdict.list.is_some() && msg.list.is_none() {
@@ -455,7 +467,14 @@ impl Session {
             msg.header_bytes += name.len() + value.len();
             msg.headers.push((name.to_string(), value.to_string()));
         }
-        if name.eq_ignore_ascii_case("to") {
+        if name.eq_ignore_ascii_case("content-type") {
+            if msg.content_type.len() < MAX_CONTENT_TYPE {
+                let room = MAX_CONTENT_TYPE - msg.content_type.len();
+                let value = compact_mime_value(value);
+                msg.content_type.push(' ');
+                msg.content_type.extend(value.chars().take(room));
+            }
+        } else if name.eq_ignore_ascii_case("to") {
             // A DSN names the signed address in To: as well; list managers
             // that read the VERP member from there (Sympa) need the plain one.
             msg.to_headers = msg.to_headers.saturating_add(1);
@@ -470,12 +489,20 @@ impl Session {
             // wins"); only protected ones (and a few others, for context)
             // are kept, so memory stays bounded whatever the header holds.
             let config = &self.config;
+            let client = &self.client;
             let from = &mut msg.from;
+            let from_enforced = &mut msg.from_enforced;
             visit_mailboxes(value, |a| {
-                let keep = if config.protected(&a).is_some() {
-                    from.len() < MAX_FROM_KEPT
-                } else {
-                    from.len() < MAX_FROM_CONTEXT
+                let keep = match config.protected(&a) {
+                    Some(p) => {
+                        let enforced = !*from_enforced
+                            && !p.may_send(client, config)
+                            && !config.observe
+                            && !p.owner.observe();
+                        *from_enforced |= enforced;
+                        enforced || from.len() < MAX_FROM_KEPT
+                    }
+                    None => from.len() < MAX_FROM_CONTEXT,
                 };
                 if keep {
                     from.push(a);
@@ -528,35 +555,54 @@ impl Session {
             };
             return self.apply(Stage::EndOfHeaders, verdict);
         }
-        let content_type = msg
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case("content-type"))
-            .map(|(_, v)| v.to_ascii_lowercase())
-            .collect::<Vec<_>>()
-            .join(" ");
-        if let Some((rcpt, as_sent, verdict)) = msg.report_as_bounce.take()
-            && content_type.contains("multipart/report")
-        {
-            // A report to an address that also takes people's mail: the
-            // bounce checks apply after all (no budgets at this stage).
-            if matches!(verdict.action, Action::Reject(_) | Action::Tempfail(_)) {
+        let content_type = std::mem::take(&mut msg.content_type);
+        let reports = std::mem::take(&mut msg.report_as_bounce);
+        if !reports.is_empty() && content_type.contains("multipart/report") {
+            // A report to addresses that also take people's mail: the
+            // bounce checks apply after all (no budgets at this stage),
+            // for every such recipient; an enforced refusal wins.
+            let refused = |v: &Verdict| matches!(v.action, Action::Reject(_) | Action::Tempfail(_));
+            let mut observed = None;
+            let mut enforced = None;
+            for (rcpt, as_sent, verdict) in reports {
+                if refused(&verdict) {
+                    let slot = if verdict.observe {
+                        &mut observed
+                    } else {
+                        &mut enforced
+                    };
+                    slot.get_or_insert(verdict);
+                    continue;
+                }
+                match verdict.effect {
+                    Effect::NeedsTrace => set_trace_recipient(msg, &self.config, &rcpt),
+                    Effect::RewriteRecipient { from, to } => msg.rewrites.push(Rewrite {
+                        as_sent,
+                        signed: from,
+                        plain: to,
+                    }),
+                    _ => {}
+                }
+                msg.classify = true;
+                if msg.list.is_none() {
+                    msg.list = verdict.list;
+                }
+                msg.signature = msg.signature.or(verdict.bounce);
+                msg.report_candidate = None;
+            }
+            if let Some(verdict) = enforced {
                 return self.apply(Stage::EndOfHeaders, verdict);
             }
-            match verdict.effect {
-                Effect::NeedsTrace => msg.trace_recipient = Some(rcpt),
-                Effect::RewriteRecipient { from, to } => msg.rewrites.push(Rewrite {
-                    as_sent,
-                    signed: from,
-                    plain: to,
-                }),
-                _ => {}
+            if let Some(verdict) = observed {
+                let step = self.apply(Stage::EndOfHeaders, verdict);
+                if !self.msg.as_ref().is_some_and(Message::needs_eom) {
+                    return step;
+                }
             }
-            msg.classify = true;
-            msg.list = verdict.list;
-            msg.signature = verdict.bounce;
-            msg.report_candidate = None;
         }
+        let Some(msg) = self.msg.as_mut() else {
+            return Step::Continue;
+        };
         if let Some((list, signature)) = msg.report_candidate.take()
             && content_type.contains("feedback-report")
         {
@@ -1005,6 +1051,50 @@ fn restore_addresses(value: &str, rewrites: &[Rewrite]) -> Option<String> {
     Some(out)
 }
 
+/// A MIME header value as a MIME parser reads its tokens: comments
+/// (nested, with quoted-pairs) and whitespace (folding included) gone,
+/// ASCII lower case. `Multipart/\r\n (x) Report` is `multipart/report`.
+fn compact_mime_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len().min(MAX_CONTENT_TYPE));
+    let mut depth = 0usize;
+    let mut quoted = false;
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if depth > 0 => {
+                chars.next();
+            }
+            '"' if depth == 0 => quoted = !quoted,
+            '\\' if quoted => {
+                if let Some(next) = chars.next() {
+                    out.push(next.to_ascii_lowercase());
+                }
+            }
+            _ if quoted => out.push(c.to_ascii_lowercase()),
+            '(' => depth += 1,
+            ')' if depth > 0 => depth -= 1,
+            _ if depth > 0 || c.is_whitespace() => {}
+            c => out.push(c.to_ascii_lowercase()),
+        }
+    }
+    out
+}
+
+/// Records the bounce recipient whose list decides the trace check: the
+/// first one, unless a later one is enforced where it is only observed
+/// (an observed list must not carry a failed trace to an enforced one).
+fn set_trace_recipient(msg: &mut Message, config: &Config, rcpt: &Address) {
+    let observed =
+        |r: &Address| config.observe || config.protected(r).is_some_and(|p| p.owner.observe());
+    if msg
+        .trace_recipient
+        .as_ref()
+        .is_none_or(|old| observed(old) && !observed(rcpt))
+    {
+        msg.trace_recipient = Some(rcpt.clone());
+    }
+}
+
 /// An envelope address as Postfix reads it: its macro when Postfix sent
 /// one, else the raw argument read the way Postfix's parser reads it.
 fn read_envelope(raw: &str, macro_value: Option<&str>) -> Result<Option<Address>, AddressError> {
@@ -1021,6 +1111,24 @@ fn nonempty(s: Option<&str>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mime_values_are_read_as_mime_parsers_read_them() {
+        for (value, want) in [
+            ("Multipart/\r\n Report; x=y", "multipart/report;x=y"),
+            (
+                "multipart/(a (nested) \\) comment)report",
+                "multipart/report",
+            ),
+            (
+                "multipart/report; boundary=\"((\"; report-type=feedback-report",
+                "multipart/report;boundary=((;report-type=feedback-report",
+            ),
+            ("multipart/report (unclosed", "multipart/report"),
+        ] {
+            assert_eq!(compact_mime_value(value), want, "{value:?}");
+        }
+    }
 
     #[test]
     fn restore_addresses_replaces_every_signed_address_in_any_case() {

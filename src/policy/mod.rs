@@ -98,6 +98,16 @@ pub fn is_privileged(client: &Client, config: &Config) -> bool {
     client.authenticated_as.is_some() || client.ip.is_some_and(|ip| config.is_trusted(ip))
 }
 
+/// True for the list server's own networks (`trusted_networks`): the
+/// clients whose bounce recipients are never refused, since Postfix's
+/// non_smtpd path (sendmail, seen as 127.0.0.1) would keep a refused
+/// recipient stuck in the queue. A SASL login alone is not enough: any
+/// account holder can authenticate, and a list manager acts on whatever
+/// bounce reaches it.
+pub fn is_trusted_network(client: &Client, config: &Config) -> bool {
+    client.ip.is_some_and(|ip| config.is_trusted(ip))
+}
+
 /// A bounce: the null sender, or MAILER-DAEMON / postmaster.
 pub fn is_bounce_sender(sender: Option<&Address>) -> bool {
     match sender {
@@ -149,7 +159,7 @@ fn decide_rcpt(facts: &Facts<'_>, config: &Config) -> Verdict {
     };
     // Never refuse a recipient of the list server itself: on Postfix's
     // non_smtpd path that would leave the mail stuck in the queue.
-    if is_privileged(facts.client, config) {
+    if is_trusted_network(facts.client, config) {
         return Verdict::cont();
     }
     let Some(p) = config.protected(rcpt) else {
@@ -286,7 +296,7 @@ fn decide_rcpt(facts: &Facts<'_>, config: &Config) -> Verdict {
 /// headers if its Content-Type shows a report (DSN or ARF).
 pub fn as_report(facts: &Facts<'_>, config: &Config) -> Option<Verdict> {
     let rcpt = facts.recipient?;
-    if is_bounce_sender(facts.sender) || is_privileged(facts.client, config) {
+    if is_bounce_sender(facts.sender) || is_trusted_network(facts.client, config) {
         return None;
     }
     let p = config.protected(rcpt)?;
