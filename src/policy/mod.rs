@@ -202,21 +202,15 @@ fn decide_rcpt(facts: &Facts<'_>, config: &Config) -> Verdict {
         .filter(|ip| !ip.is_loopback())
         .map(|ip| network_key(ip, config))
     {
-        charges.push(Charge {
-            budget: Budget::Network,
-            key: net,
-        });
+        charges.push(Charge::new(Budget::Network, net));
     }
     let verdict = match check {
         Some(Ok(plain)) => {
-            charges.push(Charge {
-                budget: Budget::ListValid,
-                key: format!("list:{label}:valid"),
-            });
-            charges.push(Charge {
-                budget: Budget::Address,
-                key: format!("addr:{}", rcpt.key()),
-            });
+            charges.push(Charge::new(
+                Budget::ListValid,
+                format!("list:{label}:valid"),
+            ));
+            charges.push(Charge::new(Budget::Address, format!("addr:{}", rcpt.key())));
             Verdict {
                 reason: Reason::BounceValid,
                 bounce: Some(BounceVerdict::Valid),
@@ -234,10 +228,10 @@ fn decide_rcpt(facts: &Facts<'_>, config: &Config) -> Verdict {
         // A forged tag is never ours, whatever the mode; in `either` mode an
         // unsigned or expired bounce may still pass on its trace.
         Some(Err(bad)) if mode == BounceCheck::Signed || bad == BounceVerdict::Invalid => {
-            charges.push(Charge {
-                budget: Budget::ListInvalid,
-                key: format!("list:{label}:invalid"),
-            });
+            charges.push(Charge::new(
+                Budget::ListInvalid,
+                format!("list:{label}:invalid"),
+            ));
             let why = match bad {
                 BounceVerdict::Expired => "its signature has expired",
                 BounceVerdict::Unsigned => "it carries no signature",
@@ -273,10 +267,10 @@ fn decide_rcpt(facts: &Facts<'_>, config: &Config) -> Verdict {
         // Trace mode, or `either` without a valid signature: the returned
         // original decides at end of message.
         _ => {
-            charges.push(Charge {
-                budget: Budget::ListInvalid,
-                key: format!("list:{label}:invalid"),
-            });
+            charges.push(Charge::new(
+                Budget::ListInvalid,
+                format!("list:{label}:invalid"),
+            ));
             Verdict {
                 effect: Effect::NeedsTrace,
                 ..Verdict::cont()

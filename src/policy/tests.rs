@@ -632,3 +632,16 @@ fn key_rotation_keeps_old_signatures_valid() {
     let v = at_rcpt(&config(), &client("198.51.100.9", None), None, &old);
     assert_eq!(v.bounce, Some(BounceVerdict::Valid));
 }
+
+#[test]
+fn a_long_budget_key_is_hashed_not_dropped() {
+    // A valid signed address near the length limit made an `addr:` key the
+    // stores refuse, and a refused key used to count as allowed.
+    let long = format!("addr:{}@lists.example.org", "a".repeat(600));
+    let c = Charge::new(Budget::Address, long.clone());
+    assert!(c.key.len() <= crate::ratelimit::MAX_KEY_LEN, "{}", c.key);
+    assert!(c.key.starts_with("sha256:"));
+    assert_eq!(c, Charge::new(Budget::Address, long), "stable");
+    let short = Charge::new(Budget::Address, "addr:a@b".into());
+    assert_eq!(short.key, "addr:a@b");
+}

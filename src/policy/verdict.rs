@@ -100,6 +100,23 @@ pub struct Charge {
     pub key: String,
 }
 
+impl Charge {
+    /// A charge under `key`; a key longer than the stores take (a long
+    /// signed address) counts under its SHA-256 instead of escaping the
+    /// budget.
+    pub fn new(budget: Budget, key: String) -> Charge {
+        use sha2::{Digest, Sha256};
+        let key = if key.len() > crate::ratelimit::MAX_KEY_LEN {
+            let digest = Sha256::digest(key.as_bytes());
+            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            format!("sha256:{hex}")
+        } else {
+            key
+        };
+        Charge { budget, key }
+    }
+}
+
 /// What the check of a bounce to a list found; a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BounceVerdict {
