@@ -646,6 +646,13 @@ mod tests {
                 "@x:members@lists.example.org",
                 some("members", "lists.example.org"),
             ),
+            // A route still there after cleanup's cut: later stages may cut
+            // it again (see path.rs `check_routes`). No reading.
+            ("@a:@b:u@x", Err(AddressError::BadRoute)),
+            (
+                "@a:@b:members@lists.example.org",
+                Err(AddressError::BadRoute),
+            ),
             ("postmaster", Err(AddressError::NoAt)),
             // Cleanup's default rewrite of addresses without '@'.
             (

@@ -23,6 +23,12 @@
 //!
 //! The smtpd command tokenizer has already refused an argument whose `<` or
 //! `"` is never closed; we refuse those too.
+//!
+//! Where Postfix's reading is not certain we give none (an error: the milter
+//! answers 451 when the text names a protected domain): a control character
+//! other than tab, CR, LF; more than one source route (a quoted `@x:` counts
+//! once its quotes are gone); a route after a phrase (`x <@a:u@d>`). The
+//! test oracle in `reference.rs` has no opinion on the same shapes.
 
 use super::{Address, AddressError, MAX_PATH_LEN};
 
