@@ -518,6 +518,30 @@ mod tests {
             // tok822 makes "junk" an address of its own: two addresses.
             ("<a@b> junk", Err(AddressError::Several)),
             ("<user@exa\0mple>", Err(AddressError::ControlChar)),
+            // Shapes whose reading by Postfix is not certain are refused (the
+            // milter fails closed); the reference has no opinion on them
+            // (`reference_declines_uncertain_shapes`). Fuzz artifact
+            // crash-reference-route-after-phrase and its smaller forms.
+            // A control character anywhere, even in a dropped phrase.
+            ("\u{8}<u@d>", Err(AddressError::ControlChar)),
+            ("<u\u{93}@d>", Err(AddressError::ControlChar)),
+            // More than one route: smtpd cuts one, cleanup one more, and a
+            // quoted ':' becomes a route once the quotes are gone.
+            ("<@a:@b:u@d>", Err(AddressError::BadRoute)),
+            ("< @a : @b : u@d >", Err(AddressError::BadRoute)),
+            ("<@a:\"@b:u\"@d>", Err(AddressError::BadRoute)),
+            ("<@b:@m@\"s:x\"@L>", Err(AddressError::BadRoute)),
+            // A route after a phrase.
+            ("x <@a:u@d>", Err(AddressError::BadRoute)),
+            ("x <\"@a:u\"@d>", Err(AddressError::BadRoute)),
+            (
+                "x< @b:@   ms&@\"siemt e'o: \"mems&@LisA >",
+                Err(AddressError::BadRoute),
+            ),
+            // A quoted string and an atom in a row are two words to tok822:
+            // two addresses, which smtpd refuses (501).
+            ("<@b:@m@\"s:\"mm@L>", Err(AddressError::Several)),
+            ("< @b:@ m@\"s e'o: \"mm@L >", Err(AddressError::Several)),
         ];
         for (input, want) in cases {
             assert_eq!(&parse_path(input), want, "{input:?}");
@@ -657,6 +681,13 @@ mod tests {
                 "@x:members@lists.example.org",
                 some("members", "lists.example.org"),
             ),
+            // A route still there after cleanup's cut: later stages may cut
+            // it again (see path.rs `check_routes`). No reading.
+            ("@a:@b:u@x", Err(AddressError::BadRoute)),
+            (
+                "@a:@b:members@lists.example.org",
+                Err(AddressError::BadRoute),
+            ),
             ("postmaster", Err(AddressError::NoAt)),
             // Cleanup's default rewrite of addresses without '@'.
             (
@@ -785,6 +816,29 @@ mod tests {
             let want = reference::postfix_path(s);
             assert!(want.is_some(), "reference has no opinion on {s:?}");
             assert!(check_reference_agreement(s).is_ok(), "{s:?}");
+        }
+    }
+
+    /// Shapes whose reading by Postfix is uncertain (or that Postfix
+    /// refuses): the reference has no opinion, `parse_path` refuses them.
+    #[test]
+    fn reference_declines_uncertain_shapes() {
+        for s in [
+            "\u{8}< @b\u{a4}:@   ms&@\"siemt\u{93}\\\u{669a6}...e'o: \"mems&@LisA >",
+            "x< @b:@   ms&@\"siemt e'o: \"mems&@LisA >",
+            "\u{8}<u@d>",
+            "<@a:@b:u@d>",
+            "< @a : @b : u@d >",
+            "<@a:\"@b:u\"@d>",
+            "<@b:@m@\"s:x\"@L>",
+            "x <@a:u@d>",
+            "x <\"@a:u\"@d>",
+            "<@b:@m@\"s:\"mm@L>",
+            "< @b:@ m@\"s e'o: \"mm@L >",
+            "<\"a\"b@c>",
+        ] {
+            assert_eq!(reference::postfix_path(s), None, "{s:?}");
+            assert!(parse_path(s).is_err(), "{s:?}: {:?}", parse_path(s));
         }
     }
 

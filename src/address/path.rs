@@ -23,6 +23,12 @@
 //!
 //! The smtpd command tokenizer has already refused an argument whose `<` or
 //! `"` is never closed; we refuse those too.
+//!
+//! Where Postfix's reading is not certain we give none (an error: the milter
+//! answers 451 when the text names a protected domain): a control character
+//! other than tab, CR, LF; more than one source route (a quoted `@x:` counts
+//! once its quotes are gone); a route after a phrase (`x <@a:u@d>`). The
+//! test oracle in `reference.rs` has no opinion on the same shapes.
 
 use super::{Address, AddressError, MAX_PATH_LEN};
 
@@ -60,6 +66,11 @@ pub(crate) fn read(s: &str) -> Result<Option<Address>, AddressError> {
         return Err(AddressError::Empty);
     }
     check_smtpd_token(s)?;
+    // What Postfix makes of a control character (smtpd may refuse it, a
+    // later stage may read past it) is not certain: no reading.
+    if s.contains(|c: char| c.is_control() && !is_822_space(c)) {
+        return Err(AddressError::ControlChar);
+    }
     let (text, bracketed) = match s.strip_prefix('<').and_then(|r| r.strip_suffix('>')) {
         Some(inner) => (inner, true),
         None => (s, false),
@@ -67,6 +78,8 @@ pub(crate) fn read(s: &str) -> Result<Option<Address>, AddressError> {
     let routed = text.starts_with('@');
     // "@a.example" with no ':' is a route that never ends.
     let unended_route = routed && !text.contains(':');
+    // Routes cut so far: smtpd's, as text.
+    let mut routes = usize::from(routed && !unended_route);
     let text = cut_route_text(text);
     let mut tokens = scan(text);
     if tokens.is_empty() {
@@ -81,9 +94,17 @@ pub(crate) fn read(s: &str) -> Result<Option<Address>, AddressError> {
             Err(AddressError::Empty)
         };
     }
-    cut_route_tokens(&mut tokens);
+    if cut_route_tokens(&mut tokens) {
+        routes += 1;
+    }
     let read = single_address(&tokens).and_then(|(start, end)| {
-        split_internal(&internalize(tokens.get(start..end).unwrap_or_default()))
+        let internal = internalize(tokens.get(start..end).unwrap_or_default());
+        // A phrase: anything but '<' before the address (`x <@a:u@d>`).
+        let phrase = tokens
+            .get(..start)
+            .is_some_and(|before| before.iter().any(|t| *t != Tok::Op('<')));
+        check_routes(&internal, routes, phrase)?;
+        split_internal(&internal)
     });
     match read {
         Ok(a) => Ok(Some(a)),
@@ -104,6 +125,10 @@ pub(crate) fn split_internal(internal: &str) -> Result<Address, AddressError> {
         return Err(AddressError::TooLong);
     }
     let internal = cut_route_text(internal);
+    // A second route: see `check_routes`.
+    if is_routed(internal) {
+        return Err(AddressError::BadRoute);
+    }
     if internal.is_empty() {
         return Err(AddressError::Empty);
     }
@@ -148,6 +173,40 @@ fn check_smtpd_token(s: &str) -> Result<(), AddressError> {
     }
 }
 
+/// True when `text` starts with a source route (`@...:`).
+fn is_routed(text: &str) -> bool {
+    text.starts_with('@') && text.contains(':')
+}
+
+/// Refuses the route shapes whose reading by Postfix is not certain:
+///
+/// * more than one route (`<@a:@b:u@d>`, or a route then a quoted `@x:`):
+///   smtpd cuts one as text, cleanup's rewrite one more from the internal
+///   form, and what is left may still start with `@...:` (a quoted ':'
+///   turns into a route once the quotes are gone) for later stages to read
+///   as they will;
+/// * a route after a phrase (`x <@a:u@d>`): smtpd's text cut does not
+///   apply, and tok822's grouping of the phrase decides what cleanup sees.
+///
+/// `routes` counts the routes already cut (smtpd's text cut, a route cut as
+/// tokens); the ones left in `internal` are counted as cleanup would cut
+/// them, at the first ':' of the text.
+fn check_routes(internal: &str, mut routes: usize, phrase: bool) -> Result<(), AddressError> {
+    if phrase && is_routed(internal) {
+        return Err(AddressError::BadRoute);
+    }
+    let mut rest = internal;
+    while routes < 2 && is_routed(rest) {
+        routes += 1;
+        rest = cut_route_text(rest);
+    }
+    if routes > 1 {
+        Err(AddressError::BadRoute)
+    } else {
+        Ok(())
+    }
+}
+
 /// A leading `@...:` goes, up to the first `:` as text (smtpd's strchr, and
 /// `quote_822_local` for the internal form).
 fn cut_route_text(text: &str) -> &str {
@@ -163,9 +222,10 @@ fn cut_route_text(text: &str) -> &str {
 /// Only route-shaped prefixes are cut, so no address can be skipped; a word
 /// holding ':' (quoted, or a literal) is left to `split_internal`, which cuts
 /// at the first ':' of the text as cleanup's `quote_822_local` does.
-fn cut_route_tokens(tokens: &mut Vec<Tok>) {
+/// Returns whether it cut one.
+fn cut_route_tokens(tokens: &mut Vec<Tok>) -> bool {
     if tokens.first() != Some(&Tok::Op('@')) {
-        return;
+        return false;
     }
     let colon = tokens.iter().position(|t| match t {
         Tok::Word(w) => w.contains(':'),
@@ -176,7 +236,9 @@ fn cut_route_tokens(tokens: &mut Vec<Tok>) {
         && i + 1 < tokens.len()
     {
         tokens.drain(..=i);
+        return true;
     }
+    false
 }
 
 /// tok822_scan: the text as tokens, comments and whitespace dropped.

@@ -12,14 +12,21 @@
 pub fn postfix_path(s: &str) -> Option<Option<(String, String)>> {
     let space = [' ', '\t', '\r', '\n'];
     let s = s.trim_matches(space);
+    // Control characters: Postfix's reading is not certain.
+    if s.chars().any(|c| c.is_control() && !space.contains(&c)) {
+        return None;
+    }
     let (mut text, bracketed) = match s.strip_prefix('<').and_then(|r| r.strip_suffix('>')) {
         Some(inner) => (inner, true),
         None => (s, false),
     };
     // smtpd cuts a leading route as text, before anything else.
     let routed = text.starts_with('@');
+    // Routes cut; more than one is not a simple shape.
+    let mut routes = 0;
     if let Some((_, after)) = text.strip_prefix('@').and_then(|r| r.split_once(':')) {
         text = after;
+        routes += 1;
     }
 
     // Domain literals keep their spaces and comments: not a simple shape.
@@ -58,6 +65,7 @@ pub fn postfix_path(s: &str) -> Option<Option<(String, String)>> {
             match c {
                 '"' => {
                     in_quote = false;
+                    gap = true;
                     continue;
                 }
                 '\\' => (chars.next()?, true),
@@ -71,7 +79,9 @@ pub fn postfix_path(s: &str) -> Option<Option<(String, String)>> {
                     continue;
                 }
                 '"' => {
+                    // A quoted string is a word of its own: `"a"b` is two.
                     in_quote = true;
+                    gap = true;
                     continue;
                 }
                 '\\' => (chars.next()?, true),
@@ -93,14 +103,14 @@ pub fn postfix_path(s: &str) -> Option<Option<(String, String)>> {
     // "phrase<inner>" at the end, or no brackets at all.
     let open: Vec<usize> = positions(&kept, '<');
     let close: Vec<usize> = positions(&kept, '>');
-    let body = match (open.as_slice(), close.as_slice()) {
-        ([], []) => kept.as_slice(),
+    let (body, phrase) = match (open.as_slice(), close.as_slice()) {
+        ([], []) => (kept.as_slice(), false),
         ([o], [c]) if *c + 1 == kept.len() && o < c => {
             let phrase = kept.get(..*o)?;
             if phrase.iter().any(|&(ch, q)| !q && ">;,:".contains(ch)) {
                 return None;
             }
-            kept.get(o + 1..*c)?
+            (kept.get(o + 1..*c)?, !phrase.is_empty())
         }
         _ => return None,
     };
@@ -108,10 +118,17 @@ pub fn postfix_path(s: &str) -> Option<Option<(String, String)>> {
         return (bracketed && open.is_empty() && !routed).then_some(None);
     }
 
+    // A route after a phrase: not a simple shape.
+    let route_shaped =
+        body.first().is_some_and(|&(c, _)| c == '@') && body.iter().any(|&(c, _)| c == ':');
+    if phrase && route_shaped {
+        return None;
+    }
     // A route that is still there: up to the first ':', quoted or not (as
     // cleanup cuts the unquoted text).
     let body = if body.first() == Some(&('@', false)) {
         let colon = body.iter().position(|&(c, _)| c == ':')?;
+        routes += 1;
         body.get(colon + 1..)?
     } else {
         body
@@ -123,9 +140,15 @@ pub fn postfix_path(s: &str) -> Option<Option<(String, String)>> {
     let internal: String = body.iter().map(|&(c, _)| c).collect();
     // Cleanup drops a route again from the internal (unquoted) form.
     let internal = match internal.strip_prefix('@').and_then(|r| r.split_once(':')) {
-        Some((_, after)) => after.to_string(),
+        Some((_, after)) => {
+            routes += 1;
+            after.to_string()
+        }
         None => internal,
     };
+    if routes > 1 || (internal.starts_with('@') && internal.contains(':')) {
+        return None;
+    }
     let (local, domain) = internal.rsplit_once('@')?;
     Some(Some((local.to_string(), domain.to_string())))
 }
