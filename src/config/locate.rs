@@ -1,7 +1,7 @@
 //! Finds the line and column of a key path (`lists[2].address`) in YAML
-//! source. serde_yaml only reports positions for errors it raises itself,
+//! source. serde_yaml_ng only reports positions for errors it raises itself,
 //! so we walk the document again and raise a marker error at the wanted
-//! value; serde_yaml stamps it with that value's position.
+//! value; serde_yaml_ng stamps it with that value's position.
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::fmt;
@@ -34,7 +34,7 @@ const MARKER: &str = "\u{0}listwarden-locate";
 
 /// Line and column (1-based) of the value at `path`, if it exists.
 pub fn locate(source: &str, path: &[Seg]) -> Option<(usize, usize)> {
-    let de = serde_yaml::Deserializer::from_str(source);
+    let de = serde_yaml_ng::Deserializer::from_str(source);
     let err = Walk { path }.deserialize(de).err()?;
     if !err.to_string().contains(MARKER) {
         return None;

@@ -417,7 +417,7 @@ impl Config {
         if let Err(message) = check_nesting(source) {
             return Err(ConfigError::single(origin, message));
         }
-        let raw: RawConfig = serde_yaml::from_str(source).map_err(|e| ConfigError {
+        let raw: RawConfig = serde_yaml_ng::from_str(source).map_err(|e| ConfigError {
             file: origin.to_path_buf(),
             diagnostics: vec![Diagnostic::from_yaml(&e)],
         })?;
@@ -558,12 +558,12 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    fn from_yaml(e: &serde_yaml::Error) -> Diagnostic {
+    fn from_yaml(e: &serde_yaml_ng::Error) -> Diagnostic {
         let (line, column) = match e.location() {
             Some(l) => (Some(l.line()), Some(l.column())),
             None => (None, None),
         };
-        // serde_yaml renders "path: message at line L column C".
+        // serde_yaml_ng renders "path: message at line L column C".
         let mut text = e.to_string();
         if let Some(cut) = text.rfind(" at line ") {
             text.truncate(cut);

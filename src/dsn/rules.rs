@@ -12,7 +12,7 @@ use std::fmt;
 use regex::{Regex, RegexBuilder};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_yaml::Value;
+use serde_yaml_ng::Value;
 
 use super::parse::DsnAction;
 
@@ -401,9 +401,9 @@ impl Issues {
     }
 }
 
-/// serde_yaml's message without its trailing location (Values have none).
+/// serde_yaml_ng's message without its trailing location (Values have none).
 fn value_error<T: DeserializeOwned>(value: &Value) -> Option<String> {
-    serde_yaml::from_value::<T>(value.clone())
+    serde_yaml_ng::from_value::<T>(value.clone())
         .err()
         .map(|e| e.to_string())
 }
@@ -459,7 +459,7 @@ impl RuleSet {
                 max: MAX_RULES_TEXT_BYTES,
             });
         }
-        let doc: Value = serde_yaml::from_str(text).map_err(|e| RulesError::Yaml {
+        let doc: Value = serde_yaml_ng::from_str(text).map_err(|e| RulesError::Yaml {
             origin: origin.to_owned(),
             line: e.location().map(|l| l.line()),
             column: e.location().map(|l| l.column()),
@@ -637,7 +637,7 @@ fn compile_rule(index: usize, item: &Value, issues: &mut Issues) -> Option<Rule>
     if issues.list.len() > before {
         return None;
     }
-    let raw: RawRule = match serde_yaml::from_value(item.clone()) {
+    let raw: RawRule = match serde_yaml_ng::from_value(item.clone()) {
         Ok(raw) => raw,
         Err(e) => {
             issues.add(Some(index), name, path, e.to_string());
