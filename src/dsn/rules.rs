@@ -164,8 +164,9 @@ pub enum RuleAction {
     Quarantine,
     /// 4xx: the sender retries.
     Tempfail,
-    /// Drop it silently.
-    Discard,
+    // No "discard": a bounce that reached classification passed its check,
+    // and dropping mail silently is for proven backscatter only (refused
+    // at RCPT instead). A rules file that asks for it is refused at load.
 }
 
 /// What a rule says about a matching recipient.
@@ -932,6 +933,16 @@ bogus_top: 1
             Err(RulesError::Yaml { line, .. }) => assert!(line.is_some()),
             other => panic!("expected Yaml error, got {other:?}"),
         }
+    }
+
+    /// `action: discard` used to load and then act as `accept`: a rule
+    /// that says one thing and does another is refused instead.
+    #[test]
+    fn discard_is_refused_at_load() {
+        let text = "rules:\n  - name: drop\n    match: { diagnostic: 'x' }\n    result: { class: soft, reason: other }\n    action: discard\n";
+        let found = issues(text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].message.contains("discard"), "{}", found[0].message);
     }
 
     #[test]

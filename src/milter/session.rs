@@ -714,9 +714,7 @@ impl Session {
             RuleAction::Quarantine => {
                 quarantine = Some("listwarden: bounce held by a classification rule".to_string())
             }
-            // Discarding is only for proven backscatter, and a bounce that
-            // reached this point passed its check: tag it instead.
-            RuleAction::Discard | RuleAction::Accept => {}
+            RuleAction::Accept => {}
         }
         // Highest index first, so earlier deletions do not shift later ones.
         let deletions: Vec<(String, i32)> = std::mem::take(&mut msg.spoofed)
@@ -828,7 +826,7 @@ impl Session {
             );
         }
         let action = cls.iter().map(|c| c.rule_action).max_by_key(|a| match a {
-            RuleAction::Accept | RuleAction::Discard => 0,
+            RuleAction::Accept => 0,
             RuleAction::Quarantine => 1,
             RuleAction::Tempfail => 2,
         });
