@@ -1580,7 +1580,7 @@ fn read_text(path: &Path) -> Result<String, String> {
 const MAX_NESTING: usize = 64;
 
 /// Refuses flow nesting (`[`/`{` outside quotes and comments) deeper than
-/// [`MAX_NESTING`]. Block nesting is bounded by the line length anyway.
+/// `MAX_NESTING`. Block nesting is bounded by the line length anyway.
 pub fn check_nesting(text: &str) -> Result<(), String> {
     let mut depth = 0usize;
     for line in text.lines() {

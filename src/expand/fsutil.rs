@@ -147,7 +147,7 @@ pub fn read_bounded(path: &Path, limit: usize) -> Result<Option<Vec<u8>>, FsErro
 
 /// Replaces `path` with `bytes` atomically (see the module doc). The caller
 /// holds the lock. An existing regular file's permission bits are kept, and
-/// its owner too where we may set it; a new file gets [`NEW_FILE_MODE`].
+/// its owner too where we may set it; a new file gets `NEW_FILE_MODE`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
     write_atomic_with(path, bytes, || Ok(()))
 }
