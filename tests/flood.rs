@@ -131,24 +131,38 @@ async fn list_budget_counts_valid_and_invalid_apart() {
     m.stop().await;
 }
 
-/// Over budget, an invalid bounce gets the same 451 as a valid one: a
-/// client guessing signatures learns nothing once its budget is spent
-/// (it used to get 550 for a wrong guess and 451 for a right one).
+/// Over budget, a bounce with a wrong signature gets the same 451 as one
+/// with a right signature: a client guessing signatures learns nothing once
+/// its budget is spent (it used to get 550 for a wrong guess and 451 for a
+/// right one). Plain backscatter (no tag) stays a final 550 over budget:
+/// a 451 would make innocent MTAs retry it.
 #[tokio::test]
-async fn over_budget_invalid_bounces_get_451_like_valid_ones() {
+async fn over_budget_wrong_signatures_get_451_like_right_ones() {
     let m = TestMilter::start(&config(
         "    network: {rate: 1, per: 1h, burst: 1}\n",
         NO_SHIELD,
     ))
     .await;
-    let s = bounce(&m, [198, 51, 100, 1], "<members-bounces@lists.example.org>").await;
+    let good = signed(&m, "members-bounces");
+    let mut forged = good.clone().into_bytes();
+    // "<prvs=KDDDHHHHHH=...": change the last hash digit.
+    forged[15] = if forged[15] == b'0' { b'1' } else { b'0' };
+    let forged = String::from_utf8(forged).unwrap();
+    let s = bounce(&m, [198, 51, 100, 1], &forged).await;
     assert!(matches!(s, Status::Reject { .. }), "within budget: {s:?}");
+    let s = bounce(&m, [198, 51, 100, 1], &forged).await;
+    assert!(is_451(&s), "over budget, wrong: {s:?}");
+    assert!(
+        is_451(&bounce(&m, [198, 51, 100, 1], &good).await),
+        "over budget, right"
+    );
     for _ in 0..2 {
         let s = bounce(&m, [198, 51, 100, 1], "<members-bounces@lists.example.org>").await;
-        assert!(is_451(&s), "{s:?}");
+        assert!(
+            matches!(s, Status::Reject { .. }),
+            "unsigned stays 550: {s:?}"
+        );
     }
-    let good = signed(&m, "members-bounces");
-    assert!(is_451(&bounce(&m, [198, 51, 100, 1], &good).await));
     m.stop().await;
 }
 

@@ -369,11 +369,18 @@ impl Session {
         exhausted: Option<Budget>,
     ) -> Step {
         let observe = verdict.observe || self.config.observe;
-        // Over budget, a refusal is a 451 like an acceptance: a client
-        // guessing signatures learns nothing once its budget is spent.
+        // Over budget, a wrong signature gets the same 451 as a right one:
+        // a client guessing signatures learns nothing once its budget is
+        // spent. Plain backscatter (no tag, or an expired one) stays a
+        // final 550: a 451 would only make innocent MTAs retry it for days.
         let verdict = match exhausted {
-            Some(budget) => policy::over_budget(verdict, budget, observe),
-            None => verdict,
+            Some(budget)
+                if !matches!(verdict.action, Action::Reject(_))
+                    || verdict.bounce == Some(BounceVerdict::Invalid) =>
+            {
+                policy::over_budget(verdict, budget, observe)
+            }
+            _ => verdict,
         };
         if self.msg.is_none() {
             return Step::Continue;
