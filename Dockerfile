@@ -66,11 +66,12 @@ WORKDIR /src
 # tests or workspace members explicitly, copy those paths too.)
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY crates ./crates
 COPY config ./config
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \
-    && install -m 0755 target/release/listwarden /usr/local/bin/listwarden
+    && install -m 0755 target/release/listwarden target/release/listwarden-expand /usr/local/bin/
 
 # ---- runtime ----------------------------------------------------------------
 FROM debian:bookworm-slim

@@ -75,7 +75,7 @@ fn unsubscribe_handler(shared: &Arc<Shared>) -> crate::metrics::UnsubscribeHandl
         };
         let lists = config.expander_lists();
         let today = crate::policy::day_of(crate::unix_now());
-        match crate::expand::unsubscribe::one_click(
+        match listwarden_expand::unsubscribe::one_click(
             query,
             body,
             &lists,
@@ -84,7 +84,10 @@ fn unsubscribe_handler(shared: &Arc<Shared>) -> crate::metrics::UnsubscribeHandl
             Duration::from_secs(2),
         ) {
             Ok(done) => {
-                tracing::info!("{}", crate::expand::unsubscribe::audit_line(&done, client));
+                tracing::info!(
+                    "{}",
+                    listwarden_expand::unsubscribe::audit_line(&done, client)
+                );
                 (200, "unsubscribed\n".into())
             }
             Err(e) => {

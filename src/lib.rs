@@ -7,17 +7,18 @@
 //! counts and serves `/metrics`, [`daemon`] wires them together with
 //! signals and reload.
 
-pub mod address;
 pub mod config;
 pub mod daemon;
 pub mod dsn;
-pub mod expand;
 pub mod logwatch;
 pub mod metrics;
 pub mod milter;
 pub mod policy;
 pub mod ratelimit;
 pub mod shield;
+
+/// Addresses and signatures, shared with the expander.
+pub use listwarden_core::address;
 
 use arc_swap::ArcSwap;
 use config::{Config, StateBackend};

@@ -95,73 +95,6 @@ enum Command {
         #[arg(value_name = "LOG", default_value = "-")]
         source: PathBuf,
     },
-    /// Deliver list mail (Postfix pipe transport); see packaging/postfix/master.cf.
-    ///
-    /// Reads one message on standard input. Without --bounces or
-    /// --unsubscribe it is a post to the list: the posting policy is
-    /// applied and one copy per member is injected into Postfix with its
-    /// own signed VERP sender. --bounces takes a bounce the milter has
-    /// checked and tagged, and scores the member; --unsubscribe takes mail
-    /// to LIST-unsubscribe@ or LIST-request@. Exit codes follow sysexits:
-    /// 75 (retry later) on any transient trouble, so nothing is lost.
-    Expand {
-        /// The YAML config file.
-        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
-        /// The list's name (its local part), e.g. `members`.
-        #[arg(long, value_name = "NAME")]
-        list: String,
-        /// The message is a bounce to the list's bounce address.
-        #[arg(long, conflicts_with = "unsubscribe")]
-        bounces: bool,
-        /// The message is an unsubscribe request.
-        #[arg(long)]
-        unsubscribe: bool,
-        /// The envelope sender (pipe's <${sender}>); for posts.
-        #[arg(long, value_name = "ADDR", default_value = "<>")]
-        sender: String,
-        /// The envelope recipient (pipe's <${recipient}>); for bounces and unsubscribes.
-        #[arg(long, value_name = "ADDR", default_value = "<>")]
-        recipient: String,
-    },
-    /// Show, add or remove the members of an expander list.
-    ///
-    /// Run --add and --remove as the user that owns the list's files (the
-    /// expander's user, e.g. `sudo -u listwarden listwarden members ...`).
-    /// As root they refuse any members file, state file or directory that
-    /// root does not own. --add refuses an address that would not read back
-    /// from the file (one starting with `#`, or with ` #` in it). A line of
-    /// the file that is not an address is skipped with a warning.
-    Members {
-        /// The YAML config file.
-        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
-        /// The list's name.
-        list: String,
-        /// Addresses to add.
-        #[arg(long, value_name = "ADDR", num_args = 1..)]
-        add: Vec<String>,
-        /// Addresses to remove (their bounce records go too).
-        #[arg(long, value_name = "ADDR", num_args = 1.., conflicts_with = "add")]
-        remove: Vec<String>,
-    },
-    /// Show the bounce scores of an expander list, or reset them.
-    ///
-    /// Run --reset as the owner of the list's state directory; as root it
-    /// refuses files and directories root does not own.
-    Bounces {
-        /// The YAML config file.
-        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
-        /// The list's name.
-        list: String,
-        /// Reset the scores (of --member only, if given) and re-enable.
-        #[arg(long)]
-        reset: bool,
-        /// With --reset: only this member.
-        #[arg(long, value_name = "ADDR", requires = "reset")]
-        member: Option<String>,
-    },
     /// Write the man pages (roff): listwarden.8 and listwarden-COMMAND.8.
     #[command(hide = true)]
     Man {
@@ -188,47 +121,6 @@ fn main() -> ExitCode {
         Command::Sign { config, address } => sign(&config, &address),
         Command::Verify { config, address } => verify(&config, &address),
         Command::Classify { config, files } => classify(config.as_deref(), &files),
-        Command::Expand {
-            config,
-            list,
-            bounces,
-            unsubscribe,
-            sender,
-            recipient,
-        } => {
-            use listwarden::expand::command::{Pipe, run_pipe};
-            let (pipe, address) = match (bounces, unsubscribe) {
-                (true, _) => (Pipe::Bounces, recipient),
-                (_, true) => (Pipe::Unsubscribe, recipient),
-                _ => (Pipe::Post, sender),
-            };
-            ExitCode::from(run_pipe(&config, &list, pipe, &address))
-        }
-        Command::Members {
-            config,
-            list,
-            add,
-            remove,
-        } => {
-            use listwarden::expand::command::{edit_members, show};
-            let result = if !add.is_empty() {
-                edit_members(&config, &list, true, &add).map(|n| format!("{n} added\n"))
-            } else if !remove.is_empty() {
-                edit_members(&config, &list, false, &remove).map(|n| format!("{n} removed\n"))
-            } else {
-                show(&config, &list)
-            };
-            print_or_fail(result)
-        }
-        Command::Bounces {
-            config,
-            list,
-            reset,
-            member,
-        } => {
-            let reset = reset.then_some(member);
-            print_or_fail(listwarden::expand::command::bounces(&config, &list, reset))
-        }
         Command::Logwatch {
             config,
             from_start,
@@ -533,19 +425,6 @@ fn write_man_pages(dir: &std::path::Path) -> std::io::Result<()> {
         write(sub.clone().name(name.clone()), &name)?;
     }
     write(top, "listwarden")
-}
-
-fn print_or_fail(result: Result<String, String>) -> ExitCode {
-    match result {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("listwarden: {e}");
-            ExitCode::FAILURE
-        }
-    }
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {

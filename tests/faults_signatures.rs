@@ -1,7 +1,7 @@
 //! FAULTS.md §4 (B1–B6) through the milter. The signature rules
 //! themselves (every single-character mutation, case, expiry wrap, key
 //! rotation, 10^4-character tags) are unit and property tests in
-//! src/address/prvs.rs and src/address/verp.rs; budgets for harvested
+//! crates/core/src/address/prvs.rs and crates/core/src/address/verp.rs; budgets for harvested
 //! addresses (B5) are in tests/flood.rs. Here: what reaches Postfix.
 
 mod faults_common;

@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 
 /// The simple Postfix-style path reading `parse_path` is checked against
 /// (shared with the crate's proptest).
-#[path = "../../src/address/reference.rs"]
+#[path = "../../crates/core/src/address/reference.rs"]
 mod reference;
 
 /// The day the address target verifies on (days since the epoch), near a

@@ -2,7 +2,7 @@
 # listwarden's thin list expander through the private Postfix (real pipe(8)
 # transports, a real no-milter reinjection smtpd, real smtp-sink):
 #
-#   post ──▶ smtpd BASE+25 ──milter──▶ transport news@ ──▶ pipe `listwarden expand`
+#   post ──▶ smtpd BASE+25 ──milter──▶ transport news@ ──▶ pipe `listwarden-expand pipe`
 #                                                            │ one envelope per member,
 #                                                            ▼ signed VERP sender
 #            smtpd BASE+30 (no milter, expander.inject) ──▶ smtp ──▶ smtp-sink
@@ -125,14 +125,14 @@ $EXP_LIST-unsubscribe@$EXP_DOMAIN listwarden_unsubscribe:$EXP_LIST
 $EXP_LIST-request@$EXP_DOMAIN listwarden_unsubscribe:$EXP_LIST
 EOF
 	block=$(exp_shipped_block "$shipped/master.cf")
-	[[ $(grep -c 'argv=/usr/bin/listwarden expand ' <<<"$block") == 3 &&
+	[[ $(grep -c 'argv=/usr/bin/listwarden-expand pipe ' <<<"$block") == 3 &&
 		$(grep -c 'user=listwarden ' <<<"$block") == 3 &&
 		$(grep -c -- '--config /etc/listwarden/listwarden.yaml ' <<<"$block") == 3 &&
 		$(grep -c '^127\.0\.0\.1:10026 ' <<<"$block") == 1 ]] ||
 		die "packaging/postfix/master.cf: the expander block is not in the expected shape"
 	{
 		echo "# listwarden's thin list expander: packaging/postfix/master.cf (lib/expander.sh)."
-		sed -e "s|argv=/usr/bin/listwarden |argv=$LW_BIN |" \
+		sed -e "s|argv=/usr/bin/listwarden-expand |argv=$LW_EXPAND_BIN |" \
 			-e "s|user=listwarden |user=$EXP_USER |" \
 			-e "s|--config /etc/listwarden/listwarden.yaml |--config $LW_CONFIG |" \
 			-e "s|^127\.0\.0\.1:10026 |127.0.0.1:$EXP_REINJECT_PORT |" <<<"$block"
@@ -189,7 +189,7 @@ exp_setup() {
 	chgrp "$EXP_GROUP" "$(dirname "$LW_KEY_FILE")" "$LW_KEY_FILE"
 	chmod 0750 "$(dirname "$LW_KEY_FILE")"
 	chmod 0640 "$LW_KEY_FILE"
-	runuser -u "$EXP_USER" -- test -x "$LW_BIN" || die "$EXP_USER cannot run $LW_BIN (the pipe would fail)"
+	runuser -u "$EXP_USER" -- test -x "$LW_EXPAND_BIN" || die "$EXP_USER cannot run $LW_EXPAND_BIN (the pipe would fail)"
 	exp_write_lw_config
 	exp_write_postfix
 	say "expander: $EXP_ADDRESS, $EXP_MEMBERS members, pipe user $EXP_USER, reinjection smtpd 127.0.0.1:$EXP_REINJECT_PORT"
@@ -291,19 +291,19 @@ exp_copy_of() {
 	{ grep -lF -- "<$1>" "${EXP_POST_FILES[@]}" | head -n 1; } || true
 }
 
-# `listwarden members news` and `listwarden bounces news`, as an operator
+# `listwarden-expand members news` and `listwarden-expand bounces news`, as an operator
 # runs them (output captured whole: no early close of the pipe).
-exp_members() { "$LW_BIN" members -c "$LW_CONFIG" "$EXP_LIST" 2>&1 || true; }
-exp_bounces() { "$LW_BIN" bounces -c "$LW_CONFIG" "$EXP_LIST" 2>&1 || true; }
+exp_members() { "$LW_EXPAND_BIN" members -c "$LW_CONFIG" "$EXP_LIST" 2>&1 || true; }
+exp_bounces() { "$LW_EXPAND_BIN" bounces -c "$LW_CONFIG" "$EXP_LIST" 2>&1 || true; }
 
-# True when `listwarden members` lists $1 (an active member).
+# True when `listwarden-expand members` lists $1 (an active member).
 exp_is_member() {
 	local members
 	members=$(exp_members)
 	grep -qixF -- "$1" <<<"$members"
 }
 
-# Member $1's line of `listwarden bounces` (empty when there is none).
+# Member $1's line of `listwarden-expand bounces` (empty when there is none).
 exp_score_line() {
 	local scores
 	scores=$(exp_bounces)
@@ -485,7 +485,7 @@ exp_check_hard_bounce() {
 			errors+=("listwarden logged no hard/unknown_user classification for $EXP_QID")
 		line=$(exp_score_line "$EXP_HARD")
 		[[ $line == "$EXP_HARD 1.0 active"* ]] ||
-			errors+=("listwarden bounces $EXP_LIST: '${line:-no line}' for $EXP_HARD, expected score 1.0, active")
+			errors+=("listwarden-expand bounces $EXP_LIST: '${line:-no line}' for $EXP_HARD, expected score 1.0, active")
 	else
 		errors+=("$EXP_ERROR")
 	fi
@@ -508,7 +508,7 @@ exp_check_ts01() {
 			errors+=("listwarden logged no deferral/complaint classification for $EXP_QID")
 		line=$(exp_score_line "$EXP_TS01")
 		[[ -z $line || $line == "$EXP_TS01 0.0 "* ]] ||
-			errors+=("listwarden bounces $EXP_LIST: '$line', expected no score for $EXP_TS01")
+			errors+=("listwarden-expand bounces $EXP_LIST: '$line', expected no score for $EXP_TS01")
 		exp_is_member "$EXP_TS01" || errors+=("$EXP_TS01 is no longer a member")
 	else
 		errors+=("$EXP_ERROR")

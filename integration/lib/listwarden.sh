@@ -9,24 +9,35 @@ LW_CONFIG=""
 LW_LOG=""
 LW_KEY_FILE="" # the run's BATV signing key (key id 1)
 
-# Builds the binary with the repository's target dir, unless LW_IT_BIN names one.
+# Builds the binaries (the milter and the expander) with the repository's
+# target dir, unless LW_IT_BIN names a milter binary (the expander is then
+# the listwarden-expand beside it, or LW_IT_EXPAND_BIN, else built).
 # The build has the test-only `fault-injection` feature: a sender named
 # listwarden-fault-panic-STAGE or listwarden-fault-sleep-STAGE-SECS makes that
 # message's handling panic or stall (the fault-* scenarios, FAULTS X2/X3);
 # every other message is handled exactly as in a release build.
 lw_build() {
+	local target=${CARGO_TARGET_DIR:-$LW_IT_REPO/target}
 	if [[ -n ${LW_IT_BIN:-} ]]; then
 		LW_BIN=$LW_IT_BIN
+		LW_EXPAND_BIN=${LW_IT_EXPAND_BIN:-$(dirname "$LW_BIN")/listwarden-expand}
+		if [[ ! -x $LW_EXPAND_BIN ]]; then
+			say "cargo build --bin listwarden-expand"
+			(cd "$LW_IT_REPO" && cargo build --quiet --bin listwarden-expand) >"$LW_IT_DIR/cargo-build.log" 2>&1 ||
+				die "cargo build failed"
+			LW_EXPAND_BIN=$target/debug/listwarden-expand
+		fi
 	else
-		local target=${CARGO_TARGET_DIR:-$LW_IT_REPO/target}
-		say "cargo build --bin listwarden --features fault-injection"
-		if ! (cd "$LW_IT_REPO" && cargo build --quiet --bin listwarden --features fault-injection) >"$LW_IT_DIR/cargo-build.log" 2>&1; then
+		say "cargo build --bin listwarden --features fault-injection --bin listwarden-expand"
+		if ! (cd "$LW_IT_REPO" && cargo build --quiet --bin listwarden --bin listwarden-expand --features listwarden/fault-injection) >"$LW_IT_DIR/cargo-build.log" 2>&1; then
 			tail -n 40 "$LW_IT_DIR/cargo-build.log" >&2
 			die "cargo build failed"
 		fi
 		LW_BIN=$target/debug/listwarden
+		LW_EXPAND_BIN=$target/debug/listwarden-expand
 	fi
 	[[ -x $LW_BIN ]] || die "no listwarden binary at $LW_BIN"
+	[[ -x $LW_EXPAND_BIN ]] || die "no listwarden-expand binary at $LW_EXPAND_BIN"
 }
 
 # Makes a fresh signing key for the run: 32 random bytes, base64, as the

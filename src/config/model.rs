@@ -2,6 +2,8 @@
 //! typo is an error rather than a silently ignored setting. Values stay
 //! strings here; `validate` turns them into checked types.
 
+use listwarden_core::signing::RawSigning;
+use listwarden_expand::settings::{RawExpander, RawListExpand};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -36,44 +38,6 @@ pub struct RawConfig {
     pub logwatch: RawLogwatch,
     #[serde(default)]
     pub expander: Option<RawExpander>,
-}
-
-/// The thin list expander's global settings.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawExpander {
-    pub state_dir: String,
-    #[serde(default)]
-    pub inject: Option<String>,
-    #[serde(default)]
-    pub helo: Option<String>,
-    #[serde(default)]
-    pub max_message_bytes: Option<usize>,
-    /// `IP:PORT` of the one-click unsubscribe listener; absent or `off`:
-    /// no one-click.
-    #[serde(default)]
-    pub unsubscribe_listen: Option<String>,
-}
-
-/// A list delivered by listwarden's own expander.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawListExpand {
-    pub members_file: String,
-    #[serde(default)]
-    pub posting: Option<String>,
-    #[serde(default)]
-    pub announcers: Vec<String>,
-    #[serde(default)]
-    pub refused_post: Option<String>,
-    #[serde(default)]
-    pub unsubscribe_url: Option<String>,
-    #[serde(default)]
-    pub bounce_threshold: Option<f64>,
-    #[serde(default)]
-    pub bounce_stale_days: Option<u64>,
-    #[serde(default)]
-    pub on_complaint: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,25 +116,6 @@ pub struct RawShield {
     pub hold: Option<String>,
     #[serde(default)]
     pub refuse_with: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawSigning {
-    pub keys: Vec<RawKey>,
-    pub sign_with: u8,
-    #[serde(default)]
-    pub validity_days: Option<u32>,
-    /// Allows the public example key (a demo or test setup only).
-    #[serde(default)]
-    pub demo: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawKey {
-    pub id: u8,
-    pub file: String,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,4 +1,5 @@
 use super::*;
+use crate::address::Address;
 
 const GOOD: &str = "\
 milter:
@@ -124,7 +125,11 @@ fn socket_forms() {
         ),
     ];
     for (text, want) in cases {
-        assert_eq!(parse_socket(text).unwrap(), want, "{text}");
+        assert_eq!(
+            validate::milter::parse_socket(text).unwrap(),
+            want,
+            "{text}"
+        );
         assert_eq!(want.to_string(), text);
     }
     for bad in [
@@ -135,7 +140,7 @@ fn socket_forms() {
         "unix:relative.sock",
         "",
     ] {
-        assert!(parse_socket(bad).is_err(), "{bad}");
+        assert!(validate::milter::parse_socket(bad).is_err(), "{bad}");
     }
 }
 
@@ -457,11 +462,11 @@ fn expander_lists_need_their_blocks_and_valid_settings() {
         Path::new("/var/lib/listwarden/lists/members")
     );
     assert!(
-        matches!(settings.policy, crate::expand::PostingPolicy::Announce(ref a) if a.len() == 1)
+        matches!(settings.policy, listwarden_expand::PostingPolicy::Announce(ref a) if a.len() == 1)
     );
     assert_eq!(
         settings.refuse,
-        crate::expand::RefuseAction::Hold,
+        listwarden_expand::RefuseAction::Hold,
         "holding is the safe default"
     );
     assert_eq!(c.expander_lists().len(), 1);

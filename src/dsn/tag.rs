@@ -1,17 +1,9 @@
-//! The `X-Listwarden-Bounce:` header that tells the list manager what a
-//! bounce is. Values can come from the bounce (attacker data), so each is
-//! reduced to a safe alphabet and bounded: a tag can never inject a header
-//! line or smuggle text the list manager would misread.
+//! The `X-Listwarden-Bounce:` values the milter writes for a classified
+//! bounce; the header's format is [`listwarden_core::tag`].
 
 use super::{Classification, Report, ReportKind};
-
-/// The header name; inbound headers with our prefix are always removed.
-pub const HEADER: &str = "X-Listwarden-Bounce";
-
-/// Longest value of one field.
-const MAX_FIELD: usize = 128;
-/// Most tags added to one message (one per recipient group).
-pub const MAX_TAGS: usize = 20;
+pub use listwarden_core::tag::{HEADER, MAX_TAGS};
+use listwarden_core::tag::{clean, write};
 
 /// One header value per classification: `key=value` pairs joined by `; `.
 pub fn bounce_tags(
@@ -49,34 +41,9 @@ pub fn bounce_tags(
             if let Some(t) = c.feedback_type.as_deref() {
                 fields.push(("feedback_type", t));
             }
-            fields
-                .iter()
-                .map(|(k, v)| format!("{k}={}", clean(v)))
-                .collect::<Vec<_>>()
-                .join("; ")
+            write(&fields)
         })
         .collect()
-}
-
-/// Keeps characters that are safe in a header value and meaningful in an
-/// address, status or name; everything else becomes `_`.
-fn clean(value: &str) -> String {
-    let cleaned: String = value
-        .chars()
-        .take(MAX_FIELD)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "@.+-_=/:".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if cleaned.is_empty() {
-        "none".into()
-    } else {
-        cleaned
-    }
 }
 
 #[cfg(test)]
@@ -121,7 +88,6 @@ mod tests {
             );
             assert!(t.len() < 2_000, "bounded: {}", t.len());
         }
-        assert_eq!(clean("a\r\nb; c=d"), "a__b__c=d");
     }
 
     #[test]

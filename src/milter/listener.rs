@@ -53,7 +53,7 @@ impl MilterListener {
         MilterListener {
             inner,
             backoff: Backoff::default(),
-            negotiate_timeout: crate::config::DEFAULT_NEGOTIATE_TIMEOUT,
+            negotiate_timeout: crate::config::defaults::DEFAULT_NEGOTIATE_TIMEOUT,
         }
     }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Independent test vectors for listwarden's prvs and signed-VERP tags.
 
-Written from the format descriptions in src/address/prvs.rs and verp.rs using only the
+Written from the format descriptions in crates/core/src/address/prvs.rs and verp.rs using only the
 Python standard library. Prints Rust tuple rows; paste them into PRVS_VECTORS in
 prvs.rs and VERP_VECTORS in verp.rs (tests modules).
 

@@ -222,7 +222,7 @@ pub fn gc(dir: &Path, now: SystemTime) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::expand::testutil::addr;
+    use crate::testutil::addr;
 
     const WAIT: Duration = Duration::from_millis(100);
 

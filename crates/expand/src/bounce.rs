@@ -31,45 +31,11 @@ use super::{ComplaintAction, ExpandError, ListFiles, RunContext, headers};
 use crate::address::keys::MAX_VALIDITY_DAYS;
 use crate::address::verp::{self, VerpResult, verify_verp};
 use crate::address::{Address, KeyRing};
-use crate::dsn::tag::{HEADER, MAX_TAGS};
+use listwarden_core::tag::{HEADER, MAX_TAGS, Tag};
 
-/// The only signature verdict acted on (see the module doc on `trace_ok`).
-const TRUSTED_SIGNATURE: &str = "valid";
 /// Most tag fields read from one message (the milter writes at most
 /// [`MAX_TAGS`]).
 const MAX_TAGS_READ: usize = 2 * MAX_TAGS;
-/// Most `key=value` pairs read from one tag.
-const MAX_PAIRS: usize = 16;
-
-/// One `X-Listwarden-Bounce` value, split into its `key=value` pairs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Tag {
-    pairs: Vec<(String, String)>,
-}
-
-impl Tag {
-    pub fn parse(value: &str) -> Tag {
-        let pairs = value
-            .split(';')
-            .filter_map(|p| p.trim().split_once('='))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .take(MAX_PAIRS)
-            .collect();
-        Tag { pairs }
-    }
-
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Marked `valid` by the milter.
-    pub fn is_trusted(&self) -> bool {
-        self.get("signature") == Some(TRUSTED_SIGNATURE)
-    }
-}
 
 /// The tags of a message, in order.
 pub fn tags(raw: &[u8]) -> Vec<Tag> {
@@ -312,7 +278,7 @@ pub fn run(
 mod tests {
     use super::*;
     use crate::address::verp::sign_verp;
-    use crate::expand::testutil::{addr, ctx, files, keys};
+    use crate::testutil::{addr, ctx, files, keys};
     use std::path::Path;
 
     const DAY: u64 = 20_700;

@@ -609,8 +609,8 @@ pub fn read_held(path: &Path, limit: usize) -> Result<(Option<Address>, Vec<u8>)
 mod tests {
     use super::*;
     use crate::address::verp::{VerpResult, verify_verp};
-    use crate::expand::inject::{SmtpOptions, sink::Sink};
-    use crate::expand::testutil::{addr, ctx, files, keys, list};
+    use crate::inject::{SmtpOptions, sink::Sink};
+    use crate::testutil::{addr, ctx, files, keys, list};
 
     const DAY: u64 = 20_600;
     const POST: &[u8] = b"DKIM-Signature: v=1; a=rsa-sha256; d=example.com;\r\n\th=from:subject; b=abc\r\nFrom: Alice <alice@example.com>\r\nSubject: Hello\r\n  folded subject\r\nList-Id: Other list <other.example.net>\r\n\r\nBody line\r\n.leading dot\r\n";
@@ -1056,7 +1056,7 @@ mod tests {
         rcpts.dedup();
         assert_eq!(rcpts.len(), 1000, "nobody got two copies");
         // Every copy carries the original message unchanged at its end.
-        let wire_raw = crate::expand::inject::to_wire(raw, true);
+        let wire_raw = crate::inject::to_wire(raw, true);
         assert!(got.iter().all(|e| e.data.ends_with(&wire_raw)));
 
         let third = run(

@@ -9,7 +9,7 @@ use super::{
     unsubscribe,
 };
 use crate::address::{Address, KeyRing, parse_path};
-use crate::config::{Config, ListExpand};
+use crate::settings::{ListExpand, Settings};
 use std::path::Path;
 
 /// What a pipe command was asked to do.
@@ -36,9 +36,7 @@ fn pipe_inner(config_path: &Path, list: &str, pipe: Pipe, address: &str) -> u8 {
         Ok(found) => found,
         Err(message) => return tempfail(&message),
     };
-    let Some(expander) = config.expander.as_ref() else {
-        return tempfail("no expander: block in the config");
-    };
+    let expander = &config.expander;
     let raw = match post::read_message(std::io::stdin().lock(), expander.max_message_bytes) {
         Ok(raw) => raw,
         Err(e) => {
@@ -112,20 +110,17 @@ fn pipe_inner(config_path: &Path, list: &str, pipe: Pipe, address: &str) -> u8 {
     }
 }
 
-/// The config, one list's files and settings, and the keys.
+/// The expander's settings, one list's files and settings, and the keys.
 fn load(
     config_path: &Path,
     list: &str,
-) -> Result<(Config, ListFiles, ListExpand, KeyRing), String> {
-    let config = Config::load(config_path).map_err(|e| e.to_string())?;
+) -> Result<(Settings, ListFiles, ListExpand, KeyRing), String> {
+    let config = Settings::load(config_path).map_err(|e| e.to_string())?;
     let (files, settings) = config
-        .expander_list(list)
+        .list(list)
         .ok_or_else(|| format!("no expander list `{list}` in {}", config_path.display()))?;
-    let settings = settings.clone();
-    let keys = config
-        .signing
-        .clone()
-        .ok_or("the expander needs signing keys (signing.keys)")?;
+    let (files, settings) = (files.clone(), settings.clone());
+    let keys = config.keys.clone();
     Ok((config, files, settings, keys))
 }
 

@@ -607,7 +607,7 @@ pub fn run_mail(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::expand::testutil::{addr, ctx, files, keys};
+    use crate::testutil::{addr, ctx, files, keys};
     use std::path::Path;
 
     fn none() -> BounceState {
@@ -788,9 +788,8 @@ mod tests {
         let token = unsubscribe_token(&list(), &carol, 0, &keys, DAY).expect("token");
         let url = unsubscribe_url("https://x/unsubscribe", "members", &carol, &token);
         let query = url.split_once('?').map(|(_, q)| q).expect("query");
-        let lock = crate::expand::fsutil::lock_path_for(&lists[0].members_file).expect("lock");
-        let _held =
-            crate::expand::fsutil::lock_exclusive(&lock, Duration::from_millis(10)).expect("lock");
+        let lock = crate::fsutil::lock_path_for(&lists[0].members_file).expect("lock");
+        let _held = crate::fsutil::lock_exclusive(&lock, Duration::from_millis(10)).expect("lock");
         let done = one_click(
             query,
             b"List-Unsubscribe=One-Click",
@@ -834,8 +833,8 @@ mod tests {
     /// member subscribes again (by mail and by one-click).
     #[test]
     fn old_tokens_die_with_their_subscription() {
-        use crate::expand::post::{Prepared, load_spec, prepare_post};
-        use crate::expand::{PostingPolicy, RefuseAction};
+        use crate::post::{Prepared, load_spec, prepare_post};
+        use crate::{PostingPolicy, RefuseAction};
         let dir = tempfile::tempdir().expect("tempdir");
         let files = setup(dir.path());
         let lists = [files.clone()];

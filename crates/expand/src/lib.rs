@@ -1,4 +1,8 @@
-//! The thin list expander: `listwarden expand`, a Postfix pipe(8) transport.
+//! The thin list expander: `listwarden-expand pipe`, a Postfix pipe(8)
+//! transport, and the operator's commands for its lists. It is a program of
+//! its own: it shares with the milter only what `listwarden-core` holds
+//! (addresses, signing keys, the `X-Listwarden-Bounce` tag) and reads only
+//! its part of the config ([`settings`]).
 //!
 //! Postfix hands the expander one message on stdin for one of a list's
 //! addresses; it answers with a sysexits code (see [`ExpandError::exit_code`]).
@@ -28,6 +32,7 @@ pub mod inject;
 pub mod members;
 pub mod post;
 pub mod progress;
+pub mod settings;
 pub mod state;
 pub mod unsubscribe;
 
@@ -35,7 +40,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::address::{Address, AddressError};
+use address::{Address, AddressError};
+pub(crate) use listwarden_core::address;
 
 /// sysexits(3) codes the expander uses.
 pub mod sysexits {
@@ -147,7 +153,7 @@ impl ListSpec {
 
 /// A list name safe as a directory name under `state_dir`: letters,
 /// digits, `.`, `_` and `-`, no leading dot, no `..` (so no `/`, no NUL).
-pub(crate) fn safe_list_name(name: &str) -> bool {
+pub fn safe_list_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
         && !name.contains("..")

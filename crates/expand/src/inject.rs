@@ -728,7 +728,7 @@ pub(crate) mod sink {
 mod tests {
     use super::sink::Sink;
     use super::*;
-    use crate::expand::testutil::addr;
+    use crate::testutil::addr;
 
     fn batch(sender: &str, rcpt: &str, headers: &str) -> Batch {
         Batch {

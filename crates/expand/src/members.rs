@@ -297,7 +297,7 @@ pub fn update<R>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::expand::testutil::addr;
+    use crate::testutil::addr;
 
     const SAMPLE: &str = "# members@lists.example.org\n\nalice@example.com\n  <Bob@Example.NET>   # bob, since 2019\ncarol#1@example.org\n# dave left\nALICE@example.com\n";
 

@@ -1,0 +1,47 @@
+//! Every default value of the config file, in one place. The man page
+//! listwarden.yaml(5) states the same values; a test checks they agree.
+
+use std::time::Duration;
+
+/// Default `milter.negotiate_timeout`: Postfix negotiates at once.
+pub const DEFAULT_NEGOTIATE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default `milter.timeout`: above Postfix's `smtpd_timeout` (300 s), so a
+/// slow but legitimate SMTP client never loses its milter mid-message.
+pub const DEFAULT_MILTER_TIMEOUT: Duration = Duration::from_secs(330);
+
+/// Deepest `limits.max_mime_depth` accepted: real reports nest 2-3 levels.
+pub const MAX_MIME_DEPTH: usize = 32;
+
+/// `limits.max_recipients`: Postfix's own cap is 1000.
+pub const MAX_RECIPIENTS: usize = 1000;
+/// `limits.max_header_bytes`.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// `limits.max_body_bytes`.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// `limits.max_mime_depth`.
+pub const MIME_DEPTH: usize = 3;
+/// `milter.socket_mode`.
+pub const SOCKET_MODE: u32 = 0o660;
+/// `milter.max_connections`.
+pub const MAX_CONNECTIONS: usize = 200;
+/// `ratelimit.max_keys`.
+pub const MAX_KEYS: usize = 1_000_000;
+/// `ratelimit.redis_deadline_ms`.
+pub const REDIS_DEADLINE_MS: u64 = 50;
+/// `ratelimit.redis_prefix`.
+pub const REDIS_PREFIX: &str = "lw:";
+/// `ratelimit.node_count`.
+pub const NODE_COUNT: u32 = 1;
+/// `ratelimit.ipv4_prefix`, `ratelimit.ipv6_prefix`.
+pub const IPV4_PREFIX: u8 = 24;
+pub const IPV6_PREFIX: u8 = 48;
+/// Budgets as `(rate, per seconds, burst)`.
+pub const BUDGET_LIST_VALID: (u32, u64, u32) = (600, 60, 1200);
+pub const BUDGET_LIST_INVALID: (u32, u64, u32) = (60, 60, 120);
+pub const BUDGET_NETWORK: (u32, u64, u32) = (60, 60, 120);
+pub const BUDGET_ADDRESS: (u32, u64, u32) = (6000, 3600, 6000);
+/// `shield.trigger`, `shield.within`, `shield.hold` (seconds).
+pub const SHIELD_TRIGGER: u32 = 500;
+pub const SHIELD_WITHIN_SECS: u64 = 600;
+pub const SHIELD_HOLD_SECS: u64 = 3600;

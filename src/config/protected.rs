@@ -1,0 +1,227 @@
+//! Which addresses are protected, and by which list or domain: the index
+//! built at load and the lookup every message goes through.
+
+use super::{BounceCheck, Config, List, ListDomain, ListExpand, Preset, Sender};
+use crate::address::{Address, prvs};
+
+/// What a protected address is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Entry {
+    /// Index into `Config::lists`.
+    pub(super) list: usize,
+    pub(super) role: Role,
+}
+
+/// Which of a list's addresses matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// The posting address itself.
+    Posting,
+    /// A role address such as `-owner` or `-bounces`.
+    Suffix(String),
+    /// An address shared by a domain's lists, such as Sympa's `bounce@`.
+    Shared(String),
+    /// Any other address on a protected list domain.
+    DomainWide,
+}
+
+/// Who a protected address belongs to.
+#[derive(Debug, Clone, Copy)]
+pub enum Owner<'a> {
+    List(&'a List),
+    Domain(&'a ListDomain),
+}
+
+impl Owner<'_> {
+    /// The name used in logs and metric labels: a list's name, or a
+    /// protected domain. Always from the config, never from mail.
+    pub fn label(&self) -> &str {
+        match self {
+            Owner::List(l) => &l.name,
+            Owner::Domain(d) => &d.domain,
+        }
+    }
+
+    pub fn observe(&self) -> bool {
+        match self {
+            Owner::List(l) => l.observe,
+            Owner::Domain(d) => d.observe,
+        }
+    }
+
+    pub fn bounces(&self) -> BounceCheck {
+        match self {
+            Owner::List(l) => l.bounces,
+            Owner::Domain(d) => d.bounces,
+        }
+    }
+}
+
+/// A protected address found in the config.
+#[derive(Debug, Clone)]
+pub struct Protected<'a> {
+    pub owner: Owner<'a>,
+    pub role: Role,
+    /// The local part as matched (prvs tag and `+detail` removed), for
+    /// telling the roles of a domain-wide address apart.
+    base_local: String,
+}
+
+impl Protected<'_> {
+    fn preset(&self) -> Preset {
+        match self.owner {
+            Owner::List(l) => l.preset,
+            Owner::Domain(d) => d.preset,
+        }
+    }
+
+    /// True when `role` (a suffix) is what the list manager uses as its
+    /// envelope sender, or this is a shared bounce address (Sympa's
+    /// `bounce+...@`); on a protected domain, judged by the local part.
+    fn role_in(&self, roles: &[&str]) -> bool {
+        let preset = self.preset();
+        match &self.role {
+            Role::Posting => false,
+            Role::Shared(_) => true,
+            Role::Suffix(r) => roles.iter().any(|x| x.eq_ignore_ascii_case(r)),
+            Role::DomainWide => {
+                preset
+                    .shared_bounce_locals()
+                    .contains(&self.base_local.as_str())
+                    || roles.iter().any(|r| {
+                        self.base_local
+                            .strip_suffix(r)
+                            .is_some_and(|rest| rest.len() > 1 && rest.ends_with('-'))
+                    })
+            }
+        }
+    }
+
+    /// An address the list manager sends from, so one that listwarden signs
+    /// and where real bounces come back.
+    pub fn is_sender_role(&self) -> bool {
+        self.role_in(self.preset().sender_roles())
+    }
+
+    /// An address that receives only bounces (no human writes to it): every
+    /// message to it gets the bounce checks, whatever its sender.
+    pub fn is_bounce_role(&self) -> bool {
+        self.role_in(self.preset().bounce_only_roles())
+    }
+
+    /// Lists delivered by listwarden's expander sign with VERP only, so a
+    /// prvs tag on their addresses was never made by us.
+    pub fn takes_prvs(&self) -> bool {
+        self.is_sender_role() && !matches!(self.owner, Owner::List(l) if l.expand.is_some())
+    }
+
+    /// True when this client may send as the address's list: its
+    /// `senders:` when set, else any trusted network or SASL client.
+    pub fn may_send(&self, client: &crate::policy::Client, config: &Config) -> bool {
+        let senders = match self.owner {
+            Owner::List(l) => l.senders.as_deref(),
+            Owner::Domain(_) => None,
+        };
+        match senders {
+            None => crate::policy::is_privileged(client, config),
+            Some(allowed) => allowed.iter().any(|s| match s {
+                Sender::Network(n) => client.ip.is_some_and(|ip| n.contains(&ip)),
+                Sender::Sasl(login) => client.authenticated_as.as_deref() == Some(login.as_str()),
+            }),
+        }
+    }
+}
+
+impl Config {
+    /// Finds what protects `addr`, looking through a BATV tag and a
+    /// `+detail` suffix of the local part (VERP, sub-addresses).
+    pub fn protected(&self, addr: &Address) -> Option<Protected<'_>> {
+        // Every tag goes, not only the outer one: Postfix applies virtual
+        // aliases recursively, so the packaged prvs map turns
+        // `prvs=T=prvs=T=members-bounces@` into `members-bounces@`. The
+        // signature check then looks at the outer tag, which must be ours.
+        // Each strip shortens the local part, so the loop is bounded by it.
+        let mut stripped = None;
+        while let Some(plain) = prvs::strip(stripped.as_ref().unwrap_or(addr)) {
+            stripped = Some(plain);
+        }
+        let addr = stripped.as_ref().unwrap_or(addr);
+        let key = addr.key();
+        let (local, domain) = key.rsplit_once('@')?;
+        let (base, detail) = match local.split_once('+') {
+            Some((b, d)) => (b, Some(d)),
+            None => (local, None),
+        };
+        let entry = self
+            .protected
+            .get(&key)
+            .or_else(|| self.protected.get(&format!("{base}@{domain}")));
+        if let Some(e) = entry {
+            let mut owner = Owner::List(self.lists.get(e.list)?);
+            // Sympa's shared `bounce+member==a==dom==LIST@` names its list
+            // last, or last but one after a probe or tracking suffix
+            // (`==w`, `==r`, `==ENVID`).
+            if let (Role::Shared(_), Some(d)) = (&e.role, detail)
+                && let Some(l) = d
+                    .rsplit("==")
+                    .take(2)
+                    .filter_map(|list| self.protected.get(&format!("{list}@{domain}")))
+                    .find(|found| found.role == Role::Posting)
+                    .and_then(|found| self.lists.get(found.list))
+            {
+                owner = Owner::List(l);
+            }
+            return Some(Protected {
+                owner,
+                role: e.role.clone(),
+                base_local: base.to_string(),
+            });
+        }
+        let d = self.domains.iter().find(|d| d.domain == domain)?;
+        Some(Protected {
+            owner: Owner::Domain(d),
+            role: Role::DomainWide,
+            base_local: base.to_string(),
+        })
+    }
+
+    /// True when `text` (an address listwarden could not read) names a
+    /// protected domain anywhere: such an address fails closed.
+    pub fn mentions_protected_domain(&self, text: &str) -> bool {
+        let text = text.to_lowercase();
+        self.lists
+            .iter()
+            .map(|l| l.address.domain.as_str())
+            .chain(self.domains.iter().map(|d| d.domain.as_str()))
+            .any(|d| text.contains(d))
+    }
+
+    /// An expander list's files and settings, by list name.
+    pub fn expander_list(&self, name: &str) -> Option<(listwarden_expand::ListFiles, &ListExpand)> {
+        let expander = self.expander.as_ref()?;
+        let list = self
+            .lists
+            .iter()
+            .find(|l| l.name.eq_ignore_ascii_case(name))?;
+        let settings = list.expand.as_ref()?;
+        // Validation refuses such names; never build a path from one.
+        if !listwarden_expand::safe_list_name(&list.name) {
+            return None;
+        }
+        let files = listwarden_expand::ListFiles {
+            name: list.name.clone(),
+            address: list.address.clone(),
+            members_file: settings.members_file.clone(),
+            state_dir: expander.state_dir.join(&list.name),
+        };
+        Some((files, settings))
+    }
+
+    /// Every expander list's files (for one-click unsubscribe).
+    pub fn expander_lists(&self) -> Vec<listwarden_expand::ListFiles> {
+        self.lists
+            .iter()
+            .filter_map(|l| self.expander_list(&l.name).map(|(f, _)| f))
+            .collect()
+    }
+}

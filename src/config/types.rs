@@ -1,0 +1,171 @@
+//! The checked settings a [`Config`](super::Config) is made of.
+
+use super::defaults;
+use super::{BounceCheck, ListExpand, Preset};
+use crate::address::Address;
+use crate::ratelimit::Quota;
+use ipnet::IpNet;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where rate-limit state lives. Changing it needs a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateBackend {
+    /// In this process, bounded by `max_keys` (least recently used go first).
+    Memory { max_keys: usize },
+    /// Shared by several MX hosts through Redis or Valkey.
+    Redis {
+        url: String,
+        prefix: String,
+        deadline: Duration,
+        node_count: u32,
+        max_keys: usize,
+    },
+}
+
+/// Bounce budgets: how many bounces may come, per what, before 451.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ratelimit {
+    pub state: StateBackend,
+    /// Source networks are aggregated to these prefix lengths.
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    /// Valid bounces per list.
+    pub list_valid: Option<Quota>,
+    /// Bounces per list that fail, or still await, their check.
+    pub list_invalid: Option<Quota>,
+    /// Bounces to list addresses per source network.
+    pub network: Option<Quota>,
+    /// Valid bounces per signed address: a harvested address cannot carry a flood.
+    pub address: Option<Quota>,
+}
+
+/// Shield: when a list receives `trigger` invalid bounces within `within`,
+/// it accepts only validly signed bounces for `hold`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shield {
+    pub trigger: u32,
+    pub within: Duration,
+    pub hold: Duration,
+    /// Refuse with 451 instead of 550 while shielded.
+    pub tempfail: bool,
+}
+
+/// Marks of our own outbound mail, for `trace` bounce checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trace {
+    /// Host names of our MTAs, as they appear in `Received: ... by HOST`.
+    pub received_by: Vec<String>,
+    /// Domains of the Message-IDs our lists generate.
+    pub message_id_domains: Vec<String>,
+}
+
+impl Trace {
+    pub fn is_configured(&self) -> bool {
+        !self.received_by.is_empty() || !self.message_id_domains.is_empty()
+    }
+}
+
+/// A list domain protected as a whole (`domains:`), for hosts with many
+/// lists: any address on it is protected; role suffixes of the preset mark
+/// bounce addresses.
+#[derive(Debug, Clone)]
+pub struct ListDomain {
+    pub domain: String,
+    pub preset: Preset,
+    pub bounces: BounceCheck,
+    pub observe: bool,
+}
+
+/// Settings that need a restart to change; a reload warns and keeps them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MilterSettings {
+    pub listen: Socket,
+    /// File mode of a unix socket (default 0660).
+    pub socket_mode: u32,
+    pub max_connections: usize,
+    /// A connection that has not negotiated by then is closed, so idle
+    /// connections cannot hold every slot.
+    pub negotiate_timeout: Duration,
+    /// Idle time allowed between two commands of a connection.
+    pub timeout: Duration,
+}
+
+/// Where the milter listens, in Postfix's notation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Socket {
+    /// `inet:HOST:PORT`; HOST may be a name such as `localhost`.
+    Inet { host: String, port: u16 },
+    /// `unix:/path`.
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Socket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Socket::Inet { host, port } if host.contains(':') => write!(f, "inet:[{host}]:{port}"),
+            Socket::Inet { host, port } => write!(f, "inet:{host}:{port}"),
+            Socket::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// What an internal error (a panic, a failed dependency) answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// 451: the client retries later; nothing is lost. The default.
+    Tempfail,
+    /// Let the message through unfiltered.
+    Accept,
+}
+
+/// Bounds on what one SMTP transaction may make listwarden hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Recipients beyond this are tempfailed (Postfix's own cap is 1000).
+    pub max_recipients: usize,
+    /// Bytes of header values kept per message for inspection.
+    pub max_header_bytes: usize,
+    /// Bytes of a bounce's body read for a trace check; the rest is skipped.
+    pub max_body_bytes: usize,
+    /// MIME levels below the top part walked when classifying a bounce.
+    pub max_mime_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_recipients: defaults::MAX_RECIPIENTS,
+            max_header_bytes: defaults::MAX_HEADER_BYTES,
+            max_body_bytes: defaults::MAX_BODY_BYTES,
+            max_mime_depth: defaults::MIME_DEPTH,
+        }
+    }
+}
+
+/// A protected mailing list.
+#[derive(Debug, Clone)]
+pub struct List {
+    /// The list's local part, e.g. `members`; used in logs and metric labels.
+    pub name: String,
+    pub address: Address,
+    pub preset: Preset,
+    /// Role suffixes: `owner` protects `members-owner@`.
+    pub roles: Vec<String>,
+    pub bounces: BounceCheck,
+    pub observe: bool,
+    /// Clients that may send as this list (and get its mail signed);
+    /// `None`: every trusted network and SASL client.
+    pub senders: Option<Vec<Sender>>,
+    /// Delivered by listwarden's own expander (`None`: Sympa, Mailman, ...).
+    pub expand: Option<ListExpand>,
+}
+
+/// One entry of a list's `senders:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sender {
+    Network(IpNet),
+    /// A SASL login (`{auth_authen}`), compared exactly.
+    Sasl(String),
+}

@@ -1,0 +1,160 @@
+//! Turns the file as read ([`super::model`]) into a [`Config`], one
+//! section per module, collecting every problem with its place.
+
+mod classification;
+mod lists;
+pub(super) mod milter;
+mod ratelimit;
+
+use super::model::RawConfig;
+use super::{Config, Limits, OnError, defaults};
+use ipnet::IpNet;
+use listwarden_core::diag::{Checker, Seg};
+use listwarden_core::signing;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Collects the problems of one file while building its `Config`.
+pub(super) struct Validator<'s> {
+    pub(super) check: Checker<'s>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, path: &[Seg], message: impl Into<String>) {
+        self.check.error(path, message);
+    }
+
+    pub(super) fn config(&mut self, raw: RawConfig) -> Config {
+        let milter = self.milter(&raw.milter);
+        let metrics_listen = self.check.listen_address(
+            raw.metrics.listen.as_deref(),
+            &[Seg::Key("metrics"), Seg::Key("listen")],
+            "127.0.0.1:9890",
+        );
+        let on_error = match raw.on_error.as_deref() {
+            None | Some("tempfail") => OnError::Tempfail,
+            Some("accept") => OnError::Accept,
+            Some(other) => {
+                self.error(
+                    &[Seg::Key("on_error")],
+                    format!("`{other}` is not one of: tempfail, accept"),
+                );
+                OnError::Tempfail
+            }
+        };
+        let mut trusted_networks = Vec::new();
+        for (i, net) in raw.trusted_networks.iter().enumerate() {
+            match parse_network(net) {
+                Ok(n) => trusted_networks.push(n),
+                Err(m) => self.error(&[Seg::Key("trusted_networks"), Seg::Index(i)], m),
+            }
+        }
+        let defaults = Limits::default();
+        let limits = Limits {
+            max_recipients: self.positive(
+                raw.limits.max_recipients,
+                defaults.max_recipients,
+                "max_recipients",
+            ),
+            max_header_bytes: self.positive(
+                raw.limits.max_header_bytes,
+                defaults.max_header_bytes,
+                "max_header_bytes",
+            ),
+            max_body_bytes: self.positive(
+                raw.limits.max_body_bytes,
+                defaults.max_body_bytes,
+                "max_body_bytes",
+            ),
+            max_mime_depth: match raw.limits.max_mime_depth {
+                Some(n) if n > defaults::MAX_MIME_DEPTH => {
+                    self.error(
+                        &[Seg::Key("limits"), Seg::Key("max_mime_depth")],
+                        format!("must be at most {}", defaults::MAX_MIME_DEPTH),
+                    );
+                    defaults.max_mime_depth
+                }
+                n => self.positive(n, defaults.max_mime_depth, "max_mime_depth"),
+            },
+        };
+        let signing = signing::key_ring(&mut self.check, raw.signing.as_ref());
+        let trace = self.trace(&raw.trace);
+        let has_keys = signing.is_some() || raw.signing.is_some();
+        let (lists, protected) = self.lists(&raw.lists, has_keys, trace.is_configured());
+        let domains = self.domains(&raw.domains, has_keys, trace.is_configured());
+        let ratelimit = self.ratelimit(&raw.ratelimit);
+        let shield = self.shield(&raw.shield);
+        let rules = self.rules(&raw.classification);
+        let logwatch_file = raw.logwatch.file.as_ref().map(|f| self.check.file(f));
+        let expander = raw
+            .expander
+            .as_ref()
+            .and_then(|e| listwarden_expand::settings::expander(&mut self.check, e));
+        self.check_expand_lists(&raw.lists, &lists, expander.as_ref(), has_keys);
+        Config {
+            milter,
+            metrics_listen,
+            observe: raw.observe,
+            on_error,
+            trusted_networks,
+            limits,
+            signing,
+            trace,
+            lists,
+            domains,
+            ratelimit,
+            shield,
+            rules,
+            logwatch_file,
+            expander,
+            protected,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn positive(&mut self, value: Option<usize>, default: usize, key: &'static str) -> usize {
+        match value {
+            None => default,
+            Some(0) => {
+                self.error(&[Seg::Key("limits"), Seg::Key(key)], "must be at least 1");
+                default
+            }
+            Some(n) => n,
+        }
+    }
+}
+
+/// Parses `30s`, `10m`, `1h`, `2d`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
+pub(super) fn parse_network(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    if let Ok(net) = text.parse::<IpNet>() {
+        if net.trunc() != net {
+            return Err(format!(
+                "`{text}` has host bits set; did you mean {}?",
+                net.trunc()
+            ));
+        }
+        return Ok(net);
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    Err(format!(
+        "`{text}` is not a network such as 192.0.2.0/24 or 2001:db8::/48"
+    ))
+}

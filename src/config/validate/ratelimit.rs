@@ -1,0 +1,199 @@
+//! The `ratelimit:` and `shield:` sections.
+
+use super::{Validator, parse_duration};
+use crate::config::defaults;
+use crate::config::model::{self, RawQuota};
+use crate::config::{Ratelimit, Shield, StateBackend};
+use crate::ratelimit::Quota;
+use listwarden_core::diag::Seg;
+use std::time::Duration;
+
+impl Validator<'_> {
+    pub(super) fn ratelimit(&mut self, raw: &model::RawRatelimit) -> Ratelimit {
+        let at = |k| [Seg::Key("ratelimit"), Seg::Key(k)];
+        let max_keys = match raw.max_keys {
+            None => defaults::MAX_KEYS,
+            Some(n) if (1..=crate::ratelimit::MAX_KEYS).contains(&n) => n,
+            Some(n) => {
+                self.error(
+                    &at("max_keys"),
+                    format!("{n} is not from 1 to {}", crate::ratelimit::MAX_KEYS),
+                );
+                defaults::MAX_KEYS
+            }
+        };
+        let state = match raw.state.as_deref() {
+            None | Some("memory") => StateBackend::Memory { max_keys },
+            Some(url)
+                if url.starts_with("redis://")
+                    || url.starts_with("rediss://")
+                    || url.starts_with("unix://") =>
+            {
+                let deadline = Duration::from_millis(
+                    raw.redis_deadline_ms.unwrap_or(defaults::REDIS_DEADLINE_MS),
+                );
+                if deadline.is_zero() || deadline > Duration::from_secs(5) {
+                    self.error(
+                        &at("redis_deadline_ms"),
+                        "must be from 1 to 5000 ms (Postfix waits at most 30 s for a reply)",
+                    );
+                }
+                if let Err(e) = redis::Client::open(url) {
+                    self.error(
+                        &at("state"),
+                        format!("`{url}` is not a usable Redis URL: {e}"),
+                    );
+                }
+                let node_count = raw.node_count.unwrap_or(defaults::NODE_COUNT);
+                if node_count == 0 {
+                    self.error(&at("node_count"), "must be at least 1");
+                }
+                StateBackend::Redis {
+                    url: url.to_string(),
+                    prefix: raw
+                        .redis_prefix
+                        .clone()
+                        .unwrap_or_else(|| defaults::REDIS_PREFIX.into()),
+                    deadline,
+                    node_count: node_count.max(1),
+                    max_keys,
+                }
+            }
+            Some(other) => {
+                self.error(
+                    &at("state"),
+                    format!("`{other}` is not `memory` or a redis://HOST:PORT/ URL"),
+                );
+                StateBackend::Memory { max_keys }
+            }
+        };
+        let prefix = |v: &mut Self, value: Option<u8>, default: u8, max: u8, key: &'static str| {
+            match value {
+                None => default,
+                Some(p) if p <= max => p,
+                Some(p) => {
+                    v.error(&at(key), format!("/{p} is longer than /{max}"));
+                    default
+                }
+            }
+        };
+        let ipv4_prefix = prefix(
+            self,
+            raw.ipv4_prefix,
+            defaults::IPV4_PREFIX,
+            32,
+            "ipv4_prefix",
+        );
+        let ipv6_prefix = prefix(
+            self,
+            raw.ipv6_prefix,
+            defaults::IPV6_PREFIX,
+            128,
+            "ipv6_prefix",
+        );
+        let b = &raw.budgets;
+        Ratelimit {
+            state,
+            ipv4_prefix,
+            ipv6_prefix,
+            list_valid: self.quota(
+                b.list_valid.as_ref(),
+                "list_valid",
+                defaults::BUDGET_LIST_VALID,
+            ),
+            list_invalid: self.quota(
+                b.list_invalid.as_ref(),
+                "list_invalid",
+                defaults::BUDGET_LIST_INVALID,
+            ),
+            network: self.quota(b.network.as_ref(), "network", defaults::BUDGET_NETWORK),
+            address: self.quota(b.address.as_ref(), "address", defaults::BUDGET_ADDRESS),
+        }
+    }
+
+    /// A budget, or its default `(rate, per seconds, burst)`; `rate: 0` is off.
+    fn quota(
+        &mut self,
+        raw: Option<&RawQuota>,
+        key: &'static str,
+        default: (u32, u64, u32),
+    ) -> Option<Quota> {
+        let path = [Seg::Key("ratelimit"), Seg::Key("budgets"), Seg::Key(key)];
+        let (rate, per, burst) = match raw {
+            None => (default.0, Duration::from_secs(default.1), default.2),
+            Some(q) if q.rate == 0 => return None,
+            Some(q) => {
+                let Some(per) = parse_duration(&q.per) else {
+                    self.error(
+                        &[&path[..], &[Seg::Key("per")]].concat(),
+                        format!("`{}` is not a duration such as 30s, 10m, 1h or 1d", q.per),
+                    );
+                    return None;
+                };
+                (q.rate, per, q.burst.unwrap_or(q.rate))
+            }
+        };
+        match Quota::new(rate, per, burst) {
+            Ok(q) => Some(q),
+            Err(e) => {
+                self.error(&path, e.to_string());
+                None
+            }
+        }
+    }
+
+    pub(super) fn shield(&mut self, raw: &model::RawShield) -> Option<Shield> {
+        if raw.enabled == Some(false) {
+            return None;
+        }
+        let at = |k| [Seg::Key("shield"), Seg::Key(k)];
+        let duration =
+            |v: &mut Self, text: Option<&str>, default: u64, key: &'static str| match text {
+                None => Duration::from_secs(default),
+                Some(t) => parse_duration(t).unwrap_or_else(|| {
+                    v.error(
+                        &at(key),
+                        format!("`{t}` is not a duration such as 30s, 10m, 1h or 1d"),
+                    );
+                    Duration::from_secs(default)
+                }),
+            };
+        let within = duration(
+            self,
+            raw.within.as_deref(),
+            defaults::SHIELD_WITHIN_SECS,
+            "within",
+        );
+        let hold = duration(
+            self,
+            raw.hold.as_deref(),
+            defaults::SHIELD_HOLD_SECS,
+            "hold",
+        );
+        let trigger = match raw.trigger {
+            Some(0) => {
+                self.error(&at("trigger"), "must be at least 1");
+                defaults::SHIELD_TRIGGER
+            }
+            Some(n) => n,
+            None => defaults::SHIELD_TRIGGER,
+        };
+        let tempfail = match raw.refuse_with.as_deref() {
+            None | Some("reject") => false,
+            Some("tempfail") => true,
+            Some(other) => {
+                self.error(
+                    &at("refuse_with"),
+                    format!("`{other}` is not one of: reject, tempfail"),
+                );
+                false
+            }
+        };
+        Some(Shield {
+            trigger,
+            within,
+            hold,
+            tempfail,
+        })
+    }
+}
