@@ -28,6 +28,7 @@ pub mod bounce;
 pub mod command;
 pub mod fsutil;
 pub mod headers;
+pub mod held;
 pub mod inject;
 pub mod members;
 pub mod post;
