@@ -1,4 +1,4 @@
-//! Generated hostile inputs (FAULTS D1-D6): every cap holds and nothing panics.
+//! Generated hostile inputs (faults D1-D6, TESTING.md): every cap holds and nothing panics.
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,4 @@
-//! FAULTS.md §6, C1–C3 and M1–M2: bad reloads keep the running config,
+//! Faults C1–C3 and M1–M2 (TESTING.md, Faults): bad reloads keep the running config,
 //! reloads under load and with rotated keys, the metrics endpoint under
 //! abuse, and metric labels that never carry an IP or a mail address.
 

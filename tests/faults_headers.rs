@@ -1,4 +1,4 @@
-//! FAULTS.md §2 (H1–H6): envelopes and headers built to slip a list
+//! Faults H1–H6 (TESTING.md, Faults): envelopes and headers built to slip a list
 //! address past the forged-sender check, to break the parser, or to get
 //! attacker text into what listwarden writes. Through the raw client and
 //! the real milter; parser-only rows call `mailboxes_in_header` directly.

@@ -1,4 +1,4 @@
-//! FAULTS.md against the real binary, as a separate process: X4 (out of
+//! Faults (TESTING.md) against the real binary, as a separate process: X4 (out of
 //! file descriptors) and C2 (a valid reload by SIGHUP under 1,000
 //! in-flight sessions). OOM under a cgroup limit is left to systemd's
 //! MemoryMax and not tested here (TESTING.md).

@@ -1,6 +1,6 @@
-//! FAULTS.md §1 (P1–P11): the milter protocol under broken, hostile or
+//! Faults P1–P11 (TESTING.md, Faults): the milter protocol under broken, hostile or
 //! unusual input, through a raw client (exact bytes, every read bounded by
-//! a timeout). The safe behaviour asserted is the one in FAULTS.md: a
+//! a timeout). The safe behaviour asserted is the one in that table: a
 //! defined answer (tempfail or the normal verdict), a silently ignored
 //! command, or a clean close of that one connection; never a panic, a hang,
 //! or an effect on other connections.

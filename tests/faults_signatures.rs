@@ -1,4 +1,4 @@
-//! FAULTS.md §4 (B1–B6) through the milter. The signature rules
+//! Faults B1–B6 (TESTING.md, Faults) through the milter. The signature rules
 //! themselves (every single-character mutation, case, expiry wrap, key
 //! rotation, 10^4-character tags) are unit and property tests in
 //! crates/core/src/address/prvs.rs and crates/core/src/address/verp.rs; budgets for harvested

@@ -35,9 +35,9 @@ const MAX_NOTICE_TEXT: usize = 64 * 1024;
 /// these or by the named constants of this module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Only the first `max_bytes` of the message are looked at (FAULTS D6).
+    /// Only the first `max_bytes` of the message are looked at (fault D6).
     pub max_bytes: usize,
-    /// MIME nesting levels below the top part that are walked (FAULTS D1).
+    /// MIME nesting levels below the top part that are walked (fault D1).
     pub max_depth: usize,
     /// Recipient groups, `Original-Rcpt-To` and `Reported-Domain` values kept.
     pub max_recipients: usize,
@@ -88,9 +88,9 @@ pub enum UnparsedReason {
     /// A report or bounce notice with no usable recipient.
     NoRecipients,
     /// No report part within `max_depth` levels of MIME nesting, and parts
-    /// below that level were skipped (FAULTS D1).
+    /// below that level were skipped (fault D1).
     TooDeep,
-    /// Feedback report without `Feedback-Type`: never a complaint (FAULTS D4).
+    /// Feedback report without `Feedback-Type`: never a complaint (fault D4).
     MissingFeedbackType,
     /// Feedback report whose `Feedback-Type` is not in the IANA registry.
     UnknownFeedbackType,
@@ -301,7 +301,7 @@ const REGISTERED_FEEDBACK_TYPES: &[&str] = &[
 /// `limits.max_bytes` of `raw`.
 ///
 /// mail-parser 0.11.6 fixed its known panic on a folded header truncated at the
-/// end of input (#155), and the input is trimmed of trailing whitespace before
+/// end of input (mail-parser #155), and the input is trimmed of trailing whitespace before
 /// it is handed over, but its debug assertions can still fire on odd input, so
 /// the call runs under `catch_unwind` and a panic gives `Unparsed`
 /// (`ParserPanic`). That only works with `panic = "unwind"` (the default); under

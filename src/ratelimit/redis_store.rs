@@ -6,7 +6,7 @@
 //! [`GCRA_SCRIPT`] runs by `EVALSHA` (`redis::Script` sends `SCRIPT LOAD` and retries when the
 //! server answers `NOSCRIPT`, e.g. after `SCRIPT FLUSH` or a restart), so a decision is one round
 //! trip and atomic: several MX hosts on one key can never admit more than the quota. The script
-//! reads the server's `TIME`, so hosts with skewed clocks agree (FAULTS R4), and computes in
+//! reads the server's `TIME`, so hosts with skewed clocks agree (fault R4), and computes in
 //! microseconds because Lua numbers are doubles. Every allowed request rewrites the key with
 //! `PX` = time until its TAT, after which the key equals an absent one; denials write nothing.
 //! The key is `{prefix}{{{key}}}`: the braces make it a Redis Cluster hash tag (each script
@@ -24,7 +24,7 @@
 //! answer within the deadline plus a local decision.
 //!
 //! Connections are made by a background task: [`RedisStore::new`] returns at once and the
-//! store starts in fallback until the first connection is up (FAULTS R1, Redis down at start).
+//! store starts in fallback until the first connection is up (fault R1, Redis down at start).
 //! Whenever the breaker opens, the task also builds a fresh `ConnectionManager` (the old one
 //! keeps serving probes meanwhile): the manager reconnects by itself after I/O errors, but not
 //! after timeouts on a connection that stays open (a blackholed or frozen server) nor after
