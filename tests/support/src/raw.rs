@@ -1,177 +1,15 @@
-//! A raw milter client for the fault tests: it writes exact bytes (broken
-//! frames too) to a real listwarden milter (`listwarden::milter::run` on a
-//! unix socket or loopback TCP) and reads the replies back, every read
-//! bounded by a timeout so a hang fails the test instead of stalling it.
-//!
-//! Frames are built by `fuzz/src/frames.rs`, shared with the fuzz targets.
-#![allow(dead_code)]
+//! A raw milter client: exact bytes out, every reply read with a bound.
 
-#[path = "../../fuzz/src/frames.rs"]
-pub mod frames;
-
-use frames::{Reply, parse_replies};
-use listwarden::Shared;
-use listwarden::config::{Config, Socket};
-use listwarden::milter::MilterListener;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use crate::frames::{self, Reply, parse_replies};
+use std::path::Path;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// Longest wait for one reply; an honest reply takes milliseconds.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long "no reply" is waited for, where silence is the expected answer.
 pub const SILENCE: Duration = Duration::from_millis(150);
-
-/// A config with one protected list, the loopback trusted, and a small
-/// rate-limit table (the memory store allocates its table up front).
-pub const CONFIG: &str = "\
-milter:
-  listen: inet:127.0.0.1:8890
-trusted_networks: [127.0.0.1/32]
-ratelimit:
-  max_keys: 1024
-lists:
-  - address: members@lists.example.org
-";
-
-/// A listwarden milter on a private socket.
-pub struct RawMilter {
-    pub shared: Arc<Shared>,
-    target: Target,
-    _dir: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
-}
-
-#[derive(Clone)]
-enum Target {
-    Unix(PathBuf),
-    Tcp(std::net::SocketAddr),
-}
-
-impl RawMilter {
-    /// Starts `listwarden::milter::run` on a unix socket in a temp dir.
-    pub async fn start(yaml: &str) -> RawMilter {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("milter.sock");
-        let listener = listwarden::daemon::bind(&Socket::Unix(path.clone()), 0o600)
-            .await
-            .unwrap();
-        RawMilter::start_on(yaml, listener, Target::Unix(path), dir)
-    }
-
-    /// The same on loopback TCP (the listener that re-arms TCP_QUICKACK).
-    pub async fn start_tcp(yaml: &str) -> RawMilter {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        RawMilter::start_on(yaml, MilterListener::tcp(l), Target::Tcp(addr), dir)
-    }
-
-    fn start_on(
-        yaml: &str,
-        listener: MilterListener,
-        target: Target,
-        dir: tempfile::TempDir,
-    ) -> RawMilter {
-        let config = Config::parse(yaml, Path::new("faults.yaml")).expect("test config is valid");
-        let shared = Shared::new(config);
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(listwarden::milter::run(listener, shared.clone(), async {
-            let _ = stopped.await;
-        }));
-        RawMilter {
-            shared,
-            target,
-            _dir: dir,
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    /// A new connection, nothing sent yet.
-    pub async fn open(&self) -> RawConn {
-        let (rd, wr): (
-            Box<dyn AsyncRead + Unpin + Send>,
-            Box<dyn AsyncWrite + Unpin + Send>,
-        ) = match &self.target {
-            Target::Unix(p) => {
-                let (r, w) = tokio::net::UnixStream::connect(p)
-                    .await
-                    .unwrap()
-                    .into_split();
-                (Box::new(r), Box::new(w))
-            }
-            Target::Tcp(a) => return RawConn::tcp(*a).await,
-        };
-        RawConn {
-            rd,
-            wr: Some(wr),
-            buf: Vec::new(),
-        }
-    }
-
-    /// A connection past option negotiation and CONNECT from `ip`.
-    pub async fn session(&self, ip: &str) -> RawConn {
-        RawConn::start_session(self.open().await, ip).await
-    }
-
-    /// One sample of `listwarden_messages_total`.
-    pub fn messages(&self, verdict: &str, reason: &str) -> u64 {
-        self.shared
-            .metrics
-            .messages
-            .with_label_values(&[verdict, reason])
-            .get()
-    }
-
-    /// Messages that went through the panic guard.
-    pub fn internal_errors(&self) -> u64 {
-        self.messages("tempfail", "internal_error") + self.messages("accept", "internal_error")
-    }
-
-    pub fn connections(&self) -> i64 {
-        self.shared.metrics.connections_active.get()
-    }
-
-    /// Waits (bounded) until `listwarden_connections_active` is `n`;
-    /// sessions end asynchronously after their socket closes.
-    pub async fn wait_connections(&self, n: i64) -> bool {
-        let until = Instant::now() + REPLY_TIMEOUT;
-        while Instant::now() < until {
-            if self.connections() == n {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        self.connections() == n
-    }
-
-    /// Checks the milter still serves a fresh connection correctly.
-    pub async fn still_serves(&self) {
-        let mut c = self.session("203.0.113.7").await;
-        c.send(&frames::mail(&[b"<members@lists.example.org>"]))
-            .await;
-        let r = c.reply().await.expect("a reply to MAIL");
-        assert!(is_550(&r), "fresh session after a fault: {r:?}");
-        c.close().await;
-    }
-
-    pub async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            let _ = tokio::time::timeout(REPLY_TIMEOUT, t)
-                .await
-                .expect("milter stops");
-        }
-    }
-}
 
 /// Why no reply came.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +28,19 @@ pub struct RawConn {
 }
 
 impl RawConn {
+    /// A new connection to a milter on a unix socket.
+    pub async fn unix(path: &Path) -> RawConn {
+        let (r, w) = tokio::net::UnixStream::connect(path)
+            .await
+            .expect("connect to the milter socket")
+            .into_split();
+        RawConn {
+            rd: Box::new(r),
+            wr: Some(Box::new(w)),
+            buf: Vec::new(),
+        }
+    }
+
     /// A new TCP connection to a milter at `addr` (another process).
     pub async fn tcp(addr: std::net::SocketAddr) -> RawConn {
         let s = tokio::net::TcpStream::connect(addr).await.unwrap();
