@@ -635,3 +635,41 @@ fn key_files_readable_by_others_are_a_warning() {
         }
     }
 }
+
+#[test]
+fn rules_file_problems_are_placed_in_the_rules_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("r.yaml"),
+        "rules:\n  - name: r1\n    match: { status: '^5', bogus: x }\n    result: { class: hardd, reason: other }\n",
+    )
+    .unwrap();
+    let config = dir.path().join("lw.yaml");
+    std::fs::write(
+        &config,
+        "milter:\n  listen: inet:127.0.0.1:8890\nclassification:\n  rules: [r.yaml]\n",
+    )
+    .unwrap();
+    let e = Config::load(&config).unwrap_err().to_string();
+    let rules = dir.path().join("r.yaml").display().to_string();
+    let lines: Vec<&str> = e.lines().collect();
+    assert_eq!(lines.len(), 2, "{e}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "{rules}:3:35: rules[0].match.bogus: (rule \"r1\") unknown key"
+        )),
+        "{e}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{rules}:4:22: rules[0].result.class:")),
+        "{e}"
+    );
+
+    std::fs::write(
+        dir.path().join("r.yaml"),
+        "rules:\n  - name: r1\n    match: { status: '^5'\n",
+    )
+    .unwrap();
+    let e = Config::load(&config).unwrap_err().to_string();
+    assert!(e.starts_with(&format!("{rules}:4:1: ")), "{e}");
+}

@@ -2,7 +2,8 @@
 
 use super::Validator;
 use crate::config::model;
-use listwarden_core::diag::{Seg, one_line, read_text};
+use crate::dsn::RulesError;
+use listwarden_core::diag::{Seg, one_line, parse_path, read_text};
 
 impl Validator<'_> {
     pub(super) fn rules(&mut self, raw: &model::RawClassification) -> crate::dsn::RuleSet {
@@ -26,6 +27,23 @@ impl Validator<'_> {
             match text {
                 Ok(text) => match RuleSet::from_yaml_str(&text, &path.display().to_string()) {
                     Ok(extra) => set = RuleSet::merge(set, extra),
+                    // Each problem at its own line and column in the rules file.
+                    Err(RulesError::Invalid { issues, .. }) => {
+                        for issue in issues {
+                            let named = match &issue.name {
+                                Some(name) => format!("(rule {name:?}) {}", issue.message),
+                                None => issue.message.clone(),
+                            };
+                            self.check
+                                .error_in(&path, &text, &parse_path(&issue.key), named);
+                        }
+                    }
+                    Err(RulesError::Yaml {
+                        line,
+                        column,
+                        message,
+                        ..
+                    }) => self.check.error_at(&path, (line, column), message),
                     Err(e) => self.error(&at, one_line(&e.to_string())),
                 },
                 Err(e) => self.error(&at, format!("{}: {e}", path.display())),
