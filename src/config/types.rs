@@ -120,6 +120,11 @@ pub enum OnError {
     Accept,
 }
 
+listwarden_core::config_words!(OnError {
+    "tempfail" => OnError::Tempfail,
+    "accept" => OnError::Accept,
+});
+
 /// Bounds on what one SMTP transaction may make listwarden hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {

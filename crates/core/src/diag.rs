@@ -13,6 +13,27 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+/// Implements `FromStr` for an enum from the words the config file uses
+/// for it; a word it does not know is refused with the list of those it
+/// does, the same message for every such key.
+#[macro_export]
+macro_rules! config_words {
+    ($ty:ty { $($word:literal => $value:expr),+ $(,)? }) => {
+        impl ::std::str::FromStr for $ty {
+            type Err = String;
+            fn from_str(text: &str) -> Result<Self, String> {
+                match text {
+                    $($word => Ok($value),)+
+                    _ => Err(format!(
+                        "`{text}` is not one of: {}",
+                        [$($word),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
 /// Largest config or rules file read.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
@@ -359,6 +380,24 @@ impl<'s> Checker<'s> {
             path: "(top)".into(),
             message,
         });
+    }
+
+    /// A key naming one value of an enum ([`config_words!`]); absent:
+    /// `default`, unknown: an error at `path` and `default`.
+    pub fn choice<T: std::str::FromStr<Err = String>>(
+        &mut self,
+        raw: Option<&str>,
+        default: T,
+        path: &[Seg],
+    ) -> T {
+        match raw.map(str::parse) {
+            None => default,
+            Some(Ok(value)) => value,
+            Some(Err(message)) => {
+                self.error(path, message);
+                default
+            }
+        }
     }
 
     /// An optional `IP:PORT` listener; absent or `off` is `None`.

@@ -89,6 +89,16 @@ pub enum ComplaintAction {
     Flag,
 }
 
+listwarden_core::config_words!(RefuseAction {
+    "hold" => RefuseAction::Hold,
+    "reply" => RefuseAction::Reply,
+});
+
+listwarden_core::config_words!(ComplaintAction {
+    "unsubscribe" => ComplaintAction::Unsubscribe,
+    "flag" => ComplaintAction::Flag,
+});
+
 /// Where a list's files live. `state_dir` is the list's own directory
 /// (`STATE_DIR/LIST`), holding `bounces.json`, `progress/` and `held/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
