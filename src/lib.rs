@@ -99,6 +99,7 @@ fn build_store(state: &StateBackend, clock: Arc<dyn Clock>) -> Store {
         }
         StateBackend::Redis {
             url,
+            tls,
             prefix,
             deadline,
             node_count,
@@ -106,6 +107,7 @@ fn build_store(state: &StateBackend, clock: Arc<dyn Clock>) -> Store {
         } => {
             let config = RedisConfig {
                 url: url.clone(),
+                tls: tls.clone(),
                 prefix: prefix.clone(),
                 deadline: *deadline,
                 node_count: *node_count,
