@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod milter;
 pub mod policy;
 pub mod ratelimit;
+pub mod shared_state;
 pub mod shield;
 
 use arc_swap::ArcSwap;
@@ -49,12 +50,20 @@ impl Shared {
         let metrics = Metrics::new();
         metrics.config_loaded();
         let store = build_store(&config.ratelimit.state, clock.clone());
+        // With Redis, shields and complaint windows are also kept there (shared_state).
+        let (shields, rates) = match store {
+            Store::Redis(_) => (
+                ShieldBook::shared(clock),
+                logwatch::outbound::ComplaintRates::shared(),
+            ),
+            Store::Memory(_) => (ShieldBook::new(clock), Default::default()),
+        };
         Arc::new(Shared {
             config: ArcSwap::from_pointee(config),
             metrics: Arc::new(metrics),
             store,
-            shields: ShieldBook::new(clock),
-            rates: Default::default(),
+            shields,
+            rates: std::sync::Mutex::new(rates),
         })
     }
 

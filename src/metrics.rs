@@ -51,6 +51,7 @@ pub struct Metrics {
     pub bounces_classified: IntCounterVec,
     pub outbound_deliveries: IntCounterVec,
     pub complaint_rate: prometheus::GaugeVec,
+    pub peers_mismatched: IntGauge,
 }
 
 impl Metrics {
@@ -178,10 +179,16 @@ impl Metrics {
             &["list"],
         )
         .expect("static metric definition");
+        let peers_mismatched = IntGauge::new(
+            "listwarden_peers_mismatched",
+            "Other hosts sharing this Redis whose signing key ring or list set differs from this host's (fingerprints, never secrets).",
+        )
+        .expect("static metric definition");
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
-        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
+            Box::new(peers_mismatched.clone()),
             Box::new(outbound_deliveries.clone()),
             Box::new(complaint_rate.clone()),
             Box::new(bounces_classified.clone()),
@@ -222,6 +229,7 @@ impl Metrics {
             ratelimit_fallback_active,
             ratelimit_keys,
             shield_active,
+            peers_mismatched,
             bounces_classified,
             outbound_deliveries,
             complaint_rate,

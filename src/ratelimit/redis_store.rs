@@ -332,10 +332,7 @@ impl RedisStore {
     ///
     /// Every script listwarden runs touches keys of one hash tag only, so it is slot-local in
     /// a Cluster.
-    pub(crate) async fn invoke<T: FromRedisValue>(
-        &self,
-        invocation: &ScriptInvocation<'_>,
-    ) -> Option<T> {
+    pub async fn invoke<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> Option<T> {
         let inner = &*self.inner;
         let (route, connection) = {
             let mut state = inner.lock_state();
@@ -368,7 +365,7 @@ impl RedisStore {
     }
 
     /// The key prefix, for the other shared state (the shield, complaint windows, peers).
-    pub(crate) fn prefix(&self) -> &str {
+    pub fn prefix(&self) -> &str {
         &self.inner.prefix
     }
 
