@@ -66,6 +66,7 @@ pub mod metrics;
 pub mod milter;
 pub mod policy;
 pub mod ratelimit;
+pub mod shared_state;
 pub mod shield;
 
 /// Addresses and signatures, shared with the expander.
@@ -101,12 +102,20 @@ impl Shared {
         let metrics = Metrics::new();
         metrics.config_loaded();
         let store = build_store(&config.ratelimit.state, clock.clone());
+        // With Redis, shields and complaint windows are also kept there (shared_state).
+        let (shields, rates) = match store {
+            Store::Redis(_) => (
+                ShieldBook::shared(clock),
+                logwatch::outbound::ComplaintRates::shared(),
+            ),
+            Store::Memory(_) => (ShieldBook::new(clock), Default::default()),
+        };
         Arc::new(Shared {
             config: ArcSwap::from_pointee(config),
             metrics: Arc::new(metrics),
             store,
-            shields: ShieldBook::new(clock),
-            rates: Default::default(),
+            shields,
+            rates: std::sync::Mutex::new(rates),
         })
     }
 
@@ -151,6 +160,7 @@ fn build_store(state: &StateBackend, clock: Arc<dyn Clock>) -> Store {
         }
         StateBackend::Redis {
             url,
+            tls,
             prefix,
             deadline,
             node_count,
@@ -158,6 +168,7 @@ fn build_store(state: &StateBackend, clock: Arc<dyn Clock>) -> Store {
         } => {
             let config = RedisConfig {
                 url: url.clone(),
+                tls: tls.clone(),
                 prefix: prefix.clone(),
                 deadline: *deadline,
                 node_count: *node_count,

@@ -673,3 +673,51 @@ fn rules_file_problems_are_placed_in_the_rules_file() {
     let e = Config::load(&config).unwrap_err().to_string();
     assert!(e.starts_with(&format!("{rules}:4:1: ")), "{e}");
 }
+
+#[test]
+fn redis_deployments_and_their_mistakes_are_located() {
+    for url in [
+        "redis://127.0.0.1:6379/",
+        "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/mymaster",
+        "redis+cluster://127.0.0.1:7000,127.0.0.1:7001/",
+        "rediss://127.0.0.1:6380/",
+    ] {
+        let c = parse(&format!("{GOOD}ratelimit:\n  state: \"{url}\"\n"))
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert!(matches!(c.ratelimit.state, StateBackend::Redis { .. }));
+    }
+    assert_eq!(
+        errors(&format!(
+            "{GOOD}ratelimit:\n  state: \"redis+sentinel://127.0.0.1:26379\"\n"
+        )),
+        [
+            "7:10: ratelimit.state: not a usable Redis URL: no service name after the sentinels (…/mymaster)"
+        ]
+    );
+    assert_eq!(
+        errors(&format!("{GOOD}ratelimit:\n  state: \"http://h:1/\"\n")),
+        [
+            "7:10: ratelimit.state: not a usable Redis URL: unknown scheme `http` (redis, rediss, redis+sentinel, rediss+sentinel, redis+cluster, rediss+cluster, unix)"
+        ]
+    );
+    let e = errors(&format!(
+        "{GOOD}ratelimit:\n  state: \"rediss://h:1/\"\n  redis_tls:\n    ca_file: /nonexistent/ca.pem\n"
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("9:14: ratelimit.redis_tls.ca_file: cannot read /nonexistent/ca.pem"),
+        "{e:?}"
+    );
+    let e = errors(&format!(
+        "{GOOD}ratelimit:\n  state: \"redis://h:1/\"\n  redis_tls:\n    ca_file: /nonexistent/ca.pem\n"
+    ));
+    assert!(
+        e[0].starts_with("9:5: ratelimit.redis_tls: TLS files are given but the URL is not rediss"),
+        "{e:?}"
+    );
+    // A password in a bad URL is not repeated in the message.
+    let e = errors(&format!(
+        "{GOOD}ratelimit:\n  state: \"redis+cluster://u:hunter2@h:1/2\"\n"
+    ));
+    assert!(e.iter().all(|e| !e.contains("hunter2")), "{e:?}");
+}
