@@ -655,7 +655,7 @@ def f_windows_smtp(n, key, rcpts, bto):
     text = "This is an automatically generated Delivery Status Notification.\n\nDelivery to the following recipients failed.\n\n" + "".join(f"       {a}\n" for a in rcpts) + "\n\n\n"
     if n % 2:
         return head(f"postmaster@winhost.example", bto, "Delivery Status Notification (Failure)", n) + text
-    groups = [dict(final=a, status=SCEN and status_of(reply(key, a)), diag=None) for a in rcpts]
+    groups = [dict(final=a, status={"unknown": "5.1.1", "full": "5.2.2"}[key], diag=None) for a in rcpts]
     ct, body = report(f"9B095B5ADSN=_{n}", [("text/plain; charset=unicode-1-1-utf-7", text), ("message/delivery-status", dsn_part(mx, groups)),
                                             ("message/rfc822", original(rcpts, mx, n, bto) + ORIG_BODY)])
     return head(f"postmaster@winhost.example", bto, "Delivery Status Notification (Failure)", n, ctype=ct) + body
@@ -707,7 +707,7 @@ def f_groupwise(n, key, rcpts, bto):
     a = rcpts[0]
     why = {"unknown": "User unknown", "full": "Mailbox full", "host": "host not found"}[key]
     text = (f"The message that you sent was undeliverable to the following:\n\t{a} ({why})\n\n"
-            "Possible causes: Invalid address or user not found\n\nPossibly truncated original message follows:\n\n" + original(rcpts, "gwia.example", n, bto))
+            "Possibly truncated original message follows:\n\n" + original(rcpts, "gwia.example", n, bto))
     return head("Mail Delivery System <postmaster@gw.example>", bto, "Message status - undeliverable", n) + text
 
 
@@ -1158,6 +1158,10 @@ def main():
             expect_rcpts = rcpts
             if cls in ("auto-reply", "not-bounce"):
                 expect_rcpts = []
+            if fam == "windows-smtp" and n % 2:
+                cls, reason = "soft", "other"  # the text-only notice gives no reason
+            if fam == "au-ezweb":
+                cls, reason = "soft", "other"  # the notice gives no reason
             if fam == "exim-delay":
                 reason = "system"  # 451 4.3.0 temporary lookup failure
             name = f"g-{fam}-{i + 1:02d}"
