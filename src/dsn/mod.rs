@@ -12,6 +12,7 @@
 
 mod classify;
 mod fields;
+mod notice;
 mod parse;
 mod plain;
 mod rules;
