@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::parse::{DsnAction, Feedback, RecipientStatus, Report, ReportKind};
+use super::report::{DsnAction, Feedback, RecipientStatus, Report, ReportKind};
 use super::rules::{Class, MatchInput, Reason, Retry, RuleAction, RuleResult, RuleSet};
 
 /// The `rule` of a classification that no rule matched.
@@ -278,7 +278,8 @@ pub fn json_lines(file_label: &str, report: &Report, cls: &[Classification]) -> 
 
 #[cfg(test)]
 mod tests {
-    use super::super::parse::{Limits, parse};
+    use super::super::parse::parse;
+    use super::super::report::Limits;
     use super::*;
 
     fn builtin() -> RuleSet {

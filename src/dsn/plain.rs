@@ -11,7 +11,7 @@ use super::fields::{
     cap_str, clean_address, find_address, find_remote_host, find_smtp_code, find_status,
 };
 use super::notice::{self, Hit};
-use super::parse::{DsnAction, Limits, RecipientStatus};
+use super::report::{DsnAction, Limits, RecipientStatus};
 
 /// Lines of notice text examined.
 const MAX_NOTICE_LINES: usize = 4000;

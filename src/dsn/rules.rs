@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_yaml_ng::Value;
 
-use super::parse::DsnAction;
+use super::report::DsnAction;
 
 /// The shipped rules (`config/rules/providers.yaml` in listwarden).
 pub const BUILTIN_RULES_YAML: &str = include_str!(concat!(
