@@ -66,6 +66,7 @@ pub mod metrics;
 pub mod milter;
 pub mod policy;
 pub mod ratelimit;
+#[cfg(feature = "redis")]
 pub mod shared_state;
 pub mod shield;
 
@@ -75,7 +76,9 @@ pub use listwarden_core::address;
 use arc_swap::ArcSwap;
 use config::{Config, StateBackend};
 use metrics::Metrics;
-use ratelimit::{Clock, MemoryStore, MonotonicClock, RedisConfig, RedisStore, Store};
+use ratelimit::{Clock, MemoryStore, MonotonicClock, Store};
+#[cfg(feature = "redis")]
+use ratelimit::{RedisConfig, RedisStore};
 use shield::ShieldBook;
 use std::sync::Arc;
 
@@ -104,6 +107,7 @@ impl Shared {
         let store = build_store(&config.ratelimit.state, clock.clone());
         // With Redis, shields and complaint windows are also kept there (shared_state).
         let (shields, rates) = match store {
+            #[cfg(feature = "redis")]
             Store::Redis(_) => (
                 ShieldBook::shared(clock),
                 logwatch::outbound::ComplaintRates::shared(),
@@ -158,6 +162,7 @@ fn build_store(state: &StateBackend, clock: Arc<dyn Clock>) -> Store {
         StateBackend::Memory { max_keys } => {
             Store::Memory(MemoryStore::with_clock(*max_keys, clock))
         }
+        #[cfg(feature = "redis")]
         StateBackend::Redis {
             url,
             tls,
@@ -184,6 +189,11 @@ fn build_store(state: &StateBackend, clock: Arc<dyn Clock>) -> Store {
                     Store::Memory(MemoryStore::with_clock(*max_keys, clock))
                 }
             }
+        }
+        // The config refuses Redis URLs in a build without Redis.
+        #[cfg(not(feature = "redis"))]
+        StateBackend::Redis { max_keys, .. } => {
+            Store::Memory(MemoryStore::with_clock(*max_keys, clock))
         }
     }
 }

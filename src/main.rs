@@ -460,8 +460,16 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `check-config --peers` in a build without Redis: there are no peers.
+#[cfg(not(feature = "redis"))]
+fn check_peers(_file: &std::path::Path) -> ExitCode {
+    eprintln!("peers: this listwarden was built without Redis support");
+    ExitCode::from(EX_CONFIG)
+}
+
 /// `check-config --peers`: reads the fingerprints the running instances publish in Redis
 /// and compares them with this file's.
+#[cfg(feature = "redis")]
 fn check_peers(file: &std::path::Path) -> ExitCode {
     use listwarden::config::StateBackend;
     use listwarden::ratelimit::{RedisConfig, RedisStore};

@@ -675,6 +675,7 @@ fn rules_file_problems_are_placed_in_the_rules_file() {
 }
 
 #[test]
+#[cfg(feature = "redis")]
 fn redis_deployments_and_their_mistakes_are_located() {
     for url in [
         "redis://127.0.0.1:6379/",

@@ -11,26 +11,41 @@
 //! a boxed future (one allocation) per decision. The enum is cheap to clone (both variants are
 //! an `Arc` inside) and its `check` future is `Send`.
 
+mod backend;
 mod breaker;
 mod clock;
 pub mod gcra;
 mod lru;
 mod memory;
+#[cfg(feature = "redis")]
 mod redis_store;
+#[cfg(feature = "redis")]
 mod target;
 
-#[cfg(test)]
+#[cfg(all(test, feature = "redis"))]
 mod redis_it;
 
+use std::path::PathBuf;
+
+pub use backend::{BackendErrorKind, BackendStats, MAX_KEY_LEN};
 pub use breaker::BreakerConfig;
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use gcra::{Decision, MAX_HORIZON, Quota, QuotaError, decide};
 pub use memory::{MAX_KEYS, MAX_SHARDS, MemoryStore};
-pub use redis_store::{
-    BackendErrorKind, BackendStats, GCRA_SCRIPT, MAX_KEY_LEN, RedisConfig, RedisStore,
-    RedisStoreError,
-};
-pub use target::{TargetError, TlsFiles, check_target};
+#[cfg(feature = "redis")]
+pub use redis_store::{GCRA_SCRIPT, RedisConfig, RedisStore, RedisStoreError};
+#[cfg(feature = "redis")]
+pub use target::{TargetError, check_target};
+
+/// TLS files for `rediss` URLs (PEM).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Trust only this CA (else the system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain and its key, for servers that ask for one (`tls-auth-clients`).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
 
 /// Why a decision could not be made. Backend trouble is never an error (it falls back).
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +58,7 @@ pub enum LimitError {
 #[derive(Debug, Clone)]
 pub enum Store {
     Memory(MemoryStore),
+    #[cfg(feature = "redis")]
     Redis(RedisStore),
 }
 
@@ -59,6 +75,7 @@ impl Store {
         }
         match self {
             Store::Memory(store) => Ok(store.check(key, quota)),
+            #[cfg(feature = "redis")]
             Store::Redis(store) => store.check(key, quota).await,
         }
     }
@@ -67,6 +84,7 @@ impl Store {
     pub fn backend(&self) -> &'static str {
         match self {
             Store::Memory(_) => "memory",
+            #[cfg(feature = "redis")]
             Store::Redis(_) => "redis",
         }
     }
@@ -76,6 +94,7 @@ impl Store {
     pub fn len(&self) -> usize {
         match self {
             Store::Memory(store) => store.len(),
+            #[cfg(feature = "redis")]
             Store::Redis(store) => store.fallback_len(),
         }
     }
@@ -88,6 +107,7 @@ impl Store {
     pub fn fallback_active(&self) -> bool {
         match self {
             Store::Memory(_) => false,
+            #[cfg(feature = "redis")]
             Store::Redis(store) => store.fallback_active(),
         }
     }
@@ -96,6 +116,7 @@ impl Store {
     pub fn stats(&self) -> BackendStats {
         match self {
             Store::Memory(_) => BackendStats::default(),
+            #[cfg(feature = "redis")]
             Store::Redis(store) => store.stats(),
         }
     }
@@ -129,6 +150,7 @@ mod tests {
     }
 
     #[tokio::test]
+    #[cfg(feature = "redis")]
     async fn redis_future_is_send() {
         let config = RedisConfig {
             url: "redis://127.0.0.1:1/".to_owned(),

@@ -41,11 +41,13 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use super::LimitError;
+use super::TlsFiles;
+use super::backend::{BackendErrorKind, BackendStats, MAX_KEY_LEN};
 use super::breaker::{Breaker, BreakerConfig, Change, Route};
 use super::clock::{Clock, MonotonicClock};
 use super::gcra::{Decision, Quota};
 use super::memory::MemoryStore;
-use super::target::{Connection, Target, TargetError, TlsFiles};
+use super::target::{Connection, Target, TargetError};
 
 /// The decision script; a transcription of `gcra::step` on the server's clock.
 ///
@@ -70,12 +72,6 @@ redis.call('SET', KEYS[1], string.format('%.0f', next_tat),
   'PX', math.ceil((next_tat - now) / 1000))
 return {1, 0}
 "#;
-
-/// Longest key accepted, in bytes, before the prefix and braces are added.
-///
-/// Keys are built by listwarden from bounded parts (a network, a list address of at most 254
-/// bytes, a class), so anything longer is a bug, refused rather than sent to Redis.
-pub const MAX_KEY_LEN: usize = 512;
 
 /// Settings of a [`RedisStore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,89 +117,23 @@ pub enum RedisStoreError {
     NoRuntime,
 }
 
-/// What went wrong on one backend call, for `listwarden_ratelimit_backend_errors_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BackendErrorKind {
-    /// The deadline passed (slow server, blackholed link, still connecting).
-    Timeout,
-    /// Connecting failed, or the connection broke.
-    Connection,
-    /// `OOM command not allowed` (maxmemory with noeviction).
-    OutOfMemory,
-    /// `READONLY`: the server is a replica (typically after a failover).
-    ReadOnly,
-    /// Anything else: a script error, an unexpected reply, a wrong key type.
-    Other,
-}
-
-impl BackendErrorKind {
-    pub const ALL: [BackendErrorKind; 5] = [
-        BackendErrorKind::Timeout,
-        BackendErrorKind::Connection,
-        BackendErrorKind::OutOfMemory,
-        BackendErrorKind::ReadOnly,
-        BackendErrorKind::Other,
-    ];
-
-    /// A short label value for metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackendErrorKind::Timeout => "timeout",
-            BackendErrorKind::Connection => "connection",
-            BackendErrorKind::OutOfMemory => "oom",
-            BackendErrorKind::ReadOnly => "readonly",
-            BackendErrorKind::Other => "other",
-        }
+/// The kind of a failed Redis call.
+fn error_kind(error: &RedisError) -> BackendErrorKind {
+    if error.is_timeout() {
+        return BackendErrorKind::Timeout;
     }
-
-    fn index(self) -> usize {
-        match self {
-            BackendErrorKind::Timeout => 0,
-            BackendErrorKind::Connection => 1,
-            BackendErrorKind::OutOfMemory => 2,
-            BackendErrorKind::ReadOnly => 3,
-            BackendErrorKind::Other => 4,
-        }
+    if error.is_io_error() || error.is_connection_refusal() || error.is_connection_dropped() {
+        return BackendErrorKind::Connection;
     }
-
-    fn of(error: &RedisError) -> Self {
-        if error.is_timeout() {
-            return BackendErrorKind::Timeout;
-        }
-        if error.is_io_error() || error.is_connection_refusal() || error.is_connection_dropped() {
-            return BackendErrorKind::Connection;
-        }
-        // Errors raised inside the script come back wrapped ("ERR Error running script ...")
-        // on some versions, so look at the text as well as the code.
-        let text = error.to_string();
-        if error.code() == Some("OOM") || text.contains("OOM command not allowed") {
-            BackendErrorKind::OutOfMemory
-        } else if error.code() == Some("READONLY") || text.contains("READONLY") {
-            BackendErrorKind::ReadOnly
-        } else {
-            BackendErrorKind::Other
-        }
-    }
-}
-
-/// Counters since the store was created.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BackendStats {
-    /// Failed backend calls, in the order of [`BackendErrorKind::ALL`]; read with `errors()`.
-    errors: [u64; 5],
-    /// Decisions made by the local fallback (breaker open, not connected, or a failed call).
-    pub fallback_decisions: u64,
-    /// Decisions made by Redis.
-    pub backend_decisions: u64,
-}
-
-impl BackendStats {
-    pub fn errors(&self, kind: BackendErrorKind) -> u64 {
-        self.errors.get(kind.index()).copied().unwrap_or(0)
-    }
-
-    pub fn errors_total(&self) -> u64 {
-        self.errors.iter().sum()
+    // Errors raised inside the script come back wrapped ("ERR Error running script ...")
+    // on some versions, so look at the text as well as the code.
+    let text = error.to_string();
+    if error.code() == Some("OOM") || text.contains("OOM command not allowed") {
+        BackendErrorKind::OutOfMemory
+    } else if error.code() == Some("READONLY") || text.contains("READONLY") {
+        BackendErrorKind::ReadOnly
+    } else {
+        BackendErrorKind::Other
     }
 }
 
@@ -356,7 +286,7 @@ impl RedisStore {
             }
             Ok(Err(error)) => {
                 debug!(%error, "rate-limit backend call failed");
-                BackendErrorKind::of(&error)
+                error_kind(&error)
             }
             Err(_elapsed) => BackendErrorKind::Timeout,
         };
@@ -510,9 +440,7 @@ async fn connection_task(store: Weak<Inner>, wake: Arc<Notify>) {
                 failures_logged = false;
             }
             Err(error) => {
-                let kind = error
-                    .as_ref()
-                    .map_or(BackendErrorKind::Timeout, BackendErrorKind::of);
+                let kind = error.as_ref().map_or(BackendErrorKind::Timeout, error_kind);
                 inner.count_error(kind);
                 if !failures_logged {
                     match &error {

@@ -15,6 +15,7 @@
 //! sentinels are reached without credentials. TLS trusts the system roots unless a CA file is
 //! given, and presents a client certificate when one is given.
 
+use super::TlsFiles;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -26,16 +27,6 @@ use redis::{
     ClientTlsConfig, Cmd, ConnectionAddr, IntoConnectionInfo, Pipeline, RedisError, RedisFuture,
     TlsCertificates, TlsMode, Value,
 };
-
-/// TLS files for `rediss` URLs (PEM).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// Trust only this CA (else the system's roots).
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate chain and its key, for servers that ask for one (`tls-auth-clients`).
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-}
 
 impl TlsFiles {
     pub fn is_empty(&self) -> bool {

@@ -79,8 +79,24 @@ impl Validator<'_> {
         }
     }
 
+    /// `ratelimit.state` as a Redis URL in a build without Redis: refused.
+    #[cfg(not(feature = "redis"))]
+    fn redis_state(
+        &mut self,
+        _raw: &model::RawRatelimit,
+        _url: &str,
+        max_keys: usize,
+    ) -> StateBackend {
+        self.error(
+            &[Seg::Key("ratelimit"), Seg::Key("state")],
+            "this listwarden was built without Redis support (cargo feature `redis`); use `memory`",
+        );
+        StateBackend::Memory { max_keys }
+    }
+
     /// `ratelimit.state` as a Redis URL, with its deadline, node count and TLS files; the URL
     /// is parsed and the files read here so that mistakes are found at load.
+    #[cfg(feature = "redis")]
     fn redis_state(
         &mut self,
         raw: &model::RawRatelimit,
