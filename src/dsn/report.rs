@@ -156,7 +156,7 @@ pub struct OriginalHeaders {
     pub from: Option<String>,
     pub to: Option<String>,
     pub subject: Option<String>,
-    /// Values of the Received fields, top first; at most [`MAX_RECEIVED_HEADERS`].
+    /// Values of the Received fields, top first; at most [`MAX_RECEIVED_HEADERS`](super::MAX_RECEIVED_HEADERS).
     pub received: Vec<String>,
 }
 

@@ -76,7 +76,7 @@ return {1, 0}
 /// Settings of a [`RedisStore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
-    /// One node, a Sentinel service or a Cluster: see [`target`](super::target).
+    /// One node, a Sentinel service or a Cluster (read by `ratelimit::target`).
     pub url: String,
     /// CA and client certificate for `rediss` URLs.
     pub tls: TlsFiles,
