@@ -311,7 +311,7 @@ fn extract_at(message: &Message<'_>, limits: &Limits, nest: usize) -> Report {
     {
         // The parts were split but none is the report ("Mail Delivery
         // System" notices without a delivery-status part): read the notice
-        // below. When the split failed (no or wrong boundary, FAULTS D1),
+        // below. When the split failed (no or wrong boundary, fault D1 in TESTING.md),
         // or for a feedback report, the report part is missing.
         let split = message
             .parts
@@ -484,7 +484,7 @@ fn read_top_headers(bytes: &[u8], limits: &Limits) -> TopHeaders {
 /// part at all (no delimiter of the declared boundary, no line starting
 /// with `--` followed by a `Content-Type` line): such bodies are the report
 /// itself. None when the body has parts
-/// (a wrong boundary stays a missing report part, FAULTS D1).
+/// (a wrong boundary stays a missing report part, fault D1 in TESTING.md).
 fn unsplit_body<'m>(message: &'m Message<'m>, limits: &Limits) -> Option<&'m [u8]> {
     let raw: &[u8] = message.raw_message.as_ref();
     let start = message.parts.first()?.offset_body as usize;
