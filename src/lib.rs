@@ -61,6 +61,7 @@
 pub mod config;
 pub mod daemon;
 pub mod dsn;
+pub mod feedback;
 pub mod logwatch;
 pub mod metrics;
 pub mod milter;
@@ -127,13 +128,20 @@ impl Shared {
     /// called periodically.
     pub fn refresh_metrics(&self, last_errors: &mut u64) {
         let m = &self.metrics;
-        let rates = self
-            .rates
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .rates(unix_now());
+        let (rates, by_provider) = {
+            let r = self.rates.lock().unwrap_or_else(|p| p.into_inner());
+            (r.rates(unix_now()), r.provider_rates(unix_now()))
+        };
+        // Without deliveries a rate is unknown, not 0: its series goes.
+        m.complaint_rate.reset();
         for (list, rate) in rates {
             m.complaint_rate.with_label_values(&[&list]).set(rate);
+        }
+        m.provider_complaint_rate.reset();
+        for (list, provider, rate) in by_provider {
+            m.provider_complaint_rate
+                .with_label_values(&[&list, &provider])
+                .set(rate);
         }
         m.ratelimit_keys
             .set(i64::try_from(self.store.len()).unwrap_or(i64::MAX));

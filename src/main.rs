@@ -99,6 +99,26 @@ enum Command {
         #[arg(value_name = "LOG", default_value = "-")]
         source: PathBuf,
     },
+    /// Carry out queued complaint actions through each list manager.
+    ///
+    /// The milter queues one job per complaint whose member was named
+    /// inside a signature of ours (`feedback.queue`); this worker removes
+    /// or suspends the member through Mailman 3's REST API, Sympa's
+    /// `sympa.pl del`, or the expander's members file, or notifies the
+    /// list's owner, and retries every `feedback.retry` while the list
+    /// manager is down. Each job is logged with the member and the
+    /// report's Message-ID. A changed config file is read again.
+    FeedbackWorker {
+        /// The YAML config file.
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// One pass over the queue, then exit.
+        #[arg(long)]
+        once: bool,
+        /// Log filter, e.g. `info`, `debug`.
+        #[arg(long, env = "LISTWARDEN_LOG", default_value = "info")]
+        log: String,
+    },
     /// Write the man pages (roff): listwarden.8 and listwarden-COMMAND.8.
     #[command(hide = true)]
     Man {
@@ -148,6 +168,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::FeedbackWorker { config, once, log } => {
+            init_logging(&log);
+            feedback_worker(&config, once)
+        }
         Command::Run { config, log } => {
             init_logging(&log);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -176,6 +200,53 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `listwarden feedback-worker`: the queue, until SIGTERM (or one pass).
+fn feedback_worker(file: &std::path::Path, once: bool) -> ExitCode {
+    use std::sync::{Arc, Mutex};
+    let config = match load(file) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if config.feedback.is_none() {
+        eprintln!("{}: no `feedback:` section; nothing to do", file.display());
+        return ExitCode::from(EX_CONFIG);
+    }
+    let modified = |f: &std::path::Path| std::fs::metadata(f).and_then(|m| m.modified()).ok();
+    let current = Mutex::new((Arc::new(config), modified(file)));
+    let config = || {
+        let mut cur = current.lock().unwrap_or_else(|p| p.into_inner());
+        let now = modified(file);
+        if now != cur.1 {
+            match Config::load(file) {
+                Ok(c) if c.feedback.is_some() => {
+                    tracing::info!("config reloaded");
+                    *cur = (Arc::new(c), now);
+                }
+                Ok(_) => tracing::error!("the new config has no feedback section; keeping the old"),
+                Err(e) => tracing::error!("the new config is invalid; keeping the old: {e}"),
+            }
+        }
+        cur.0.clone()
+    };
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: the handler only stores to an atomic (async-signal-safe).
+        unsafe {
+            libc::signal(signal, on_stop as *const () as libc::sighandler_t);
+        }
+    }
+    listwarden::feedback::worker::run(config, once, || {
+        STOP.load(std::sync::atomic::Ordering::SeqCst)
+    });
+    ExitCode::SUCCESS
+}
+
+/// Set by SIGTERM or SIGINT: the worker ends after the job in hand.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_stop(_: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
 /// Loads a config for a one-shot command, printing its problems.

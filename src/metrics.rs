@@ -51,6 +51,8 @@ pub struct Metrics {
     pub bounces_classified: IntCounterVec,
     pub outbound_deliveries: IntCounterVec,
     pub complaint_rate: prometheus::GaugeVec,
+    pub provider_complaint_rate: prometheus::GaugeVec,
+    pub feedback_reports: IntCounterVec,
     pub peers_mismatched: IntGauge,
     pub ratelimit_seconds: Histogram,
 }
@@ -180,6 +182,22 @@ impl Metrics {
             &["list"],
         )
         .expect("static metric definition");
+        let provider_complaint_rate = prometheus::GaugeVec::new(
+            Opts::new(
+                "listwarden_provider_complaint_rate",
+                "Complaints from one mailbox provider's users over list mail delivered to that provider in the last 24 hours; absent without deliveries.",
+            ),
+            &["list", "provider"],
+        )
+        .expect("static metric definition");
+        let feedback_reports = IntCounterVec::new(
+            Opts::new(
+                "listwarden_feedback_reports_total",
+                "Feedback-loop reports received, by list, provider and result (attributed, member_reported, list_only, unattributed, signature_invalid, queue_error).",
+            ),
+            &["list", "provider", "result"],
+        )
+        .expect("static metric definition");
         let ratelimit_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "listwarden_ratelimit_decision_seconds",
@@ -198,7 +216,9 @@ impl Metrics {
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
-        let collectors: [Box<dyn prometheus::core::Collector>; 19] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
+            Box::new(provider_complaint_rate.clone()),
+            Box::new(feedback_reports.clone()),
             Box::new(peers_mismatched.clone()),
             Box::new(ratelimit_seconds.clone()),
             Box::new(outbound_deliveries.clone()),
@@ -246,6 +266,8 @@ impl Metrics {
             bounces_classified,
             outbound_deliveries,
             complaint_rate,
+            provider_complaint_rate,
+            feedback_reports,
         }
     }
 

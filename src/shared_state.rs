@@ -12,6 +12,7 @@
 //!   (server ms), trimmed to `trigger + 1` members, expiring after `within`;
 //! - `lw:rates:{LIST}`: hash, `s:HOUR` / `c:HOUR` → deliveries / complaints in that hour
 //!   (Unix hours), fields older than 24 hours deleted, key expiring after 25 hours;
+//!   `lw:rates:{LIST}:p:PROVIDER` the same for the list's mail to one provider;
 //! - `lw:peers:{_lw_peers}`: hash, instance → `UNIX_TIME RING LISTS` fingerprints, entries
 //!   older than 10 minutes deleted.
 
@@ -278,14 +279,20 @@ async fn sync_shields(shared: &Shared, store: &RedisStore, shield: &Shield) -> b
 /// Sends each list's pending counts and records its totals over every host.
 async fn sync_rates(shared: &Shared, store: &RedisStore) {
     let now = crate::unix_now();
-    let lists = shared
+    let keys = shared
         .rates
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .take_pending();
     let script = Script::new(RATES_SCRIPT);
-    for (list, hours) in lists {
-        let mut call = script.key(format!("{}rates:{{{list}}}", store.prefix()));
+    for (key, hours) in keys {
+        let list = &key.list;
+        // One hash per list and one per (list, provider), in the list's slot.
+        let name = match &key.provider {
+            None => format!("{}rates:{{{list}}}", store.prefix()),
+            Some(p) => format!("{}rates:{{{list}}}:p:{p}", store.prefix()),
+        };
+        let mut call = script.key(name);
         call.arg(now / 3600);
         for (hour, sent, complaints) in &hours {
             call.arg(*hour).arg(*sent).arg(*complaints);
@@ -293,8 +300,8 @@ async fn sync_rates(shared: &Shared, store: &RedisStore) {
         let answer: Option<(u64, u64)> = store.invoke(&call).await;
         let mut rates = shared.rates.lock().unwrap_or_else(|p| p.into_inner());
         match answer {
-            Some((sent, complaints)) => rates.set_shared(&list, sent, complaints, now),
-            None => rates.restore_pending(&list, hours),
+            Some((sent, complaints)) => rates.set_shared(&key, sent, complaints, now),
+            None => rates.restore_pending(&key, hours),
         }
     }
 }

@@ -45,3 +45,14 @@ pub const BUDGET_ADDRESS: (u32, u64, u32) = (6000, 3600, 6000);
 pub const SHIELD_TRIGGER: u32 = 500;
 pub const SHIELD_WITHIN_SECS: u64 = 600;
 pub const SHIELD_HOLD_SECS: u64 = 3600;
+/// `feedback.queue`.
+pub const FEEDBACK_QUEUE: &str = "/var/lib/listwarden/feedback";
+/// `feedback.act_on`: only spam complaints act on the member.
+pub const FEEDBACK_ACT_ON: &[&str] = &["abuse"];
+/// `feedback.sympa_command`: Debian's path.
+pub const SYMPA_COMMAND: &str = "/usr/lib/sympa/bin/sympa.pl";
+/// `feedback.sendmail`.
+pub const SENDMAIL: &str = "/usr/sbin/sendmail";
+/// `feedback.retry` (seconds): providers give 48 hours to honour an
+/// unsubscribe; a list manager down for a while still makes that.
+pub const FEEDBACK_RETRY_SECS: u64 = 30;

@@ -38,6 +38,50 @@ pub struct RawConfig {
     pub logwatch: RawLogwatch,
     #[serde(default)]
     pub expander: Option<RawExpander>,
+    #[serde(default)]
+    pub feedback: Option<RawFeedback>,
+}
+
+/// `feedback:`: feedback-loop reports and what a complaint does.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFeedback {
+    /// Addresses the providers' feedback loops deliver to.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    #[serde(default)]
+    pub queue: Option<String>,
+    #[serde(default)]
+    pub act_on: Option<Vec<String>>,
+    #[serde(default)]
+    pub action: Option<String>,
+    #[serde(default)]
+    pub lists: Vec<RawFeedbackList>,
+    #[serde(default)]
+    pub mailman3: Option<RawMailman3>,
+    #[serde(default)]
+    pub sympa_command: Option<Vec<String>>,
+    #[serde(default)]
+    pub sendmail: Option<String>,
+    #[serde(default)]
+    pub retry: Option<String>,
+}
+
+/// `feedback.lists[]`: one list's own complaint action.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFeedbackList {
+    pub list: String,
+    pub action: String,
+}
+
+/// `feedback.mailman3`: Mailman 3's REST API.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMailman3 {
+    pub url: String,
+    pub user: String,
+    pub password_file: String,
 }
 
 #[derive(Debug, Default, Deserialize)]

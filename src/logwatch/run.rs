@@ -42,6 +42,18 @@ pub async fn for_each_delivery(
     }
 }
 
+/// The provider a delivery counts under in the complaint rates: the
+/// recipient's domain first (as complaints are counted), else the relay
+/// as the rules read it.
+fn provider_for_rates(recipient: &str, classified: &str) -> String {
+    let domain = recipient.rsplit_once('@').map_or("", |(_, d)| d);
+    match crate::feedback::provider_of(domain) {
+        Some(p) => p.to_string(),
+        None if classified != "unknown" => classified.to_string(),
+        None => "other".to_string(),
+    }
+}
+
 /// Counts outbound results into the metrics and the complaint rates; runs
 /// inside `listwarden run` when `logwatch.file` is set.
 pub async fn count_into(shared: Arc<Shared>, source: Source) {
@@ -59,7 +71,11 @@ pub async fn count_into(shared: Arc<Shared>, source: Source) {
                 .rates
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .sent(list, crate::unix_now());
+                .sent_to(
+                    list,
+                    &provider_for_rates(&d.recipient, &c.provider),
+                    crate::unix_now(),
+                );
         }
     })
     .await;

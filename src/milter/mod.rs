@@ -391,6 +391,11 @@ async fn apply_plan(
             .add_header(crate::dsn::tag::HEADER, tag.as_str())
             .await?;
     }
+    if let Some(tag) = &plan.feedback_tag {
+        actions
+            .add_header(crate::feedback::HEADER, tag.as_str())
+            .await?;
+    }
     if let Some(reason) = &plan.quarantine {
         actions.quarantine(reason.as_str()).await?;
     }

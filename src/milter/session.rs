@@ -93,6 +93,8 @@ pub struct EomPlan {
     pub tags: Vec<String>,
     /// Hold the message (a classification rule asked for quarantine).
     pub quarantine: Option<String>,
+    /// The `X-Listwarden-Feedback` value of a feedback-loop report.
+    pub feedback_tag: Option<String>,
 }
 
 /// One milter connection (one SMTP session in Postfix).
@@ -167,6 +169,8 @@ struct Message {
     content_type: String,
     /// Set once the message has been counted in `messages_total`.
     counted: bool,
+    /// Sent to a `feedback.addresses` address: a feedback-loop report.
+    feedback: bool,
 }
 
 impl Message {
@@ -177,6 +181,7 @@ impl Message {
             || !self.rewrites.is_empty()
             || self.trace_recipient.is_some()
             || self.classify
+            || self.feedback
     }
 }
 
@@ -314,6 +319,10 @@ impl Session {
             }
             Err(_) => return RcptBegin::Done(Step::Continue),
         };
+        if crate::feedback::is_report_address(&rcpt, &self.config) {
+            msg.feedback = true;
+            return RcptBegin::Done(Step::Continue);
+        }
         // Only bounces from strangers are shielded against; skip the lock
         // for everything else (most recipients).
         let shielded = if !trusted && policy::is_bounce_sender(msg.sender.as_ref()) {
@@ -469,7 +478,7 @@ impl Session {
     pub fn header(&mut self, name: &str, value: &str) {
         let max = self.config.limits.max_header_bytes;
         let Some(msg) = self.msg.as_mut() else { return };
-        let keep = msg.classify || msg.report_candidate.is_some();
+        let keep = msg.classify || msg.report_candidate.is_some() || msg.feedback;
         if keep && msg.header_bytes + name.len() + value.len() <= max {
             msg.header_bytes += name.len() + value.len();
             msg.headers.push((name.to_string(), value.to_string()));
@@ -638,7 +647,9 @@ impl Session {
         let Some(msg) = self.msg.as_mut() else {
             return Step::Skip;
         };
-        if (msg.trace_recipient.is_none() && !msg.classify) || msg.body.len() >= max {
+        if (msg.trace_recipient.is_none() && !msg.classify && !msg.feedback)
+            || msg.body.len() >= max
+        {
             return Step::Skip;
         }
         let take = chunk.len().min(max - msg.body.len());
@@ -696,6 +707,30 @@ impl Session {
         } else {
             (Vec::new(), RuleAction::Accept)
         };
+        let mut feedback_tag = None;
+        if msg.feedback {
+            let queue_id = msg.queue_id.as_deref().unwrap_or("NOQUEUE");
+            match crate::feedback::record::record(
+                &self.shared,
+                &self.config,
+                &raw_message(&msg),
+                msg.today,
+                queue_id,
+            ) {
+                Ok(tag) => feedback_tag = tag,
+                // Not queued: the provider sends the report again.
+                Err(_) => {
+                    return EomPlan {
+                        refuse: Some(Step::Tempfail(Reply::transient(
+                            "451",
+                            "4.3.0",
+                            "cannot record the feedback report now; please try again later".into(),
+                        ))),
+                        ..EomPlan::default()
+                    };
+                }
+            }
+        }
         let mut quarantine = None;
         match rule_action {
             RuleAction::Tempfail => {
@@ -768,21 +803,14 @@ impl Session {
             list: msg.list.take(),
             tags,
             quarantine,
+            feedback_tag,
         }
     }
 
     /// Parses and classifies a bounce; returns its tags and the strictest
     /// action its rules ask for.
     fn classify(&self, msg: &Message) -> (Vec<String>, RuleAction) {
-        let mut raw = Vec::with_capacity(msg.header_bytes + msg.body.len() + 64);
-        for (name, value) in &msg.headers {
-            raw.extend_from_slice(name.as_bytes());
-            raw.extend_from_slice(b": ");
-            raw.extend_from_slice(value.as_bytes());
-            raw.extend_from_slice(b"\r\n");
-        }
-        raw.extend_from_slice(b"\r\n");
-        raw.extend_from_slice(&msg.body);
+        let raw = raw_message(msg);
         let limits = dsn::Limits {
             max_bytes: raw.len(),
             max_depth: self.config.limits.max_mime_depth,
@@ -1002,6 +1030,20 @@ pub fn report_shield_changes(shared: &Shared, changes: Vec<Change>) {
             }
         }
     }
+}
+
+/// The kept headers and body as one message, for the parsers.
+fn raw_message(msg: &Message) -> Vec<u8> {
+    let mut raw = Vec::with_capacity(msg.header_bytes + msg.body.len() + 64);
+    for (name, value) in &msg.headers {
+        raw.extend_from_slice(name.as_bytes());
+        raw.extend_from_slice(b": ");
+        raw.extend_from_slice(value.as_bytes());
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"\r\n");
+    raw.extend_from_slice(&msg.body);
+    raw
 }
 
 fn to_step(action: Action) -> Step {

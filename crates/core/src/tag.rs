@@ -10,6 +10,12 @@
 /// The header name.
 pub const HEADER: &str = "X-Listwarden-Bounce";
 
+/// The header the milter writes on a feedback-loop report (a complaint
+/// to one of `feedback.addresses`), in the same `key=value` form:
+/// `list`, `member`, `member_from` (`signed` only when the member was
+/// named inside a signature that verified), `signature`, `action`.
+pub const FEEDBACK_HEADER: &str = "X-Listwarden-Feedback";
+
 /// The `signature=` value of a bounce whose recipient carried a valid
 /// signature of ours: the only tags a reader may act on.
 pub const TRUSTED_SIGNATURE: &str = "valid";

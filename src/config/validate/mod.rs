@@ -2,6 +2,7 @@
 //! section per module, collecting every problem with its place.
 
 mod classification;
+mod feedback;
 mod lists;
 pub(super) mod milter;
 mod ratelimit;
@@ -85,6 +86,7 @@ impl Validator<'_> {
             .as_ref()
             .and_then(|e| listwarden_expand::settings::expander(&mut self.check, e));
         self.check_expand_lists(&raw.lists, &lists, expander.as_ref(), has_keys);
+        let feedback = raw.feedback.as_ref().and_then(|f| self.feedback(f, &lists));
         Config {
             milter,
             metrics_listen,
@@ -101,6 +103,7 @@ impl Validator<'_> {
             rules,
             logwatch_file,
             expander,
+            feedback,
             protected,
             warnings: Vec::new(),
         }

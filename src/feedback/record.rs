@@ -1,0 +1,92 @@
+//! What the milter does with a report at end of message: assess it, count
+//! it, queue the action, and give the tag to add. The only I/O is the
+//! queue file; the list managers are the worker's business.
+
+use super::queue::{Job, Queue, QueueError};
+use super::{Action, Signature};
+use crate::Shared;
+use crate::config::Config;
+
+/// Assesses one report and records it. `Ok(None)` without a `feedback:`
+/// section; `Err` when its action could not be queued (the caller
+/// tempfails: the provider sends the report again).
+pub fn record(
+    shared: &Shared,
+    config: &Config,
+    raw: &[u8],
+    today: u64,
+    queue_id: &str,
+) -> Result<Option<String>, QueueError> {
+    let Some(assessment) = super::assess(raw, config, today) else {
+        return Ok(None);
+    };
+    let Some(settings) = config.feedback.as_ref() else {
+        return Ok(None);
+    };
+    let a = &assessment.attribution;
+    let list = a.list.as_deref().unwrap_or("-");
+    let member = a.member.as_ref().map(|m| m.to_string()).unwrap_or_default();
+    let report_id = assessment.intake.report_id.clone().unwrap_or_default();
+    tracing::info!(
+        queue_id,
+        list,
+        member,
+        member_from = a.member_from.as_str(),
+        list_from = a.list_from,
+        signature = a.signature.as_str(),
+        provider = a.provider,
+        feedback_type = assessment.intake.feedback_type,
+        format = assessment.intake.format.as_str(),
+        action = assessment.action.as_str(),
+        why = assessment.why,
+        report = report_id,
+        "feedback report"
+    );
+    let count = |result: &str| {
+        shared
+            .metrics
+            .feedback_reports
+            .with_label_values(&[list, &a.provider, result])
+            .inc();
+    };
+    // A complaint about mail we sent moves the rate (list and provider),
+    // whatever is done to the member; a forged signature does not.
+    if a.list.is_some()
+        && a.signature != Signature::Invalid
+        && settings.acts_on(&assessment.intake.feedback_type)
+    {
+        shared
+            .rates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .complaint_from(list, &a.provider, crate::unix_now());
+    }
+    if matches!(
+        assessment.action,
+        Action::Unsubscribe | Action::Suspend | Action::NotifyOwner
+    ) && !member.is_empty()
+    {
+        let job = Job {
+            list: list.to_string(),
+            member: member.clone(),
+            action: assessment.action.as_str().to_string(),
+            report_id: if report_id.is_empty() {
+                format!("queue-id:{queue_id}")
+            } else {
+                report_id.clone()
+            },
+            feedback_type: assessment.intake.feedback_type.clone(),
+            provider: a.provider.clone(),
+            received: crate::unix_now(),
+            attempts: 0,
+            last_error: None,
+        };
+        if let Err(e) = Queue::new(&settings.queue).push(&job) {
+            count("queue_error");
+            tracing::error!(queue_id, list, member, "cannot queue the complaint: {e}");
+            return Err(e);
+        }
+    }
+    count(assessment.result());
+    Ok(Some(assessment.tag()))
+}

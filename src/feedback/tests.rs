@@ -1,0 +1,87 @@
+use super::*;
+use crate::address::{Address, prvs};
+use std::path::Path;
+
+fn config(dir: &Path, extra: &str) -> Config {
+    std::fs::write(dir.join("1.key"), "0123456789abcdef0123456789abcdef").unwrap();
+    let yaml = format!(
+        "milter:\n  listen: inet:127.0.0.1:1\nsigning:\n  keys: [{{id: 1, file: 1.key}}]\n  sign_with: 1\n\
+         lists:\n  - {{address: talk@lists.example.org, preset: sympa}}\n\
+         feedback:\n  addresses: [fbl@lists.example.org]\n{extra}"
+    );
+    Config::parse(&yaml, &dir.join("c.yaml")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn report(return_path: &str, rcpt_to: &str) -> String {
+    format!(
+        "From: fbl@example.net\r\nMessage-ID: <r@example.net>\r\nContent-Type: multipart/report; report-type=feedback-report; boundary=b\r\n\r\n--b\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\nOriginal-Rcpt-To: {rcpt_to}\r\n\r\n--b\r\nContent-Type: text/rfc822-headers\r\n\r\nReturn-Path: <{return_path}>\r\nList-Id: <talk.lists.example.org>\r\n\r\n--b--\r\n"
+    )
+}
+
+#[test]
+fn only_a_member_named_inside_a_valid_signature_is_acted_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path(), "");
+    let today = 20_500;
+    let keys = c.signing.as_ref().unwrap();
+    let verp = Address::parse("bounce+ann==a==example.com==talk@lists.example.org").unwrap();
+    let signed = prvs::sign(&verp, keys, today).to_string();
+    let a = assess(report(&signed, "<bob@example.com>").as_bytes(), &c, today).unwrap();
+    assert_eq!(a.action, Action::Unsubscribe);
+    assert_eq!(
+        a.attribution.member.as_ref().unwrap().to_string(),
+        "ann@example.com"
+    );
+    assert!(
+        a.tag().contains("member_from=signed; signature=valid"),
+        "{}",
+        a.tag()
+    );
+
+    // The owner only hears of a member the reporter names.
+    let owner = prvs::sign(
+        &Address::parse("talk-owner@lists.example.org").unwrap(),
+        keys,
+        today,
+    );
+    let a = assess(
+        report(&owner.to_string(), "<bob@example.com>").as_bytes(),
+        &c,
+        today,
+    )
+    .unwrap();
+    assert_eq!(
+        (a.action, a.why),
+        (Action::NotifyOwner, "member_not_signed")
+    );
+
+    // A broken signature: unattributed, whatever the List-Id says.
+    // One hex digit of the tag changed (prvs=KDDD then the MAC).
+    let mut forged = signed.clone().into_bytes();
+    forged[10] = if forged[10] == b'0' { b'1' } else { b'0' };
+    let forged = String::from_utf8(forged).unwrap();
+    let a = assess(report(&forged, "<bob@example.com>").as_bytes(), &c, today).unwrap();
+    assert_eq!(a.attribution.list, None);
+    assert_eq!(
+        (a.action, a.result()),
+        (Action::CountOnly, "signature_invalid")
+    );
+    assert!(a.tag().contains("list=unattributed"));
+}
+
+#[test]
+fn per_list_actions_and_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path(), "  lists: [{list: talk, action: count_only}]\n");
+    let s = c.feedback.as_ref().unwrap();
+    assert_eq!(s.action_for("talk"), Action::CountOnly);
+    assert!(s.acts_on("ABUSE") && !s.acts_on("not-spam"));
+    let err = Config::parse(
+        "milter:\n  listen: inet:127.0.0.1:1\nlists:\n  - {address: talk@lists.example.org, preset: sympa}\nfeedback:\n  addresses: [fbl@lists.example.org]\n  action: suspend\n  lists: [{list: nope, action: unsubscribe}]\n",
+        Path::new("c.yaml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("feedback.lists[0].list"), "{err}");
+    assert!(err.contains("`suspend` needs Mailman 3"), "{err}");
+}

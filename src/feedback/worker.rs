@@ -1,0 +1,358 @@
+//! `listwarden feedback-worker`: carries out the queued complaint actions
+//! through each list manager's own interface, and retries a job (it stays
+//! in the queue) while its list manager is down.
+//!
+//! - Mailman 3: its core REST API (`DELETE /lists/LIST-ID/member/ADDR`;
+//!   suspend: `PATCH .../member/ADDR/preferences delivery_status=by_moderator`).
+//! - Sympa 6.2.67+: `sympa.pl del --force --quiet LIST@DOMAIN`, the address
+//!   on standard input.
+//! - The expander: its members file, as its own unsubscribe does.
+//! - `notify_owner`: a short notice to the list's owner through sendmail.
+//!
+//! Every job is idempotent: a member already gone is done, not an error.
+
+use super::queue::{Job, Queue};
+use super::{Action, Settings};
+use crate::address::Address;
+use crate::config::{Config, List, Preset};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest wait for one list-manager call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bytes of a REST answer read.
+const MAX_ANSWER: u64 = 64 * 1024;
+/// How often the queue is looked at for new jobs.
+const POLL: Duration = Duration::from_secs(1);
+
+/// What one attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Carried out (or nothing left to do): the detail for the log.
+    Done(String),
+    /// Not now (list manager down, a failure): try again later.
+    Retry(String),
+}
+
+/// Carries out one job with the current config.
+pub fn apply(job: &Job, config: &Config) -> Outcome {
+    let Some(settings) = config.feedback.as_ref() else {
+        return Outcome::Retry("no feedback section in the config".into());
+    };
+    let Some(list) = config.lists.iter().find(|l| l.name == job.list) else {
+        return Outcome::Done(format!(
+            "list {} is no longer configured; dropped",
+            job.list
+        ));
+    };
+    let Ok(member) = Address::parse(&job.member) else {
+        return Outcome::Done(format!("unreadable member {:?}; dropped", job.member));
+    };
+    let action: Action = match job.action.parse() {
+        Ok(a) => a,
+        Err(e) => return Outcome::Done(format!("{e}; dropped")),
+    };
+    match (action, list.preset) {
+        (Action::CountOnly, _) => Outcome::Done("counted only".into()),
+        (Action::NotifyOwner, _) => notify_owner(job, list, settings),
+        (_, Preset::Mailman3) => match &settings.mailman3 {
+            Some(m) => mailman3(m, list, &member, action),
+            None => Outcome::Retry("feedback.mailman3 is not configured".into()),
+        },
+        (Action::Unsubscribe, Preset::Sympa) => sympa_del(&settings.sympa_command, list, &member),
+        (Action::Unsubscribe, Preset::Listwarden) => expander_remove(config, list, &member),
+        (Action::Suspend, _) => Outcome::Retry(format!(
+            "suspend is not offered for {} (Mailman 3 only)",
+            list.name
+        )),
+    }
+}
+
+fn mailman3(m: &super::Mailman3, list: &List, member: &Address, action: Action) -> Outcome {
+    let list_id = format!("{}.{}", list.address.local, list.address.domain);
+    let path = format!("lists/{list_id}/member/{}", percent(&member.to_string()));
+    let answer = match action {
+        Action::Suspend => http(
+            m,
+            "PATCH",
+            &format!("{path}/preferences"),
+            Some("delivery_status=by_moderator"),
+        ),
+        _ => http(m, "DELETE", &path, None),
+    };
+    match answer {
+        Ok((200..=299, _)) => Outcome::Done(format!("mailman3: {} {member}", action.as_str())),
+        Ok((404, _)) => Outcome::Done(format!("mailman3: {member} is not a member (already gone)")),
+        Ok((code, body)) => Outcome::Retry(format!(
+            "mailman3 answered {code}: {}",
+            body.chars().take(200).collect::<String>()
+        )),
+        Err(e) => Outcome::Retry(format!("mailman3: {e}")),
+    }
+}
+
+/// One HTTP/1.1 request to Mailman's REST API on loopback (`Connection:
+/// close`); returns the status and the start of the body.
+fn http(
+    m: &super::Mailman3,
+    method: &str,
+    path: &str,
+    form: Option<&str>,
+) -> Result<(u16, String), String> {
+    let rest = m
+        .url
+        .strip_prefix("http://")
+        .ok_or("the URL is not http://")?;
+    let (hostport, base) = rest.split_once('/').unwrap_or((rest, ""));
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(hostport)
+        .map_err(|e| format!("{hostport}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{hostport}: no address"))?;
+    let mut s = TcpStream::connect_timeout(&addr, CALL_TIMEOUT).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(CALL_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(CALL_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let body = form.unwrap_or("");
+    let base = base.trim_matches('/');
+    let target = if base.is_empty() {
+        format!("/{path}")
+    } else {
+        format!("/{base}/{path}")
+    };
+    let auth = base64(format!("{}:{}", m.user, m.password).as_bytes());
+    let request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {hostport}\r\nAuthorization: Basic {auth}\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    s.take(MAX_ANSWER)
+        .read_to_string(&mut answer)
+        .map_err(|e| e.to_string())?;
+    let code = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| "not an HTTP answer".to_string())?;
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+fn sympa_del(command: &[String], list: &List, member: &Address) -> Outcome {
+    let Some((program, before)) = command.split_first() else {
+        return Outcome::Retry("feedback.sympa_command is empty".into());
+    };
+    let child = Command::new(program)
+        .args(before)
+        .args(["del", "--force", "--quiet"])
+        .arg(list.address.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => return Outcome::Retry(format!("{program}: {e}")),
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = writeln!(stdin, "{member}");
+    }
+    match wait(child) {
+        Ok((true, _)) => Outcome::Done(format!("sympa: deleted {member} from {}", list.address)),
+        // Sympa says so when the address is not (or no longer) subscribed.
+        Ok((false, text)) if text.contains("not_subscriber") || text.contains("not subscribed") => {
+            Outcome::Done(format!("sympa: {member} is not a member (already gone)"))
+        }
+        Ok((false, text)) => Outcome::Retry(format!(
+            "sympa del failed: {}",
+            text.chars().take(300).collect::<String>()
+        )),
+        Err(e) => Outcome::Retry(e),
+    }
+}
+
+/// Waits for a child with [`CALL_TIMEOUT`]; (success, its output).
+fn wait(mut child: std::process::Child) -> Result<(bool, String), String> {
+    let started = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                let mut text = String::new();
+                if let Some(mut o) = child.stdout.take() {
+                    let _ = o.read_to_string(&mut text);
+                }
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut text);
+                }
+                return Ok((status.success(), text));
+            }
+            Ok(None) if started.elapsed() > CALL_TIMEOUT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("timed out".into());
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+fn expander_remove(config: &Config, list: &List, member: &Address) -> Outcome {
+    let Some((files, _)) = config.expander_list(&list.name) else {
+        return Outcome::Done(format!("{} is not an expander list; dropped", list.name));
+    };
+    match listwarden_expand::unsubscribe::remove_member(&files, member, CALL_TIMEOUT) {
+        Ok(true) => Outcome::Done(format!("expander: removed {member}")),
+        Ok(false) => Outcome::Done(format!("expander: {member} is not a member (already gone)")),
+        Err(e) => Outcome::Retry(format!("expander: {e}")),
+    }
+}
+
+fn notify_owner(job: &Job, list: &List, settings: &Settings) -> Outcome {
+    let role = match list.preset {
+        Preset::Sympa => "request",
+        _ => "owner",
+    };
+    let owner = format!("{}-{role}@{}", list.address.local, list.address.domain);
+    let text = format!(
+        "From: listwarden <{owner}>\r\nTo: <{owner}>\r\nSubject: spam complaint about {}\r\nAuto-Submitted: auto-generated\r\n\r\n\
+         A feedback loop ({}) reported list mail as spam ({}).\r\n\
+         The member named by the report: {}\r\n\
+         It was not named inside a signature of ours, so listwarden did not\r\n\
+         remove it. Report: {}\r\n",
+        list.address, job.provider, job.feedback_type, job.member, job.report_id
+    );
+    let child = Command::new(&settings.sendmail)
+        .args(["-i", "-f", "", "--", &owner])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => return Outcome::Retry(format!("{}: {e}", settings.sendmail.display())),
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(text.as_bytes());
+    }
+    match wait(child) {
+        Ok((true, _)) => Outcome::Done(format!("notified {owner}")),
+        Ok((false, text)) => Outcome::Retry(format!("sendmail failed: {text}")),
+        Err(e) => Outcome::Retry(e),
+    }
+}
+
+/// Runs passes over the queue until `stop` says so; `config` gives the
+/// current config each pass (reloads apply). Returns after one pass when
+/// `once`.
+pub fn run(config: impl Fn() -> std::sync::Arc<Config>, once: bool, stop: impl Fn() -> bool) {
+    let mut next_try: HashMap<String, Instant> = HashMap::new();
+    loop {
+        let cfg = config();
+        let Some(settings) = cfg.feedback.as_ref() else {
+            tracing::error!("the config has no feedback section; nothing to do");
+            return;
+        };
+        let queue = Queue::new(&settings.queue);
+        match queue.pending() {
+            Ok(jobs) => {
+                for (path, mut job) in jobs {
+                    let id = job.id();
+                    if next_try.get(&id).is_some_and(|t| Instant::now() < *t) {
+                        continue;
+                    }
+                    match apply(&job, &cfg) {
+                        Outcome::Done(detail) => {
+                            tracing::info!(
+                                list = job.list,
+                                member = job.member,
+                                action = job.action,
+                                report = job.report_id,
+                                attempts = job.attempts + 1,
+                                waited_s = crate::unix_now().saturating_sub(job.received),
+                                "complaint handled: {detail}"
+                            );
+                            next_try.remove(&id);
+                            if let Err(e) = queue.done(&path) {
+                                tracing::error!("{e}");
+                            }
+                        }
+                        Outcome::Retry(why) => {
+                            tracing::warn!(
+                                list = job.list,
+                                member = job.member,
+                                action = job.action,
+                                report = job.report_id,
+                                attempts = job.attempts + 1,
+                                "complaint not handled yet, will retry: {why}"
+                            );
+                            next_try.insert(id, Instant::now() + settings.retry);
+                            if let Err(e) = queue.failed(&path, &mut job, &why) {
+                                tracing::error!("{e}");
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::error!("feedback queue: {e}"),
+        }
+        if once || stop() {
+            return;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// `%`-encodes what is not safe in a URL path segment.
+fn percent(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodings() {
+        assert_eq!(base64(b"restadmin:restpass"), "cmVzdGFkbWluOnJlc3RwYXNz");
+        assert_eq!(base64(b"a"), "YQ==");
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(percent("a+b@example.com"), "a%2Bb%40example.com");
+    }
+}
