@@ -16,6 +16,7 @@ pub mod milter;
 pub mod policy;
 pub mod ratelimit;
 pub mod shield;
+pub mod throttle;
 
 /// Addresses and signatures, shared with the expander.
 pub use listwarden_core::address;
@@ -37,6 +38,8 @@ pub struct Shared {
     pub shields: ShieldBook,
     /// Complaints and deliveries per list, for the complaint-rate gauge.
     pub rates: std::sync::Mutex<logwatch::outbound::ComplaintRates>,
+    /// Provider levels for adaptive outbound throttling.
+    pub throttle: throttle::Throttler,
 }
 
 impl Shared {
@@ -56,6 +59,7 @@ impl Shared {
             store,
             shields: ShieldBook::new(clock),
             rates: Default::default(),
+            throttle: Default::default(),
         })
     }
 

@@ -51,6 +51,13 @@ pub struct Metrics {
     pub bounces_classified: IntCounterVec,
     pub outbound_deliveries: IntCounterVec,
     pub complaint_rate: prometheus::GaugeVec,
+    pub throttle_state: IntGaugeVec,
+    pub throttle_seconds: IntCounterVec,
+    pub throttle_changes: IntCounterVec,
+    pub throttle_lookups: IntCounterVec,
+    pub list_inbound: IntCounterVec,
+    pub list_inbound_last: prometheus::GaugeVec,
+    pub canary_last_success: prometheus::Gauge,
 }
 
 impl Metrics {
@@ -178,10 +185,70 @@ impl Metrics {
             &["list"],
         )
         .expect("static metric definition");
+        let throttle_state = IntGaugeVec::new(
+            Opts::new(
+                "listwarden_throttle_state",
+                "1 for a provider's current throttle state (normal, slow, hold), 0 for the others.",
+            ),
+            &["provider", "state"],
+        )
+        .expect("static metric definition");
+        let throttle_seconds = IntCounterVec::new(
+            Opts::new(
+                "listwarden_throttle_state_seconds_total",
+                "Seconds each provider spent in each throttle state.",
+            ),
+            &["provider", "state"],
+        )
+        .expect("static metric definition");
+        let throttle_changes = IntCounterVec::new(
+            Opts::new(
+                "listwarden_throttle_changes_total",
+                "Throttle state changes per provider, by the state entered.",
+            ),
+            &["provider", "state"],
+        )
+        .expect("static metric definition");
+        let throttle_lookups = IntCounterVec::new(
+            Opts::new(
+                "listwarden_throttle_lookups_total",
+                "transport_maps socketmap lookups by answer (notfound, normal, slow, hold, observe_slow, observe_hold).",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let list_inbound = IntCounterVec::new(
+            Opts::new(
+                "listwarden_list_inbound_total",
+                "Messages accepted for a list's posting address.",
+            ),
+            &["list"],
+        )
+        .expect("static metric definition");
+        let list_inbound_last = prometheus::GaugeVec::new(
+            Opts::new(
+                "listwarden_list_inbound_last_timestamp_seconds",
+                "Unix time of the last message accepted for a list's posting address.",
+            ),
+            &["list"],
+        )
+        .expect("static metric definition");
+        let canary_last_success = prometheus::Gauge::new(
+            "listwarden_canary_last_seen_timestamp_seconds",
+            "Unix time listwarden last saw a canary probe of its own come back (signed X-Listwarden-Canary).",
+        )
+        .expect("static metric definition");
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
-        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 24] = [
+            Box::new(throttle_state.clone()),
+            Box::new(throttle_seconds.clone()),
+            Box::new(throttle_changes.clone()),
+            Box::new(throttle_lookups.clone()),
+            Box::new(list_inbound.clone()),
+            Box::new(list_inbound_last.clone()),
+            Box::new(canary_last_success.clone()),
             Box::new(outbound_deliveries.clone()),
             Box::new(complaint_rate.clone()),
             Box::new(bounces_classified.clone()),
@@ -225,6 +292,13 @@ impl Metrics {
             bounces_classified,
             outbound_deliveries,
             complaint_rate,
+            throttle_state,
+            throttle_seconds,
+            throttle_changes,
+            throttle_lookups,
+            list_inbound,
+            list_inbound_last,
+            canary_last_success,
         }
     }
 

@@ -38,6 +38,55 @@ pub struct RawConfig {
     pub logwatch: RawLogwatch,
     #[serde(default)]
     pub expander: Option<RawExpander>,
+    #[serde(default)]
+    pub throttle: Option<RawThrottle>,
+}
+
+/// `throttle:`: adaptive outbound throttling through a socketmap.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawThrottle {
+    pub listen: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub observe: bool,
+    #[serde(default)]
+    pub slow: Option<String>,
+    #[serde(default)]
+    pub hold: Option<String>,
+    /// Relay host suffix → provider, added to the built-in ones.
+    #[serde(default)]
+    pub relays: std::collections::BTreeMap<String, String>,
+    /// Recipient domain → provider, to start from.
+    #[serde(default)]
+    pub domains: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub providers: Vec<RawThrottleProvider>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawThrottleProvider {
+    pub name: String,
+    pub rules: Vec<String>,
+    #[serde(default)]
+    pub window: Option<String>,
+    #[serde(default)]
+    pub slow: Option<RawThrottleStep>,
+    #[serde(default)]
+    pub hold: Option<RawThrottleStep>,
+}
+
+/// `{per_minute: 5, share: 0.05, for: 15m}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawThrottleStep {
+    pub per_minute: u32,
+    #[serde(default)]
+    pub share: Option<f64>,
+    #[serde(rename = "for")]
+    pub hold_for: String,
 }
 
 #[derive(Debug, Default, Deserialize)]

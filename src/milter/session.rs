@@ -167,6 +167,9 @@ struct Message {
     content_type: String,
     /// Set once the message has been counted in `messages_total`.
     counted: bool,
+    /// The list whose posting address this message goes to (inbound
+    /// list traffic, for the flow alarms).
+    posted_to: Option<String>,
 }
 
 impl Message {
@@ -418,6 +421,13 @@ impl Session {
             }
             if verdict.list.is_some() && msg.list.is_none() {
                 msg.list = verdict.list.clone();
+            }
+            if msg.posted_to.is_none()
+                && let Some(p) = self.config.protected(&rcpt)
+                && matches!(p.role, crate::config::Role::Posting)
+                && let crate::config::Owner::List(list) = p.owner
+            {
+                msg.posted_to = Some(list.name.clone());
             }
             // A bounce to a list (whatever its sender, on a bounce address)
             // is classified and tagged.
@@ -936,6 +946,16 @@ impl Session {
             .inc();
         if let Some(m) = self.msg.as_mut() {
             m.counted = true;
+            if verdict.action == Action::Accept
+                && let Some(list) = m.posted_to.take()
+            {
+                let metrics = &self.shared.metrics;
+                metrics.list_inbound.with_label_values(&[&list]).inc();
+                metrics
+                    .list_inbound_last
+                    .with_label_values(&[&list])
+                    .set(crate::unix_now() as f64);
+            }
         }
     }
 

@@ -5,6 +5,7 @@ mod classification;
 mod lists;
 pub(super) mod milter;
 mod ratelimit;
+mod throttle;
 
 use super::model::RawConfig;
 use super::{Config, Limits, OnError, defaults};
@@ -91,6 +92,7 @@ impl Validator<'_> {
             .as_ref()
             .and_then(|e| listwarden_expand::settings::expander(&mut self.check, e));
         self.check_expand_lists(&raw.lists, &lists, expander.as_ref(), has_keys);
+        let throttle = raw.throttle.as_ref().and_then(|t| self.throttle(t, &rules));
         Config {
             milter,
             metrics_listen,
@@ -107,6 +109,7 @@ impl Validator<'_> {
             rules,
             logwatch_file,
             expander,
+            throttle,
             protected,
             warnings: Vec::new(),
         }
