@@ -317,6 +317,13 @@ impl Session {
             }
             Err(_) => return RcptBegin::Done(Step::Continue),
         };
+        if msg.posted_to.is_none()
+            && let Some(p) = self.config.protected(&rcpt)
+            && matches!(p.role, crate::config::Role::Posting)
+            && let crate::config::Owner::List(list) = p.owner
+        {
+            msg.posted_to = Some(list.name.clone());
+        }
         // Only bounces from strangers are shielded against; skip the lock
         // for everything else (most recipients).
         let shielded = if !trusted && policy::is_bounce_sender(msg.sender.as_ref()) {
@@ -421,13 +428,6 @@ impl Session {
             }
             if verdict.list.is_some() && msg.list.is_none() {
                 msg.list = verdict.list.clone();
-            }
-            if msg.posted_to.is_none()
-                && let Some(p) = self.config.protected(&rcpt)
-                && matches!(p.role, crate::config::Role::Posting)
-                && let crate::config::Owner::List(list) = p.owner
-            {
-                msg.posted_to = Some(list.name.clone());
             }
             // A bounce to a list (whatever its sender, on a bounce address)
             // is classified and tagged.
