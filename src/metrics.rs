@@ -57,7 +57,6 @@ pub struct Metrics {
     pub throttle_lookups: IntCounterVec,
     pub list_inbound: IntCounterVec,
     pub list_inbound_last: prometheus::GaugeVec,
-    pub canary_last_success: prometheus::Gauge,
 }
 
 impl Metrics {
@@ -233,22 +232,16 @@ impl Metrics {
             &["list"],
         )
         .expect("static metric definition");
-        let canary_last_success = prometheus::Gauge::new(
-            "listwarden_canary_last_seen_timestamp_seconds",
-            "Unix time listwarden last saw a canary probe of its own come back (signed X-Listwarden-Canary).",
-        )
-        .expect("static metric definition");
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
-        let collectors: [Box<dyn prometheus::core::Collector>; 24] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 23] = [
             Box::new(throttle_state.clone()),
             Box::new(throttle_seconds.clone()),
             Box::new(throttle_changes.clone()),
             Box::new(throttle_lookups.clone()),
             Box::new(list_inbound.clone()),
             Box::new(list_inbound_last.clone()),
-            Box::new(canary_last_success.clone()),
             Box::new(outbound_deliveries.clone()),
             Box::new(complaint_rate.clone()),
             Box::new(bounces_classified.clone()),
@@ -298,7 +291,6 @@ impl Metrics {
             throttle_lookups,
             list_inbound,
             list_inbound_last,
-            canary_last_success,
         }
     }
 
