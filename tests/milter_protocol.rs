@@ -390,7 +390,13 @@ async fn a_post_to_a_list_moves_its_inbound_counter_and_timestamp() {
         metrics.list_inbound.with_label_values(&["members"]).get(),
         1
     );
-    assert!(metrics.list_inbound_last.with_label_values(&["members"]).get() > 1.7e9);
+    assert!(
+        metrics
+            .list_inbound_last
+            .with_label_values(&["members"])
+            .get()
+            > 1.7e9
+    );
     conn.close().await.unwrap();
     m.stop().await;
 }

@@ -78,15 +78,14 @@ pub struct RawThrottleProvider {
     pub hold: Option<RawThrottleStep>,
 }
 
-/// `{per_minute: 5, share: 0.05, for: 15m}`.
+/// `{per_minute: 5, share: 0.05, lasts: 15m}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawThrottleStep {
     pub per_minute: u32,
     #[serde(default)]
     pub share: Option<f64>,
-    #[serde(rename = "for")]
-    pub hold_for: String,
+    pub lasts: String,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -640,16 +640,20 @@ fn key_files_readable_by_others_are_a_warning() {
 fn throttle_section_is_checked_with_places() {
     let base = "milter: {listen: 'inet:127.0.0.1:8890'}\n";
     let ok = format!(
-        "{base}throttle:\n  listen: 127.0.0.1:9892\n  domains: {{yahoo.com: yahoo}}\n  providers:\n    - name: yahoo\n      rules: [yahoo-ts01, yahoo-tss04]\n      window: 2m\n      slow: {{per_minute: 5, share: 0.05, for: 15m}}\n      hold: {{per_minute: 50, share: 0.5, for: 30m}}\n"
+        "{base}throttle:\n  listen: 127.0.0.1:9892\n  domains: {{yahoo.com: yahoo}}\n  providers:\n    - name: yahoo\n      rules: [yahoo-ts01, yahoo-tss04]\n      window: 2m\n      slow: {{per_minute: 5, share: 0.05, lasts: 15m}}\n      hold: {{per_minute: 50, share: 0.5, lasts: 30m}}\n"
     );
     let c = Config::parse(&ok, std::path::Path::new("t.yaml")).unwrap();
     let t = c.throttle.unwrap();
     assert_eq!(t.map_name, "transport");
     assert_eq!(t.providers[0].slow.share_permille, 50);
     assert_eq!(t.providers[0].window, std::time::Duration::from_secs(120));
-    assert!(t.relays.iter().any(|(s, p)| s == "yahoodns.net" && p == "yahoo"));
+    assert!(
+        t.relays
+            .iter()
+            .any(|(s, p)| s == "yahoodns.net" && p == "yahoo")
+    );
     let bad = format!(
-        "{base}throttle:\n  listen: nowhere\n  slow: 'no colon'\n  providers:\n    - name: Yahoo!\n      rules: [no-such-rule]\n      slow: {{per_minute: 0, share: 2, for: soon}}\n"
+        "{base}throttle:\n  listen: nowhere\n  slow: 'no colon'\n  providers:\n    - name: Yahoo!\n      rules: [no-such-rule]\n      slow: {{per_minute: 0, share: 2, lasts: soon}}\n"
     );
     let e = Config::parse(&bad, std::path::Path::new("t.yaml"))
         .unwrap_err()
@@ -661,7 +665,7 @@ fn throttle_section_is_checked_with_places() {
         "throttle.providers[0].rules[0]: no classification rule is named `no-such-rule`",
         "throttle.providers[0].slow.per_minute",
         "throttle.providers[0].slow.share",
-        "throttle.providers[0].slow.for",
+        "throttle.providers[0].slow.lasts",
     ] {
         assert!(e.contains(needle), "{needle} not in {e}");
     }

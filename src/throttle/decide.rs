@@ -95,7 +95,10 @@ impl ProviderState {
         let pushbacks = self.pushbacks.sum(now);
         let attempts = self.attempts.sum(now).max(pushbacks);
         let per_minute = pushbacks.saturating_mul(60) / window;
-        let share = pushbacks.saturating_mul(1000).checked_div(attempts).unwrap_or(0);
+        let share = pushbacks
+            .saturating_mul(1000)
+            .checked_div(attempts)
+            .unwrap_or(0);
         (per_minute, share)
     }
 
@@ -103,7 +106,11 @@ impl ProviderState {
     /// one while its time lasts), and the decay one level down after it.
     fn decide(&mut self, policy: &ThrottlePolicy, now: u64) -> Option<(Level, u64, u64)> {
         let (per_minute, share) = self.rates(now);
-        let wanted = if policy.hold.as_ref().is_some_and(|h| tripped(h, per_minute, share)) {
+        let wanted = if policy
+            .hold
+            .as_ref()
+            .is_some_and(|h| tripped(h, per_minute, share))
+        {
             Level::Hold
         } else if tripped(&policy.slow, per_minute, share) {
             Level::Slow
@@ -111,7 +118,11 @@ impl ProviderState {
             Level::Normal
         };
         let step_for = |level: Level| match level {
-            Level::Hold => policy.hold.as_ref().map(|h| h.hold_for.as_secs()).unwrap_or(0),
+            Level::Hold => policy
+                .hold
+                .as_ref()
+                .map(|h| h.hold_for.as_secs())
+                .unwrap_or(0),
             Level::Slow => policy.slow.hold_for.as_secs(),
             Level::Normal => 0,
         };
@@ -244,7 +255,11 @@ mod tests {
     fn a_few_deferrals_among_many_deliveries_change_nothing() {
         let (p, mut e) = (policy(), Engine::default());
         for i in 0..100 {
-            let o = if i % 40 == 0 { Outcome::Pushback } else { Outcome::Attempt };
+            let o = if i % 40 == 0 {
+                Outcome::Pushback
+            } else {
+                Outcome::Attempt
+            };
             assert_eq!(e.record(&p, o, 1000), None);
         }
         assert_eq!(e.level("yahoo"), Level::Normal);
@@ -261,7 +276,10 @@ mod tests {
             changes.extend(e.record(&p, Outcome::Pushback, 1000));
         }
         assert_eq!(changes.len(), 1);
-        assert_eq!((changes[0].from, changes[0].to), (Level::Normal, Level::Slow));
+        assert_eq!(
+            (changes[0].from, changes[0].to),
+            (Level::Normal, Level::Slow)
+        );
         // Quiet, but the step lasts its `for`.
         assert!(e.tick([&p].into_iter(), 1200).is_empty());
         assert_eq!(e.level("yahoo"), Level::Slow);

@@ -142,7 +142,7 @@ impl Throttler {
         self.learn(t, &domain, &provider);
         let policy = t.providers.iter().find(|p| p.name == provider)?;
         let counted = matches!(d.status, DeliveryStatus::Deferred | DeliveryStatus::Bounced)
-            && policy.rules.iter().any(|r| *r == c.rule);
+            && policy.rules.contains(&c.rule);
         let outcome = if counted {
             Outcome::Pushback
         } else {
@@ -180,7 +180,11 @@ impl Throttler {
         }
         let elapsed = {
             let mut last = lock(&self.last_tick);
-            let e = if *last == 0 { 0 } else { now.saturating_sub(*last) };
+            let e = if *last == 0 {
+                0
+            } else {
+                now.saturating_sub(*last)
+            };
             *last = now;
             e
         };
@@ -200,7 +204,11 @@ impl Throttler {
 
 /// Logs and counts a level change.
 pub fn report(shared: &Shared, t: &Throttle, c: &Change) {
-    let mode = if t.observe { "would switch" } else { "switching" };
+    let mode = if t.observe {
+        "would switch"
+    } else {
+        "switching"
+    };
     tracing::warn!(
         provider = %c.provider,
         from = c.from.as_str(),
@@ -352,7 +360,10 @@ mod tests {
     #[test]
     fn relay_suffixes_match_whole_labels() {
         let t = throttle();
-        assert_eq!(provider_of_relay(&t, "mta5.am0.yahoodns.net"), Some("yahoo"));
+        assert_eq!(
+            provider_of_relay(&t, "mta5.am0.yahoodns.net"),
+            Some("yahoo")
+        );
         assert_eq!(provider_of_relay(&t, "yahoodns.net."), Some("yahoo"));
         assert_eq!(provider_of_relay(&t, "notyahoodns.net"), None);
     }

@@ -61,7 +61,10 @@ pub fn parse_request(data: &[u8]) -> Option<(&str, &str)> {
 
 /// Serves lookups on one connection until it closes; `answer` maps
 /// (name, key) to the reply text (`OK ...`, `NOTFOUND `, ...).
-pub async fn serve<S>(stream: S, answer: impl Fn(&str, &str) -> String) -> Result<(), SocketmapError>
+pub async fn serve<S>(
+    stream: S,
+    answer: impl Fn(&str, &str) -> String,
+) -> Result<(), SocketmapError>
 where
     S: tokio::io::AsyncRead + AsyncWrite + Unpin,
 {

@@ -109,7 +109,10 @@ impl Validator<'_> {
                     hold_for: Duration::from_secs(secs),
                 },
             };
-            let hold = p.hold.as_ref().map(|h| self.throttle_step(h, &here("hold")));
+            let hold = p
+                .hold
+                .as_ref()
+                .map(|h| self.throttle_step(h, &here("hold")));
             if let Some(h) = &hold
                 && (h.per_minute < slow.per_minute || h.share_permille < slow.share_permille)
             {
@@ -190,7 +193,7 @@ impl Validator<'_> {
         ThrottleStep {
             per_minute: raw.per_minute.max(1),
             share_permille: (share.clamp(0.0, 1.0) * 1000.0).round() as u32,
-            hold_for: self.throttle_duration(&raw.hold_for, &[path, &[Seg::Key("for")]].concat()),
+            hold_for: self.throttle_duration(&raw.lasts, &[path, &[Seg::Key("lasts")]].concat()),
         }
     }
 }
