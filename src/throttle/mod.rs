@@ -153,12 +153,14 @@ impl Throttler {
 
     /// The socketmap answer for one lookup, and the metric label for it.
     pub fn answer(&self, t: &Throttle, name: &str, key: &str) -> (String, &'static str) {
-        // Postfix asks user@domain, then domain, then parents, then `*`:
-        // only the domain itself is answered.
-        if name != t.map_name || key.contains('@') || key.starts_with('.') || key == "*" {
+        // Postfix sends a socketmap the full recipient address only (no
+        // partial keys, socketmap_table(5)); a bare domain is answered too
+        // (postmap -q). The route depends on the domain alone.
+        let domain = key.rsplit_once('@').map_or(key, |(_, d)| d);
+        if name != t.map_name || domain.starts_with('.') || domain == "*" || domain.is_empty() {
             return ("NOTFOUND ".into(), "notfound");
         }
-        let domain = key.trim_end_matches('.').to_ascii_lowercase();
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         let Some(provider) = self.provider_of_domain(t, &domain) else {
             return ("NOTFOUND ".into(), "notfound");
         };
@@ -327,8 +329,9 @@ mod tests {
         );
         // The configured domain shares the provider's level.
         assert_eq!(th.answer(&t, "transport", "yahoo.example").1, "slow");
-        // Full addresses, parents and the wildcard fall through.
-        assert_eq!(th.answer(&t, "transport", "a@yahoo.example").1, "notfound");
+        // Postfix asks with the full address.
+        assert_eq!(th.answer(&t, "transport", "a+x@Yahoo.Example").1, "slow");
+        assert_eq!(th.answer(&t, "transport", ".yahoo.example").1, "notfound");
         assert_eq!(th.answer(&t, "transport", "*").1, "notfound");
         assert_eq!(th.answer(&t, "other", "yahoo.example").1, "notfound");
     }
