@@ -46,6 +46,18 @@ pub async fn run(path: PathBuf) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION")
     );
 
+    if let Some(t) = &current.throttle {
+        let l = TcpListener::bind(t.listen)
+            .await
+            .with_context(|| format!("cannot serve the throttle socketmap on {}", t.listen))?;
+        tracing::info!(
+            "throttle socketmap on inet:{}:{} (observe: {})",
+            t.listen,
+            t.map_name,
+            t.observe
+        );
+        tokio::spawn(crate::throttle::serve(shared.clone(), l));
+    }
     tokio::spawn(housekeeping(shared.clone()));
     #[cfg(feature = "redis")]
     tokio::spawn(crate::shared_state::run(shared.clone()));
@@ -177,6 +189,10 @@ async fn housekeeping(shared: Arc<Shared>) {
         let (_, changes) = shared.shields.current();
         milter::report_shield_changes(&shared, changes);
         shared.refresh_metrics(&mut errors);
+        let config = shared.config.load();
+        if let Some(t) = config.throttle.as_ref() {
+            shared.throttle.tick(&shared, t, crate::unix_now());
+        }
     }
 }
 

@@ -70,6 +70,7 @@ pub mod ratelimit;
 #[cfg(feature = "redis")]
 pub mod shared_state;
 pub mod shield;
+pub mod throttle;
 
 /// Addresses and signatures, shared with the expander.
 pub use listwarden_core::address;
@@ -93,6 +94,8 @@ pub struct Shared {
     pub shields: ShieldBook,
     /// Complaints and deliveries per list, for the complaint-rate gauge.
     pub rates: std::sync::Mutex<logwatch::outbound::ComplaintRates>,
+    /// Provider levels for adaptive outbound throttling.
+    pub throttle: throttle::Throttler,
 }
 
 impl Shared {
@@ -121,6 +124,7 @@ impl Shared {
             store,
             shields,
             rates: std::sync::Mutex::new(rates),
+            throttle: Default::default(),
         })
     }
 

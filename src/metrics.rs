@@ -55,6 +55,12 @@ pub struct Metrics {
     pub feedback_reports: IntCounterVec,
     pub peers_mismatched: IntGauge,
     pub ratelimit_seconds: Histogram,
+    pub throttle_state: IntGaugeVec,
+    pub throttle_seconds: IntCounterVec,
+    pub throttle_changes: IntCounterVec,
+    pub throttle_lookups: IntCounterVec,
+    pub list_inbound: IntCounterVec,
+    pub list_inbound_last: prometheus::GaugeVec,
 }
 
 impl Metrics {
@@ -213,14 +219,68 @@ impl Metrics {
             "Other hosts sharing this Redis whose signing key ring or list set differs from this host's (fingerprints, never secrets).",
         )
         .expect("static metric definition");
+        let throttle_state = IntGaugeVec::new(
+            Opts::new(
+                "listwarden_throttle_state",
+                "1 for a provider's current throttle state (normal, slow, hold), 0 for the others.",
+            ),
+            &["provider", "state"],
+        )
+        .expect("static metric definition");
+        let throttle_seconds = IntCounterVec::new(
+            Opts::new(
+                "listwarden_throttle_state_seconds_total",
+                "Seconds each provider spent in each throttle state.",
+            ),
+            &["provider", "state"],
+        )
+        .expect("static metric definition");
+        let throttle_changes = IntCounterVec::new(
+            Opts::new(
+                "listwarden_throttle_changes_total",
+                "Throttle state changes per provider, by the state entered.",
+            ),
+            &["provider", "state"],
+        )
+        .expect("static metric definition");
+        let throttle_lookups = IntCounterVec::new(
+            Opts::new(
+                "listwarden_throttle_lookups_total",
+                "transport_maps socketmap lookups by answer (notfound, normal, slow, hold, observe_slow, observe_hold).",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let list_inbound = IntCounterVec::new(
+            Opts::new(
+                "listwarden_list_inbound_total",
+                "Messages accepted for a list's posting address.",
+            ),
+            &["list"],
+        )
+        .expect("static metric definition");
+        let list_inbound_last = prometheus::GaugeVec::new(
+            Opts::new(
+                "listwarden_list_inbound_last_timestamp_seconds",
+                "Unix time of the last message accepted for a list's posting address.",
+            ),
+            &["list"],
+        )
+        .expect("static metric definition");
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
-        let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 27] = [
             Box::new(provider_complaint_rate.clone()),
             Box::new(feedback_reports.clone()),
             Box::new(peers_mismatched.clone()),
             Box::new(ratelimit_seconds.clone()),
+            Box::new(throttle_state.clone()),
+            Box::new(throttle_seconds.clone()),
+            Box::new(throttle_changes.clone()),
+            Box::new(throttle_lookups.clone()),
+            Box::new(list_inbound.clone()),
+            Box::new(list_inbound_last.clone()),
             Box::new(outbound_deliveries.clone()),
             Box::new(complaint_rate.clone()),
             Box::new(bounces_classified.clone()),
@@ -268,6 +328,12 @@ impl Metrics {
             complaint_rate,
             provider_complaint_rate,
             feedback_reports,
+            throttle_state,
+            throttle_seconds,
+            throttle_changes,
+            throttle_lookups,
+            list_inbound,
+            list_inbound_last,
         }
     }
 

@@ -370,3 +370,33 @@ async fn stale_socket_is_replaced_but_other_files_are_not() {
     assert!(err.to_string().contains("not a socket"), "{err}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
 }
+
+#[tokio::test]
+async fn a_post_to_a_list_moves_its_inbound_counter_and_timestamp() {
+    let m = Milter::start_tcp(CONFIG).await;
+    let mut conn = open(&m, STRANGER).await;
+    assert_eq!(
+        conn.mail(["<someone@example.net>"]).await.unwrap(),
+        Status::Continue
+    );
+    assert_eq!(
+        conn.rcpt(["<members@lists.example.org>"]).await.unwrap(),
+        Status::Continue
+    );
+    conn.header("From", "someone@example.net").await.unwrap();
+    assert_eq!(conn.eoh().await.unwrap(), Status::Accept);
+    let metrics = &m.shared.metrics;
+    assert_eq!(
+        metrics.list_inbound.with_label_values(&["members"]).get(),
+        1
+    );
+    assert!(
+        metrics
+            .list_inbound_last
+            .with_label_values(&["members"])
+            .get()
+            > 1.7e9
+    );
+    conn.close().await.unwrap();
+    m.stop().await;
+}

@@ -56,3 +56,24 @@ pub const SENDMAIL: &str = "/usr/sbin/sendmail";
 /// `feedback.retry` (seconds): providers give 48 hours to honour an
 /// unsubscribe; a list manager down for a while still makes that.
 pub const FEEDBACK_RETRY_SECS: u64 = 30;
+/// `throttle.name`: the socketmap name.
+pub const THROTTLE_MAP_NAME: &str = "transport";
+/// `throttle.slow`: the transport of packaging/postfix/master.cf.
+pub const THROTTLE_SLOW: &str = "listwarden-slow:";
+/// `throttle.hold`: the error(8) agent as `retry` defers without a connection.
+pub const THROTTLE_HOLD: &str = "retry:4.7.0 held by listwarden while the provider pushes back";
+/// `throttle.providers[].window`.
+pub const THROTTLE_WINDOW_SECS: u64 = 300;
+/// `throttle.providers[].slow`: per minute, share (per mille), for (seconds).
+pub const THROTTLE_SLOW_STEP: (u32, u32, u64) = (5, 50, 900);
+/// Relay host suffixes known without config: (suffix, provider).
+pub const THROTTLE_RELAYS: [(&str, &str); 8] = [
+    ("yahoodns.net", "yahoo"),
+    ("aol.com", "yahoo"),
+    ("protection.outlook.com", "microsoft"),
+    ("hotmail.com", "microsoft"),
+    ("outlook.com", "microsoft"),
+    ("google.com", "gmail"),
+    ("googlemail.com", "gmail"),
+    ("icloud.com", "apple"),
+];

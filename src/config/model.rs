@@ -40,6 +40,8 @@ pub struct RawConfig {
     pub expander: Option<RawExpander>,
     #[serde(default)]
     pub feedback: Option<RawFeedback>,
+    #[serde(default)]
+    pub throttle: Option<RawThrottle>,
 }
 
 /// `feedback:`: feedback-loop reports and what a complaint does.
@@ -82,6 +84,52 @@ pub struct RawMailman3 {
     pub url: String,
     pub user: String,
     pub password_file: String,
+}
+
+/// `throttle:`: adaptive outbound throttling through a socketmap.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawThrottle {
+    pub listen: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub observe: bool,
+    #[serde(default)]
+    pub slow: Option<String>,
+    #[serde(default)]
+    pub hold: Option<String>,
+    /// Relay host suffix → provider, added to the built-in ones.
+    #[serde(default)]
+    pub relays: std::collections::BTreeMap<String, String>,
+    /// Recipient domain → provider, to start from.
+    #[serde(default)]
+    pub domains: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub providers: Vec<RawThrottleProvider>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawThrottleProvider {
+    pub name: String,
+    pub rules: Vec<String>,
+    #[serde(default)]
+    pub window: Option<String>,
+    #[serde(default)]
+    pub slow: Option<RawThrottleStep>,
+    #[serde(default)]
+    pub hold: Option<RawThrottleStep>,
+}
+
+/// `{per_minute: 5, share: 0.05, lasts: 15m}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawThrottleStep {
+    pub per_minute: u32,
+    #[serde(default)]
+    pub share: Option<f64>,
+    pub lasts: String,
 }
 
 #[derive(Debug, Default, Deserialize)]

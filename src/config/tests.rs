@@ -722,3 +722,38 @@ fn redis_deployments_and_their_mistakes_are_located() {
     ));
     assert!(e.iter().all(|e| !e.contains("hunter2")), "{e:?}");
 }
+
+#[test]
+fn throttle_section_is_checked_with_places() {
+    let base = "milter: {listen: 'inet:127.0.0.1:8890'}\n";
+    let ok = format!(
+        "{base}throttle:\n  listen: 127.0.0.1:9892\n  domains: {{yahoo.com: yahoo}}\n  providers:\n    - name: yahoo\n      rules: [yahoo-ts01, yahoo-tss04]\n      window: 2m\n      slow: {{per_minute: 5, share: 0.05, lasts: 15m}}\n      hold: {{per_minute: 50, share: 0.5, lasts: 30m}}\n"
+    );
+    let c = Config::parse(&ok, std::path::Path::new("t.yaml")).unwrap();
+    let t = c.throttle.unwrap();
+    assert_eq!(t.map_name, "transport");
+    assert_eq!(t.providers[0].slow.share_permille, 50);
+    assert_eq!(t.providers[0].window, std::time::Duration::from_secs(120));
+    assert!(
+        t.relays
+            .iter()
+            .any(|(s, p)| s == "yahoodns.net" && p == "yahoo")
+    );
+    let bad = format!(
+        "{base}throttle:\n  listen: nowhere\n  slow: 'no colon'\n  providers:\n    - name: Yahoo!\n      rules: [no-such-rule]\n      slow: {{per_minute: 0, share: 2, lasts: soon}}\n"
+    );
+    let e = Config::parse(&bad, std::path::Path::new("t.yaml"))
+        .unwrap_err()
+        .to_string();
+    for needle in [
+        "t.yaml:3:11: throttle.listen",
+        "throttle.slow",
+        "throttle.providers[0].name",
+        "throttle.providers[0].rules[0]: no classification rule is named `no-such-rule`",
+        "throttle.providers[0].slow.per_minute",
+        "throttle.providers[0].slow.share",
+        "throttle.providers[0].slow.lasts",
+    ] {
+        assert!(e.contains(needle), "{needle} not in {e}");
+    }
+}

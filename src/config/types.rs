@@ -176,3 +176,48 @@ pub enum Sender {
     /// A SASL login (`{auth_authen}`), compared exactly.
     Sasl(String),
 }
+
+/// Adaptive outbound throttling (`throttle:`): a socketmap for Postfix's
+/// `transport_maps` that sends a pushing-back provider's mail through a
+/// slower transport, or holds it, and lets it decay back by itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Throttle {
+    /// Where the socketmap server listens (restart to change).
+    pub listen: std::net::SocketAddr,
+    /// The socketmap name (`socketmap:inet:HOST:PORT:NAME`).
+    pub map_name: String,
+    /// Log and count what would be done; answer NOTFOUND to every lookup.
+    pub observe: bool,
+    /// `transport:nexthop` answered while slow, e.g. `listwarden-slow:`.
+    pub slow_transport: String,
+    /// `transport:nexthop` answered while held, e.g. `retry:4.7.0 ...`.
+    pub hold_transport: String,
+    /// Relay host suffix → provider, longest suffix first.
+    pub relays: Vec<(String, String)>,
+    /// Recipient domain → provider, to start from (more are learned).
+    pub domains: Vec<(String, String)>,
+    pub providers: Vec<ThrottlePolicy>,
+}
+
+/// When one provider's mail is slowed or held.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThrottlePolicy {
+    pub name: String,
+    /// Classification rule names whose replies count as pushback.
+    pub rules: Vec<String>,
+    /// The window over which deferrals and attempts are counted.
+    pub window: Duration,
+    pub slow: ThrottleStep,
+    pub hold: Option<ThrottleStep>,
+}
+
+/// A step is taken when both thresholds are reached over the window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThrottleStep {
+    /// Counted deferrals per minute.
+    pub per_minute: u32,
+    /// Counted deferrals per 1000 delivery attempts.
+    pub share_permille: u32,
+    /// The step lasts at least this long, and again after each new trip.
+    pub hold_for: Duration,
+}

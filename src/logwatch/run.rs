@@ -64,6 +64,12 @@ pub async fn count_into(shared: Arc<Shared>, source: Source) {
             .outbound_deliveries
             .with_label_values(&[&c.provider, c.class.as_str(), c.reason.as_str()])
             .inc();
+        let cfg = shared.config.load();
+        if let Some(t) = cfg.throttle.as_ref()
+            && let Some(change) = shared.throttle.on_delivery(t, d, c, crate::unix_now())
+        {
+            crate::throttle::report(&shared, t, &change);
+        }
         if d.status == DeliveryStatus::Sent
             && let Some(list) = list
         {

@@ -171,6 +171,9 @@ struct Message {
     counted: bool,
     /// Sent to a `feedback.addresses` address: a feedback-loop report.
     feedback: bool,
+    /// The list whose posting address this message goes to (inbound
+    /// list traffic, for the flow alarms).
+    posted_to: Option<String>,
 }
 
 impl Message {
@@ -322,6 +325,13 @@ impl Session {
         if crate::feedback::is_report_address(&rcpt, &self.config) {
             msg.feedback = true;
             return RcptBegin::Done(Step::Continue);
+        }
+        if msg.posted_to.is_none()
+            && let Some(p) = self.config.protected(&rcpt)
+            && matches!(p.role, crate::config::Role::Posting)
+            && let crate::config::Owner::List(list) = p.owner
+        {
+            msg.posted_to = Some(list.name.clone());
         }
         // Only bounces from strangers are shielded against; skip the lock
         // for everything else (most recipients).
@@ -964,6 +974,16 @@ impl Session {
             .inc();
         if let Some(m) = self.msg.as_mut() {
             m.counted = true;
+            if verdict.action == Action::Accept
+                && let Some(list) = m.posted_to.take()
+            {
+                let metrics = &self.shared.metrics;
+                metrics.list_inbound.with_label_values(&[&list]).inc();
+                metrics
+                    .list_inbound_last
+                    .with_label_values(&[&list])
+                    .set(crate::unix_now() as f64);
+            }
         }
     }
 

@@ -6,6 +6,7 @@ mod feedback;
 mod lists;
 pub(super) mod milter;
 mod ratelimit;
+mod throttle;
 
 use super::model::RawConfig;
 use super::{Config, Limits, OnError, defaults};
@@ -87,6 +88,7 @@ impl Validator<'_> {
             .and_then(|e| listwarden_expand::settings::expander(&mut self.check, e));
         self.check_expand_lists(&raw.lists, &lists, expander.as_ref(), has_keys);
         let feedback = raw.feedback.as_ref().and_then(|f| self.feedback(f, &lists));
+        let throttle = raw.throttle.as_ref().and_then(|t| self.throttle(t, &rules));
         Config {
             milter,
             metrics_listen,
@@ -104,6 +106,7 @@ impl Validator<'_> {
             logwatch_file,
             expander,
             feedback,
+            throttle,
             protected,
             warnings: Vec::new(),
         }
