@@ -25,7 +25,7 @@ pub use parse::{
     ReportKind, UnparsedReason, parse,
 };
 pub use rules::{
-    BUILTIN_RULES_YAML, Class, MAX_RULES, MAX_RULES_TEXT_BYTES, MatchInput, Reason, Retry, Rule,
+    BUILTIN_RULES_YAML, Class, Fault, MAX_RULES, MAX_RULES_TEXT_BYTES, MatchInput, Reason, Retry, Rule,
     RuleAction, RuleIssue, RuleResult, RuleSet, RulesError,
 };
 
