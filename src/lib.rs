@@ -10,6 +10,7 @@
 pub mod config;
 pub mod daemon;
 pub mod dsn;
+pub mod incident;
 pub mod logwatch;
 pub mod metrics;
 pub mod milter;
@@ -22,6 +23,7 @@ pub use listwarden_core::address;
 
 use arc_swap::ArcSwap;
 use config::{Config, StateBackend};
+use incident::IncidentBook;
 use metrics::Metrics;
 use ratelimit::{Clock, MemoryStore, MonotonicClock, RedisConfig, RedisStore, Store};
 use shield::ShieldBook;
@@ -35,6 +37,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub store: Store,
     pub shields: ShieldBook,
+    /// Bounce storms per (provider, rule).
+    pub incidents: IncidentBook,
     /// Complaints and deliveries per list, for the complaint-rate gauge.
     pub rates: std::sync::Mutex<logwatch::outbound::ComplaintRates>,
 }
@@ -54,7 +58,8 @@ impl Shared {
             config: ArcSwap::from_pointee(config),
             metrics: Arc::new(metrics),
             store,
-            shields: ShieldBook::new(clock),
+            shields: ShieldBook::new(clock.clone()),
+            incidents: IncidentBook::new(clock),
             rates: Default::default(),
         })
     }

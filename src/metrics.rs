@@ -49,6 +49,7 @@ pub struct Metrics {
     pub ratelimit_keys: IntGauge,
     pub shield_active: IntGaugeVec,
     pub bounces_classified: IntCounterVec,
+    pub bounce_incident: IntGaugeVec,
     pub outbound_deliveries: IntCounterVec,
     pub complaint_rate: prometheus::GaugeVec,
 }
@@ -157,17 +158,25 @@ impl Metrics {
         let bounces_classified = IntCounterVec::new(
             Opts::new(
                 "listwarden_bounces_classified_total",
-                "Bounces that reached a list, by class, reason and provider (labels from the rules and the config).",
+                "Bounces that reached a list, by class, reason, provider and fault (them, us, unknown; labels from the rules and the config).",
             ),
-            &["list", "class", "reason", "provider"],
+            &["list", "class", "reason", "provider", "fault"],
+        )
+        .expect("static metric definition");
+        let bounce_incident = IntGaugeVec::new(
+            Opts::new(
+                "listwarden_bounce_incident",
+                "1 while many members at one provider fail with one rule (a bounce storm: their bounces are tagged fault=us, incident=1).",
+            ),
+            &["provider", "rule"],
         )
         .expect("static metric definition");
         let outbound_deliveries = IntCounterVec::new(
             Opts::new(
                 "listwarden_outbound_deliveries_total",
-                "Outbound delivery results from Postfix's log, by provider, class and reason.",
+                "Outbound delivery results from Postfix's log, by provider, class, reason and fault.",
             ),
-            &["provider", "class", "reason"],
+            &["provider", "class", "reason", "fault"],
         )
         .expect("static metric definition");
         let complaint_rate = prometheus::GaugeVec::new(
@@ -181,7 +190,8 @@ impl Metrics {
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
-        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
+            Box::new(bounce_incident.clone()),
             Box::new(outbound_deliveries.clone()),
             Box::new(complaint_rate.clone()),
             Box::new(bounces_classified.clone()),
@@ -223,6 +233,7 @@ impl Metrics {
             ratelimit_keys,
             shield_active,
             bounces_classified,
+            bounce_incident,
             outbound_deliveries,
             complaint_rate,
         }

@@ -45,3 +45,11 @@ pub const BUDGET_ADDRESS: (u32, u64, u32) = (6000, 3600, 6000);
 pub const SHIELD_TRIGGER: u32 = 500;
 pub const SHIELD_WITHIN_SECS: u64 = 600;
 pub const SHIELD_HOLD_SECS: u64 = 3600;
+
+/// `classification.incident.trigger`, `.within`, `.hold` (seconds) and
+/// `.max_keys`: 20 members at one provider failing with one rule within
+/// 10 minutes is a storm, held an hour past its last failure.
+pub const INCIDENT_TRIGGER: u32 = 20;
+pub const INCIDENT_WITHIN_SECS: u64 = 600;
+pub const INCIDENT_HOLD_SECS: u64 = 3600;
+pub const INCIDENT_MAX_KEYS: usize = 1000;

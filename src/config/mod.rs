@@ -65,6 +65,8 @@ pub struct Config {
     /// Bounce classification rules: built-in provider rules plus the
     /// operator's files, which override rules of the same name.
     pub rules: crate::dsn::RuleSet,
+    /// The bounce storm detector; `None` when turned off.
+    pub incident: Option<Incident>,
     /// Canonical protected address (`Address::key`) → what it is.
     protected: HashMap<String, Entry>,
     /// Problems that do not stop the config from running, rendered as

@@ -635,3 +635,32 @@ fn key_files_readable_by_others_are_a_warning() {
         }
     }
 }
+
+#[test]
+fn the_storm_detector_has_defaults_bounds_and_an_off_switch() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(
+        c.incident,
+        Some(Incident {
+            trigger: 20,
+            within: std::time::Duration::from_secs(600),
+            hold: std::time::Duration::from_secs(3600),
+            max_keys: 1000,
+        })
+    );
+    let off = parse(&format!(
+        "{GOOD}classification:\n  incident:\n    enabled: false\n"
+    ))
+    .unwrap();
+    assert_eq!(off.incident, None);
+    let bad = errors(&format!(
+        "{GOOD}classification:\n  incident:\n    trigger: 1\n    within: 0s\n    max_keys: 0\n"
+    ));
+    for key in ["trigger", "within", "max_keys"] {
+        assert!(
+            bad.iter()
+                .any(|e| e.contains(&format!("classification.incident.{key}"))),
+            "{key}: {bad:?}"
+        );
+    }
+}

@@ -998,11 +998,7 @@ mod tests {
         for (action, status, diag, rule, fault) in cases {
             let report = report_with(vec![rcpt(*action, Some(status), Some(diag))]);
             let got = &classify(&report, &rules)[0];
-            assert_eq!(
-                (got.rule.as_str(), got.fault),
-                (*rule, *fault),
-                "{diag:?}"
-            );
+            assert_eq!((got.rule.as_str(), got.fault), (*rule, *fault), "{diag:?}");
         }
     }
 
