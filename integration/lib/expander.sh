@@ -40,6 +40,12 @@ EXP_ARF=member0004@site04.example.net     # ARF abuse report: unsubscribed
 EXP_ONECLICK=member0005@site05.example.net # one-click POST: unsubscribed
 EXP_MAILTO=member0006@site06.example.net   # mail to the mailto: URI: unsubscribed
 EXP_STRANGER=stranger@elsewhere.example.org
+# The 30-day replay (exp_check_fault_replay): one member per fault=us
+# bounce kind, and one with genuine 5.1.1 bounces.
+EXP_REPLAY_DAYS=${LW_IT_EXP_REPLAY_DAYS:-30}
+EXP_REPLAY_US=(member0010@site10.example.net member0011@site11.example.net
+	member0012@site12.example.net member0013@site13.example.net member0014@site14.example.net)
+EXP_REPLAY_THEM=member0015@site15.example.net
 
 EXP_DIR="" EXP_STATE_DIR="" EXP_MEMBERS_FILE="" EXP_REINJECT_PORT="" EXP_GROUP=""
 EXP_UNSUB_PORT="" # expander.unsubscribe_listen, set by exp_setup
@@ -598,6 +604,112 @@ exp_check_mailto_unsubscribe() {
 	report expander-mailto-unsubscribe "$start" "${errors[@]}"
 }
 
+# The fault=us bounce of kind $1 for member $2: "status|remote|diagnostic|rule".
+exp_fault_kind() {
+	case $1 in
+	s3150) echo "5.7.1|hotmail-com.olc.protection.outlook.com|550 5.7.1 Unfortunately, messages from [192.0.2.25] weren't sent. Please contact your Internet service provider since part of their network is on our block list (S3150). [DB5EUR03FT001.eop-EUR03.prod.protection.outlook.com]|microsoft-s3140-s3150" ;;
+	spamhaus) echo "5.7.1|mx.${2#*@}|554 5.7.1 Service unavailable; Client host [192.0.2.25] blocked using zen.spamhaus.org; https://www.spamhaus.org/query/ip/192.0.2.25|spamhaus-listed" ;;
+	gmail-5.7.26) echo "5.7.26|gmail-smtp-in.l.google.com|550-5.7.26 This message does not have authentication information or fails to pass authentication checks (SPF or DKIM). To best protect our users from spam, the message has been blocked. x12si34 - gsmtp|gmail-auth-missing" ;;
+	ms-5.7.515) echo "5.7.515|outlook-com.olc.protection.outlook.com|550 5.7.515 Access denied, sending domain lists.example.org does not meet the required authentication level.|microsoft-5.7.515-auth" ;;
+	ts01-expired) echo "4.7.0|mta7.am0.yahoodns.net|421 4.7.0 [TS01] Messages from 192.0.2.25 temporarily deferred due to user complaints - 4.16.55.1|yahoo-ts01" ;;
+	esac
+}
+
+# Ages the list's bounce state by one day (every day stamp one earlier),
+# under the expander's own lock: the simulated clock of the replay. The
+# expander counts at most one bounce a day per member, so a month of
+# bounces needs a month of days; Postfix, the milter and the pipe are real.
+exp_age_state() {
+	local dir=$EXP_STATE_DIR/$EXP_LIST
+	[[ -f $dir/bounces.json ]] || return 0
+	# As the pipe user, so the lock and state files stay that user's.
+	runuser -u "$EXP_USER" -- flock "$dir/.bounces.json.lock" python3 - "$dir/bounces.json" <<'PY' || return 1
+import json, os, sys
+path = sys.argv[1]
+with open(path) as f:
+    state = json.load(f)
+for record in state.get("members", {}).values():
+    for key in ("last_day", "disabled_day", "last_complaint_day"):
+        if record.get(key) is not None:
+            record[key] -= 1
+st = os.stat(path)
+tmp = path + ".age"
+with open(tmp, "w") as f:
+    json.dump(state, f)
+os.chmod(tmp, st.st_mode & 0o7777)
+os.replace(tmp, path)
+PY
+}
+
+# 30 days of bounces through Postfix, the milter and the bounce pipe: each
+# day a Microsoft S3150 block, a Spamhaus listing, a Gmail 5.7.26, a
+# Microsoft 5.7.515 and an expired Yahoo TS01, each for its own member
+# (all fault=us), and a genuine 5.1.1 for another member; the state is aged
+# a day between days. Nobody is disabled for the fault=us bounces, and the
+# 5.1.1 member is disabled on day 5 (threshold 5, one point a day).
+exp_check_fault_replay() {
+	local start errors=() day i kind member eml token status remote diag rule line text
+	local kinds=(s3150 spamhaus gmail-5.7.26 ms-5.7.515 ts01-expired) sent=0 disabled_on="" t0
+	start=$(now_ms)
+	t0=$(now_ms)
+	declare -A verps=()
+	for member in "${EXP_REPLAY_US[@]}" "$EXP_REPLAY_THEM"; do
+		verps[$member]=$(exp_verp_of "$member")
+		[[ -n ${verps[$member]} ]] || errors+=("no copy of the post for $member to take the VERP address from")
+	done
+	if ((${#errors[@]} > 0)); then
+		report expander-fault-replay "$start" "${errors[@]}"
+		return 0
+	fi
+	for ((day = 1; day <= EXP_REPLAY_DAYS; day++)); do
+		for i in "${!kinds[@]}"; do
+			kind=${kinds[$i]} member=${EXP_REPLAY_US[$i]}
+			IFS='|' read -r status remote diag rule <<<"$(exp_fault_kind "$kind" "$member")"
+			token=lwit-$LW_IT_RUN_ID-replay-$day-$kind
+			eml=$EXP_DIR/sent/replay-$day-$kind.eml
+			exp_fill fault-dsn.eml "$eml" "$token" "$member" "${verps[$member]}"
+			text=$(<"$eml")
+			text=${text//\{status\}/"$status"}
+			text=${text//\{remote\}/"$remote"}
+			text=${text//\{diag\}/"$diag"}
+			printf '%s\n' "$text" >"$eml"
+			if exp_deliver 198.18.10.25 '<>' "$eml" "${verps[$member]}" listwarden_bounces; then
+				sent=$((sent + 1))
+				if ((day == 1)); then
+					exp_wait_log "$LW_LOG" "queue_id=\"$EXP_QID\".*rule=\"?$rule\"? fault=\"us\"" ||
+						errors+=("day 1, $kind: listwarden logged no rule=$rule fault=us for $EXP_QID")
+				fi
+			else
+				errors+=("day $day, $kind: $EXP_ERROR")
+			fi
+		done
+		token=lwit-$LW_IT_RUN_ID-replay-$day-them
+		eml=$EXP_DIR/sent/replay-$day-them.eml
+		exp_fill hard-bounce.eml "$eml" "$token" "$EXP_REPLAY_THEM" "${verps[$EXP_REPLAY_THEM]}"
+		if exp_deliver 198.18.10.26 '<>' "$eml" "${verps[$EXP_REPLAY_THEM]}" listwarden_bounces; then
+			sent=$((sent + 1))
+		else
+			errors+=("day $day, 5.1.1: $EXP_ERROR")
+		fi
+		line=$(exp_score_line "$EXP_REPLAY_THEM")
+		if [[ -z $disabled_on && $line == "$EXP_REPLAY_THEM "*" disabled"* ]]; then
+			disabled_on=$day
+		fi
+		exp_age_state || errors+=("could not age the bounce state after day $day")
+		((${#errors[@]} < 5)) || break
+	done
+	for member in "${EXP_REPLAY_US[@]}"; do
+		line=$(exp_score_line "$member")
+		[[ -z $line || $line == "$member 0.0 active"* ]] ||
+			errors+=("a fault=us member was scored: '$line'")
+		exp_is_member "$member" || errors+=("$member is no longer a member")
+	done
+	[[ $disabled_on == 5 ]] ||
+		errors+=("$EXP_REPLAY_THEM (5.1.1 daily) disabled on day '${disabled_on:-never}', expected day 5 ($(exp_score_line "$EXP_REPLAY_THEM"))")
+	EXP_SUMMARY+=("fault replay: $EXP_REPLAY_DAYS days, $sent bounces through Postfix in $(( ($(now_ms) - t0) / 1000 ))s; fault=us members scored: none expected; 5.1.1 member disabled on day ${disabled_on:-never}")
+	report expander-fault-replay "$start" "${errors[@]}"
+}
+
 # An HTTP request over bash's /dev/tcp to the one-click listener: method $1,
 # path $2, form body $3. Prints the status code (or "none").
 exp_http() {
@@ -635,6 +747,7 @@ check_expander() {
 	exp_check_nonmember
 	exp_check_hard_bounce
 	exp_check_ts01
+	exp_check_fault_replay
 	exp_check_arf
 	exp_check_one_click
 	exp_check_mailto_unsubscribe
