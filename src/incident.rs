@@ -136,9 +136,10 @@ impl IncidentBook {
     }
 }
 
-/// Frees a slot when the map is full: first pairs quiet for a whole window,
-/// else the least recently failed pair not in an incident. False when every
-/// pair is in an incident.
+/// Frees slots when the map is full: first pairs quiet for a whole window,
+/// else the least recently failed tenth of the pairs not in an incident (a
+/// batch, so a stream of new pairs costs one scan per tenth of the map, not
+/// one per failure). False when every pair is in an incident.
 fn make_room(tracks: &mut HashMap<Key, Track>, max_keys: usize, now: u64, within: u64) -> bool {
     if tracks.len() < max_keys {
         return true;
@@ -148,18 +149,20 @@ fn make_room(tracks: &mut HashMap<Key, Track>, max_keys: usize, now: u64, within
     if tracks.len() < max_keys {
         return true;
     }
-    let oldest = tracks
+    let mut idle: Vec<(u64, Key)> = tracks
         .iter()
         .filter(|(_, t)| !up(t))
-        .min_by_key(|(_, t)| t.last)
-        .map(|(k, _)| k.clone());
-    match oldest {
-        Some(k) => {
-            tracks.remove(&k);
-            true
-        }
-        None => false,
+        .map(|(k, t)| (t.last, k.clone()))
+        .collect();
+    if idle.is_empty() {
+        return false;
     }
+    let batch = (max_keys / 10).clamp(1, idle.len());
+    idle.select_nth_unstable_by_key(batch - 1, |(last, _)| *last);
+    for (_, key) in idle.into_iter().take(batch) {
+        tracks.remove(&key);
+    }
+    true
 }
 
 #[cfg(test)]
@@ -248,7 +251,7 @@ mod tests {
             book.record(&format!("p{i}"), "r", "a@b", &s);
             clock.advance(Duration::from_millis(1));
         }
-        assert_eq!(book.len(), s.max_keys);
+        assert!(book.len() <= s.max_keys && book.len() > 0, "{}", book.len());
         // Pairs in an incident are never evicted; when all are, new pairs
         // are not tracked.
         let (_, book) = self::book();

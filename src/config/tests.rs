@@ -664,3 +664,15 @@ fn the_storm_detector_has_defaults_bounds_and_an_off_switch() {
         );
     }
 }
+
+#[test]
+fn the_storm_detector_memory_is_bounded_by_config() {
+    let bad = errors(&format!(
+        "{GOOD}classification:\n  incident:\n    trigger: 10000\n    max_keys: 1000\n"
+    ));
+    assert!(
+        bad.iter()
+            .any(|e| e.contains("classification.incident.max_keys") && e.contains("1000000")),
+        "{bad:?}"
+    );
+}

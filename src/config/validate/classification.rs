@@ -6,10 +6,13 @@ use super::{Validator, parse_duration};
 use crate::config::{Incident, defaults, model};
 use listwarden_core::diag::{Seg, one_line, read_text};
 
-/// Most recipients one storm needs; each tracked pair holds that many hashes.
-const MAX_INCIDENT_TRIGGER: u32 = 100_000;
+/// Most recipients one storm needs; each tracked pair holds that many
+/// hashes and scans them once per failure.
+const MAX_INCIDENT_TRIGGER: u32 = 10_000;
 /// Most (provider, rule) pairs the storm detector may be told to track.
-const MAX_INCIDENT_KEYS: usize = 1_000_000;
+const MAX_INCIDENT_KEYS: usize = 100_000;
+/// Most recipient hashes held in all (`trigger` × `max_keys`): 16 MB.
+const MAX_INCIDENT_ENTRIES: usize = 1_000_000;
 
 impl Validator<'_> {
     pub(super) fn rules(&mut self, raw: &model::RawClassification) -> crate::dsn::RuleSet {
@@ -100,6 +103,14 @@ impl Validator<'_> {
             }
             None => defaults::INCIDENT_MAX_KEYS,
         };
+        if (trigger as usize).saturating_mul(max_keys) > MAX_INCIDENT_ENTRIES {
+            self.error(
+                &at("max_keys"),
+                format!(
+                    "trigger {trigger} x max_keys {max_keys} is over {MAX_INCIDENT_ENTRIES} recipient hashes; lower one of them"
+                ),
+            );
+        }
         Some(Incident {
             trigger,
             within,
