@@ -646,7 +646,10 @@ PY
 # Microsoft 5.7.515 and an expired Yahoo TS01, each for its own member
 # (all fault=us), and a genuine 5.1.1 for another member; the state is aged
 # a day between days. Nobody is disabled for the fault=us bounces, and the
-# 5.1.1 member is disabled on day 5 (threshold 5, one point a day).
+# 5.1.1 member is disabled on day 5 (threshold 5, one point a day). Each
+# day's bounces come from a /24 of their own (198.19.DAY.0): a month of
+# bounces in seconds would otherwise meet the per-network bounce budget,
+# which a real month spreads over time.
 exp_check_fault_replay() {
 	local start errors=() day i kind member eml token status remote diag rule line text
 	local kinds=(s3150 spamhaus gmail-5.7.26 ms-5.7.515 ts01-expired) sent=0 disabled_on="" t0
@@ -673,7 +676,7 @@ exp_check_fault_replay() {
 			text=${text//\{remote\}/"$remote"}
 			text=${text//\{diag\}/"$diag"}
 			printf '%s\n' "$text" >"$eml"
-			if exp_deliver 198.18.10.25 '<>' "$eml" "${verps[$member]}" listwarden_bounces; then
+			if exp_deliver "198.19.$day.25" '<>' "$eml" "${verps[$member]}" listwarden_bounces; then
 				sent=$((sent + 1))
 				if ((day == 1)); then
 					exp_wait_log "$LW_LOG" "queue_id=\"$EXP_QID\".*rule=\"?$rule\"? fault=\"us\"" ||
@@ -686,7 +689,7 @@ exp_check_fault_replay() {
 		token=lwit-$LW_IT_RUN_ID-replay-$day-them
 		eml=$EXP_DIR/sent/replay-$day-them.eml
 		exp_fill hard-bounce.eml "$eml" "$token" "$EXP_REPLAY_THEM" "${verps[$EXP_REPLAY_THEM]}"
-		if exp_deliver 198.18.10.26 '<>' "$eml" "${verps[$EXP_REPLAY_THEM]}" listwarden_bounces; then
+		if exp_deliver "198.19.$day.26" '<>' "$eml" "${verps[$EXP_REPLAY_THEM]}" listwarden_bounces; then
 			sent=$((sent + 1))
 		else
 			errors+=("day $day, 5.1.1: $EXP_ERROR")
