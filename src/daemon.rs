@@ -47,6 +47,7 @@ pub async fn run(path: PathBuf) -> anyhow::Result<()> {
     );
 
     tokio::spawn(housekeeping(shared.clone()));
+    tokio::spawn(crate::shared_state::run(shared.clone()));
     if let Some(file) = &current.logwatch_file {
         tracing::info!(file = %file.display(), "following Postfix's log for outbound results");
         let source = crate::logwatch::Source::File(file.clone());

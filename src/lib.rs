@@ -1,11 +1,62 @@
 //! listwarden: a Postfix milter that protects mailing-list servers.
 //!
-//! The crate is a library plus a thin binary (`src/main.rs`). The pieces:
-//! [`config`] reads and checks the YAML file, [`policy`] decides (pure),
-//! [`milter`] speaks the protocol, [`address`] parses and signs addresses,
-//! [`ratelimit`] and [`shield`] hold flood-control state, [`metrics`]
-//! counts and serves `/metrics`, [`daemon`] wires them together with
-//! signals and reload.
+//! # Layout
+//!
+//! A Cargo workspace of three crates, each depending only on those before it:
+//!
+//! * `listwarden-core` (`crates/core`): what the milter and the expander
+//!   share: [`address`] (envelope and header readings, BATV `prvs`, signed
+//!   VERP, the key ring), `signing` (the `signing:` section), `tag` (the
+//!   `X-Listwarden-Bounce:` header: the only contract between the milter and
+//!   whoever acts on bounces), `diag` (config errors as
+//!   `FILE:LINE:COLUMN: key.path: message`).
+//! * `listwarden-expand` (`crates/expand`): the thin list expander, its own
+//!   program (`listwarden-expand pipe|members|bounces|held`), reading only its
+//!   blocks of the config.
+//! * `listwarden` (this crate): the milter.
+//!
+//! In this crate, a message flows through:
+//!
+//! * [`milter`]: the protocol. `milter::session` holds one connection's
+//!   state, reads what each callback brings into [`policy::Facts`], and
+//!   applies the verdict; the callbacks in `milter/mod.rs` stay thin.
+//! * [`policy`]: the decision, a pure function: [`policy::decide`] takes the
+//!   facts and the config and returns a [`policy::Verdict`] that carries its
+//!   SMTP reply. No I/O, no clock: table-driven tests in `policy/tests.rs`.
+//! * [`dsn`]: reading bounces and feedback reports (`parse`, `plain`,
+//!   `fields`), classifying them with rules (`rules`, `classify`), and the
+//!   tag values (`tag`).
+//! * [`ratelimit`] and [`shield`]: flood budgets (GCRA, memory or Redis)
+//!   and the per-list shield; [`logwatch`]: Postfix's log, for outbound
+//!   results and the complaint rate.
+//! * [`config`]: the YAML file, checked once into typed settings
+//!   (`model` → `validate/*` → [`config::Config`]; defaults in
+//!   [`config::defaults`]); [`metrics`]: Prometheus; [`daemon`]: listeners,
+//!   signals and reload around all of it.
+//!
+//! # Recipes
+//!
+//! **A policy check.** Add what the check needs to [`policy::Facts`] (and
+//! fill it in `milter::session` at the stage where Postfix has told it),
+//! write the rule in the `decide_*` function of that stage in
+//! `policy/mod.rs`, and, if it refuses, add a [`policy::Reason`] (its
+//! `as_str` is the metric label and log word). Add rows to the tables in
+//! `policy/tests.rs`, and a scenario in `integration/scenarios/` that sends
+//! the mail through Postfix.
+//!
+//! **A provider rule.** Append it to `config/rules/providers.yaml` (the
+//! file's head documents the match keys, classes and reasons; specific
+//! before generic, first match wins), with a DSN in `tests/fixtures/` or a
+//! unit test in `dsn/classify.rs` that shows the rule matching a reply
+//! written from the provider's documentation. Operators add or override
+//! rules in their own file (`classification.rules`) without a rebuild.
+//!
+//! **A metric.** Declare and register it in [`metrics::Metrics`]
+//! (`src/metrics.rs`: bounded labels, `_total` only on counters), count it
+//! where the event is observed, and add it to the METRICS section of
+//! `packaging/man/listwarden.yaml.5`: `tests/docs.rs` fails until the man
+//! page lists it. A dashboard panel (`packaging/grafana/`) or an alert with
+//! its `promtool` test (`packaging/prometheus/`) is the usual companion.
 
 pub mod config;
 pub mod daemon;
@@ -16,6 +67,7 @@ pub mod metrics;
 pub mod milter;
 pub mod policy;
 pub mod ratelimit;
+pub mod shared_state;
 pub mod shield;
 
 /// Addresses and signatures, shared with the expander.
@@ -54,13 +106,23 @@ impl Shared {
         let metrics = Metrics::new();
         metrics.config_loaded();
         let store = build_store(&config.ratelimit.state, clock.clone());
+        // Bounce storms are counted per host, like the traffic each MX sees.
+        let incidents = IncidentBook::new(clock.clone());
+        // With Redis, shields and complaint windows are also kept there (shared_state).
+        let (shields, rates) = match store {
+            Store::Redis(_) => (
+                ShieldBook::shared(clock),
+                logwatch::outbound::ComplaintRates::shared(),
+            ),
+            Store::Memory(_) => (ShieldBook::new(clock), Default::default()),
+        };
         Arc::new(Shared {
             config: ArcSwap::from_pointee(config),
             metrics: Arc::new(metrics),
             store,
-            shields: ShieldBook::new(clock.clone()),
-            incidents: IncidentBook::new(clock),
-            rates: Default::default(),
+            shields,
+            incidents,
+            rates: std::sync::Mutex::new(rates),
         })
     }
 
@@ -105,6 +167,7 @@ fn build_store(state: &StateBackend, clock: Arc<dyn Clock>) -> Store {
         }
         StateBackend::Redis {
             url,
+            tls,
             prefix,
             deadline,
             node_count,
@@ -112,6 +175,7 @@ fn build_store(state: &StateBackend, clock: Arc<dyn Clock>) -> Store {
         } => {
             let config = RedisConfig {
                 url: url.clone(),
+                tls: tls.clone(),
                 prefix: prefix.clone(),
                 deadline: *deadline,
                 node_count: *node_count,

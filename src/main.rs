@@ -50,6 +50,10 @@ enum Command {
         /// The YAML config file.
         #[arg(value_name = "FILE", default_value = DEFAULT_CONFIG)]
         file: PathBuf,
+        /// Also compare this file's signing key ring and list set with every instance sharing
+        /// its Redis (fingerprints, never secrets); exits 78 when one differs.
+        #[arg(long)]
+        peers: bool,
     },
     /// Print ADDRESS signed with the current BATV key (prvs=KDDDSSSSSS=...).
     ///
@@ -117,7 +121,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { file } => check_config(&file),
+        Command::CheckConfig { file, peers } => {
+            let code = check_config(&file);
+            if peers && code == ExitCode::SUCCESS {
+                check_peers(&file)
+            } else {
+                code
+            }
+        }
         Command::Sign { config, address } => sign(&config, &address),
         Command::Verify { config, address } => verify(&config, &address),
         Command::Classify { config, files } => classify(config.as_deref(), &files),
@@ -447,6 +458,83 @@ fn check_config(file: &std::path::Path) -> ExitCode {
         },
     );
     ExitCode::SUCCESS
+}
+
+/// `check-config --peers`: reads the fingerprints the running instances publish in Redis
+/// and compares them with this file's.
+fn check_peers(file: &std::path::Path) -> ExitCode {
+    use listwarden::config::StateBackend;
+    use listwarden::ratelimit::{RedisConfig, RedisStore};
+    use listwarden::shared_state;
+    let Ok(config) = Config::load(file) else {
+        return ExitCode::from(EX_CONFIG);
+    };
+    let StateBackend::Redis {
+        url, tls, prefix, ..
+    } = &config.ratelimit.state
+    else {
+        println!("peers: none (ratelimit.state is memory)");
+        return ExitCode::SUCCESS;
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let peers = runtime.block_on(async {
+        let store = RedisStore::new(RedisConfig {
+            url: url.clone(),
+            tls: tls.clone(),
+            prefix: prefix.clone(),
+            deadline: std::time::Duration::from_secs(2),
+            ..RedisConfig::default()
+        })
+        .ok()?;
+        if !store
+            .wait_connected(std::time::Duration::from_secs(5))
+            .await
+        {
+            return None;
+        }
+        shared_state::read_peers(&store).await
+    });
+    let Some(peers) = peers else {
+        eprintln!("peers: Redis did not answer");
+        return ExitCode::FAILURE;
+    };
+    let (ring, lists) = shared_state::fingerprints(&config);
+    println!("this file: key ring {ring}, lists {lists}");
+    let mut differ = 0;
+    for p in &peers {
+        let verdict = match (p.ring == ring, p.lists == lists) {
+            (true, true) => "same",
+            (false, true) => "DIFFERENT KEY RING",
+            (true, false) => "DIFFERENT LISTS",
+            (false, false) => "DIFFERENT KEY RING AND LISTS",
+        };
+        if verdict != "same" {
+            differ += 1;
+        }
+        println!(
+            "{}: key ring {}, lists {}: {verdict}",
+            p.instance, p.ring, p.lists
+        );
+    }
+    println!(
+        "{} peer{}, {differ} different",
+        peers.len(),
+        if peers.len() == 1 { "" } else { "s" }
+    );
+    if differ == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EX_CONFIG)
+    }
 }
 
 fn init_logging(filter: &str) {

@@ -52,6 +52,8 @@ pub struct Metrics {
     pub bounce_incident: IntGaugeVec,
     pub outbound_deliveries: IntCounterVec,
     pub complaint_rate: prometheus::GaugeVec,
+    pub peers_mismatched: IntGauge,
+    pub ratelimit_seconds: Histogram,
 }
 
 impl Metrics {
@@ -187,11 +189,28 @@ impl Metrics {
             &["list"],
         )
         .expect("static metric definition");
+        let ratelimit_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "listwarden_ratelimit_decision_seconds",
+                "Time one budget decision took, Redis round trip or local fallback included.",
+            )
+            .buckets(vec![
+                0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5,
+            ]),
+        )
+        .expect("static metric definition");
+        let peers_mismatched = IntGauge::new(
+            "listwarden_peers_mismatched",
+            "Other hosts sharing this Redis whose signing key ring or list set differs from this host's (fingerprints, never secrets).",
+        )
+        .expect("static metric definition");
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
-        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 20] = [
             Box::new(bounce_incident.clone()),
+            Box::new(peers_mismatched.clone()),
+            Box::new(ratelimit_seconds.clone()),
             Box::new(outbound_deliveries.clone()),
             Box::new(complaint_rate.clone()),
             Box::new(bounces_classified.clone()),
@@ -232,6 +251,8 @@ impl Metrics {
             ratelimit_fallback_active,
             ratelimit_keys,
             shield_active,
+            peers_mismatched,
+            ratelimit_seconds,
             bounces_classified,
             bounce_incident,
             outbound_deliveries,

@@ -2,14 +2,14 @@
 //! signed envelope sender; bounces to list addresses must carry a valid
 //! signature (checked at RCPT) or, in trace mode, show our mail.
 
-mod common;
+use listwarden_test_support as support;
 
-use common::TestMilter;
 use indymilter_test::{Actions, MacroStage, Status, TestConnection};
 use listwarden::address::{Address, KeyRing, prvs};
+use support::Milter;
 
 fn config() -> String {
-    let signing = common::signing_block();
+    let signing = support::signing_block();
     format!(
         "milter:\n  listen: inet:127.0.0.1:8890\n\
          trusted_networks: [127.0.0.1/32]\n\
@@ -19,17 +19,17 @@ fn config() -> String {
     )
 }
 
-fn ring(m: &TestMilter) -> KeyRing {
+fn ring(m: &Milter) -> KeyRing {
     m.shared.config.load().signing.clone().unwrap()
 }
 
-async fn open(m: &TestMilter, ip: [u8; 4]) -> TestConnection {
-    let mut conn = TestConnection::open(m.addr).await.unwrap();
+async fn open(m: &Milter, ip: [u8; 4]) -> TestConnection {
+    let mut conn = TestConnection::open(m.addr()).await.unwrap();
     conn.connect("client.example", (ip, 40000)).await.unwrap();
     conn
 }
 
-fn bounces(m: &TestMilter, list: &str, verdict: &str) -> u64 {
+fn bounces(m: &Milter, list: &str, verdict: &str) -> u64 {
     m.shared
         .metrics
         .bounces
@@ -39,8 +39,8 @@ fn bounces(m: &TestMilter, list: &str, verdict: &str) -> u64 {
 
 #[tokio::test]
 async fn negotiation_requires_the_actions_signing_needs() {
-    let m = TestMilter::start(&config()).await;
-    let conn = TestConnection::open(m.addr).await.unwrap();
+    let m = Milter::start_tcp(&config()).await;
+    let conn = TestConnection::open(m.addr()).await.unwrap();
     assert!(
         conn.negotiated_actions()
             .contains(Actions::CHANGE_SENDER | Actions::ADD_RCPT | Actions::DELETE_RCPT)
@@ -48,7 +48,7 @@ async fn negotiation_requires_the_actions_signing_needs() {
     conn.close().await.unwrap();
     let refused = TestConnection::configure()
         .available_actions(Actions::CHANGE_HEADER)
-        .open_tcp(m.addr)
+        .open_tcp(m.addr())
         .await;
     assert!(
         refused.is_err(),
@@ -59,7 +59,7 @@ async fn negotiation_requires_the_actions_signing_needs() {
 
 #[tokio::test]
 async fn outbound_list_mail_gets_a_signed_sender() {
-    let m = TestMilter::start(&config()).await;
+    let m = Milter::start_tcp(&config()).await;
     let mut conn = open(&m, [127, 0, 0, 1]).await;
     assert_eq!(
         conn.mail(["<members-bounces@lists.example.org>"])
@@ -87,7 +87,7 @@ async fn outbound_list_mail_gets_a_signed_sender() {
     let signed = listwarden::address::parse_path(&signed).unwrap().unwrap();
     assert!(signed.local.starts_with("prvs=1"), "{signed}");
     assert!(matches!(
-        prvs::verify(&signed, &ring(&m), common::today()),
+        prvs::verify(&signed, &ring(&m), support::today()),
         prvs::PrvsResult::Valid { .. }
     ));
     assert_eq!(
@@ -104,9 +104,9 @@ async fn outbound_list_mail_gets_a_signed_sender() {
 
 #[tokio::test]
 async fn signed_bounce_is_accepted_and_delivered_to_the_plain_address() {
-    let m = TestMilter::start(&config()).await;
+    let m = Milter::start_tcp(&config()).await;
     let plain = Address::parse("members-bounces@lists.example.org").unwrap();
-    let tagged = prvs::sign(&plain, &ring(&m), common::today());
+    let tagged = prvs::sign(&plain, &ring(&m), support::today());
     let mut conn = open(&m, [198, 51, 100, 9]).await;
     conn.mail(["<>"]).await.unwrap();
     assert_eq!(
@@ -141,9 +141,9 @@ async fn signed_bounce_is_accepted_and_delivered_to_the_plain_address() {
 
 #[tokio::test]
 async fn forged_backscatter_is_refused_at_rcpt() {
-    let m = TestMilter::start(&config()).await;
+    let m = Milter::start_tcp(&config()).await;
     let plain = Address::parse("members-bounces@lists.example.org").unwrap();
-    let expired = prvs::sign(&plain, &ring(&m), common::today() - 20);
+    let expired = prvs::sign(&plain, &ring(&m), support::today() - 20);
     let mut conn = open(&m, [198, 51, 100, 9]).await;
     conn.mail(["<>"]).await.unwrap();
     for (rcpt, verdict) in [
@@ -182,7 +182,7 @@ fn dsn(received_by: &str) -> String {
     )
 }
 
-async fn trace_bounce(m: &TestMilter, body: &str) -> Status {
+async fn trace_bounce(m: &Milter, body: &str) -> Status {
     let mut conn = open(m, [198, 51, 100, 9]).await;
     conn.mail(["<>"]).await.unwrap();
     assert_eq!(
@@ -206,7 +206,7 @@ async fn trace_bounce(m: &TestMilter, body: &str) -> Status {
 
 #[tokio::test]
 async fn trace_mode_checks_the_returned_message() {
-    let m = TestMilter::start(&config()).await;
+    let m = Milter::start_tcp(&config()).await;
     assert_eq!(
         trace_bounce(&m, &dsn("lists.example.org")).await,
         Status::Continue
@@ -220,7 +220,7 @@ async fn trace_mode_checks_the_returned_message() {
 
 #[tokio::test]
 async fn the_body_is_skipped_when_no_trace_is_needed() {
-    let m = TestMilter::start(&config()).await;
+    let m = Milter::start_tcp(&config()).await;
     let mut conn = open(&m, [198, 51, 100, 9]).await;
     conn.mail(["<alice@example.net>"]).await.unwrap();
     conn.rcpt(["<bob@example.com>"]).await.unwrap();
@@ -236,12 +236,12 @@ async fn the_body_is_skipped_when_no_trace_is_needed() {
 
 #[tokio::test]
 async fn the_expanders_signed_verp_sender_is_not_signed_again() {
-    let m = TestMilter::start(&config()).await;
+    let m = Milter::start_tcp(&config()).await;
     let verp = listwarden::address::verp::sign_verp(
         &Address::parse("members-bounces@lists.example.org").unwrap(),
         &Address::parse("bob@example.net").unwrap(),
         &ring(&m),
-        common::today(),
+        support::today(),
     )
     .unwrap();
     let mut conn = open(&m, [127, 0, 0, 1]).await;

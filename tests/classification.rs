@@ -1,14 +1,14 @@
 //! Bounces that reach a list are classified and tagged at end of message,
 //! over the real protocol; forged tags are removed first.
 
-mod common;
+use listwarden_test_support as support;
 
-use common::TestMilter;
 use indymilter_test::{EomAction, Status, TestConnection};
 use listwarden::address::{Address, prvs};
+use support::Milter;
 
 fn config() -> String {
-    let signing = common::signing_block();
+    let signing = support::signing_block();
     format!(
         "milter:\n  listen: inet:127.0.0.1:8890\n\
          {signing}\
@@ -43,13 +43,13 @@ fn split(raw: &[u8]) -> (Vec<(String, String)>, Vec<u8>) {
 }
 
 async fn send_bounce(
-    m: &TestMilter,
+    m: &Milter,
     rcpt: &str,
     raw: &[u8],
     extra: &[(&str, &str)],
 ) -> (indymilter_test::EomActions, Status) {
     let (headers, body) = split(raw);
-    let mut conn = TestConnection::open(m.addr).await.unwrap();
+    let mut conn = TestConnection::open(m.addr()).await.unwrap();
     conn.connect("mx.example", ([198, 51, 100, 7], 25000))
         .await
         .unwrap();
@@ -84,9 +84,9 @@ fn tags(actions: &indymilter_test::EomActions) -> Vec<String> {
         .collect()
 }
 
-fn signed(m: &TestMilter) -> String {
+fn signed(m: &Milter) -> String {
     let ring = m.shared.config.load().signing.clone().unwrap();
-    let today = common::today();
+    let today = support::today();
     format!(
         "<{}>",
         prvs::sign(
@@ -99,7 +99,7 @@ fn signed(m: &TestMilter) -> String {
 
 #[tokio::test]
 async fn yahoo_ts01_is_tagged_as_a_complaint_deferral_and_forged_tags_go() {
-    let m = TestMilter::start(&config()).await;
+    let m = Milter::start_tcp(&config()).await;
     let rcpt = signed(&m);
     let (actions, status) = send_bounce(
         &m,
@@ -137,7 +137,7 @@ async fn yahoo_ts01_is_tagged_as_a_complaint_deferral_and_forged_tags_go() {
 
 #[tokio::test]
 async fn every_recipient_group_gets_its_tag_and_other_mail_one_too() {
-    let m = TestMilter::start(&config()).await;
+    let m = Milter::start_tcp(&config()).await;
     let (actions, _) = send_bounce(
         &m,
         "<open-bounces@lists.example.org>",
@@ -171,17 +171,17 @@ async fn every_recipient_group_gets_its_tag_and_other_mail_one_too() {
 
 #[tokio::test]
 async fn a_feedback_report_from_an_ordinary_sender_is_tagged_as_a_complaint() {
-    let m = TestMilter::start(&config()).await;
+    let m = Milter::start_tcp(&config()).await;
     let ring = m.shared.config.load().signing.clone().unwrap();
     let verp = listwarden::address::verp::sign_verp(
         &Address::parse("members-bounces@lists.example.org").unwrap(),
         &Address::parse("bob@example.net").unwrap(),
         &ring,
-        common::today(),
+        support::today(),
     )
     .unwrap();
     let (headers, body) = split(&fixture("arf_abuse.eml"));
-    let mut conn = TestConnection::open(m.addr).await.unwrap();
+    let mut conn = TestConnection::open(m.addr()).await.unwrap();
     conn.connect("fbl.example", ([198, 51, 100, 8], 25000))
         .await
         .unwrap();
@@ -225,7 +225,7 @@ async fn a_bounce_storm_at_one_provider_is_marked_as_ours() {
         "{}classification:\n  incident:\n    trigger: 3\n    within: 10m\n",
         config()
     );
-    let m = TestMilter::start(&config).await;
+    let m = Milter::start_tcp(&config).await;
     let rcpt = signed(&m);
     let dsn = |member: &str| {
         format!(

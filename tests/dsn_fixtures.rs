@@ -114,8 +114,13 @@ fn good_fixtures_carry_trace_headers() {
             continue;
         }
         let name = eml.display();
-        // The Exim delay warning returns no copy of the message.
-        if name.to_string().ends_with("exim_delay_plain.eml") {
+        // The Exim delay warning returns no copy of the message; the
+        // truncated report lost its copy (its notice is still read).
+        if name.to_string().ends_with("exim_delay_plain.eml")
+            || name
+                .to_string()
+                .ends_with("broken_truncated_mid_header.eml")
+        {
             continue;
         }
         let id = got["original_message_id"].as_str().unwrap_or_default();

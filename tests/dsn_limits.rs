@@ -1,4 +1,4 @@
-//! Generated hostile inputs (FAULTS D1-D6): every cap holds and nothing panics.
+//! Generated hostile inputs (faults D1-D6, TESTING.md): every cap holds and nothing panics.
 
 use std::time::{Duration, Instant};
 
@@ -302,4 +302,81 @@ fn extreme_limits_do_not_overflow() {
     let report = timed(&raw, &max);
     assert_eq!(report.recipients.len(), 4);
     assert!(!report.truncated);
+}
+
+#[test]
+fn wrapped_reports_unwrap_one_level_only() {
+    // A DSN inside message/rfc822 is read; one wrapped twice is not, and
+    // 200 levels of wrapping cost no more than the part budget.
+    let dsn = format!(
+        "{DSN_HEAD}\nFinal-Recipient: rfc822; inner@example.com\nAction: failed\nStatus: 5.1.1\n\n--b--\n"
+    );
+    let wrap = |inner: &str, i: usize| {
+        format!(
+            "From: MAILER-DAEMON@relay{i}.example.net\nSubject: Undeliverable: returned mail\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"w{i}\"\n\n--w{i}\nContent-Type: text/plain\n\nforwarded\n--w{i}\nContent-Type: message/rfc822\n\n{inner}\n--w{i}--\n"
+        )
+    };
+    let once = timed(wrap(&dsn, 0).as_bytes(), &Limits::default());
+    assert_eq!(once.kind, ReportKind::Dsn);
+    assert_eq!(once.recipients[0].recipient, "inner@example.com");
+    let twice = timed(wrap(&wrap(&dsn, 1), 0).as_bytes(), &Limits::default());
+    assert!(twice.recipients.is_empty(), "{:?}", twice.recipients);
+    let mut deep = dsn.clone();
+    for i in 0..200 {
+        deep = wrap(&deep, i);
+    }
+    let report = timed(deep.as_bytes(), &Limits::default());
+    assert!(report.recipients.is_empty());
+}
+
+#[test]
+fn x_failed_recipients_and_unsplit_reports_are_capped() {
+    let mut raw = String::from(
+        "From: Mail Delivery System <Mailer-Daemon@mx.example.net>\nSubject: Mail delivery failed\nX-Failed-Recipients: ",
+    );
+    for i in 0..2_000 {
+        raw.push_str(&format!("u{i}@example.com, "));
+    }
+    raw.push_str("\n\nsomething went wrong\n");
+    let limits = Limits {
+        max_recipients: 5,
+        ..Limits::default()
+    };
+    let report = timed(raw.as_bytes(), &limits);
+    assert_eq!(report.recipients.len(), 5);
+    assert!(report.truncated);
+
+    // A report declared without any part: 50 000 groups in the body.
+    let mut raw = String::from(
+        "From: MAILER-DAEMON@mx.example.net\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"never\"\n\n",
+    );
+    for i in 0..50_000 {
+        raw.push_str(&format!(
+            "Final-Recipient: rfc822; u{i}@example.com\nAction: failed\nStatus: 5.1.1\n\n"
+        ));
+    }
+    let report = timed(raw.as_bytes(), &Limits::default());
+    assert_eq!(report.recipients.len(), Limits::default().max_recipients);
+    assert!(report.truncated);
+}
+
+#[test]
+fn long_notice_lines_stay_linear() {
+    // One 200 KB line of `<` and `&` (HTML) and one of addresses beside
+    // reply codes: the scanners must not go quadratic.
+    let mut raw = String::from(
+        "From: MAILER-DAEMON@mx.example.net\nSubject: Undeliverable\nContent-Type: text/html\n\n",
+    );
+    raw.push_str(&"<b>&lt;&amp;<br>".repeat(12_000));
+    timed(raw.as_bytes(), &Limits::default());
+    let mut raw = String::from(
+        "From: MAILER-DAEMON@mx.example.net\nSubject: Undeliverable\n\nThe following recipient(s) could not be reached:\n",
+    );
+    for i in 0..4000 {
+        raw.push_str(&format!(
+            "u{i}@example.com 550 5.1.1 unknown user: u{i}@example.com\n"
+        ));
+    }
+    let report = timed(raw.as_bytes(), &Limits::default());
+    assert_eq!(report.recipients.len(), Limits::default().max_recipients);
 }

@@ -1,19 +1,17 @@
-//! FAULTS.md §6, C1–C3 and M1–M2: bad reloads keep the running config,
+//! Faults C1–C3 and M1–M2 (TESTING.md, Faults): bad reloads keep the running config,
 //! reloads under load and with rotated keys, the metrics endpoint under
 //! abuse, and metric labels that never carry an IP or a mail address.
 
-mod faults_common;
+use listwarden_test_support as support;
 
-use faults_common::frames::{self, Reply};
-use faults_common::{
-    RawConn, RawMilter, finish_news_message_then_refused, hold_news_message, is_550,
-};
 use listwarden::address::{Address, prvs};
 use listwarden::daemon::Reloader;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
+use support::frames::{self, Reply};
+use support::{Milter, RawConn, finish_news_message_then_refused, hold_news_message, is_550};
 
 const STRANGER: &str = "203.0.113.7";
 
@@ -23,7 +21,7 @@ fn with_news(base: &str) -> String {
     format!("{base}  - address: news@lists.example.org\n")
 }
 
-async fn mail_is_rejected(m: &RawMilter, sender: &str) -> bool {
+async fn mail_is_rejected(m: &Milter, sender: &str) -> bool {
     let mut c = m.session(STRANGER).await;
     c.send(&frames::mail(&[sender.as_bytes()])).await;
     let r = c.reply().await.unwrap();
@@ -38,7 +36,7 @@ async fn c1_invalid_reloads_are_refused_quickly_and_the_old_config_runs_on() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("listwarden.yaml");
     std::fs::write(&path, V1).unwrap();
-    let m = RawMilter::start(V1).await;
+    let m = Milter::start(V1).await;
     let reloader = Reloader {
         path: path.clone(),
         shared: m.shared.clone(),
@@ -251,7 +249,7 @@ fn c1_a_rules_file_that_is_not_a_regular_file_is_read_with_a_bound() {
 async fn c2_reload_under_load_swaps_at_once_and_inflight_messages_keep_their_config() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("listwarden.yaml");
-    let m = RawMilter::start(V1).await;
+    let m = Milter::start(V1).await;
     // 100 messages in flight, each past MAIL (its config snapshot) with a
     // From: that only the new config protects.
     let mut inflight: Vec<RawConn> = Vec::new();
@@ -284,7 +282,7 @@ async fn c2_reload_under_load_swaps_at_once_and_inflight_messages_keep_their_con
 // ---------------------------------------------------------------- C3
 
 /// The envelope sender listwarden signs outbound list mail with.
-async fn signed_sender(m: &RawMilter) -> String {
+async fn signed_sender(m: &Milter) -> String {
     let mut c = m.session("127.0.0.1").await;
     let r = c
         .send_to_eoh(
@@ -306,7 +304,7 @@ async fn signed_sender(m: &RawMilter) -> String {
 }
 
 /// The RCPT reply for a bounce to `rcpt`.
-async fn bounce_reply(m: &RawMilter, rcpt: &str) -> Reply {
+async fn bounce_reply(m: &Milter, rcpt: &str) -> Reply {
     let mut c = m.session("198.51.100.9").await;
     c.send(&frames::mail(&[b"<>"])).await;
     c.send(&frames::rcpt(&[rcpt.as_bytes()])).await;
@@ -341,7 +339,7 @@ async fn c3_rotated_keys_sign_with_the_new_and_verify_the_old() {
     let path = dir.path().join("listwarden.yaml");
     let v1 = config(&key(1), 1);
     std::fs::write(&path, &v1).unwrap();
-    let m = RawMilter::start(&v1).await;
+    let m = Milter::start(&v1).await;
     let reloader = Reloader {
         path: path.clone(),
         shared: m.shared.clone(),
@@ -419,7 +417,7 @@ fn slow_loris(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
 /// rounds of 5 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn m1_healthz_answers_within_a_second_under_200_slow_connections() {
-    let m = RawMilter::start(V1).await;
+    let m = Milter::start(V1).await;
     let addr =
         listwarden::metrics::spawn_http("127.0.0.1:0".parse().unwrap(), m.shared.metrics.clone())
             .unwrap();
@@ -449,7 +447,7 @@ async fn m1_healthz_answers_within_a_second_under_200_slow_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn m1_huge_headers_and_many_scrapes_are_bounded() {
-    let m = RawMilter::start(V1).await;
+    let m = Milter::start(V1).await;
     let addr =
         listwarden::metrics::spawn_http("127.0.0.1:0".parse().unwrap(), m.shared.metrics.clone())
             .unwrap();
@@ -506,7 +504,7 @@ async fn m2_no_ip_or_address_ever_becomes_a_label() {
          ratelimit:\n  max_keys: 1024\n  budgets:\n    network: {{rate: 1, per: 1h, burst: 2}}\n\
          lists:\n  - address: members@lists.example.org\n  - address: quiet@lists.example.org\n    observe: true\n"
     );
-    let m = RawMilter::start(&yaml).await;
+    let m = Milter::start(&yaml).await;
     let ring = m.shared.config.load().signing.clone().unwrap();
     let today = listwarden::policy::day_of(listwarden::unix_now());
     let signed = prvs::sign(

@@ -12,7 +12,7 @@
 //! anywhere (even one the panic guard would catch), no leaked connection
 //! and well-formed replies.
 
-mod faults_common;
+use listwarden_test_support as support;
 #[allow(dead_code)]
 #[path = "../fuzz/src/milter.rs"]
 mod harness;
@@ -20,7 +20,6 @@ mod harness;
 #[path = "../fuzz/src/inputs.rs"]
 mod inputs;
 
-use faults_common::frames;
 use listwarden::Shared;
 use listwarden::config::Config;
 use std::cell::Cell;
@@ -28,6 +27,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::{Duration, Instant};
+use support::frames;
 
 /// Longest one stored session may take (they take milliseconds).
 const SESSION_BOUND: Duration = Duration::from_secs(5);

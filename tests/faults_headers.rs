@@ -1,17 +1,17 @@
-//! FAULTS.md §2 (H1–H6): envelopes and headers built to slip a list
+//! Faults H1–H6 (TESTING.md, Faults): envelopes and headers built to slip a list
 //! address past the forged-sender check, to break the parser, or to get
 //! attacker text into what listwarden writes. Through the raw client and
 //! the real milter; parser-only rows call `mailboxes_in_header` directly.
 
-mod faults_common;
+use listwarden_test_support as support;
 #[allow(dead_code)]
 #[path = "../fuzz/src/milter.rs"]
 mod harness;
 
-use faults_common::frames::{self, Reply};
-use faults_common::{CONFIG, RawConn, RawMilter, is_550, message_to_eoh, text};
 use listwarden::address::{Address, mailboxes_in_header, prvs};
 use std::time::{Duration, Instant};
+use support::frames::{self, Reply};
+use support::{FAULTS_CONFIG, Milter, RawConn, is_550, message_to_eoh, text};
 
 const STRANGER: &str = "203.0.113.7";
 
@@ -32,7 +32,7 @@ async fn eoh_reply(c: &mut RawConn, sender: &str, headers: &[Header<'_>]) -> Rep
 /// The verdict at end of headers for `headers` from a stranger, on a
 /// fresh connection: "reject", "accept", "continue" (the message waits
 /// for its end, e.g. to remove a forged tag) or the reply itself.
-async fn verdict(m: &RawMilter, headers: &[Header<'_>]) -> String {
+async fn verdict(m: &Milter, headers: &[Header<'_>]) -> String {
     let mut c = m.session(STRANGER).await;
     let r = eoh_reply(&mut c, "<alice@example.net>", headers).await;
     c.close().await;
@@ -48,7 +48,7 @@ async fn verdict(m: &RawMilter, headers: &[Header<'_>]) -> String {
 
 #[tokio::test]
 async fn h1_every_from_header_and_every_mailbox_counts() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     let from = |v: &'static str| (&b"From"[..], v.as_bytes());
     let cases: Vec<(&str, Vec<Header>, &str)> = vec![
         (
@@ -148,7 +148,7 @@ async fn h1_every_from_header_and_every_mailbox_counts() {
 /// never seen: "first wins", which H1 forbids.
 #[tokio::test]
 async fn h1_the_list_after_a_hundred_other_mailboxes_is_still_found() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     let mut value: Vec<String> = (0..100).map(|i| format!("a{i}@example.net")).collect();
     value.push("members@lists.example.org".into());
     let value = value.join(", ");
@@ -164,7 +164,7 @@ async fn h1_the_list_after_a_hundred_other_mailboxes_is_still_found() {
 /// header), or in a small From: after a large one, was never seen.
 #[tokio::test]
 async fn h1_the_list_in_an_oversized_or_late_from_header_is_still_found() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     let filler: String = (0..4700).map(|i| format!("a{i}@x.example, ")).collect();
     assert!(
         filler.len() > 65_536 && filler.len() < 102_400,
@@ -199,7 +199,7 @@ async fn h1_the_list_in_an_oversized_or_late_from_header_is_still_found() {
 
 #[tokio::test]
 async fn h2_huge_and_numerous_headers_stay_bounded() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     let started = Instant::now();
     let big = vec![b'y'; 100 * 1024];
     assert_eq!(
@@ -233,7 +233,7 @@ async fn h2_huge_and_numerous_headers_stay_bounded() {
 
 #[tokio::test]
 async fn h2_odd_header_names_and_bare_cr_lf() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     let cases: [(&[Header], &str); 7] = [
         // Bytes >= 0x80 in names, some of them across our prefix boundary.
         (
@@ -299,7 +299,7 @@ fn h2_a_header_line_without_a_colon_still_yields_its_address() {
 
 #[tokio::test]
 async fn h3_folds_truncated_at_the_end_do_not_panic() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     let cases: [(&[Header], &str); 4] = [
         (&[(b"From", b"members@lists.example.org,\r\n\t")], "reject"),
         (
@@ -321,7 +321,7 @@ async fn h3_folds_truncated_at_the_end_do_not_panic() {
 /// Sends a bounce-shaped message with `headers`, then end of message;
 /// returns the end-of-message actions and the final reply (or no actions
 /// and the end-of-headers reply, if that was final).
-async fn through_eom(m: &RawMilter, headers: &[(Vec<u8>, Vec<u8>)]) -> (Vec<Reply>, Reply) {
+async fn through_eom(m: &Milter, headers: &[(Vec<u8>, Vec<u8>)]) -> (Vec<Reply>, Reply) {
     let mut c = m.session(STRANGER).await;
     let mut script = frames::mail(&[b"<>"]);
     script.extend(frames::rcpt(&[b"<bob@example.com>"]));
@@ -358,7 +358,7 @@ fn deletions(actions: &[Reply]) -> Vec<(String, u32)> {
 async fn h4_forged_tags_are_removed_highest_index_first_per_name() {
     // Also covered by milter_protocol::inbound_listwarden_headers_are_removed_highest_index_first;
     // here with three names interleaved and several of each.
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     let mut headers = Vec::new();
     for i in 0..5 {
         headers.push((
@@ -407,7 +407,7 @@ fn is_refusal(r: &Reply) -> bool {
 /// Safe: every one removed, or the message refused.
 #[tokio::test]
 async fn h4_a_thousand_and_one_forged_tags_are_all_removed_or_the_message_refused() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     let same_name: Vec<(Vec<u8>, Vec<u8>)> = (0..1001)
         .map(|i| {
             (
@@ -458,7 +458,7 @@ fn key_path() -> String {
 
 #[tokio::test]
 async fn h5_attacker_text_never_becomes_a_header_line_or_a_bad_reply() {
-    let m = RawMilter::start(&harness::fuzz_config_yaml(&key_path())).await;
+    let m = Milter::start(&harness::fuzz_config_yaml(&key_path())).await;
     let ring = m.shared.config.load().signing.clone().unwrap();
     let today = listwarden::policy::day_of(listwarden::unix_now());
     let list_bounce = Address::parse("members-bounces@lists.example.org").unwrap();
@@ -520,7 +520,7 @@ async fn h5_attacker_text_never_becomes_a_header_line_or_a_bad_reply() {
 
 #[tokio::test]
 async fn h6_envelope_forms_canonicalise_to_the_list_or_not() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     let cases: [(&[u8], bool); 12] = [
         (b"<members@lists.example.org>", true),
         (b"<MEMBERS@LISTS.EXAMPLE.ORG>", true),

@@ -1,17 +1,17 @@
-//! FAULTS.md against the real binary, as a separate process: X4 (out of
+//! Faults (TESTING.md) against the real binary, as a separate process: X4 (out of
 //! file descriptors) and C2 (a valid reload by SIGHUP under 1,000
 //! in-flight sessions). OOM under a cgroup limit is left to systemd's
 //! MemoryMax and not tested here (TESTING.md).
 
-mod faults_common;
+use listwarden_test_support as support;
 
-use faults_common::{RawConn, finish_news_message_then_refused, hold_news_message};
 use indymilter_test::{Status, TestConnection};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{RawConn, finish_news_message_then_refused, hold_news_message};
 
 const LISTS: &str = "lists:\n  - address: members@lists.example.org\n";
 

@@ -1,21 +1,21 @@
-//! FAULTS.md §1 (P1–P11): the milter protocol under broken, hostile or
+//! Faults P1–P11 (TESTING.md, Faults): the milter protocol under broken, hostile or
 //! unusual input, through a raw client (exact bytes, every read bounded by
-//! a timeout). The safe behaviour asserted is the one in FAULTS.md: a
+//! a timeout). The safe behaviour asserted is the one in that table: a
 //! defined answer (tempfail or the normal verdict), a silently ignored
 //! command, or a clean close of that one connection; never a panic, a hang,
 //! or an effect on other connections.
 
-mod faults_common;
+use listwarden_test_support as support;
 #[allow(dead_code)]
 #[path = "../fuzz/src/milter.rs"]
 mod harness;
 
-use faults_common::frames::{self, Reply};
-use faults_common::{CONFIG, NoReply, RawMilter, has_code, is_550, message_to_eoh, text};
 use listwarden::Shared;
 use listwarden::config::Config;
 use std::path::Path;
 use std::time::{Duration, Instant};
+use support::frames::{self, Reply};
+use support::{FAULTS_CONFIG, Milter, NoReply, has_code, is_550, message_to_eoh, text};
 
 const STRANGER: &str = "203.0.113.7";
 const LIST: &str = "<members@lists.example.org>";
@@ -155,9 +155,9 @@ async fn p1_byte_by_byte_over_real_sockets() {
     let base = run_cut(&fuzz_config(), &[script.len()], &script).await;
     for tcp in [false, true] {
         let m = if tcp {
-            RawMilter::start_tcp(&yaml).await
+            Milter::start_tcp(&yaml).await
         } else {
-            RawMilter::start(&yaml).await
+            Milter::start(&yaml).await
         };
         let mut c = m.open().await;
         for (i, b) in script.iter().enumerate() {
@@ -177,7 +177,7 @@ async fn p1_byte_by_byte_over_real_sockets() {
 
 #[tokio::test]
 async fn p2_absurd_lengths_close_the_connection_without_waiting_for_the_payload() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     // Claimed payload sizes: 2^31, u32::MAX, and one byte over indymilter's
     // 1 MiB cap. Nothing follows the header and our side stays open: a
     // prompt close proves the milter neither read nor waited for the claim.
@@ -203,7 +203,7 @@ async fn p2_absurd_lengths_close_the_connection_without_waiting_for_the_payload(
 
 #[tokio::test]
 async fn p2_the_largest_allowed_frame_is_still_read() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     let mut c = m.session(STRANGER).await;
     let r = c
         .send_to_eoh("<>", "<bob@example.com>", &[(b"X-Listwarden-X", b"1")])
@@ -229,7 +229,7 @@ async fn p2_the_largest_allowed_frame_is_still_read() {
 
 #[tokio::test]
 async fn p3_unknown_command_closes_only_that_connection() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     let mut other = m.session(STRANGER).await;
     for cmd in [b'X', b'z', 0u8, 0xff] {
         let mut c = m.session(STRANGER).await;
@@ -247,7 +247,7 @@ async fn p3_unknown_command_closes_only_that_connection() {
 
 #[tokio::test]
 async fn p3_commands_before_negotiation_are_tempfailed_or_ignored() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     let mut c = m.open().await;
     // CONNECT and a header cannot happen before OPTNEG: ignored (no
     // answer). MAIL can be reached: with no session it is tempfailed.
@@ -277,7 +277,7 @@ async fn p3_commands_before_negotiation_are_tempfailed_or_ignored() {
 
 #[tokio::test]
 async fn p3_out_of_order_commands_are_ignored_and_the_session_goes_on() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     // A second OPTNEG, a RCPT before MAIL and an EOM before any RCPT get no
     // answer; the command after each gets its own, normal answer.
     for stray in [
@@ -307,7 +307,7 @@ async fn p3_out_of_order_commands_are_ignored_and_the_session_goes_on() {
 
 #[tokio::test]
 async fn p3_a_second_mail_starts_a_fresh_message() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     let mut c = m.session(STRANGER).await;
     c.send(&frames::mail(&[b"<alice@example.net>"])).await;
     c.send(&frames::rcpt(&[b"<bob@example.com>"])).await;
@@ -335,7 +335,7 @@ async fn p3_a_second_mail_starts_a_fresh_message() {
 
 #[tokio::test]
 async fn p4_versions_are_negotiated_down_or_refused_cleanly() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     for (version, expect) in [
         (2, Some(2)),
         (3, Some(3)),
@@ -377,7 +377,7 @@ async fn p4_versions_are_negotiated_down_or_refused_cleanly() {
 
 #[tokio::test]
 async fn p4_missing_actions_are_refused_cleanly() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     // listwarden needs CHANGE_HEADER (0x10) and ADD_HEADER (0x01); 0 means
     // "the defaults", which lack CHANGE_HEADER. Each is a close without an
     // answer, so Postfix applies milter_default_action; nothing hangs.
@@ -401,7 +401,7 @@ async fn p4_missing_actions_are_refused_cleanly() {
 /// answered with continue (FINDINGS.md F7, fixed).
 #[tokio::test]
 async fn p4_old_postfix_protocols_are_negotiated_down() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     for (version, protocol) in [
         (2, frames::POSTFIX_V2_PROTOCOL),
         (3, frames::POSTFIX_V3_PROTOCOL),
@@ -437,7 +437,7 @@ async fn p4_old_postfix_protocols_are_negotiated_down() {
 
 #[tokio::test]
 async fn p4_without_noreply_or_skip_the_session_answers_every_step() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     let no_extras = frames::POSTFIX_V4_PROTOCOL;
     let mut c = m.open().await;
     c.send(&frames::optneg(4, frames::ALL_ACTIONS, no_extras))
@@ -468,7 +468,7 @@ async fn p4_without_noreply_or_skip_the_session_answers_every_step() {
 
 #[tokio::test]
 async fn p5_missing_nul_terminators_close_cleanly() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     for broken in [
         frames::frame(b'M', b"<alice@example.net>"),
         frames::frame(b'R', b"<bob@example.com>"),
@@ -509,7 +509,7 @@ async fn p5_missing_nul_terminators_close_cleanly() {
 
 #[tokio::test]
 async fn p5_embedded_nul_and_non_utf8_are_tolerated() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     let mut c = m.session(STRANGER).await;
     // Embedded NUL: the first string is the argument, the rest are more
     // arguments (ESMTP parameters) or ignored.
@@ -570,7 +570,7 @@ async fn p5_embedded_nul_and_non_utf8_are_tolerated() {
 
 // ---------------------------------------------------------------- P6
 
-async fn first_mail_reply(m: &RawMilter, connect: Vec<u8>) -> Result<Reply, NoReply> {
+async fn first_mail_reply(m: &Milter, connect: Vec<u8>) -> Result<Reply, NoReply> {
     let mut c = m.open().await;
     c.send(&frames::postfix_optneg()).await;
     c.send(&connect).await;
@@ -585,7 +585,7 @@ async fn first_mail_reply(m: &RawMilter, connect: Vec<u8>) -> Result<Reply, NoRe
 
 #[tokio::test]
 async fn p6_unknown_and_unix_sources_are_not_trusted_loopback_mapped_is() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     let untrusted = [
         frames::connect_unknown(b"unknown"),
         frames::connect(b"localhost", b'L', 0, b"/var/spool/postfix/public/cleanup"),
@@ -612,7 +612,7 @@ async fn p6_unknown_and_unix_sources_are_not_trusted_loopback_mapped_is() {
 
 #[tokio::test]
 async fn p6_unparsable_addresses_close_the_connection_cleanly() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     // indymilter cannot parse a scope id, so the connection closes and
     // Postfix applies milter_default_action; Postfix itself strips the
     // scope from client addresses (see fuzz/FINDINGS.md).
@@ -637,7 +637,7 @@ async fn p6_unparsable_addresses_close_the_connection_cleanly() {
 #[tokio::test]
 async fn p6_sources_without_an_ip_get_no_network_budget() {
     let yaml = harness::fuzz_config_yaml(&key_path());
-    let m = RawMilter::start(&yaml).await;
+    let m = Milter::start(&yaml).await;
     let decisions = |budget: &str| {
         let d = &m.shared.metrics.ratelimit_decisions;
         d.with_label_values(&[budget, "allowed"]).get()
@@ -701,7 +701,7 @@ async fn p6_sources_without_an_ip_get_no_network_budget() {
 
 #[tokio::test]
 async fn p7_absent_or_empty_macros_fall_back_safely() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     let cases: [(&str, Vec<u8>, u8); 6] = [
         ("no macros at all", Vec::new(), b'y'),
         (
@@ -759,7 +759,7 @@ async fn p7_absent_or_empty_macros_fall_back_safely() {
 
 #[tokio::test]
 async fn p8_abort_between_any_two_callbacks_resets_the_message() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     // A forged message, and one that needs its end of message (a forged
     // tag to remove), each cut by ABORT after every step; the clean
     // message after it must be accepted, with nothing of the first left.
@@ -811,7 +811,7 @@ async fn p8_abort_between_any_two_callbacks_resets_the_message() {
 
 #[tokio::test]
 async fn p8_many_messages_on_one_connection_keep_their_own_state() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     let mut c = m.session(STRANGER).await;
     let mut script = Vec::new();
     for i in 0..300 {
@@ -840,7 +840,7 @@ async fn p8_many_messages_on_one_connection_keep_their_own_state() {
 
 #[tokio::test]
 async fn p8_close_as_the_only_callback_leaks_nothing() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     // Open and close at once, before any command.
     drop(m.open().await);
     // After negotiation only: the session exists, then goes.
@@ -864,7 +864,7 @@ async fn p8_close_as_the_only_callback_leaks_nothing() {
 
 #[tokio::test]
 async fn p9_recipients_over_the_cap_are_tempfailed_trusted_are_not() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     let rcpts: Vec<u8> = (0..1001)
         .flat_map(|i| frames::rcpt(&[format!("<r{i}@example.com>").as_bytes()]))
         .collect();
@@ -894,7 +894,7 @@ async fn p9_recipients_over_the_cap_are_tempfailed_trusted_are_not() {
 
 #[tokio::test]
 async fn p9_a_hundred_thousand_recipients_are_answered_and_bounded() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     const N: usize = 100_000;
     let mut rcpts = Vec::with_capacity(N * 30);
     for i in 0..N {
@@ -925,7 +925,7 @@ async fn p9_a_hundred_thousand_recipients_are_answered_and_bounded() {
 
 #[tokio::test]
 async fn p10_peer_disconnects_mid_message_affect_nothing_else() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     // A bystander in the middle of a forged message.
     let mut bystander = m.session(STRANGER).await;
     bystander
@@ -977,8 +977,8 @@ async fn p10_peer_disconnects_mid_message_affect_nothing_else() {
 
 #[tokio::test]
 async fn p11_connections_over_the_limit_wait_and_others_go_on() {
-    let yaml = CONFIG.replace("milter:\n", "milter:\n  max_connections: 2\n");
-    let m = RawMilter::start(&yaml).await;
+    let yaml = FAULTS_CONFIG.replace("milter:\n", "milter:\n  max_connections: 2\n");
+    let m = Milter::start(&yaml).await;
     let mut a = m.session(STRANGER).await;
     let b = m.session(STRANGER).await;
     // The third is accepted by the kernel but not served yet.

@@ -1,15 +1,15 @@
-//! FAULTS.md §4 (B1–B6) through the milter. The signature rules
+//! Faults B1–B6 (TESTING.md, Faults) through the milter. The signature rules
 //! themselves (every single-character mutation, case, expiry wrap, key
 //! rotation, 10^4-character tags) are unit and property tests in
 //! crates/core/src/address/prvs.rs and crates/core/src/address/verp.rs; budgets for harvested
 //! addresses (B5) are in tests/flood.rs. Here: what reaches Postfix.
 
-mod faults_common;
+use listwarden_test_support as support;
 
-use faults_common::frames::{self, Reply};
-use faults_common::{RawMilter, has_code, is_550};
 use listwarden::address::{Address, prvs};
 use std::time::{Duration, Instant};
+use support::frames::{self, Reply};
+use support::{Milter, has_code, is_550};
 
 fn config() -> String {
     let key = concat!(
@@ -23,7 +23,7 @@ fn config() -> String {
     )
 }
 
-fn signed(m: &RawMilter, days_ago: u64) -> String {
+fn signed(m: &Milter, days_ago: u64) -> String {
     let ring = m.shared.config.load().signing.clone().unwrap();
     let today = listwarden::policy::day_of(listwarden::unix_now());
     let plain = Address::parse("members-bounces@lists.example.org").unwrap();
@@ -31,7 +31,7 @@ fn signed(m: &RawMilter, days_ago: u64) -> String {
 }
 
 /// RCPT replies for one null-sender message to `rcpts`.
-async fn rcpt_replies(m: &RawMilter, rcpts: &[String]) -> Vec<Reply> {
+async fn rcpt_replies(m: &Milter, rcpts: &[String]) -> Vec<Reply> {
     let mut c = m.session("198.51.100.9").await;
     c.send(&frames::mail(&[b"<>"])).await;
     assert_eq!(c.reply().await.map(|r| r.cmd), Ok(b'c'));
@@ -66,7 +66,7 @@ fn postfix_map() -> regex::Regex {
 
 #[tokio::test]
 async fn b1_b2_b3_tags_at_rcpt_exact_case_folded_mutated_expired_huge() {
-    let m = RawMilter::start(&config()).await;
+    let m = Milter::start(&config()).await;
     let good = signed(&m, 0);
     let mut mutated = good.clone().into_bytes();
     mutated[10] = if mutated[10] == b'0' { b'1' } else { b'0' };
@@ -123,7 +123,7 @@ async fn b1_b2_b3_tags_at_rcpt_exact_case_folded_mutated_expired_huge() {
 
 #[tokio::test]
 async fn b6_a_null_sender_message_with_several_recipients_is_judged_per_recipient() {
-    let m = RawMilter::start(&config()).await;
+    let m = Milter::start(&config()).await;
     let rcpts = [
         signed(&m, 0),
         "members-bounces@lists.example.org".to_string(),

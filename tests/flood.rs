@@ -2,9 +2,8 @@
 //! list and per signed address answer 451 at RCPT (nothing is lost, the
 //! sender retries), and the shield makes a list under attack strict.
 
-mod common;
+use listwarden_test_support as support;
 
-use common::TestMilter;
 use indymilter_test::{Status, TestConnection};
 use listwarden::Shared;
 use listwarden::address::{Address, prvs};
@@ -13,9 +12,10 @@ use listwarden::ratelimit::ManualClock;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use support::Milter;
 
 fn config(budgets: &str, shield: &str) -> String {
-    let signing = common::signing_block();
+    let signing = support::signing_block();
     format!(
         "milter:\n  listen: inet:127.0.0.1:8890\n\
          trusted_networks: [127.0.0.1/32]\n\
@@ -29,15 +29,15 @@ fn config(budgets: &str, shield: &str) -> String {
 
 const NO_SHIELD: &str = "  enabled: false\n";
 
-fn signed(m: &TestMilter, local: &str) -> String {
+fn signed(m: &Milter, local: &str) -> String {
     let ring = m.shared.config.load().signing.clone().unwrap();
     let plain = Address::parse(&format!("{local}@lists.example.org")).unwrap();
-    format!("<{}>", prvs::sign(&plain, &ring, common::today()))
+    format!("<{}>", prvs::sign(&plain, &ring, support::today()))
 }
 
 /// One bounce from `ip` to `rcpt`; the reply to RCPT.
-async fn bounce(m: &TestMilter, ip: [u8; 4], rcpt: &str) -> Status {
-    let mut conn = TestConnection::open(m.addr).await.unwrap();
+async fn bounce(m: &Milter, ip: [u8; 4], rcpt: &str) -> Status {
+    let mut conn = TestConnection::open(m.addr()).await.unwrap();
     conn.connect("mx.example", (ip, 25000)).await.unwrap();
     conn.mail(["<>"]).await.unwrap();
     let status = conn.rcpt([rcpt]).await.unwrap();
@@ -49,7 +49,7 @@ fn is_451(s: &Status) -> bool {
     matches!(s, Status::Tempfail { message: Some(m) } if m.to_str().unwrap().starts_with("451 4.7.1 "))
 }
 
-fn decisions(m: &TestMilter, budget: &str, result: &str) -> u64 {
+fn decisions(m: &Milter, budget: &str, result: &str) -> u64 {
     m.shared
         .metrics
         .ratelimit_decisions
@@ -59,7 +59,7 @@ fn decisions(m: &TestMilter, budget: &str, result: &str) -> u64 {
 
 #[tokio::test]
 async fn network_budget_exact_at_burst_then_451_other_networks_unaffected() {
-    let m = TestMilter::start(&config(
+    let m = Milter::start_tcp(&config(
         "    network: {rate: 1, per: 1h, burst: 3}\n",
         NO_SHIELD,
     ))
@@ -83,7 +83,7 @@ async fn network_budget_exact_at_burst_then_451_other_networks_unaffected() {
     assert_eq!(decisions(&m, "network", "denied"), 1);
     assert_eq!(m.messages("tempfail", "rate_limited"), 1);
     // Ordinary mail from the flooding network is not limited.
-    let mut conn = TestConnection::open(m.addr).await.unwrap();
+    let mut conn = TestConnection::open(m.addr()).await.unwrap();
     conn.connect("mx.example", ([198, 51, 100, 10], 25000))
         .await
         .unwrap();
@@ -98,7 +98,7 @@ async fn network_budget_exact_at_burst_then_451_other_networks_unaffected() {
 
 #[tokio::test]
 async fn a_harvested_signed_address_cannot_carry_a_flood() {
-    let m = TestMilter::start(&config(
+    let m = Milter::start_tcp(&config(
         "    address: {rate: 1, per: 1d, burst: 2}\n",
         NO_SHIELD,
     ))
@@ -114,7 +114,7 @@ async fn a_harvested_signed_address_cannot_carry_a_flood() {
 #[tokio::test]
 async fn list_budget_counts_valid_and_invalid_apart() {
     let budgets = "    network: {rate: 0, per: 1m}\n    list_valid: {rate: 1, per: 1h, burst: 2}\n    list_invalid: {rate: 1, per: 1h, burst: 1}\n";
-    let m = TestMilter::start(&config(budgets, NO_SHIELD)).await;
+    let m = Milter::start_tcp(&config(budgets, NO_SHIELD)).await;
     let good = signed(&m, "legacy-bounces");
     // `either` mode: unsigned bounces await their trace, and use the invalid budget.
     assert_eq!(
@@ -138,7 +138,7 @@ async fn list_budget_counts_valid_and_invalid_apart() {
 /// a 451 would make innocent MTAs retry it.
 #[tokio::test]
 async fn over_budget_wrong_signatures_get_451_like_right_ones() {
-    let m = TestMilter::start(&config(
+    let m = Milter::start_tcp(&config(
         "    network: {rate: 1, per: 1h, burst: 1}\n",
         NO_SHIELD,
     ))
@@ -170,7 +170,7 @@ async fn over_budget_wrong_signatures_get_451_like_right_ones() {
 async fn observe_mode_counts_the_limit_but_lets_bounces_in() {
     let yaml = config("    network: {rate: 1, per: 1h, burst: 1}\n", NO_SHIELD)
         .replace("trusted_networks", "observe: true\ntrusted_networks");
-    let m = TestMilter::start(&yaml).await;
+    let m = Milter::start_tcp(&yaml).await;
     let rcpt = signed(&m, "members-bounces");
     for _ in 0..3 {
         assert_eq!(bounce(&m, [198, 51, 100, 1], &rcpt).await, Status::Continue);
@@ -187,7 +187,7 @@ async fn the_shield_rises_under_attack_and_falls_after_the_hold() {
     );
     let cfg = Config::parse(&yaml, Path::new("t.yaml")).unwrap();
     let clock = ManualClock::new(1_000_000_000);
-    let m = TestMilter::start_shared(Shared::with_clock(cfg, Arc::new(clock.clone()))).await;
+    let m = Milter::start_shared(Shared::with_clock(cfg, Arc::new(clock.clone()))).await;
     let legacy = "<legacy-bounces@lists.example.org>";
     // `either` list: unsigned bounces may pass on their trace.
     assert_eq!(bounce(&m, [10, 0, 0, 1], legacy).await, Status::Continue);
@@ -250,8 +250,8 @@ async fn two_instances_share_one_budget_through_redis() {
         "ratelimit:\n",
         &format!("ratelimit:\n  state: {url}\n  redis_prefix: \"it-{salt}:\"\n  redis_deadline_ms: 2000\n  node_count: 2\n"),
     );
-    let a = TestMilter::start(&yaml).await;
-    let b = TestMilter::start(&yaml).await;
+    let a = Milter::start_tcp(&yaml).await;
+    let b = Milter::start_tcp(&yaml).await;
     for m in [&a, &b] {
         let listwarden::ratelimit::Store::Redis(store) = &m.shared.store else {
             panic!("not a Redis store")
@@ -264,7 +264,7 @@ async fn two_instances_share_one_budget_through_redis() {
     let rcpt = signed(&a, "members-bounces");
     let mut tasks = Vec::new();
     for i in 0..40u8 {
-        let (addr, rcpt) = (if i % 2 == 0 { a.addr } else { b.addr }, rcpt.clone());
+        let (addr, rcpt) = (if i % 2 == 0 { a.addr() } else { b.addr() }, rcpt.clone());
         tasks.push(tokio::spawn(async move {
             let mut conn = TestConnection::open(addr).await.unwrap();
             conn.connect("mx.example", ([198, 51, 100, i], 25000))

@@ -1,10 +1,10 @@
 //! Every verdict path of the milter, over the real protocol
 //! (indymilter-test plays Postfix).
 
-mod common;
+use listwarden_test_support as support;
 
-use common::{CONFIG, TestMilter};
 use indymilter_test::{Actions, MacroStage, ProtoOpts, Status, TestConnection};
+use support::{CONFIG, Milter};
 
 const STRANGER: [u8; 4] = [203, 0, 113, 7];
 
@@ -17,8 +17,8 @@ fn reply(status: &Status) -> String {
     }
 }
 
-async fn open(m: &TestMilter, ip: [u8; 4]) -> TestConnection {
-    let mut conn = TestConnection::open(m.addr).await.unwrap();
+async fn open(m: &Milter, ip: [u8; 4]) -> TestConnection {
+    let mut conn = TestConnection::open(m.addr()).await.unwrap();
     assert_eq!(
         conn.connect("client.example", (ip, 40000)).await.unwrap(),
         Status::Continue
@@ -28,8 +28,8 @@ async fn open(m: &TestMilter, ip: [u8; 4]) -> TestConnection {
 
 #[tokio::test]
 async fn negotiation_takes_only_what_it_needs() {
-    let m = TestMilter::start(CONFIG).await;
-    let conn = TestConnection::open(m.addr).await.unwrap();
+    let m = Milter::start_tcp(CONFIG).await;
+    let conn = TestConnection::open(m.addr()).await.unwrap();
     assert_eq!(
         conn.negotiated_actions(),
         Actions::CHANGE_HEADER | Actions::ADD_HEADER
@@ -59,10 +59,10 @@ async fn negotiation_takes_only_what_it_needs() {
 
 #[tokio::test]
 async fn refuses_an_mta_without_the_actions_it_needs() {
-    let m = TestMilter::start(CONFIG).await;
+    let m = Milter::start_tcp(CONFIG).await;
     let result = TestConnection::configure()
         .available_actions(Actions::ADD_HEADER)
-        .open_tcp(m.addr)
+        .open_tcp(m.addr())
         .await;
     assert!(result.is_err(), "negotiation must fail");
     m.stop().await;
@@ -70,7 +70,7 @@ async fn refuses_an_mta_without_the_actions_it_needs() {
 
 #[tokio::test]
 async fn forged_envelope_sender_is_rejected_at_mail() {
-    let m = TestMilter::start(CONFIG).await;
+    let m = Milter::start_tcp(CONFIG).await;
     let mut conn = open(&m, STRANGER).await;
     let status = conn.mail(["<members@lists.example.org>"]).await.unwrap();
     assert_eq!(
@@ -84,7 +84,7 @@ async fn forged_envelope_sender_is_rejected_at_mail() {
 
 #[tokio::test]
 async fn forged_from_header_is_rejected_at_end_of_headers() {
-    let m = TestMilter::start(CONFIG).await;
+    let m = Milter::start_tcp(CONFIG).await;
     let mut conn = open(&m, STRANGER).await;
     assert_eq!(
         conn.mail(["<alice@example.net>"]).await.unwrap(),
@@ -116,7 +116,7 @@ async fn forged_from_header_is_rejected_at_end_of_headers() {
 
 #[tokio::test]
 async fn several_authors_including_the_list_are_forged() {
-    let m = TestMilter::start(CONFIG).await;
+    let m = Milter::start_tcp(CONFIG).await;
     let mut conn = open(&m, STRANGER).await;
     conn.mail(["<alice@example.net>"]).await.unwrap();
     conn.rcpt(["<bob@example.com>"]).await.unwrap();
@@ -134,7 +134,7 @@ async fn several_authors_including_the_list_are_forged() {
 
 #[tokio::test]
 async fn ordinary_mail_is_accepted_after_the_headers() {
-    let m = TestMilter::start(CONFIG).await;
+    let m = Milter::start_tcp(CONFIG).await;
     let mut conn = open(&m, STRANGER).await;
     assert_eq!(
         conn.mail(["<alice@example.net>"]).await.unwrap(),
@@ -155,7 +155,7 @@ async fn ordinary_mail_is_accepted_after_the_headers() {
 async fn trusted_and_authenticated_clients_are_accepted_at_end_of_headers() {
     // Not at MAIL: their headers must be seen too, so that forged
     // X-Listwarden-* tags are removed whoever sent them.
-    let m = TestMilter::start(CONFIG).await;
+    let m = Milter::start_tcp(CONFIG).await;
     let mut conn = open(&m, [127, 0, 0, 1]).await;
     assert_eq!(
         conn.mail(["<members@lists.example.org>"]).await.unwrap(),
@@ -188,7 +188,7 @@ async fn trusted_and_authenticated_clients_are_accepted_at_end_of_headers() {
 
 #[tokio::test]
 async fn observe_mode_counts_but_lets_the_message_through() {
-    let m = TestMilter::start(CONFIG).await;
+    let m = Milter::start_tcp(CONFIG).await;
     let mut conn = open(&m, STRANGER).await;
     assert_eq!(
         conn.mail(["<quiet@lists.example.org>"]).await.unwrap(),
@@ -208,7 +208,7 @@ async fn observe_mode_counts_but_lets_the_message_through() {
 
 #[tokio::test]
 async fn inbound_listwarden_headers_are_removed_highest_index_first() {
-    let m = TestMilter::start(CONFIG).await;
+    let m = Milter::start_tcp(CONFIG).await;
     let mut conn = open(&m, STRANGER).await;
     conn.mail(["<>"]).await.unwrap();
     conn.rcpt(["<bob@example.com>"]).await.unwrap();
@@ -246,7 +246,7 @@ async fn inbound_listwarden_headers_are_removed_highest_index_first() {
 
 #[tokio::test]
 async fn state_resets_between_messages_and_after_abort() {
-    let m = TestMilter::start(CONFIG).await;
+    let m = Milter::start_tcp(CONFIG).await;
     let mut conn = open(&m, STRANGER).await;
     // Message 1: forged From, aborted before end of headers.
     conn.mail(["<alice@example.net>"]).await.unwrap();
@@ -276,7 +276,7 @@ async fn state_resets_between_messages_and_after_abort() {
 
 #[tokio::test]
 async fn connections_gauge_follows_open_sessions() {
-    let m = TestMilter::start(CONFIG).await;
+    let m = Milter::start_tcp(CONFIG).await;
     let a = open(&m, STRANGER).await;
     let b = open(&m, STRANGER).await;
     assert_eq!(m.shared.metrics.connections_active.get(), 2);
@@ -295,7 +295,7 @@ async fn connections_gauge_follows_open_sessions() {
 
 #[tokio::test]
 async fn non_utf8_and_odd_input_does_not_break_the_session() {
-    let m = TestMilter::start(CONFIG).await;
+    let m = Milter::start_tcp(CONFIG).await;
     let mut conn = open(&m, STRANGER).await;
     conn.mail([std::ffi::CString::new(&b"<\xff\xfe@lists.example.org>"[..]).unwrap()])
         .await
@@ -322,7 +322,7 @@ async fn works_over_a_unix_socket() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("milter.sock");
     let config =
-        listwarden::config::Config::parse(common::CONFIG, std::path::Path::new("t.yaml")).unwrap();
+        listwarden::config::Config::parse(support::CONFIG, std::path::Path::new("t.yaml")).unwrap();
     let shared = listwarden::Shared::new(config);
     let listener = listwarden::daemon::bind(&listwarden::config::Socket::Unix(path.clone()), 0o660)
         .await

@@ -1,18 +1,18 @@
 //! Reload: a valid change applies to the next message, an invalid file
 //! keeps the running config, restart-only keys are kept.
 
-mod common;
+use listwarden_test_support as support;
 
-use common::TestMilter;
 use indymilter_test::{Status, TestConnection};
 use listwarden::daemon::Reloader;
+use support::Milter;
 
 const V1: &str =
     "milter:\n  listen: inet:127.0.0.1:8890\nlists:\n  - address: members@lists.example.org\n";
 const V2: &str = "milter:\n  listen: inet:127.0.0.1:8890\nlists:\n  - address: members@lists.example.org\n  - address: news@lists.example.org\n";
 
-async fn is_rejected(m: &TestMilter, sender: &str) -> bool {
-    let mut conn = TestConnection::open(m.addr).await.unwrap();
+async fn is_rejected(m: &Milter, sender: &str) -> bool {
+    let mut conn = TestConnection::open(m.addr()).await.unwrap();
     conn.connect("c.example", ([203, 0, 113, 7], 4000))
         .await
         .unwrap();
@@ -26,7 +26,7 @@ async fn valid_change_applies_invalid_change_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("listwarden.yaml");
     std::fs::write(&path, V1).unwrap();
-    let m = TestMilter::start(V1).await;
+    let m = Milter::start_tcp(V1).await;
     let reloader = Reloader {
         path: path.clone(),
         shared: m.shared.clone(),
@@ -73,7 +73,7 @@ async fn valid_change_applies_invalid_change_is_refused() {
 async fn restart_only_settings_are_kept() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("listwarden.yaml");
-    let m = TestMilter::start(V1).await;
+    let m = Milter::start_tcp(V1).await;
     std::fs::write(&path, V2.replace("8890", "9999")).unwrap();
     Reloader {
         path,

@@ -3,17 +3,17 @@
 //! failed before its fix. The ones that depend on Postfix's own behaviour
 //! run again through the real Postfix in integration/.
 
-mod faults_common;
+use listwarden_test_support as support;
 
-use faults_common::frames;
-use faults_common::{CONFIG, RawConn, RawMilter, is_550};
 use std::time::Duration;
+use support::frames;
+use support::{FAULTS_CONFIG, Milter, RawConn, is_550};
 
 const STRANGER: &str = "203.0.113.7";
 
-/// CONFIG plus an observe-mode list and a bounce-signing key.
+/// FAULTS_CONFIG plus an observe-mode list and a bounce-signing key.
 fn config_with_observe_list() -> String {
-    format!("{CONFIG}  - address: quiet@lists.example.org\n    observe: true\n")
+    format!("{FAULTS_CONFIG}  - address: quiet@lists.example.org\n    observe: true\n")
 }
 
 /// (name, index) of each header deletion among end-of-message actions.
@@ -48,12 +48,12 @@ async fn envelope_with_macros(
     replies
 }
 
-/// CONFIG with a signing key (in `dir`), so unsigned bounces are refused.
+/// FAULTS_CONFIG with a signing key (in `dir`), so unsigned bounces are refused.
 fn config_with_signing(dir: &tempfile::TempDir) -> String {
     let key = dir.path().join("1.key");
     std::fs::write(&key, "0123456789abcdef0123456789abcdef").unwrap();
     format!(
-        "{CONFIG}signing:\n  keys: [{{id: 1, file: \"{}\"}}]\n  sign_with: 1\n",
+        "{FAULTS_CONFIG}signing:\n  keys: [{{id: 1, file: \"{}\"}}]\n  sign_with: 1\n",
         key.display()
     )
 }
@@ -64,7 +64,7 @@ fn config_with_signing(dir: &tempfile::TempDir) -> String {
 #[tokio::test]
 async fn item1_postfix_reading_of_the_envelope_decides() {
     let dir = tempfile::tempdir().unwrap();
-    let m = RawMilter::start(&config_with_signing(&dir)).await;
+    let m = Milter::start(&config_with_signing(&dir)).await;
     // The raw text reads as nothing listwarden knows; Postfix reads the
     // list address and would deliver to it.
     let mut c = m.session(STRANGER).await;
@@ -99,7 +99,7 @@ async fn item1_postfix_reading_of_the_envelope_decides() {
 /// null sender, and one that names a protected domain fails closed (451).
 #[tokio::test]
 async fn item1_unreadable_addresses_fail_closed() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     let mut c = m.session(STRANGER).await;
     let r = c
         .pipeline(&frames::mail(&[b"<members\"@lists.example.org>"]), 1)
@@ -134,7 +134,7 @@ async fn item1_unreadable_addresses_fail_closed() {
 /// them is removed like any other.
 #[tokio::test]
 async fn item2_tags_from_trusted_clients_are_removed() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     let mut c = m.session("127.0.0.1").await;
     let r = c
         .send_to_eoh(
@@ -169,7 +169,7 @@ async fn item2_tags_from_trusted_clients_are_removed() {
 /// message at end of headers, so its forged tags survived.
 #[tokio::test]
 async fn item3_observe_mode_keeps_tag_hygiene() {
-    let m = RawMilter::start(&config_with_observe_list()).await;
+    let m = Milter::start(&config_with_observe_list()).await;
     let mut c = m.session(STRANGER).await;
     let r = c
         .send_to_eoh(
@@ -199,7 +199,7 @@ async fn item3_observe_mode_keeps_tag_hygiene() {
 /// quadratically); past 16 the message is refused instead.
 #[tokio::test]
 async fn item9_many_forged_tags_refuse_the_message() {
-    let m = RawMilter::start(CONFIG).await;
+    let m = Milter::start(FAULTS_CONFIG).await;
     for (copies, refused) in [(16, false), (17, true), (4000, true)] {
         let mut c = m.session(STRANGER).await;
         let mut script = frames::mail(&[b"<alice@example.net>"]);
@@ -231,11 +231,11 @@ async fn item9_many_forged_tags_refuse_the_message() {
 /// `milter.negotiate_timeout`, and mail flows again.
 #[tokio::test]
 async fn item8_idle_connections_cannot_hold_every_slot() {
-    let yaml = CONFIG.replace(
+    let yaml = FAULTS_CONFIG.replace(
         "  listen: inet:127.0.0.1:8890\n",
         "  listen: inet:127.0.0.1:8890\n  max_connections: 5\n  negotiate_timeout: 1s\n",
     );
-    let m = RawMilter::start(&yaml).await;
+    let m = Milter::start(&yaml).await;
     let mut idle = Vec::new();
     for _ in 0..5 {
         idle.push(m.open().await);
@@ -303,7 +303,7 @@ async fn whole_message(
 #[tokio::test]
 async fn item13_unsigned_reports_do_not_move_the_complaint_rate() {
     let dir = tempfile::tempdir().unwrap();
-    let m = RawMilter::start(&config_with_signing(&dir)).await;
+    let m = Milter::start(&config_with_signing(&dir)).await;
     let now = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -371,7 +371,7 @@ async fn item13_unsigned_reports_do_not_move_the_complaint_rate() {
 }
 
 /// A valid prvs address for `plain` today, and one with its hash changed.
-fn signed_and_forged(m: &RawMilter, plain: &str) -> (String, String) {
+fn signed_and_forged(m: &Milter, plain: &str) -> (String, String) {
     let cfg = m.shared.config.load();
     let ring = cfg.signing.as_ref().unwrap();
     let today = std::time::SystemTime::now()
@@ -388,7 +388,7 @@ fn signed_and_forged(m: &RawMilter, plain: &str) -> (String, String) {
 }
 
 /// The RCPT reply for a bounce from `ip` to `rcpt`, on a fresh session.
-async fn bounce_rcpt(m: &RawMilter, ip: &str, rcpt: &str) -> frames::Reply {
+async fn bounce_rcpt(m: &Milter, ip: &str, rcpt: &str) -> frames::Reply {
     let mut c = m.session(ip).await;
     let mut script = frames::mail(&[b"<>"]);
     script.extend(frames::rcpt(&[format!("<{rcpt}>").as_bytes()]));
@@ -407,7 +407,7 @@ async fn item5_budgets_hide_the_signature_verdict() {
         "  max_keys: 1024\n",
         "  max_keys: 1024\n  budgets:\n    network: {rate: 1, per: 1h, burst: 3}\n",
     );
-    let m = RawMilter::start(&yaml).await;
+    let m = Milter::start(&yaml).await;
     let (good, forged) = signed_and_forged(&m, "members-bounces@lists.example.org");
     for _ in 0..3 {
         let r = bounce_rcpt(&m, "198.51.100.9", &forged).await;
@@ -431,7 +431,7 @@ async fn item5_budgets_hide_the_signature_verdict() {
 #[tokio::test]
 async fn item5_prvs_is_accepted_only_where_a_list_sends_from() {
     let dir = tempfile::tempdir().unwrap();
-    let m = RawMilter::start(&config_with_signing(&dir)).await;
+    let m = Milter::start(&config_with_signing(&dir)).await;
     for plain in [
         "members@lists.example.org",
         "members-owner@lists.example.org",
@@ -454,7 +454,7 @@ async fn item11_one_client_cannot_raise_the_shield() {
         "{}shield: {{trigger: 3, within: 10m, hold: 1h}}\n",
         config_with_signing(&dir)
     );
-    let m = RawMilter::start(&yaml).await;
+    let m = Milter::start(&yaml).await;
     let shield_up = || {
         m.shared
             .metrics
@@ -485,7 +485,7 @@ async fn item7_a_report_to_sympas_owner_address_is_checked_as_a_bounce() {
         "  - address: members@lists.example.org\n",
         "  - address: members@lists.example.org\n  - address: sym@lists.example.org\n    preset: sympa\n",
     );
-    let m = RawMilter::start(&yaml).await;
+    let m = Milter::start(&yaml).await;
     let report: &[(&[u8], &[u8])] = &[
         (
             b"From",
@@ -550,7 +550,7 @@ async fn review2_a_report_to_sympas_owner_cannot_hide_its_content_type() {
         "  - address: members@lists.example.org\n",
         "  - address: members@lists.example.org\n  - address: sym@lists.example.org\n    preset: sympa\n",
     );
-    let m = RawMilter::start(&yaml).await;
+    let m = Milter::start(&yaml).await;
     // Headers that fill the 64 KB kept before Content-Type comes.
     let pad = vec![b'x'; 1024];
     let mut padded: Vec<(&[u8], &[u8])> = vec![(
@@ -605,11 +605,11 @@ async fn review2_a_report_to_sympas_owner_cannot_hide_its_content_type() {
 #[tokio::test]
 async fn review2_an_observed_list_cannot_carry_a_failed_trace_to_an_enforced_one() {
     let yaml = format!(
-        "{CONFIG}  - address: legacy@lists.example.org\n    bounces: trace\n  \
+        "{FAULTS_CONFIG}  - address: legacy@lists.example.org\n    bounces: trace\n  \
          - address: quiet@lists.example.org\n    bounces: trace\n    observe: true\n\
          trace:\n  received_by: [lists.example.org]\n"
     );
-    let m = RawMilter::start(&yaml).await;
+    let m = Milter::start(&yaml).await;
     for rcpts in [
         [
             "<legacy-bounces@lists.example.org>",
@@ -657,7 +657,7 @@ async fn review2_a_report_is_checked_for_every_owner_address() {
         "  - address: members@lists.example.org\n  - address: sym@lists.example.org\n    preset: sympa\n  \
          - address: quiet@lists.example.org\n    preset: sympa\n    observe: true\n",
     );
-    let m = RawMilter::start(&yaml).await;
+    let m = Milter::start(&yaml).await;
     let mut c = m.session(STRANGER).await;
     let mut script = frames::mail(&[b"<bounce-handler@evil.example>"]);
     script.extend(frames::rcpt(&[b"<quiet-owner@lists.example.org>"]));
@@ -682,7 +682,7 @@ async fn review2_a_report_is_checked_for_every_owner_address() {
 #[tokio::test]
 async fn review2_nested_prvs_tags_are_checked() {
     let dir = tempfile::tempdir().unwrap();
-    let m = RawMilter::start(&config_with_signing(&dir)).await;
+    let m = Milter::start(&config_with_signing(&dir)).await;
     let (good, forged) = signed_and_forged(&m, "members-bounces@lists.example.org");
     let good_local = good.split('@').next().unwrap();
     for rcpt in [
@@ -705,7 +705,7 @@ async fn review2_nested_prvs_tags_are_checked() {
 /// address after them: the strictest list must still win.
 #[tokio::test]
 async fn review2_many_observed_from_addresses_cannot_hide_an_enforced_one() {
-    let m = RawMilter::start(&config_with_observe_list()).await;
+    let m = Milter::start(&config_with_observe_list()).await;
     let mut from = vec!["quiet@lists.example.org"; 64].join(", ");
     from.push_str(", members@lists.example.org");
     let headers: &[(&[u8], &[u8])] = &[(b"From", from.as_bytes())];
@@ -726,7 +726,7 @@ async fn review2_many_observed_from_addresses_cannot_hide_an_enforced_one() {
 #[tokio::test]
 async fn review2_sasl_clients_get_the_bounce_checks() {
     let dir = tempfile::tempdir().unwrap();
-    let m = RawMilter::start(&config_with_signing(&dir)).await;
+    let m = Milter::start(&config_with_signing(&dir)).await;
     let mut c = m.session(STRANGER).await;
     let mut script = frames::macros(b'M', &[(b"{auth_authen}", b"alice")]);
     script.extend(frames::mail(&[b"<>"]));

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Sends one very large bounce through Postfix for integration/run's
-`big-body` check (FAULTS D6): a DSN to a trace-mode list that returns our
+`big-body` check (fault D6 of TESTING.md): a DSN to a trace-mode list that returns our
 own mail, followed by SIZE_MB of text in the MIME epilogue. XCLIENT plays
 a foreign client, so listwarden must read the body for its trace check.
 

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# FAULTS D6 end to end: a 100 MB bounce from another MTA goes through
+# Fault D6 (TESTING.md, Faults) end to end: a 100 MB bounce from another MTA goes through
 # Postfix to a trace-mode list, so listwarden reads the body for its trace
 # check. It must decide (trace_ok, delivered whole to the sink) while its
 # memory stays bounded: it keeps at most limits.max_body_bytes and then

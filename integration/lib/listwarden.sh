@@ -14,7 +14,7 @@ LW_KEY_FILE="" # the run's BATV signing key (key id 1)
 # the listwarden-expand beside it, or LW_IT_EXPAND_BIN, else built).
 # The build has the test-only `fault-injection` feature: a sender named
 # listwarden-fault-panic-STAGE or listwarden-fault-sleep-STAGE-SECS makes that
-# message's handling panic or stall (the fault-* scenarios, FAULTS X2/X3);
+# message's handling panic or stall (the fault-* scenarios, faults X2/X3 of TESTING.md);
 # every other message is handled exactly as in a release build.
 lw_build() {
 	local target=${CARGO_TARGET_DIR:-$LW_IT_REPO/target}

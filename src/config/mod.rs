@@ -2,7 +2,7 @@
 //! [`Config`] that the rest of listwarden reads. Nothing downstream parses
 //! strings or handles a bad value: if a `Config` exists, it is valid.
 //!
-//! * [`model`]: the file as serde reads it (every struct refuses unknown keys);
+//! * `model`: the file as serde reads it (every struct refuses unknown keys);
 //! * `validate`: turns it into a `Config`, one module per section, every
 //!   problem reported as `FILE:LINE:COLUMN: key.path: message`
 //!   (`listwarden_core::diag`);

@@ -77,6 +77,18 @@ pub struct RawIncident {
     pub max_keys: Option<usize>,
 }
 
+/// `ratelimit.redis_tls`: PEM files for `rediss` URLs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedisTls {
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    #[serde(default)]
+    pub cert_file: Option<String>,
+    #[serde(default)]
+    pub key_file: Option<String>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRatelimit {
@@ -88,6 +100,8 @@ pub struct RawRatelimit {
     pub redis_prefix: Option<String>,
     #[serde(default)]
     pub redis_deadline_ms: Option<u64>,
+    #[serde(default)]
+    pub redis_tls: RawRedisTls,
     #[serde(default)]
     pub node_count: Option<u32>,
     #[serde(default)]

@@ -28,16 +28,13 @@ pub enum Preset {
     Mailman3,
 }
 
-impl Preset {
-    pub fn parse(name: &str) -> Option<Preset> {
-        match name {
-            "listwarden" => Some(Preset::Listwarden),
-            "sympa" => Some(Preset::Sympa),
-            "mailman3" => Some(Preset::Mailman3),
-            _ => None,
-        }
-    }
+listwarden_core::config_words!(Preset {
+    "listwarden" => Preset::Listwarden,
+    "sympa" => Preset::Sympa,
+    "mailman3" => Preset::Mailman3,
+});
 
+impl Preset {
     /// Role suffixes: `owner` stands for `LIST-owner@DOMAIN`.
     pub fn roles(self) -> &'static [&'static str] {
         match self {
@@ -97,17 +94,12 @@ pub enum BounceCheck {
     Off,
 }
 
-impl BounceCheck {
-    pub fn parse(name: &str) -> Option<BounceCheck> {
-        match name {
-            "signed" => Some(BounceCheck::Signed),
-            "trace" => Some(BounceCheck::Trace),
-            "either" => Some(BounceCheck::Either),
-            "off" => Some(BounceCheck::Off),
-            _ => None,
-        }
-    }
-}
+listwarden_core::config_words!(BounceCheck {
+    "signed" => BounceCheck::Signed,
+    "trace" => BounceCheck::Trace,
+    "either" => BounceCheck::Either,
+    "off" => BounceCheck::Off,
+});
 
 #[cfg(test)]
 mod tests {

@@ -637,6 +637,92 @@ fn key_files_readable_by_others_are_a_warning() {
 }
 
 #[test]
+fn rules_file_problems_are_placed_in_the_rules_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("r.yaml"),
+        "rules:\n  - name: r1\n    match: { status: '^5', bogus: x }\n    result: { class: hardd, reason: other }\n",
+    )
+    .unwrap();
+    let config = dir.path().join("lw.yaml");
+    std::fs::write(
+        &config,
+        "milter:\n  listen: inet:127.0.0.1:8890\nclassification:\n  rules: [r.yaml]\n",
+    )
+    .unwrap();
+    let e = Config::load(&config).unwrap_err().to_string();
+    let rules = dir.path().join("r.yaml").display().to_string();
+    let lines: Vec<&str> = e.lines().collect();
+    assert_eq!(lines.len(), 2, "{e}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "{rules}:3:35: rules[0].match.bogus: (rule \"r1\") unknown key"
+        )),
+        "{e}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{rules}:4:22: rules[0].result.class:")),
+        "{e}"
+    );
+
+    std::fs::write(
+        dir.path().join("r.yaml"),
+        "rules:\n  - name: r1\n    match: { status: '^5'\n",
+    )
+    .unwrap();
+    let e = Config::load(&config).unwrap_err().to_string();
+    assert!(e.starts_with(&format!("{rules}:4:1: ")), "{e}");
+}
+
+#[test]
+fn redis_deployments_and_their_mistakes_are_located() {
+    for url in [
+        "redis://127.0.0.1:6379/",
+        "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/mymaster",
+        "redis+cluster://127.0.0.1:7000,127.0.0.1:7001/",
+        "rediss://127.0.0.1:6380/",
+    ] {
+        let c = parse(&format!("{GOOD}ratelimit:\n  state: \"{url}\"\n"))
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert!(matches!(c.ratelimit.state, StateBackend::Redis { .. }));
+    }
+    assert_eq!(
+        errors(&format!(
+            "{GOOD}ratelimit:\n  state: \"redis+sentinel://127.0.0.1:26379\"\n"
+        )),
+        [
+            "7:10: ratelimit.state: not a usable Redis URL: no service name after the sentinels (…/mymaster)"
+        ]
+    );
+    assert_eq!(
+        errors(&format!("{GOOD}ratelimit:\n  state: \"http://h:1/\"\n")),
+        [
+            "7:10: ratelimit.state: not a usable Redis URL: unknown scheme `http` (redis, rediss, redis+sentinel, rediss+sentinel, redis+cluster, rediss+cluster, unix)"
+        ]
+    );
+    let e = errors(&format!(
+        "{GOOD}ratelimit:\n  state: \"rediss://h:1/\"\n  redis_tls:\n    ca_file: /nonexistent/ca.pem\n"
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("9:14: ratelimit.redis_tls.ca_file: cannot read /nonexistent/ca.pem"),
+        "{e:?}"
+    );
+    let e = errors(&format!(
+        "{GOOD}ratelimit:\n  state: \"redis://h:1/\"\n  redis_tls:\n    ca_file: /nonexistent/ca.pem\n"
+    ));
+    assert!(
+        e[0].starts_with("9:5: ratelimit.redis_tls: TLS files are given but the URL is not rediss"),
+        "{e:?}"
+    );
+    // A password in a bad URL is not repeated in the message.
+    let e = errors(&format!(
+        "{GOOD}ratelimit:\n  state: \"redis+cluster://u:hunter2@h:1/2\"\n"
+    ));
+    assert!(e.iter().all(|e| !e.contains("hunter2")), "{e:?}");
+}
+
+#[test]
 fn the_storm_detector_has_defaults_bounds_and_an_off_switch() {
     let c = parse(GOOD).unwrap();
     assert_eq!(

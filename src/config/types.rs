@@ -14,9 +14,11 @@ use std::time::Duration;
 pub enum StateBackend {
     /// In this process, bounded by `max_keys` (least recently used go first).
     Memory { max_keys: usize },
-    /// Shared by several MX hosts through Redis or Valkey.
+    /// Shared by several MX hosts through Redis or Valkey: one node, a Sentinel service or a
+    /// Cluster (`crate::ratelimit::target` reads the URL).
     Redis {
         url: String,
+        tls: crate::ratelimit::TlsFiles,
         prefix: String,
         deadline: Duration,
         node_count: u32,
@@ -131,6 +133,11 @@ pub enum OnError {
     /// Let the message through unfiltered.
     Accept,
 }
+
+listwarden_core::config_words!(OnError {
+    "tempfail" => OnError::Tempfail,
+    "accept" => OnError::Accept,
+});
 
 /// Bounds on what one SMTP transaction may make listwarden hold.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::parse::{DsnAction, Feedback, RecipientStatus, Report, ReportKind};
+use super::report::{DsnAction, Feedback, RecipientStatus, Report, ReportKind};
 use super::rules::{Class, Fault, MatchInput, Reason, Retry, RuleAction, RuleResult, RuleSet};
 
 /// The `rule` of a classification that no rule matched.
@@ -40,7 +40,7 @@ pub struct Classification {
 ///
 /// Two guards apply after the rules:
 /// - `Action: delayed` is never a bounce: hard or soft becomes deferral
-///   (FAULTS/CODES: Sympa #397).
+///   (sympa-community/sympa#397 shows the damage otherwise).
 /// - Success actions (delivered, relayed, expanded) skip the rules and are
 ///   `delivered`.
 pub fn classify(report: &Report, rules: &RuleSet) -> Vec<Classification> {
@@ -121,7 +121,7 @@ fn classify_recipient(r: &RecipientStatus, report: &Report, rules: &RuleSet) -> 
 /// No rule matched: decide by the status class (or the SMTP code's first
 /// digit). Unknown means soft, never hard: a guess must not unsubscribe anyone.
 /// That includes a group whose `Action` is missing or not an RFC 3464 value
-/// (FAULTS D2: a malformed group is classified "unknown").
+/// (fault D2: a malformed group is classified "unknown").
 fn status_fallback(
     action: Option<DsnAction>,
     status: Option<&str>,
@@ -305,7 +305,8 @@ pub fn json_lines(file_label: &str, report: &Report, cls: &[Classification]) -> 
 
 #[cfg(test)]
 mod tests {
-    use super::super::parse::{Limits, parse};
+    use super::super::parse::parse;
+    use super::super::report::Limits;
     use super::*;
 
     fn builtin() -> RuleSet {

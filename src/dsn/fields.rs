@@ -239,6 +239,13 @@ pub(super) fn find_address(text: &str) -> Option<String> {
             })
             .last()
             .map_or(at + 1, |(i, c)| at + 1 + i + c.len_utf8());
+        // A trailing `:` or `.` ends a sentence or an `addr:` line.
+        let end = start
+            + text
+                .get(start..end)
+                .unwrap_or_default()
+                .trim_end_matches([':', '.'])
+                .len();
         if let Some(found) = text.get(start..end).and_then(clean_address) {
             // Reject a match glued to more address characters (e.g. "a@b@c").
             if bytes.get(end) != Some(&b'@') {

@@ -12,17 +12,20 @@
 
 mod classify;
 mod fields;
+mod notice;
 mod parse;
 mod plain;
+mod report;
 mod rules;
 pub mod tag;
 
 use std::sync::LazyLock;
 
 pub use classify::{Classification, FALLBACK_RULE, classify, json_lines};
-pub use parse::{
-    DsnAction, Feedback, Limits, MAX_RECEIVED_HEADERS, OriginalHeaders, RecipientStatus, Report,
-    ReportKind, UnparsedReason, parse,
+pub use parse::{MAX_RECEIVED_HEADERS, parse};
+pub use report::{
+    DsnAction, Feedback, Limits, OriginalHeaders, RecipientStatus, Report, ReportKind,
+    UnparsedReason,
 };
 pub use rules::{
     BUILTIN_RULES_YAML, Class, Fault, MAX_RULES, MAX_RULES_TEXT_BYTES, MatchInput, Reason, Retry,

@@ -10,13 +10,16 @@ use std::borrow::Cow;
 use std::panic::{self, AssertUnwindSafe};
 
 use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
-use serde::{Deserialize, Serialize};
 
 use super::fields::{
-    FieldReader, cap_str, clean_address, find_smtp_code, find_status, parse_status,
+    FieldReader, clean_address, find_address, find_smtp_code, find_status, parse_status,
     strip_type_prefix,
 };
 use super::plain;
+use super::report::{
+    DsnAction, Feedback, Limits, OriginalHeaders, RecipientStatus, Report, ReportKind,
+    UnparsedReason,
+};
 
 /// Received headers kept from the returned message (trace checks need a few,
 /// not hundreds).
@@ -31,260 +34,15 @@ const MAX_MIME_PARTS: usize = 256;
 /// Bytes of `text/plain` notification text handed to the plain-bounce scanner.
 const MAX_NOTICE_TEXT: usize = 64 * 1024;
 
-/// Caps on what one message may cost. Everything the parser keeps is bounded by
-/// these or by the named constants of this module.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Only the first `max_bytes` of the message are looked at (FAULTS D6).
-    pub max_bytes: usize,
-    /// MIME nesting levels below the top part that are walked (FAULTS D1).
-    pub max_depth: usize,
-    /// Recipient groups, `Original-Rcpt-To` and `Reported-Domain` values kept.
-    pub max_recipients: usize,
-    /// Longest field value kept, in bytes; longer values are cut.
-    pub max_field_len: usize,
-}
+/// Levels of reports wrapped in an attached `message/rfc822` (a DSN
+/// forwarded or re-sent by a mail client) that are unwrapped.
+const MAX_NESTED_REPORTS: usize = 1;
 
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_bytes: 256 * 1024,
-            max_depth: 3,
-            max_recipients: 100,
-            max_field_len: 4096,
-        }
-    }
-}
+/// Attached messages tried as wrapped reports, per level.
+const MAX_NESTED_TRIES: usize = 4;
 
-/// What kind of message this was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReportKind {
-    /// RFC 3464 delivery status notification with at least one recipient group.
-    Dsn,
-    /// RFC 5965 feedback report with a registered `Feedback-Type`.
-    Feedback,
-    /// A non-standard (plain text) bounce from which recipients were read.
-    PlainBounce,
-    /// Looks like a report or bounce but could not be read; see `unparsed_reason`.
-    Unparsed,
-    /// Not a bounce or feedback report (e.g. an auto-reply or ordinary mail).
-    NotABounce,
-}
-
-/// Why a report is `Unparsed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UnparsedReason {
-    /// No bytes (after the size cap), or only whitespace.
-    Empty,
-    /// mail-parser found no header.
-    NoHeaders,
-    /// mail-parser panicked; the panic was caught.
-    ParserPanic,
-    /// `multipart/report` for delivery-status or feedback-report, but the report
-    /// part is missing (no boundary, wrong boundary, nesting beyond `max_depth`).
-    ReportPartMissing,
-    /// A report or bounce notice with no usable recipient.
-    NoRecipients,
-    /// No report part within `max_depth` levels of MIME nesting, and parts
-    /// below that level were skipped (FAULTS D1).
-    TooDeep,
-    /// Feedback report without `Feedback-Type`: never a complaint (FAULTS D4).
-    MissingFeedbackType,
-    /// Feedback report whose `Feedback-Type` is not in the IANA registry.
-    UnknownFeedbackType,
-}
-
-/// RFC 3464 `Action` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DsnAction {
-    Failed,
-    Delayed,
-    Delivered,
-    Relayed,
-    Expanded,
-}
-
-impl DsnAction {
-    /// Reads an `Action` value; an unknown value (e.g. `bogus`) gives None.
-    pub fn parse(value: &str) -> Option<Self> {
-        let token = value.split_whitespace().next()?.to_ascii_lowercase();
-        match token.as_str() {
-            "failed" => Some(Self::Failed),
-            "delayed" => Some(Self::Delayed),
-            "delivered" => Some(Self::Delivered),
-            "relayed" => Some(Self::Relayed),
-            "expanded" => Some(Self::Expanded),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Failed => "failed",
-            Self::Delayed => "delayed",
-            Self::Delivered => "delivered",
-            Self::Relayed => "relayed",
-            Self::Expanded => "expanded",
-        }
-    }
-
-    /// Delivered, relayed and expanded report success, not a problem.
-    pub fn is_success(self) -> bool {
-        matches!(self, Self::Delivered | Self::Relayed | Self::Expanded)
-    }
-}
-
-/// One per-recipient group of a DSN, or one recipient of a plain bounce.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct RecipientStatus {
-    /// `Final-Recipient` without its type prefix (falls back to
-    /// `Original-Recipient` when `Final-Recipient` is missing or unreadable).
-    pub recipient: String,
-    pub original_recipient: Option<String>,
-    /// None when the field is missing or not an RFC 3464 value.
-    pub action: Option<DsnAction>,
-    /// RFC 3463 code; from `Status`, else the first code in the diagnostic.
-    pub status: Option<String>,
-    /// First 3-digit SMTP reply code in the diagnostic.
-    pub smtp_code: Option<u16>,
-    pub remote_mta: Option<String>,
-    /// `Diagnostic-Code` without its type prefix, unfolded.
-    pub diagnostic: Option<String>,
-    pub last_attempt_date: Option<String>,
-    pub will_retry_until: Option<String>,
-}
-
-/// RFC 5965 feedback-report fields.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Feedback {
-    /// Lower-cased `Feedback-Type`; None when the field is missing.
-    pub feedback_type: Option<String>,
-    pub user_agent: Option<String>,
-    pub version: Option<String>,
-    pub original_mail_from: Option<String>,
-    /// Bounded by `Limits::max_recipients`.
-    pub original_rcpt_to: Vec<String>,
-    pub source_ip: Option<String>,
-    pub arrival_date: Option<String>,
-    /// Bounded by `Limits::max_recipients`.
-    pub reported_domain: Vec<String>,
-}
-
-/// Header fields of the returned message, kept for trace validation
-/// (did we send this?). Values are unfolded but not RFC 2047-decoded.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct OriginalHeaders {
-    pub message_id: Option<String>,
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub subject: Option<String>,
-    /// Values of the Received fields, top first; at most [`MAX_RECEIVED_HEADERS`].
-    pub received: Vec<String>,
-}
-
-/// Everything read from one message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Report {
-    pub kind: ReportKind,
-    /// Set exactly when `kind` is `Unparsed`.
-    pub unparsed_reason: Option<UnparsedReason>,
-    pub reporting_mta: Option<String>,
-    pub arrival_date: Option<String>,
-    /// At most `Limits::max_recipients`.
-    pub recipients: Vec<RecipientStatus>,
-    /// Present for feedback reports, also when unusable (missing or unknown type).
-    pub feedback: Option<Feedback>,
-    pub original: Option<OriginalHeaders>,
-    /// Something was cut: input beyond `max_bytes`, recipients, list entries,
-    /// field values, Received headers or MIME parts beyond a cap.
-    pub truncated: bool,
-}
-
-impl Report {
-    fn new(kind: ReportKind) -> Self {
-        Self {
-            kind,
-            unparsed_reason: None,
-            reporting_mta: None,
-            arrival_date: None,
-            recipients: Vec::new(),
-            feedback: None,
-            original: None,
-            truncated: false,
-        }
-    }
-
-    fn unparsed(reason: UnparsedReason, truncated: bool) -> Self {
-        Self {
-            unparsed_reason: Some(reason),
-            truncated,
-            ..Self::new(ReportKind::Unparsed)
-        }
-    }
-
-    fn set_unparsed(&mut self, reason: UnparsedReason) {
-        self.kind = ReportKind::Unparsed;
-        self.unparsed_reason = Some(reason);
-    }
-
-    /// Last pass: cuts every kept string to `max` bytes, whatever produced it
-    /// (values found inside text, such as a remote host name, are not cut by
-    /// the field reader).
-    fn cap_fields(&mut self, max: usize) {
-        let mut cut = false;
-        let mut cap = |s: &mut String| {
-            if s.len() > max {
-                *s = cap_str(s, max, &mut cut);
-            }
-        };
-        let cap_opt = |s: &mut Option<String>, cap: &mut dyn FnMut(&mut String)| {
-            if let Some(s) = s.as_mut() {
-                cap(s);
-            }
-        };
-        cap_opt(&mut self.reporting_mta, &mut cap);
-        cap_opt(&mut self.arrival_date, &mut cap);
-        for r in &mut self.recipients {
-            cap(&mut r.recipient);
-            for f in [
-                &mut r.original_recipient,
-                &mut r.status,
-                &mut r.remote_mta,
-                &mut r.diagnostic,
-                &mut r.last_attempt_date,
-                &mut r.will_retry_until,
-            ] {
-                cap_opt(f, &mut cap);
-            }
-        }
-        // A recipient cut to nothing is no recipient.
-        self.recipients.retain(|r| !r.recipient.is_empty());
-        if let Some(f) = self.feedback.as_mut() {
-            for v in [
-                &mut f.feedback_type,
-                &mut f.user_agent,
-                &mut f.version,
-                &mut f.original_mail_from,
-                &mut f.source_ip,
-                &mut f.arrival_date,
-            ] {
-                cap_opt(v, &mut cap);
-            }
-            f.original_rcpt_to.iter_mut().for_each(&mut cap);
-            f.reported_domain.iter_mut().for_each(&mut cap);
-        }
-        if let Some(o) = self.original.as_mut() {
-            for v in [&mut o.message_id, &mut o.from, &mut o.to, &mut o.subject] {
-                cap_opt(v, &mut cap);
-            }
-            o.received.iter_mut().for_each(&mut cap);
-        }
-        self.truncated |= cut;
-    }
-}
+/// Addresses read from `X-Failed-Recipients`.
+const MAX_X_FAILED: usize = 32;
 
 /// Feedback types registered at IANA (RFC 5965, RFC 6430 `not-spam`,
 /// RFC 6591 `auth-failure`).
@@ -301,7 +59,7 @@ const REGISTERED_FEEDBACK_TYPES: &[&str] = &[
 /// `limits.max_bytes` of `raw`.
 ///
 /// mail-parser 0.11.6 fixed its known panic on a folded header truncated at the
-/// end of input (#155), and the input is trimmed of trailing whitespace before
+/// end of input (mail-parser #155), and the input is trimmed of trailing whitespace before
 /// it is handed over, but its debug assertions can still fire on odd input, so
 /// the call runs under `catch_unwind` and a panic gives `Unparsed`
 /// (`ParserPanic`). That only works with `panic = "unwind"` (the default); under
@@ -362,6 +120,8 @@ struct Leaf<'m> {
     /// `type/subtype`, lower case; `text/plain` when absent.
     ctype: String,
     body: &'m [u8],
+    /// The parsed message of a `message/*` part.
+    nested: Option<&'m Message<'m>>,
 }
 
 /// Walk state: the leaves found and the parts budget.
@@ -396,6 +156,7 @@ impl<'m> Walk<'m> {
                 )
             },
         );
+        let mut nested_message = None;
         let body: &'m [u8] = match &part.body {
             PartType::Multipart(children) => {
                 if depth >= self.max_depth {
@@ -415,9 +176,16 @@ impl<'m> Walk<'m> {
             }
             PartType::Text(text) | PartType::Html(text) => text.as_bytes(),
             PartType::Binary(bytes) | PartType::InlineBinary(bytes) => bytes.as_ref(),
-            PartType::Message(nested) => nested_header_bytes(nested),
+            PartType::Message(nested) => {
+                nested_message = Some(nested);
+                nested_header_bytes(nested)
+            }
         };
-        self.leaves.push(Leaf { ctype, body });
+        self.leaves.push(Leaf {
+            ctype,
+            body,
+            nested: nested_message,
+        });
     }
 }
 
@@ -454,6 +222,11 @@ fn is_returned_message_type(ctype: &str) -> bool {
 }
 
 fn extract(message: &Message<'_>, limits: &Limits) -> Report {
+    extract_at(message, limits, 0)
+}
+
+/// Reads one message; `nest` counts the attached reports unwrapped so far.
+fn extract_at(message: &Message<'_>, limits: &Limits, nest: usize) -> Report {
     let mut report = Report::new(ReportKind::NotABounce);
     let mut walk = Walk {
         leaves: Vec::new(),
@@ -486,15 +259,19 @@ fn extract(message: &Message<'_>, limits: &Limits) -> Report {
         report.original = read_original(leaf.body, limits, &mut report.truncated);
     }
 
+    let top = read_top_headers(top_header_bytes(message), limits);
+    // A status in a delivery-status part whose groups name no recipient
+    // (Google Workspace, broken MTAs): it applies to the recipients found
+    // in the text.
+    let mut orphan_status = None;
     if let Some(leaf) = dsn_part {
         report.kind = ReportKind::Dsn;
-        read_delivery_status(leaf.body, limits, &mut report);
-        if report.recipients.is_empty() {
-            report.set_unparsed(UnparsedReason::NoRecipients);
+        orphan_status = read_delivery_status(leaf.body, limits, &mut report);
+        if !report.recipients.is_empty() {
+            return report;
         }
-        return report;
-    }
-    if let Some(leaf) = arf_part {
+        report.kind = ReportKind::NotABounce;
+    } else if let Some(leaf) = arf_part {
         read_feedback(leaf.body, limits, &mut report);
         return report;
     }
@@ -504,18 +281,61 @@ fn extract(message: &Message<'_>, limits: &Limits) -> Report {
     } else {
         UnparsedReason::ReportPartMissing
     };
-    if matches!(
-        claimed_report.as_deref(),
-        Some("delivery-status" | "global-delivery-status" | "feedback-report")
-    ) {
-        report.set_unparsed(missing);
-        return report;
+    // A report declared with a boundary that the body never uses at all
+    // (Sendmail variants): the body is the report, read it as one.
+    let mut text = String::new();
+    let mut report_part_missing = false;
+    if dsn_part.is_none()
+        && matches!(
+            claimed_report.as_deref(),
+            Some("delivery-status" | "global-delivery-status")
+        )
+        && let Some(body) = unsplit_body(message, limits)
+    {
+        report.kind = ReportKind::Dsn;
+        orphan_status = read_delivery_status(body, limits, &mut report);
+        if !report.recipients.is_empty() {
+            return report;
+        }
+        report.kind = ReportKind::NotABounce;
+        report_part_missing = true;
+        let body = body
+            .get(..MAX_NOTICE_TEXT.min(body.len()))
+            .unwrap_or_default();
+        text.push_str(&String::from_utf8_lossy(body));
+    } else if dsn_part.is_none()
+        && matches!(
+            claimed_report.as_deref(),
+            Some("delivery-status" | "global-delivery-status" | "feedback-report")
+        )
+    {
+        // The parts were split but none is the report ("Mail Delivery
+        // System" notices without a delivery-status part): read the notice
+        // below. When the split failed (no or wrong boundary, FAULTS D1),
+        // or for a feedback report, the report part is missing.
+        let split = message
+            .parts
+            .first()
+            .is_some_and(|p| matches!(&p.body, PartType::Multipart(c) if !c.is_empty()));
+        if !split || claimed_report.as_deref() == Some("feedback-report") {
+            report.set_unparsed(missing);
+            return report;
+        }
+        report_part_missing = true;
     }
 
-    // No report part: look for a plain-text bounce notice.
-    let top = read_top_headers(top_header_bytes(message), limits);
-    let mut text = String::new();
-    for leaf in walk.leaves.iter().filter(|l| l.ctype == "text/plain") {
+    // No usable report part: look for a plain-text bounce notice (HTML
+    // when there is no plain text).
+    let plain_leaves = walk
+        .leaves
+        .iter()
+        .filter(|l| l.ctype == "text/plain")
+        .count();
+    for leaf in walk
+        .leaves
+        .iter()
+        .filter(|l| l.ctype == "text/plain" || (plain_leaves == 0 && l.ctype == "text/html"))
+    {
         let room = MAX_NOTICE_TEXT.saturating_sub(text.len());
         if room == 0 {
             report.truncated = true;
@@ -528,23 +348,75 @@ fn extract(message: &Message<'_>, limits: &Limits) -> Report {
             .body
             .get(..room.min(leaf.body.len()))
             .unwrap_or_default();
-        text.push_str(&String::from_utf8_lossy(bytes));
+        let part = String::from_utf8_lossy(bytes);
+        if leaf.ctype == "text/html" {
+            text.push_str(&plain::html_text(&part));
+        } else {
+            text.push_str(&part);
+        }
         text.push_str("\n\n");
     }
-    let scan = plain::scan(&text, &top.subject, &top.from, limits);
+    let mut ctx = plain::Context {
+        subject: top.subject.clone(),
+        from: top.from.clone(),
+        exclude: top.own_addresses.clone(),
+    };
+    if let Some(from) = report
+        .original
+        .as_ref()
+        .and_then(|o| o.from.as_deref())
+        .and_then(find_address)
+    {
+        ctx.exclude.push(from.to_ascii_lowercase());
+    }
+    let scan = plain::scan(&text, &ctx, limits);
     report.truncated |= scan.truncated;
     if report.original.is_none()
         && let Some(header_text) = scan.original_header_text.as_deref()
     {
         report.original = read_original(header_text.as_bytes(), limits, &mut report.truncated);
     }
-    if !scan.is_bounce {
+    let is_bounce = scan.is_bounce || !top.x_failed.is_empty() || report_part_missing;
+    if !is_bounce {
         return report;
     }
-    report.reporting_mta = scan.reporting_mta;
+    report.reporting_mta = report.reporting_mta.take().or(scan.reporting_mta);
     report.recipients = scan.recipients;
+    if report.recipients.is_empty() && !top.x_failed.is_empty() {
+        // Only the header names them (Google Groups, localised Google
+        // Workspace notices, customised Exim texts).
+        for address in top.x_failed.iter().filter(|a| !ctx.exclude.contains(a)) {
+            if report.recipients.len() >= limits.max_recipients {
+                report.truncated = true;
+                break;
+            }
+            report.recipients.push(plain::status_for(
+                address,
+                scan.first_reply.as_deref(),
+                scan.permanent,
+                limits,
+                &mut report.truncated,
+            ));
+        }
+    }
+    if report.recipients.is_empty()
+        && nest < MAX_NESTED_REPORTS
+        && let Some(inner) = nested_report(&walk, limits, nest)
+    {
+        let truncated = report.truncated;
+        report = inner;
+        report.truncated |= truncated;
+        return report;
+    }
+    if let Some(status) = orphan_status {
+        for r in report.recipients.iter_mut().filter(|r| r.status.is_none()) {
+            r.status = Some(status.clone());
+        }
+    }
     if !report.recipients.is_empty() {
         report.kind = ReportKind::PlainBounce;
+    } else if report_part_missing {
+        report.set_unparsed(missing);
     } else if walk.too_deep {
         report.set_unparsed(UnparsedReason::TooDeep);
     } else {
@@ -557,12 +429,19 @@ fn extract(message: &Message<'_>, limits: &Limits) -> Report {
 struct TopHeaders {
     subject: String,
     from: String,
+    /// Lower-case addresses of the bounce's own From, To, Return-Path and
+    /// Sender: never the failed recipient.
+    own_addresses: Vec<String>,
+    /// Lower-case addresses of `X-Failed-Recipients` (Exim, Google).
+    x_failed: Vec<String>,
 }
 
 fn read_top_headers(bytes: &[u8], limits: &Limits) -> TopHeaders {
     let mut top = TopHeaders {
         subject: String::new(),
         from: String::new(),
+        own_addresses: Vec::new(),
+        x_failed: Vec::new(),
     };
     let mut reader = FieldReader::new(bytes, limits.max_field_len);
     if !reader.next_block() {
@@ -574,13 +453,85 @@ fn read_top_headers(bytes: &[u8], limits: &Limits) -> TopHeaders {
         if seen > MAX_ORIGINAL_FIELDS {
             break;
         }
+        if matches!(name.as_str(), "from" | "to" | "return-path" | "sender")
+            && let Some(a) = find_address(&value)
+            && top.own_addresses.len() < MAX_X_FAILED
+        {
+            top.own_addresses.push(a.to_ascii_lowercase());
+        }
         match name.as_str() {
             "subject" if top.subject.is_empty() => top.subject = value,
             "from" if top.from.is_empty() => top.from = value,
+            "x-failed-recipients" => {
+                for part in value.split(',') {
+                    if top.x_failed.len() >= MAX_X_FAILED {
+                        break;
+                    }
+                    if let Some(a) = clean_address(part).map(|a| a.to_ascii_lowercase())
+                        && !top.x_failed.contains(&a)
+                    {
+                        top.x_failed.push(a);
+                    }
+                }
+            }
             _ => {}
         }
     }
     top
+}
+
+/// The body of a message declared `multipart/report` that holds no MIME
+/// part at all (no delimiter of the declared boundary, no line starting
+/// with `--` followed by a `Content-Type` line): such bodies are the report
+/// itself. None when the body has parts
+/// (a wrong boundary stays a missing report part, FAULTS D1).
+fn unsplit_body<'m>(message: &'m Message<'m>, limits: &Limits) -> Option<&'m [u8]> {
+    let raw: &[u8] = message.raw_message.as_ref();
+    let start = message.parts.first()?.offset_body as usize;
+    let body = raw.get(start..)?;
+    let body = body.get(..body.len().min(limits.max_bytes))?;
+    if super::fields::is_blank(body) {
+        return None;
+    }
+    let boundary = message
+        .parts
+        .first()
+        .and_then(|p| p.content_type())
+        .and_then(|ct| ct.attribute("boundary"))
+        .map(|b| format!("--{b}"));
+    let mut lines = super::fields::Lines::new(body).peekable();
+    while let Some(line) = lines.next() {
+        if boundary
+            .as_deref()
+            .is_some_and(|b| line.starts_with(b.as_bytes()))
+        {
+            return None;
+        }
+        if line.starts_with(b"--")
+            && lines.peek().is_some_and(|next| {
+                next.len() >= 13
+                    && next
+                        .get(..13)
+                        .is_some_and(|h| h.eq_ignore_ascii_case(b"content-type:"))
+            })
+        {
+            return None;
+        }
+    }
+    Some(body)
+}
+
+/// A report wrapped in one of the first attached messages (a DSN forwarded
+/// or re-sent by a mail client), read one level down.
+fn nested_report(walk: &Walk<'_>, limits: &Limits, nest: usize) -> Option<Report> {
+    walk.leaves
+        .iter()
+        .filter_map(|l| l.nested)
+        .take(MAX_NESTED_TRIES)
+        .map(|m| extract_at(m, limits, nest + 1))
+        .find(|r| {
+            !r.recipients.is_empty() && matches!(r.kind, ReportKind::Dsn | ReportKind::PlainBounce)
+        })
 }
 
 /// Reads the header of the returned message (first block of `bytes`).
@@ -625,6 +576,8 @@ fn read_original(bytes: &[u8], limits: &Limits, truncated: &mut bool) -> Option<
 struct Group {
     final_recipient: Option<String>,
     original_recipient: Option<String>,
+    /// `Original-Recipient` has the `rfc822` address type.
+    original_is_rfc822: bool,
     action: Option<DsnAction>,
     status: Option<String>,
     remote_mta: Option<String>,
@@ -639,10 +592,19 @@ impl Group {
     }
 
     /// Builds the recipient status, or None when no recipient was readable.
+    /// An `rfc822` Original-Recipient that differs from Final-Recipient is
+    /// the address we sent to (Final-Recipient is then an internal route or
+    /// forward: Sun/Oracle Messaging Server, PMDF, Exchange), so it wins.
     fn finish(self) -> Option<RecipientStatus> {
-        let recipient = self
-            .final_recipient
-            .or_else(|| self.original_recipient.clone())?;
+        let original = self
+            .original_recipient
+            .clone()
+            .filter(|_| self.original_is_rfc822);
+        let recipient = match (self.final_recipient, original) {
+            (Some(f), Some(o)) if !f.eq_ignore_ascii_case(&o) => o,
+            (Some(f), _) => f,
+            (None, _) => self.original_recipient.clone()?,
+        };
         let diagnostic = self.diagnostic;
         let status = self
             .status
@@ -682,9 +644,13 @@ fn mta_name(value: &str) -> Option<String> {
 /// per-message. A second `Final-Recipient` in one block starts a new group
 /// (some MTAs omit the blank line). Groups without a readable recipient are
 /// dropped; unknown `Action` and invalid `Status` values become None.
-fn read_delivery_status(body: &[u8], limits: &Limits, report: &mut Report) {
+///
+/// Returns the `Status` of the first group that names no recipient, for the
+/// caller to apply to recipients found elsewhere.
+fn read_delivery_status(body: &[u8], limits: &Limits, report: &mut Report) -> Option<String> {
     let mut reader = FieldReader::new(body, limits.max_field_len);
     let mut full = false;
+    let mut orphan_status = None;
     let push = |group: Group, report: &mut Report, full: &mut bool| {
         if group.is_empty() {
             return;
@@ -715,6 +681,11 @@ fn read_delivery_status(body: &[u8], limits: &Limits, report: &mut Report) {
                     group.final_recipient = clean_address(&value);
                 }
                 "original-recipient" => {
+                    if group.original_recipient.is_none() {
+                        group.original_is_rfc822 = value
+                            .split_once(';')
+                            .is_some_and(|(t, _)| t.trim().eq_ignore_ascii_case("rfc822"));
+                    }
                     set_once(&mut group.original_recipient, clean_address(&value));
                 }
                 "action" => group.action = group.action.or(DsnAction::parse(&value)),
@@ -728,11 +699,15 @@ fn read_delivery_status(body: &[u8], limits: &Limits, report: &mut Report) {
                 _ => {}
             }
         }
+        if group.is_empty() && orphan_status.is_none() {
+            orphan_status.clone_from(&group.status);
+        }
         if !full {
             push(group, report, &mut full);
         }
     }
     report.truncated |= reader.truncated;
+    orphan_status
 }
 
 /// Reads a `message/feedback-report` body and sets the report kind.

@@ -10,7 +10,8 @@
 use super::fields::{
     cap_str, clean_address, find_address, find_remote_host, find_smtp_code, find_status,
 };
-use super::parse::{DsnAction, Limits, RecipientStatus};
+use super::notice::{self, Hit};
+use super::report::{DsnAction, Limits, RecipientStatus};
 
 /// Lines of notice text examined.
 const MAX_NOTICE_LINES: usize = 4000;
@@ -52,6 +53,26 @@ const BOUNCE_MARKERS: &[&str] = &[
     "delivery to the following recipient failed permanently",
     "delivery to the following recipient has been delayed",
     "there was a temporary problem delivering your message",
+    // Exchange 5.5 / 2003, hMailServer, Kerio
+    "did not reach the following recipient",
+    "did not reach some or all of the intended recipients",
+    // MDaemon
+    "permanent fatal delivery errors",
+    // Courier, OpenSMTPD, DragonFly dma
+    "undeliverable mail",
+    "this is the mailer-daemon",
+    "there was an error delivering your mail",
+];
+
+/// Phrases that say the failure is permanent (RFC 3463 class 5 without a
+/// code): Exim, qmail, Sendmail, Gmail, MDaemon and most ISP notices.
+const PERMANENT_MARKERS: &[&str] = &[
+    "permanent error",
+    "permanent fatal",
+    "failed permanently",
+    "permanent failure",
+    "permanently failed",
+    "permanent delivery failure",
 ];
 
 /// Phrases that make a whole notice a delay warning rather than a failure.
@@ -77,6 +98,12 @@ const BOUNCE_SUBJECTS: &[&str] = &[
     "warning: could not send",
     "delayed mail",
     "delivery delayed",
+    "not delivered",
+    "mail system error",
+    "delivery notification",
+    "mail delivery status",
+    "message status - undeliverable",
+    "delivery status",
 ];
 
 /// Lines that introduce an inline copy of the original message (lower case).
@@ -87,6 +114,8 @@ const COPY_MARKERS: &[&str] = &[
     "message header follows",
     "message headers follow",
     "original message headers:",
+    // Post.Office
+    "message text follows:",
 ];
 
 /// What the scanner found.
@@ -98,13 +127,36 @@ pub(super) struct Scan {
     pub(super) reporting_mta: Option<String>,
     /// The header lines of an inline copy of the original message.
     pub(super) original_header_text: Option<String>,
+    /// The first failure reply line of the notice (a 4xx/5xx SMTP reply or
+    /// a 4.x.x/5.x.x status), for recipients named elsewhere (e.g. only in
+    /// `X-Failed-Recipients`).
+    pub(super) first_reply: Option<String>,
+    /// The notice says the failure is permanent.
+    pub(super) permanent: bool,
     pub(super) truncated: bool,
+}
+
+/// What the scanner knows about the message besides its text.
+#[derive(Debug, Default)]
+pub(super) struct Context {
+    pub(super) subject: String,
+    pub(super) from: String,
+    /// Lower-case addresses that are never the failed recipient: the
+    /// bounce's own envelope and sender, the returned message's author.
+    pub(super) exclude: Vec<String>,
 }
 
 /// The notice text as lines, with a lower-cased copy of each line.
 struct Notice<'a> {
     lines: &'a [&'a str],
     lower: &'a [String],
+    exclude: &'a [String],
+}
+
+impl Notice<'_> {
+    fn excluded(&self, address: &str) -> bool {
+        self.exclude.iter().any(|e| e.eq_ignore_ascii_case(address))
+    }
 }
 
 impl<'a> Notice<'a> {
@@ -127,7 +179,7 @@ struct Found {
 }
 
 /// Scans notice `text` of a message with the given Subject and From.
-pub(super) fn scan(text: &str, subject: &str, from: &str, limits: &Limits) -> Scan {
+pub(super) fn scan(text: &str, ctx: &Context, limits: &Limits) -> Scan {
     let mut out = Scan::default();
     // Lines up to and including a copy marker (lower-cased once for all
     // extractors), then the lines of the copy.
@@ -152,21 +204,29 @@ pub(super) fn scan(text: &str, subject: &str, from: &str, limits: &Limits) -> Sc
     let notice = Notice {
         lines: lines.get(..notice_end).unwrap_or_default(),
         lower: lower.get(..notice_end).unwrap_or_default(),
+        exclude: &ctx.exclude,
     };
     if let Some(at) = copy_at {
         out.original_header_text = original_header_text(lines.get(at + 1..).unwrap_or_default());
     }
 
     let lower_notice = notice.lower.join("\n");
-    let subject = subject.to_ascii_lowercase();
-    let from = from.to_ascii_lowercase();
+    let subject = ctx.subject.to_ascii_lowercase();
+    let from = ctx.from.to_ascii_lowercase();
     out.is_bounce = BOUNCE_MARKERS.iter().any(|m| lower_notice.contains(m))
         || BOUNCE_SUBJECTS.iter().any(|m| subject.contains(m))
         || from.contains("mailer-daemon")
-        || from.contains("postmaster@");
+        || from.contains("postmaster@")
+        || from.contains("post_master@");
     if !out.is_bounce {
         return out;
     }
+    out.permanent = PERMANENT_MARKERS.iter().any(|m| lower_notice.contains(m));
+    out.first_reply = notice
+        .lines
+        .iter()
+        .find(|l| notice::is_failure_reply(l))
+        .map(|l| l.trim().trim_start_matches(['<', '-', '>', ' ']).to_owned());
     let notice_delayed = DELAY_MARKERS.iter().any(|m| lower_notice.contains(m))
         || subject.contains("delayed mail")
         || subject.contains("(delay)");
@@ -180,34 +240,115 @@ pub(super) fn scan(text: &str, subject: &str, from: &str, limits: &Limits) -> Sc
             merge(&mut found, f, &mut out.truncated);
         }
     }
+    // The layouts described as data (notice.rs), then, when nothing at all
+    // was found, the free-text fallback.
+    let tables: [notice::Extractor; 3] =
+        [notice::sections, notice::phrases, notice::error_code_lines];
+    for table in tables {
+        for hit in table(notice.lines, notice.lower, MAX_FOUND) {
+            merge(&mut found, hit_found(hit), &mut out.truncated);
+        }
+    }
+    if found.is_empty() {
+        for hit in notice::fallback(notice.lines, &ctx.exclude, MAX_FOUND) {
+            merge(&mut found, hit_found(hit), &mut out.truncated);
+        }
+    }
+    found.retain(|f| !notice.excluded(&f.address));
+    // `...due to the following reason:` before the address list (Post.Office,
+    // EarthLink): the reason of every recipient that has none.
+    if let Some(reason) = notice_reason(&notice) {
+        for f in found.iter_mut().filter(|f| f.diagnostic.trim().is_empty()) {
+            f.diagnostic.clone_from(&reason);
+        }
+    }
     for f in found {
         if out.recipients.len() >= limits.max_recipients {
             out.truncated = true;
             break;
         }
-        out.recipients
-            .push(to_status(f, notice_delayed, limits, &mut out.truncated));
+        out.recipients.push(to_status(
+            f,
+            notice_delayed,
+            out.permanent,
+            limits,
+            &mut out.truncated,
+        ));
     }
     out
 }
 
+/// The status of a recipient named outside the notice text (only in
+/// `X-Failed-Recipients`), with the notice's first failure reply as its
+/// diagnostic.
+pub(super) fn status_for(
+    address: &str,
+    reply: Option<&str>,
+    permanent: bool,
+    limits: &Limits,
+    truncated: &mut bool,
+) -> RecipientStatus {
+    let f = Found {
+        address: address.to_owned(),
+        diagnostic: reply.unwrap_or_default().to_owned(),
+        ..Found::default()
+    };
+    to_status(f, false, permanent || reply.is_none(), limits, truncated)
+}
+
+/// Notice text of an HTML-only bounce.
+pub(super) fn html_text(html: &str) -> String {
+    notice::html_to_text(html)
+}
+
+/// The first non-blank line after a `...the following reason:` line.
+fn notice_reason(notice: &Notice<'_>) -> Option<String> {
+    let at = notice
+        .lower
+        .iter()
+        .position(|l| l.trim_end().ends_with("the following reason:"))?;
+    notice
+        .lines
+        .iter()
+        .skip(at + 1)
+        .take(3)
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_owned())
+}
+
+fn hit_found(hit: Hit) -> Found {
+    Found {
+        address: hit.address,
+        diagnostic: hit.diagnostic,
+        ..Found::default()
+    }
+}
+
+/// Builds a recipient status. A failure with no code at all in a notice
+/// that calls itself permanent gets status 5.0.0 ("other undefined
+/// status", class 5), so that it counts as hard unless a rule knows better.
 fn to_status(
     f: Found,
     notice_delayed: bool,
+    permanent: bool,
     limits: &Limits,
     truncated: &mut bool,
 ) -> RecipientStatus {
     let diagnostic = cap_str(f.diagnostic.trim(), limits.max_field_len, truncated);
-    let action = if f.delayed || notice_delayed {
+    let delayed = f.delayed || notice_delayed;
+    let action = if delayed {
         DsnAction::Delayed
     } else {
         DsnAction::Failed
     };
+    let smtp_code = find_smtp_code(&diagnostic);
+    let status = find_status(&diagnostic)
+        .or_else(|| (permanent && !delayed && smtp_code.is_none()).then(|| "5.0.0".to_owned()));
     RecipientStatus {
         recipient: cap_str(&f.address, limits.max_field_len, truncated),
         action: Some(action),
-        status: find_status(&diagnostic),
-        smtp_code: find_smtp_code(&diagnostic),
+        status,
+        smtp_code,
         remote_mta: f.remote.or_else(|| find_remote_host(&diagnostic)),
         diagnostic: (!diagnostic.is_empty()).then_some(diagnostic),
         ..RecipientStatus::default()
@@ -326,7 +467,9 @@ fn angle_colon(notice: &Notice<'_>) -> Vec<Found> {
         };
         let mut diagnostic = first.trim().to_owned();
         while let Some(next) = notice.get(i) {
-            if next.trim().is_empty() || next.starts_with('<') {
+            // `<<< 550 ...` (Courier transcript) is a detail, `<b@x>:` the
+            // next recipient.
+            if next.trim().is_empty() || next.starts_with('<') && !next.starts_with("<<") {
                 break;
             }
             append(&mut diagnostic, next);
@@ -343,35 +486,74 @@ fn angle_colon(notice: &Notice<'_>) -> Vec<Found> {
 
 /// Exim: after `The following address(es) failed:` (or the delay warning's
 /// `...has not yet been delivered is:`), addresses indented by two, their
-/// details indented further.
+/// details indented further. Providers that customise the text (1&1, GMX,
+/// web.de) put the address at column 0, bare or as `addr:`, `"addr":` or
+/// `<addr>`, with the details on the following unindented lines. An alias
+/// expanded by the remote Exim shows `(generated from ADDR)` under the final
+/// address: ADDR is what we sent to.
 fn exim(notice: &Notice<'_>) -> Vec<Found> {
     let mut out: Vec<Found> = Vec::new();
     let mut in_section = false;
+    let mut column0 = false;
     let mut delayed = false;
-    for (line, lower) in notice.pairs() {
+    let lines: Vec<(&str, &str)> = notice.pairs().collect();
+    for (i, &(line, lower)) in lines.iter().enumerate() {
         if out.len() >= MAX_FOUND {
             break;
         }
+        let next_failed = lines
+            .get(i + 1)
+            .is_some_and(|(_, l)| l.trim_start().starts_with("failed:"));
         if lower.contains("address(es) failed")
             || lower.contains("following address failed")
             || lower.contains("following addresses failed")
+            || (lower.trim_end().ends_with("address(es)") && next_failed)
         {
-            in_section = true;
-            delayed = false;
+            (in_section, column0, delayed) = (true, false, false);
             continue;
         }
         if lower.contains("has not yet been delivered is")
             || lower.contains("have not yet been delivered are")
         {
-            in_section = true;
-            delayed = true;
+            (in_section, column0, delayed) = (true, false, true);
             continue;
         }
-        if !in_section || line.trim().is_empty() {
+        if !in_section || line.trim().is_empty() || lower.trim() == "failed:" {
+            continue;
+        }
+        if line.trim_start().starts_with("---") {
+            in_section = false;
+            continue;
+        }
+        if let Some(f) = out.last_mut()
+            && let Some(at) = lower.find("(generated from ")
+        {
+            let from = line
+                .get(at + "(generated from ".len()..)
+                .unwrap_or_default();
+            if let Some(address) = clean_address(from.trim().trim_end_matches(')'))
+                && !notice.excluded(&address)
+            {
+                f.address = address;
+            }
             continue;
         }
         if !is_indented(line) {
-            in_section = false;
+            // Column 0: an address line alone (`addr`, `addr:`, `"addr":`,
+            // `<addr>`), or the details of one.
+            let bare = line.trim().trim_end_matches(':');
+            if let Some(address) = clean_address(bare) {
+                column0 = true;
+                out.push(Found {
+                    address,
+                    delayed,
+                    ..Found::default()
+                });
+            } else if column0 && let Some(current) = out.last_mut() {
+                append(&mut current.diagnostic, line);
+            } else {
+                in_section = false;
+            }
             continue;
         }
         if indent(line) <= 3 {
@@ -434,6 +616,16 @@ fn sendmail(notice: &Notice<'_>) -> Vec<Found> {
         {
             let reason = line.get(at + "(reason:".len()..).unwrap_or_default();
             append(&mut current.diagnostic, reason.trim().trim_end_matches(')'));
+        } else if let Some(current) = out.last_mut()
+            && let Some(at) = lower.find("(expanded from:")
+        {
+            // An alias expanded here: the alias is what we sent to.
+            let from = line.get(at + "(expanded from:".len()..).unwrap_or_default();
+            if let Some(address) = clean_address(from.trim().trim_end_matches(')'))
+                && !notice.excluded(&address)
+            {
+                current.address = address;
+            }
         }
     }
     // Transcript reply lines (`<<< 550 5.1.1 <a@b>... User unknown`), lower-cased
@@ -599,6 +791,7 @@ fn gmail(notice: &Notice<'_>) -> Vec<Found> {
         } else if lower.contains("the response from the remote server was:")
             || lower.trim() == "the response was:"
             || lower.contains("technical details of permanent failure:")
+            || lower.contains("the error that the other server returned was:")
             || lower.contains("technical details of temporary failure:")
         {
             in_response = true;
@@ -616,8 +809,20 @@ fn gmail(notice: &Notice<'_>) -> Vec<Found> {
 mod tests {
     use super::*;
 
+    fn ctx(subject: &str, from: &str) -> Context {
+        Context {
+            subject: subject.to_owned(),
+            from: from.to_owned(),
+            exclude: Vec::new(),
+        }
+    }
+
     fn run(text: &str) -> Scan {
-        scan(text, "", "MAILER-DAEMON@mx.example.net", &Limits::default())
+        scan(
+            text,
+            &ctx("", "MAILER-DAEMON@mx.example.net"),
+            &Limits::default(),
+        )
     }
 
     type Summary = (String, Option<DsnAction>, Option<String>, Option<u16>);
@@ -657,8 +862,7 @@ mod tests {
     fn not_a_bounce_without_markers() {
         let s = scan(
             "Hello, see you tomorrow.\n<a@example.com>: hi\n",
-            "Re: lunch",
-            "bob@example.com",
+            &ctx("Re: lunch", "bob@example.com"),
             &Limits::default(),
         );
         assert!(!s.is_bounce);
@@ -742,7 +946,7 @@ mod tests {
             max_recipients: 10,
             ..Limits::default()
         };
-        let s = scan(&text, "", "", &limits);
+        let s = scan(&text, &ctx("", ""), &limits);
         assert_eq!(s.recipients.len(), 10);
         assert!(s.truncated);
     }

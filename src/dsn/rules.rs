@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_yaml_ng::Value;
 
-use super::parse::DsnAction;
+use super::report::DsnAction;
 
 /// The shipped rules (`config/rules/providers.yaml` in listwarden).
 pub const BUILTIN_RULES_YAML: &str = include_str!(concat!(
@@ -22,7 +22,7 @@ pub const BUILTIN_RULES_YAML: &str = include_str!(concat!(
     "/config/rules/providers.yaml"
 ));
 
-/// Largest rules file accepted (FAULTS C1: a 100 MB file is refused unread).
+/// Largest rules file accepted (fault C1: a 100 MB file is refused unread).
 pub const MAX_RULES_TEXT_BYTES: usize = 1024 * 1024;
 
 /// Most rules in one file.

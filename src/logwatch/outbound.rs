@@ -72,13 +72,41 @@ fn first_smtp_code(text: &str) -> Option<u16> {
         .and_then(|w| w.parse().ok())
 }
 
+/// Hour → (sent, complaints) not yet sent to Redis.
+type PendingHours = HashMap<u64, (u64, u64)>;
+
 /// Messages sent and complaints received per list, over a sliding day.
+///
+/// With a shared Redis store the counts seen here are also sent to Redis
+/// ([`crate::shared_state`]), which answers each list's totals over every
+/// host: deliveries seen in one host's log and complaints received by
+/// another make one rate, the same on every host.
 #[derive(Debug, Default)]
 pub struct ComplaintRates {
     lists: HashMap<String, (SlidingCounter, SlidingCounter)>,
+    /// Counts not yet sent to Redis: list → hour → (sent, complaints);
+    /// `None` without Redis.
+    pending: Option<HashMap<String, PendingHours>>,
+    /// Totals over every host, as Redis last answered: list → (sent,
+    /// complaints, unix time of the answer).
+    shared: HashMap<String, (u64, u64, u64)>,
 }
 
+/// Counts of one hour: (Unix hour, sent, complaints).
+pub type HourCounts = (u64, u64, u64);
+
+/// How long a shared total stands in for the local one.
+const SHARED_FRESH_SECS: u64 = 60;
+
 impl ComplaintRates {
+    /// Rates that are also counted in Redis.
+    pub fn shared() -> ComplaintRates {
+        ComplaintRates {
+            pending: Some(HashMap::new()),
+            ..ComplaintRates::default()
+        }
+    }
+
     fn entry(&mut self, list: &str) -> Option<&mut (SlidingCounter, SlidingCounter)> {
         if !self.lists.contains_key(list) {
             let a = SlidingCounter::new(WINDOW_BUCKETS, BUCKET_SECS).ok()?;
@@ -88,10 +116,23 @@ impl ComplaintRates {
         self.lists.get_mut(list)
     }
 
+    fn note(&mut self, list: &str, now: u64, sent: u64, complaints: u64) {
+        if let Some(pending) = &mut self.pending {
+            let hours = pending.entry(list.to_string()).or_default();
+            let counts = hours.entry(now / BUCKET_SECS).or_default();
+            counts.0 += sent;
+            counts.1 += complaints;
+            // Hours older than the window no longer matter (Redis unreachable for a day).
+            let oldest = (now / BUCKET_SECS).saturating_sub(WINDOW_BUCKETS as u64);
+            hours.retain(|hour, _| *hour > oldest);
+        }
+    }
+
     /// One recipient of list mail delivered.
     pub fn sent(&mut self, list: &str, now: u64) {
         if let Some((sent, _)) = self.entry(list) {
             sent.add(now, 1);
+            self.note(list, now, 1, 0);
         }
     }
 
@@ -99,21 +140,59 @@ impl ComplaintRates {
     pub fn complaint(&mut self, list: &str, now: u64) {
         if let Some((_, complaints)) = self.entry(list) {
             complaints.add(now, 1);
+            self.note(list, now, 0, 1);
+        }
+    }
+
+    /// Every list seen here, with its counts not yet sent (hour, sent,
+    /// complaints); the pending counts are cleared.
+    pub fn take_pending(&mut self) -> Vec<(String, Vec<HourCounts>)> {
+        let mut pending = self
+            .pending
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
+        self.lists
+            .keys()
+            .map(|list| {
+                let hours = pending
+                    .remove(list)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(hour, (s, c))| (hour, s, c))
+                    .collect();
+                (list.clone(), hours)
+            })
+            .collect()
+    }
+
+    /// Puts back counts that could not be sent.
+    pub fn restore_pending(&mut self, list: &str, hours: Vec<HourCounts>) {
+        for (hour, s, c) in hours {
+            self.note(list, hour * BUCKET_SECS, s, c);
+        }
+    }
+
+    /// Records a list's totals over every host, as Redis answered at `now`.
+    pub fn set_shared(&mut self, list: &str, sent: u64, complaints: u64, now: u64) {
+        if self.lists.contains_key(list) {
+            self.shared
+                .insert(list.to_string(), (sent, complaints, now));
         }
     }
 
     /// Complaints over deliveries in the window, per list (0 when nothing
-    /// was sent). Compare with Gmail's 0.1% and 0.3% lines.
+    /// was sent): over every host when Redis answered lately, else over
+    /// this host's log. Compare with Gmail's 0.1% and 0.3% lines.
     pub fn rates(&self, now: u64) -> Vec<(String, f64)> {
         self.lists
             .iter()
             .map(|(list, (sent, complaints))| {
-                let s = sent.sum(now);
-                let rate = if s == 0 {
-                    0.0
-                } else {
-                    complaints.sum(now) as f64 / s as f64
+                let (s, c) = match self.shared.get(list) {
+                    Some(&(s, c, at)) if now.saturating_sub(at) <= SHARED_FRESH_SECS => (s, c),
+                    _ => (sent.sum(now), complaints.sum(now)),
                 };
+                let rate = if s == 0 { 0.0 } else { c as f64 / s as f64 };
                 (list.clone(), rate)
             })
             .collect()
@@ -220,5 +299,28 @@ mod tests {
             r.rates(100_000 + 2 * 86_400),
             [("members".to_string(), 0.0)]
         );
+    }
+
+    #[test]
+    fn shared_totals_stand_in_for_local_ones_while_fresh() {
+        let now = 100 * BUCKET_SECS;
+        let mut rates = ComplaintRates::shared();
+        rates.complaint("members", now);
+        rates.complaint("members", now + 1);
+        let pending = rates.take_pending();
+        assert_eq!(pending, vec![("members".to_string(), vec![(100, 0, 2)])]);
+        assert_eq!(rates.take_pending()[0].1, vec![], "cleared");
+        // Nothing delivered here: the local rate is 0, the shared one is not.
+        assert_eq!(rates.rates(now), vec![("members".to_string(), 0.0)]);
+        rates.set_shared("members", 1000, 2, now);
+        rates.set_shared("unseen", 1, 1, now);
+        assert_eq!(rates.rates(now + 5), vec![("members".to_string(), 0.002)]);
+        assert_eq!(rates.rates(now + 61), vec![("members".to_string(), 0.0)]);
+        rates.restore_pending("members", vec![(100, 3, 0)]);
+        assert_eq!(rates.take_pending()[0].1, vec![(100, 3, 0)]);
+        // Without Redis nothing is kept to send.
+        let mut alone = ComplaintRates::default();
+        alone.sent("members", now);
+        assert_eq!(alone.take_pending()[0].1, vec![]);
     }
 }

@@ -264,11 +264,15 @@ async fn charge(
         let Some(quota) = session.quota(c.budget) else {
             continue;
         };
+        let started = std::time::Instant::now();
         let allowed = match session.shared().store.check(&c.key, &quota).await {
             Ok(d) => d.allowed,
             // Only an over-long key errs; never a reason to refuse mail.
             Err(_) => true,
         };
+        metrics
+            .ratelimit_seconds
+            .observe(started.elapsed().as_secs_f64());
         let result = if allowed { "allowed" } else { "denied" };
         metrics
             .ratelimit_decisions

@@ -1,7 +1,7 @@
 //! Monotonic time for the local stores, injectable so tests decide what "now" is.
 //!
 //! The memory store must not use wall-clock time: a clock stepped backwards (NTP, an operator)
-//! would otherwise refill or freeze every bucket (FAULTS R4).
+//! would otherwise refill or freeze every bucket (fault R4).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

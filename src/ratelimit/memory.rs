@@ -11,7 +11,7 @@
 //! pointer updates. Recency is therefore exact within a shard and approximate across shards.
 //!
 //! Eviction resets a key to "idle", so a flood of distinct keys can flush a busy one; that is
-//! the price of bounded memory (FAULTS R5), limited by aggregating sources by prefix upstream
+//! the price of bounded memory (fault R5), limited by aggregating sources by prefix upstream
 //! and by per-list backstops.
 
 use std::hash::{BuildHasher, RandomState};

@@ -17,6 +17,7 @@ pub mod gcra;
 mod lru;
 mod memory;
 mod redis_store;
+mod target;
 
 #[cfg(test)]
 mod redis_it;
@@ -29,6 +30,7 @@ pub use redis_store::{
     BackendErrorKind, BackendStats, GCRA_SCRIPT, MAX_KEY_LEN, RedisConfig, RedisStore,
     RedisStoreError,
 };
+pub use target::{TargetError, TlsFiles, check_target};
 
 /// Why a decision could not be made. Backend trouble is never an error (it falls back).
 #[derive(Debug, thiserror::Error)]

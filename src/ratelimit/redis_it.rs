@@ -209,7 +209,7 @@ async fn basic_allow_deny_refill_and_ttl() {
     assert!(!store.fallback_active());
 }
 
-/// FAULTS R7: two MX hosts (two stores, two connection managers) on one key.
+/// Fault R7: two MX hosts (two stores, two connection managers) on one key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Redis at LISTWARDEN_IT_REDIS"]
 async fn two_hosts_hammering_one_key_admit_exactly_the_burst() {
@@ -249,7 +249,7 @@ async fn two_hosts_hammering_one_key_admit_exactly_the_burst() {
     assert_eq!(admitted.load(Ordering::Relaxed), BURST as usize);
 }
 
-/// FAULTS R4: two hosts whose clocks disagree by 10 minutes, one of which
+/// Fault R4: two hosts whose clocks disagree by 10 minutes, one of which
 /// then jumps back an hour, share one budget exactly: decisions use the
 /// server's TIME, never the host's clock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,7 +295,7 @@ async fn skewed_and_jumping_host_clocks_do_not_change_the_budget() {
     assert_eq!(admitted, BURST);
 }
 
-/// FAULTS R1: Redis down at start, killed mid-stream, restarted.
+/// Fault R1: Redis down at start, killed mid-stream, restarted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "starts its own redis-server"]
 async fn down_at_start_killed_and_restarted() {
@@ -347,7 +347,7 @@ async fn down_at_start_killed_and_restarted() {
     assert!(store.stats().backend_decisions > via_redis);
 }
 
-/// FAULTS R2: a slow server (`DEBUG SLEEP`) costs the deadline, then opens the breaker.
+/// Fault R2: a slow server (`DEBUG SLEEP`) costs the deadline, then opens the breaker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "starts its own redis-server"]
 async fn debug_sleep_times_out_and_opens_breaker() {
@@ -386,7 +386,7 @@ async fn debug_sleep_times_out_and_opens_breaker() {
     );
 }
 
-/// FAULTS R2: a frozen server (SIGSTOP) behaves like a blackholed link: connections stay
+/// Fault R2: a frozen server (SIGSTOP) behaves like a blackholed link: connections stay
 /// open, nothing answers, new connections complete the handshake in the kernel and then hang.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "starts its own redis-server"]
@@ -418,7 +418,7 @@ async fn frozen_server_is_bounded_and_recovers() {
     );
 }
 
-/// FAULTS R3: `SCRIPT FLUSH` is invisible to callers (EVALSHA reloads on NOSCRIPT).
+/// Fault R3: `SCRIPT FLUSH` is invisible to callers (EVALSHA reloads on NOSCRIPT).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "starts its own redis-server"]
 async fn script_flush_is_reloaded() {
@@ -441,7 +441,7 @@ async fn script_flush_is_reloaded() {
     assert_eq!(stats.fallback_decisions, 0);
 }
 
-/// FAULTS R3: out of memory with `noeviction` is treated as unavailable.
+/// Fault R3: out of memory with `noeviction` is treated as unavailable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "starts its own redis-server"]
 async fn out_of_memory_falls_back_and_recovers() {
@@ -482,7 +482,7 @@ async fn out_of_memory_falls_back_and_recovers() {
     );
 }
 
-/// FAULTS R3: a primary demoted to a replica answers `READONLY`.
+/// Fault R3: a primary demoted to a replica answers `READONLY`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "starts its own redis-server"]
 async fn readonly_replica_falls_back_and_recovers() {

@@ -6,7 +6,7 @@
 //! [`GCRA_SCRIPT`] runs by `EVALSHA` (`redis::Script` sends `SCRIPT LOAD` and retries when the
 //! server answers `NOSCRIPT`, e.g. after `SCRIPT FLUSH` or a restart), so a decision is one round
 //! trip and atomic: several MX hosts on one key can never admit more than the quota. The script
-//! reads the server's `TIME`, so hosts with skewed clocks agree (FAULTS R4), and computes in
+//! reads the server's `TIME`, so hosts with skewed clocks agree (fault R4), and computes in
 //! microseconds because Lua numbers are doubles. Every allowed request rewrites the key with
 //! `PX` = time until its TAT, after which the key equals an absent one; denials write nothing.
 //! The key is `{prefix}{{{key}}}`: the braces make it a Redis Cluster hash tag (each script
@@ -24,7 +24,7 @@
 //! answer within the deadline plus a local decision.
 //!
 //! Connections are made by a background task: [`RedisStore::new`] returns at once and the
-//! store starts in fallback until the first connection is up (FAULTS R1, Redis down at start).
+//! store starts in fallback until the first connection is up (fault R1, Redis down at start).
 //! Whenever the breaker opens, the task also builds a fresh `ConnectionManager` (the old one
 //! keeps serving probes meanwhile): the manager reconnects by itself after I/O errors, but not
 //! after timeouts on a connection that stays open (a blackholed or frozen server) nor after
@@ -36,8 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisError, Script};
+use redis::{FromRedisValue, RedisError, Script, ScriptInvocation};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
@@ -46,6 +45,7 @@ use super::breaker::{Breaker, BreakerConfig, Change, Route};
 use super::clock::{Clock, MonotonicClock};
 use super::gcra::{Decision, Quota};
 use super::memory::MemoryStore;
+use super::target::{Connection, Target, TargetError, TlsFiles};
 
 /// The decision script; a transcription of `gcra::step` on the server's clock.
 ///
@@ -80,8 +80,10 @@ pub const MAX_KEY_LEN: usize = 512;
 /// Settings of a [`RedisStore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port/db`, or `unix:///path`.
+    /// One node, a Sentinel service or a Cluster: see [`target`](super::target).
     pub url: String,
+    /// CA and client certificate for `rediss` URLs.
+    pub tls: TlsFiles,
     /// Prepended to every key; default `lw:`.
     pub prefix: String,
     /// Longest a decision may wait for Redis; default 50 ms.
@@ -99,6 +101,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379/".to_owned(),
+            tls: TlsFiles::default(),
             prefix: "lw:".to_owned(),
             deadline: Duration::from_millis(50),
             connect_timeout: Duration::from_secs(1),
@@ -113,7 +116,7 @@ impl Default for RedisConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum RedisStoreError {
     #[error("invalid Redis URL: {0}")]
-    InvalidUrl(#[source] RedisError),
+    InvalidUrl(#[source] TargetError),
     #[error("the Redis rate-limit store must be created inside a Tokio runtime")]
     NoRuntime,
 }
@@ -218,7 +221,7 @@ struct Inner {
     deadline: Duration,
     connect_timeout: Duration,
     node_count: u32,
-    client: redis::Client,
+    target: Target,
     script: Script,
     clock: Arc<dyn Clock>,
     fallback: MemoryStore,
@@ -233,7 +236,7 @@ struct Inner {
 }
 
 struct State {
-    connection: Option<ConnectionManager>,
+    connection: Option<Connection>,
     breaker: Breaker,
     /// The breaker opened since the current connection was made: build a new one.
     reconnect_requested: bool,
@@ -270,15 +273,15 @@ impl RedisStore {
     pub fn with_clock(config: RedisConfig, clock: Arc<dyn Clock>) -> Result<Self, RedisStoreError> {
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| RedisStoreError::NoRuntime)?;
-        let client =
-            redis::Client::open(config.url.as_str()).map_err(RedisStoreError::InvalidUrl)?;
+        let target =
+            Target::parse(&config.url, &config.tls).map_err(RedisStoreError::InvalidUrl)?;
         let wake = Arc::new(Notify::new());
         let inner = Arc::new(Inner {
             prefix: config.prefix,
             deadline: config.deadline,
             connect_timeout: config.connect_timeout,
             node_count: config.node_count.max(1),
-            client,
+            target,
             script: Script::new(GCRA_SCRIPT),
             fallback: MemoryStore::with_clock(config.fallback_max_keys, clock.clone()),
             clock,
@@ -309,6 +312,28 @@ impl RedisStore {
             });
         }
         let inner = &*self.inner;
+        let params = quota.params_micros();
+        let mut invocation = inner.script.key(format!("{}{{{}}}", inner.prefix, key));
+        invocation.arg(params.interval).arg(params.tolerance);
+        if let Some((allowed, wait_us)) = self.invoke::<(i64, i64)>(&invocation).await {
+            inner.backend_decisions.fetch_add(1, Ordering::Relaxed);
+            return Ok(if allowed == 1 {
+                Decision::ALLOW
+            } else {
+                Decision::deny(Duration::from_micros(u64::try_from(wait_us).unwrap_or(0)))
+            });
+        }
+        inner.fallback_decisions.fetch_add(1, Ordering::Relaxed);
+        Ok(inner.fallback.check(key, &quota.divided(inner.node_count)))
+    }
+
+    /// Runs one script on the shared connection within the deadline, routed by the breaker
+    /// like a decision; `None` when Redis is not usable now (the caller decides locally).
+    ///
+    /// Every script listwarden runs touches keys of one hash tag only, so it is slot-local in
+    /// a Cluster.
+    pub async fn invoke<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> Option<T> {
+        let inner = &*self.inner;
         let (route, connection) = {
             let mut state = inner.lock_state();
             let now = inner.clock.now();
@@ -321,28 +346,32 @@ impl RedisStore {
                 }
             }
         };
-        if let Some(mut connection) = connection {
-            let outcome = tokio::time::timeout(
-                inner.deadline,
-                inner.remote_check(&mut connection, key, quota),
-            )
-            .await;
-            let failure = match outcome {
-                Ok(Ok(decision)) => {
-                    inner.backend_decisions.fetch_add(1, Ordering::Relaxed);
-                    inner.record(route, None);
-                    return Ok(decision);
-                }
-                Ok(Err(error)) => {
-                    debug!(%error, "rate-limit backend call failed");
-                    BackendErrorKind::of(&error)
-                }
-                Err(_elapsed) => BackendErrorKind::Timeout,
-            };
-            inner.record(route, Some(failure));
-        }
-        inner.fallback_decisions.fetch_add(1, Ordering::Relaxed);
-        Ok(inner.fallback.check(key, &quota.divided(inner.node_count)))
+        let mut connection = connection?;
+        let outcome =
+            tokio::time::timeout(inner.deadline, invocation.invoke_async(&mut connection)).await;
+        let failure = match outcome {
+            Ok(Ok(value)) => {
+                inner.record(route, None);
+                return Some(value);
+            }
+            Ok(Err(error)) => {
+                debug!(%error, "rate-limit backend call failed");
+                BackendErrorKind::of(&error)
+            }
+            Err(_elapsed) => BackendErrorKind::Timeout,
+        };
+        inner.record(route, Some(failure));
+        None
+    }
+
+    /// The key prefix, for the other shared state (the shield, complaint windows, peers).
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// `node`, `sentinel` or `cluster`.
+    pub fn mode(&self) -> &'static str {
+        self.inner.target.mode()
     }
 
     /// True while decisions are local: not connected yet, or the breaker is not closed.
@@ -393,23 +422,6 @@ impl Inner {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn remote_check(
-        &self,
-        connection: &mut ConnectionManager,
-        key: &str,
-        quota: &Quota,
-    ) -> Result<Decision, RedisError> {
-        let params = quota.params_micros();
-        let mut invocation = self.script.key(format!("{}{{{}}}", self.prefix, key));
-        invocation.arg(params.interval).arg(params.tolerance);
-        let (allowed, wait_us): (i64, i64) = invocation.invoke_async(connection).await?;
-        Ok(if allowed == 1 {
-            Decision::ALLOW
-        } else {
-            Decision::deny(Duration::from_micros(u64::try_from(wait_us).unwrap_or(0)))
-        })
-    }
-
     /// Reports one backend call (`failure` = None for success) to the breaker.
     fn record(&self, route: Route, failure: Option<BackendErrorKind>) {
         if let Some(kind) = failure {
@@ -453,7 +465,7 @@ impl Inner {
     }
 
     /// Installs a fresh connection made by the connection task.
-    fn install(&self, connection: ConnectionManager) {
+    fn install(&self, connection: Connection) {
         let mut state = self.lock_state();
         state.connection = Some(connection);
         state.reconnect_requested = false;
@@ -477,16 +489,16 @@ async fn connection_task(store: Weak<Inner>, wake: Arc<Notify>) {
     let mut backoff = RECONNECT_INITIAL;
     let mut failures_logged = false;
     loop {
-        let (client, timeout) = {
+        let (target, timeout) = {
             let Some(inner) = store.upgrade() else { return };
             if !inner.needs_connection() {
                 drop(inner);
                 wake.notified().await;
                 continue;
             }
-            (inner.client.clone(), inner.connect_timeout)
+            (inner.target.clone(), inner.connect_timeout)
         };
-        let attempt = connect(client, timeout).await;
+        let attempt = connect(&target, timeout).await;
         let Some(inner) = store.upgrade() else { return };
         match attempt {
             Ok(connection) => {
@@ -525,24 +537,17 @@ async fn connection_task(store: Weak<Inner>, wake: Arc<Notify>) {
     }
 }
 
-/// One connection attempt: a manager, then a `PING` and `SCRIPT LOAD` so that the first
-/// decision does not pay for them. `Err(None)` is a timeout.
-async fn connect(
-    client: redis::Client,
-    timeout: Duration,
-) -> Result<ConnectionManager, Option<RedisError>> {
-    // One attempt per (re)connect, no retries inside the manager: calls waiting on a retrying
-    // manager would only time out, and this task and the breaker already pace the retries.
-    // (After an I/O error the manager still reconnects by itself, once per failed call.)
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(timeout)
-        .set_number_of_retries(0);
+/// One connection attempt (for Sentinel, after asking the sentinels for the primary), then a
+/// `PING` and `SCRIPT LOAD` so that the first decision does not pay for them. `Err(None)` is a
+/// timeout.
+async fn connect(target: &Target, timeout: Duration) -> Result<Connection, Option<RedisError>> {
     let attempt = async {
-        let mut connection = ConnectionManager::new_with_config(client, config).await?;
+        let mut connection = target.connect(timeout).await?;
         redis::cmd("PING")
             .query_async::<()>(&mut connection)
             .await?;
-        // Only a warm-up: EVALSHA reloads the script on NOSCRIPT anyway.
+        // Only a warm-up: EVALSHA reloads the script on NOSCRIPT anyway (in a Cluster, on the
+        // node that answered NOSCRIPT).
         if let Err(error) = Script::new(GCRA_SCRIPT).load_async(&mut connection).await {
             debug!(%error, "SCRIPT LOAD failed");
         }

@@ -13,6 +13,27 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+/// Implements `FromStr` for an enum from the words the config file uses
+/// for it; a word it does not know is refused with the list of those it
+/// does, the same message for every such key.
+#[macro_export]
+macro_rules! config_words {
+    ($ty:ty { $($word:literal => $value:expr),+ $(,)? }) => {
+        impl ::std::str::FromStr for $ty {
+            type Err = String;
+            fn from_str(text: &str) -> Result<Self, String> {
+                match text {
+                    $($word => Ok($value),)+
+                    _ => Err(format!(
+                        "`{text}` is not one of: {}",
+                        [$($word),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
 /// Largest config or rules file read.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
@@ -20,7 +41,26 @@ pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seg {
     Key(&'static str),
+    /// A key known only at run time (from another file's own checks).
+    Name(String),
     Index(usize),
+}
+
+/// Reads a rendered key path back (`rules[3].match.status`).
+pub fn parse_path(text: &str) -> Vec<Seg> {
+    let mut out = Vec::new();
+    for part in text.split('.') {
+        let (name, rest) = part.split_once('[').unwrap_or((part, ""));
+        if !name.is_empty() {
+            out.push(Seg::Name(name.to_string()));
+        }
+        for index in rest.split('[') {
+            if let Ok(i) = index.trim_end_matches(']').parse() {
+                out.push(Seg::Index(i));
+            }
+        }
+    }
+    out
 }
 
 /// Renders a path the way error messages show it: `lists[2].address`.
@@ -29,6 +69,12 @@ pub fn render(path: &[Seg]) -> String {
     for seg in path {
         match seg {
             Seg::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Seg::Name(k) => {
                 if !out.is_empty() {
                     out.push('.');
                 }
@@ -75,6 +121,7 @@ impl<'de> Visitor<'de> for Walk<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let want = match self.path.first() {
             Some(Seg::Key(k)) => Some(*k),
+            Some(Seg::Name(k)) => Some(k.as_str()),
             _ => None,
         };
         while let Some(key) = map.next_key::<String>()? {
@@ -165,6 +212,8 @@ impl<'de> Visitor<'de> for Hit {
 /// One problem in a config file, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// The file, when it is not the config file itself (a rules file).
+    pub file: Option<PathBuf>,
     pub line: Option<usize>,
     pub column: Option<usize>,
     /// Key path such as `lists[0].address`, or `(top)`.
@@ -188,6 +237,7 @@ impl Diagnostic {
             _ => ("(top)".to_string(), text),
         };
         Diagnostic {
+            file: None,
             line,
             column,
             path,
@@ -210,6 +260,7 @@ impl ConfigError {
         ConfigError {
             file: file.to_path_buf(),
             diagnostics: vec![Diagnostic {
+                file: None,
                 line: None,
                 column: None,
                 path: "(file)".into(),
@@ -228,7 +279,7 @@ impl fmt::Display for ConfigError {
             write!(
                 f,
                 "{}:{}:{}: {}: {}",
-                self.file.display(),
+                d.file.as_ref().unwrap_or(&self.file).display(),
                 d.line.unwrap_or(1),
                 d.column.unwrap_or(1),
                 d.path,
@@ -284,6 +335,7 @@ impl<'s> Checker<'s> {
             None => (None, None),
         };
         Diagnostic {
+            file: None,
             line,
             column,
             path: render(path),
@@ -299,6 +351,53 @@ impl<'s> Checker<'s> {
     pub fn warn(&mut self, path: &[Seg], message: impl Into<String>) {
         let d = self.diagnostic(path, message.into());
         self.warnings.push(d);
+    }
+
+    /// An error in another file the config names (a rules file), placed
+    /// by its own key path in its own source.
+    pub fn error_in(&mut self, file: &Path, source: &str, path: &[Seg], message: String) {
+        let (line, column) = locate(source, path).unzip();
+        self.errors.push(Diagnostic {
+            file: Some(file.to_path_buf()),
+            line,
+            column,
+            path: render(path),
+            message,
+        });
+    }
+
+    /// An error at a known place in another file (a YAML syntax error).
+    pub fn error_at(
+        &mut self,
+        file: &Path,
+        place: (Option<usize>, Option<usize>),
+        message: String,
+    ) {
+        self.errors.push(Diagnostic {
+            file: Some(file.to_path_buf()),
+            line: place.0,
+            column: place.1,
+            path: "(top)".into(),
+            message,
+        });
+    }
+
+    /// A key naming one value of an enum ([`config_words!`]); absent:
+    /// `default`, unknown: an error at `path` and `default`.
+    pub fn choice<T: std::str::FromStr<Err = String>>(
+        &mut self,
+        raw: Option<&str>,
+        default: T,
+        path: &[Seg],
+    ) -> T {
+        match raw.map(str::parse) {
+            None => default,
+            Some(Ok(value)) => value,
+            Some(Err(message)) => {
+                self.error(path, message);
+                default
+            }
+        }
     }
 
     /// An optional `IP:PORT` listener; absent or `off` is `None`.
@@ -438,6 +537,20 @@ mod tests {
         ];
         assert_eq!(locate(DOC, &p), Some((4, 20)));
         assert_eq!(render(&p), "lists[0].roles[1]");
+    }
+
+    #[test]
+    fn paths_read_back() {
+        for text in [
+            "rules[3].match.status",
+            "a",
+            "lists[0].roles[1]",
+            "x[2][4].y",
+        ] {
+            assert_eq!(render(&parse_path(text)), text);
+        }
+        let p = parse_path("lists[1].address");
+        assert_eq!(locate(DOC, &p), Some((5, 14)));
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod bounce;
 pub mod command;
 pub mod fsutil;
 pub mod headers;
+pub mod held;
 pub mod inject;
 pub mod members;
 pub mod post;
@@ -87,6 +88,16 @@ pub enum ComplaintAction {
     Unsubscribe,
     Flag,
 }
+
+listwarden_core::config_words!(RefuseAction {
+    "hold" => RefuseAction::Hold,
+    "reply" => RefuseAction::Reply,
+});
+
+listwarden_core::config_words!(ComplaintAction {
+    "unsubscribe" => ComplaintAction::Unsubscribe,
+    "flag" => ComplaintAction::Flag,
+});
 
 /// Where a list's files live. `state_dir` is the list's own directory
 /// (`STATE_DIR/LIST`), holding `bounces.json`, `progress/` and `held/`.

@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use listwarden_expand::command::{Pipe, bounces, edit_members, run_pipe, show};
+use listwarden_expand::held::{HeldAction, held};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -97,6 +98,27 @@ enum Command {
         #[arg(long, value_name = "ADDR", requires = "reset")]
         member: Option<String>,
     },
+    /// List the posts held for the owner, or release or delete one.
+    ///
+    /// Without --release or --delete: one line per held post, oldest
+    /// first: ID, age, reason, envelope sender, subject. --release sends the
+    /// post to the members as if its sender could post, then deletes it;
+    /// --delete deletes it unsent. Run them as the owner of the list's
+    /// state directory. Held posts older than 30 days are deleted when the
+    /// next post is held.
+    Held {
+        /// The YAML config file.
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The list's name.
+        list: String,
+        /// Send this held post to the list.
+        #[arg(long, value_name = "ID", conflicts_with = "delete")]
+        release: Option<String>,
+        /// Delete this held post.
+        #[arg(long, value_name = "ID")]
+        delete: Option<String>,
+    },
     /// Write the man pages (roff): listwarden-expand.8 and one per command.
     #[command(hide = true)]
     Man {
@@ -144,6 +166,19 @@ fn main() -> ExitCode {
             reset,
             member,
         } => print_or_fail(bounces(&config, &list, reset.then_some(member))),
+        Command::Held {
+            config,
+            list,
+            release,
+            delete,
+        } => {
+            let action = match (release, delete) {
+                (Some(id), _) => HeldAction::Release(id),
+                (_, Some(id)) => HeldAction::Delete(id),
+                _ => HeldAction::Show,
+            };
+            print_or_fail(held(&config, &list, action))
+        }
         Command::Man { dir } => match write_man_pages(&dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

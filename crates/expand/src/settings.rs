@@ -156,17 +156,11 @@ pub fn list_expand(check: &mut Checker<'_>, raw: &RawListExpand, i: usize) -> Op
             PostingPolicy::Members
         }
     };
-    let refuse = match raw.refused_post.as_deref() {
-        None | Some("hold") => RefuseAction::Hold,
-        Some("reply") => RefuseAction::Reply,
-        Some(other) => {
-            check.error(
-                &at("refused_post"),
-                format!("`{other}` is not one of: hold, reply"),
-            );
-            RefuseAction::Hold
-        }
-    };
+    let refuse = check.choice(
+        raw.refused_post.as_deref(),
+        RefuseAction::Hold,
+        &at("refused_post"),
+    );
     if let Some(url) = &raw.unsubscribe_url
         && let Err(m) = unsubscribe::check_base_url(url)
     {
@@ -183,17 +177,11 @@ pub fn list_expand(check: &mut Checker<'_>, raw: &RawListExpand, i: usize) -> Op
     if let Some(d) = raw.bounce_stale_days {
         scoring.stale_after_days = d;
     }
-    let on_complaint = match raw.on_complaint.as_deref() {
-        None | Some("unsubscribe") => ComplaintAction::Unsubscribe,
-        Some("flag") => ComplaintAction::Flag,
-        Some(other) => {
-            check.error(
-                &at("on_complaint"),
-                format!("`{other}` is not one of: unsubscribe, flag"),
-            );
-            ComplaintAction::Unsubscribe
-        }
-    };
+    let on_complaint = check.choice(
+        raw.on_complaint.as_deref(),
+        ComplaintAction::Unsubscribe,
+        &at("on_complaint"),
+    );
     Some(ListExpand {
         members_file: check.file(&raw.members_file),
         policy,

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# The scenarios of issue 10 against Sympa, sourced by ./run (which holds
+# The list-manager scenarios against Sympa, sourced by ./run (which holds
 # the helpers: smtp_send, render, wait_*, member_bounce, report_scn, note).
 # shellcheck disable=SC2153 # globals come from ./run and ../../lib
 

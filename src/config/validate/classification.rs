@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use super::{Validator, parse_duration};
 use crate::config::{Incident, defaults, model};
-use listwarden_core::diag::{Seg, one_line, read_text};
+use crate::dsn::RulesError;
+use listwarden_core::diag::{Seg, one_line, parse_path, read_text};
 
 /// Most recipients one storm needs; each tracked pair holds that many
 /// hashes and scans them once per failure.
@@ -36,6 +37,23 @@ impl Validator<'_> {
             match text {
                 Ok(text) => match RuleSet::from_yaml_str(&text, &path.display().to_string()) {
                     Ok(extra) => set = RuleSet::merge(set, extra),
+                    // Each problem at its own line and column in the rules file.
+                    Err(RulesError::Invalid { issues, .. }) => {
+                        for issue in issues {
+                            let named = match &issue.name {
+                                Some(name) => format!("(rule {name:?}) {}", issue.message),
+                                None => issue.message.clone(),
+                            };
+                            self.check
+                                .error_in(&path, &text, &parse_path(&issue.key), named);
+                        }
+                    }
+                    Err(RulesError::Yaml {
+                        line,
+                        column,
+                        message,
+                        ..
+                    }) => self.check.error_at(&path, (line, column), message),
                     Err(e) => self.error(&at, one_line(&e.to_string())),
                 },
                 Err(e) => self.error(&at, format!("{}: {e}", path.display())),

@@ -34,16 +34,7 @@ impl Validator<'_> {
     }
 
     fn preset(&mut self, raw: Option<&str>, path: &[Seg]) -> Preset {
-        match raw {
-            None => Preset::Listwarden,
-            Some(name) => Preset::parse(name).unwrap_or_else(|| {
-                self.error(
-                    path,
-                    format!("`{name}` is not one of: listwarden, sympa, mailman3"),
-                );
-                Preset::Listwarden
-            }),
-        }
+        self.check.choice(raw, Preset::Listwarden, path)
     }
 
     /// The bounce check of a list or domain. It defaults to `signed` when
@@ -59,13 +50,10 @@ impl Validator<'_> {
         let mode = match raw {
             None if signing => BounceCheck::Signed,
             None => BounceCheck::Off,
-            Some(name) => match BounceCheck::parse(name) {
-                Some(m) => m,
-                None => {
-                    self.error(
-                        path,
-                        format!("`{name}` is not one of: signed, trace, either, off"),
-                    );
+            Some(name) => match name.parse() {
+                Ok(m) => m,
+                Err(message) => {
+                    self.error(path, message);
                     return BounceCheck::Off;
                 }
             },

@@ -31,17 +31,11 @@ impl Validator<'_> {
             &[Seg::Key("metrics"), Seg::Key("listen")],
             "127.0.0.1:9890",
         );
-        let on_error = match raw.on_error.as_deref() {
-            None | Some("tempfail") => OnError::Tempfail,
-            Some("accept") => OnError::Accept,
-            Some(other) => {
-                self.error(
-                    &[Seg::Key("on_error")],
-                    format!("`{other}` is not one of: tempfail, accept"),
-                );
-                OnError::Tempfail
-            }
-        };
+        let on_error = self.check.choice(
+            raw.on_error.as_deref(),
+            OnError::Tempfail,
+            &[Seg::Key("on_error")],
+        );
         let mut trusted_networks = Vec::new();
         for (i, net) in raw.trusted_networks.iter().enumerate() {
             match parse_network(net) {

@@ -24,45 +24,13 @@ impl Validator<'_> {
         };
         let state = match raw.state.as_deref() {
             None | Some("memory") => StateBackend::Memory { max_keys },
-            Some(url)
-                if url.starts_with("redis://")
-                    || url.starts_with("rediss://")
-                    || url.starts_with("unix://") =>
-            {
-                let deadline = Duration::from_millis(
-                    raw.redis_deadline_ms.unwrap_or(defaults::REDIS_DEADLINE_MS),
-                );
-                if deadline.is_zero() || deadline > Duration::from_secs(5) {
-                    self.error(
-                        &at("redis_deadline_ms"),
-                        "must be from 1 to 5000 ms (Postfix waits at most 30 s for a reply)",
-                    );
-                }
-                if let Err(e) = redis::Client::open(url) {
-                    self.error(
-                        &at("state"),
-                        format!("`{url}` is not a usable Redis URL: {e}"),
-                    );
-                }
-                let node_count = raw.node_count.unwrap_or(defaults::NODE_COUNT);
-                if node_count == 0 {
-                    self.error(&at("node_count"), "must be at least 1");
-                }
-                StateBackend::Redis {
-                    url: url.to_string(),
-                    prefix: raw
-                        .redis_prefix
-                        .clone()
-                        .unwrap_or_else(|| defaults::REDIS_PREFIX.into()),
-                    deadline,
-                    node_count: node_count.max(1),
-                    max_keys,
-                }
-            }
+            Some(url) if url.contains("://") => self.redis_state(raw, url, max_keys),
             Some(other) => {
                 self.error(
                     &at("state"),
-                    format!("`{other}` is not `memory` or a redis://HOST:PORT/ URL"),
+                    format!(
+                        "`{other}` is not `memory` or a Redis URL (redis://HOST:PORT/, rediss://, redis+sentinel://, redis+cluster://)"
+                    ),
                 );
                 StateBackend::Memory { max_keys }
             }
@@ -108,6 +76,69 @@ impl Validator<'_> {
             ),
             network: self.quota(b.network.as_ref(), "network", defaults::BUDGET_NETWORK),
             address: self.quota(b.address.as_ref(), "address", defaults::BUDGET_ADDRESS),
+        }
+    }
+
+    /// `ratelimit.state` as a Redis URL, with its deadline, node count and TLS files; the URL
+    /// is parsed and the files read here so that mistakes are found at load.
+    fn redis_state(
+        &mut self,
+        raw: &model::RawRatelimit,
+        url: &str,
+        max_keys: usize,
+    ) -> StateBackend {
+        let at = |k| [Seg::Key("ratelimit"), Seg::Key(k)];
+        let deadline =
+            Duration::from_millis(raw.redis_deadline_ms.unwrap_or(defaults::REDIS_DEADLINE_MS));
+        if deadline.is_zero() || deadline > Duration::from_secs(5) {
+            self.error(
+                &at("redis_deadline_ms"),
+                "must be from 1 to 5000 ms (Postfix waits at most 30 s for a reply)",
+            );
+        }
+        let node_count = raw.node_count.unwrap_or(defaults::NODE_COUNT);
+        if node_count == 0 {
+            self.error(&at("node_count"), "must be at least 1");
+        }
+        let file = |v: &Self, f: &Option<String>| f.as_ref().map(|f| v.check.file(f));
+        let tls = crate::ratelimit::TlsFiles {
+            ca_file: file(self, &raw.redis_tls.ca_file),
+            cert_file: file(self, &raw.redis_tls.cert_file),
+            key_file: file(self, &raw.redis_tls.key_file),
+        };
+        use crate::ratelimit::TargetError as E;
+        match crate::ratelimit::check_target(url, &tls) {
+            Ok(()) => {}
+            Err(E::TlsFile { path, source }) => {
+                let key = if Some(&path) == tls.ca_file.as_ref() {
+                    "ca_file"
+                } else if Some(&path) == tls.cert_file.as_ref() {
+                    "cert_file"
+                } else {
+                    "key_file"
+                };
+                let path_at = [Seg::Key("ratelimit"), Seg::Key("redis_tls"), Seg::Key(key)];
+                self.error(
+                    &path_at,
+                    format!("cannot read {}: {source}", path.display()),
+                );
+            }
+            Err(e @ (E::CertWithoutKey | E::TlsWithoutTls)) => {
+                self.error(&at("redis_tls"), e.to_string());
+            }
+            // The URL may hold a password: say what is wrong, not what it is.
+            Err(e) => self.error(&at("state"), format!("not a usable Redis URL: {e}")),
+        }
+        StateBackend::Redis {
+            url: url.to_string(),
+            tls,
+            prefix: raw
+                .redis_prefix
+                .clone()
+                .unwrap_or_else(|| defaults::REDIS_PREFIX.into()),
+            deadline,
+            node_count: node_count.max(1),
+            max_keys,
         }
     }
 

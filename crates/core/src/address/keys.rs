@@ -91,6 +91,20 @@ impl Key {
         self.id
     }
 
+    /// 16 hex digits naming the secret without revealing it: its HMAC-SHA256 of a fixed label.
+    /// Hosts compare these to find a stale key ring (`check-config --peers`).
+    pub fn fingerprint(&self) -> String {
+        use hmac::Mac;
+        let mut mac = self.verp.clone();
+        mac.update(b"listwarden key fingerprint v1");
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// A fresh HMAC-SHA1 state keyed with this secret, for prvs.
     pub(super) fn prvs_mac(&self) -> Hmac<Sha1> {
         self.prvs.clone()
