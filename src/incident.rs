@@ -251,7 +251,11 @@ mod tests {
             book.record(&format!("p{i}"), "r", "a@b", &s);
             clock.advance(Duration::from_millis(1));
         }
-        assert!(book.len() <= s.max_keys && book.len() > 0, "{}", book.len());
+        assert!(
+            book.len() <= s.max_keys && !book.is_empty(),
+            "{}",
+            book.len()
+        );
         // Pairs in an incident are never evicted; when all are, new pairs
         // are not tracked.
         let (_, book) = self::book();
