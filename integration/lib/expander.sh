@@ -46,6 +46,10 @@ EXP_REPLAY_DAYS=${LW_IT_EXP_REPLAY_DAYS:-30}
 EXP_REPLAY_US=(member0010@site10.example.net member0011@site11.example.net
 	member0012@site12.example.net member0013@site13.example.net member0014@site14.example.net)
 EXP_REPLAY_THEM=member0015@site15.example.net
+# The storm (exp_check_storm): 25 members, member0020..member0044, whose
+# Gmail mailboxes all "do not exist" within a minute.
+EXP_STORM_FIRST=20
+EXP_STORM_COUNT=25
 
 EXP_DIR="" EXP_STATE_DIR="" EXP_MEMBERS_FILE="" EXP_REINJECT_PORT="" EXP_GROUP=""
 EXP_UNSUB_PORT="" # expander.unsubscribe_listen, set by exp_setup
@@ -653,6 +657,7 @@ PY
 exp_check_fault_replay() {
 	local start errors=() day i kind member eml token status remote diag rule line text
 	local kinds=(s3150 spamhaus gmail-5.7.26 ms-5.7.515 ts01-expired) sent=0 disabled_on="" t0
+	local summary=${#EXP_SUMMARY[@]} # one line per delivery would be 180 lines
 	start=$(now_ms)
 	t0=$(now_ms)
 	declare -A verps=()
@@ -709,8 +714,75 @@ exp_check_fault_replay() {
 	done
 	[[ $disabled_on == 5 ]] ||
 		errors+=("$EXP_REPLAY_THEM (5.1.1 daily) disabled on day '${disabled_on:-never}', expected day 5 ($(exp_score_line "$EXP_REPLAY_THEM"))")
+	EXP_SUMMARY=("${EXP_SUMMARY[@]:0:summary}")
 	EXP_SUMMARY+=("fault replay: $EXP_REPLAY_DAYS days, $sent bounces through Postfix in $(( ($(now_ms) - t0) / 1000 ))s; fault=us members scored: none expected; 5.1.1 member disabled on day ${disabled_on:-never}")
 	report expander-fault-replay "$start" "${errors[@]}"
+}
+
+# A bounce storm, as in Gmail's outage of December 2022 (valid mailboxes
+# answered "550-5.1.1 The email account that you tried to reach does not
+# exist"): 25 members at Gmail fail with the same rule within a minute.
+# The milter's storm detector (classification.incident, 20 members in 10
+# minutes by default) raises listwarden_bounce_incident{provider="gmail",
+# rule="text-unknown-user"} and logs it once; from the 20th member on the
+# tags say fault=us incident=1, and the expander scores only the first 19.
+# Each DSN comes from a /24 of its own, 198.19.(100+N).0 (the per-network
+# bounce budget).
+# Runs last: the incident stays up for an hour in this milter.
+exp_check_storm() {
+	local start errors=() i n member verp eml token line text scored=0 spared=0 incident_tags=0 metrics value raised qid
+	local qids=() summary=${#EXP_SUMMARY[@]}
+	start=$(now_ms)
+	for ((i = 0; i < EXP_STORM_COUNT; i++)); do
+		n=$((EXP_STORM_FIRST + i))
+		member=$(printf 'member%04d@site%02d.example.net' "$n" $((n % 50)))
+		verp=$(exp_verp_of "$member")
+		if [[ -z $verp ]]; then
+			errors+=("no copy of the post for $member to take the VERP address from")
+			continue
+		fi
+		token=lwit-$LW_IT_RUN_ID-storm-$i
+		eml=$EXP_DIR/sent/storm-$i.eml
+		exp_fill fault-dsn.eml "$eml" "$token" "$member" "$verp"
+		text=$(<"$eml")
+		text=${text//\{status\}/5.1.1}
+		text=${text//\{remote\}/gmail-smtp-in.l.google.com}
+		text=${text//\{diag\}/"550-5.1.1 The email account that you tried to reach does not exist. Please try double-checking the recipient's email address for typos or unnecessary spaces. x23si45 - gsmtp"}
+		printf '%s\n' "$text" >"$eml"
+		if ! exp_deliver "198.19.$((100 + i)).25" '<>' "$eml" "$verp" listwarden_bounces; then
+			errors+=("storm DSN $i: $EXP_ERROR")
+			continue
+		fi
+		qids+=("$EXP_QID")
+		line=$(exp_score_line "$member")
+		if [[ $line == "$member 1.0 active"* ]]; then
+			scored=$((scored + 1))
+			((i < 19)) || errors+=("member $((i + 1)) of the storm was scored: '$line'")
+		elif [[ -z $line ]]; then
+			spared=$((spared + 1))
+			((i >= 19)) || errors+=("member $((i + 1)) of the storm (before the trigger) was not scored")
+		else
+			errors+=("unexpected score for $member: '$line'")
+		fi
+	done
+	for qid in "${qids[@]}"; do
+		grep -qE "queue_id=\"$qid\".*provider=\"?gmail\"? rule=\"?text-unknown-user\"? fault=\"us\" incident=true" "$LW_LOG" &&
+			incident_tags=$((incident_tags + 1))
+	done
+	((incident_tags == EXP_STORM_COUNT - 19)) ||
+		errors+=("$incident_tags bounces classified fault=us incident=true, expected $((EXP_STORM_COUNT - 19))")
+	raised=$(grep -c 'bounce incident: many members' "$LW_LOG" || true)
+	[[ $raised == 1 ]] || errors+=("the incident was logged $raised times, expected once")
+	metrics=$LW_IT_DIR/metrics-storm.txt
+	if lw_fetch_metrics "$METRICS_PORT" "$metrics"; then
+		value=$(lw_metric_sum "$metrics" listwarden_bounce_incident 'provider="gmail"' 'rule="text-unknown-user"')
+		[[ $value == 1 ]] || errors+=("listwarden_bounce_incident{provider=gmail,rule=text-unknown-user} is $value, expected 1")
+	else
+		errors+=("GET /metrics failed")
+	fi
+	EXP_SUMMARY=("${EXP_SUMMARY[@]:0:summary}")
+	EXP_SUMMARY+=("storm: $EXP_STORM_COUNT Gmail 5.1.1 DSNs for distinct members: $scored scored before the trigger, $spared spared as fault=us incident=1; incident logged $raised time(s), gauge ${value:-?}")
+	report expander-storm "$start" "${errors[@]}"
 }
 
 # An HTTP request over bash's /dev/tcp to the one-click listener: method $1,
@@ -754,6 +826,7 @@ check_expander() {
 	exp_check_arf
 	exp_check_one_click
 	exp_check_mailto_unsubscribe
+	exp_check_storm
 	took=$(($(now_ms) - t0))
 	EXP_SUMMARY+=("all expander checks took $((took / 1000)).$(printf '%02d' $((took % 1000 / 10)))s")
 	for line in "${EXP_SUMMARY[@]}"; do say "expander: $line"; done
