@@ -13,7 +13,8 @@
 # the test config, and adds the transport map, the pipe services and the
 # reinjection listener to the private instance (the master.cf and main.cf
 # lines shipped in packaging/postfix/). check_expander then plays a post to
-# 1,000 members, a non-member post, a hard bounce, a Yahoo TS01 deferral, an
+# 1,000 members, a non-member post, a hard bounce, a Yahoo TS01 deferral,
+# 30 days of fault=us bounces beside a genuine 5.1.1, a bounce storm, an
 # ARF complaint, a one-click and a mailto unsubscribe, and reports one
 # PASS/FAIL line each. Data templates: integration/scenarios-expander/.
 # Uses SMTPD_PORT, SINK_DIR, PF_CONF, PF_LOG, LW_BIN,
