@@ -739,6 +739,20 @@ mod tests {
             ),
             (
                 Some(Failed),
+                "5.7.26",
+                "550-5.7.26 This mail has been blocked because the sender is unauthenticated. 550-5.7.26 Gmail requires all senders to authenticate with either SPF or DKIM.",
+                "gmail-x.7.26-unauthenticated",
+                Us,
+            ),
+            (
+                Some(Failed),
+                "5.7.26",
+                "550-5.7.26 This mail is unauthenticated, which poses a security risk to the sender and Gmail users, and has been blocked.",
+                "gmail-x.7.26-unauthenticated",
+                Us,
+            ),
+            (
+                Some(Failed),
                 "5.7.27",
                 "550-5.7.27 This mail has been blocked because the sender is not authenticated with SPF. x1si2 - gsmtp",
                 "gmail-bulk-sender-auth",
@@ -971,6 +985,14 @@ mod tests {
                 "550 5.2.1 The email account that you tried to reach is disabled.",
                 "text-disabled-account",
                 Them,
+            ),
+            // A relay refusing our own account is not the member's.
+            (
+                Some(Failed),
+                "5.7.1",
+                "550 5.7.1 Your account has been suspended or disabled for sending",
+                "rfc3463-x.7.x-policy",
+                Us,
             ),
             (
                 Some(Failed),
