@@ -179,8 +179,8 @@ impl Reloader {
     }
 }
 
-/// Every few seconds: lowers expired shields (even for a list with no
-/// traffic) and copies the rate-limit store's state into the metrics.
+/// Every few seconds: lowers expired shields and bounce incidents (even
+/// with no traffic) and copies the rate-limit store's state into the metrics.
 async fn housekeeping(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut errors = 0;
@@ -188,6 +188,8 @@ async fn housekeeping(shared: Arc<Shared>) {
         tick.tick().await;
         let (_, changes) = shared.shields.current();
         milter::report_shield_changes(&shared, changes);
+        let (_, changes) = shared.incidents.current();
+        milter::report_incident_changes(&shared, changes);
         shared.refresh_metrics(&mut errors);
         let config = shared.config.load();
         if let Some(t) = config.throttle.as_ref() {

@@ -62,6 +62,7 @@ pub mod config;
 pub mod daemon;
 pub mod dsn;
 pub mod feedback;
+pub mod incident;
 pub mod logwatch;
 pub mod metrics;
 pub mod milter;
@@ -77,6 +78,7 @@ pub use listwarden_core::address;
 
 use arc_swap::ArcSwap;
 use config::{Config, StateBackend};
+use incident::IncidentBook;
 use metrics::Metrics;
 use ratelimit::{Clock, MemoryStore, MonotonicClock, Store};
 #[cfg(feature = "redis")]
@@ -92,6 +94,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub store: Store,
     pub shields: ShieldBook,
+    /// Bounce storms per (provider, rule).
+    pub incidents: IncidentBook,
     /// Complaints and deliveries per list, for the complaint-rate gauge.
     pub rates: std::sync::Mutex<logwatch::outbound::ComplaintRates>,
     /// Provider levels for adaptive outbound throttling.
@@ -109,6 +113,8 @@ impl Shared {
         let metrics = Metrics::new();
         metrics.config_loaded();
         let store = build_store(&config.ratelimit.state, clock.clone());
+        // Bounce storms are counted per host, like the traffic each MX sees.
+        let incidents = IncidentBook::new(clock.clone());
         // With Redis, shields and complaint windows are also kept there (shared_state).
         let (shields, rates) = match store {
             #[cfg(feature = "redis")]
@@ -123,6 +129,7 @@ impl Shared {
             metrics: Arc::new(metrics),
             store,
             shields,
+            incidents,
             rates: std::sync::Mutex::new(rates),
             throttle: Default::default(),
         })

@@ -49,6 +49,7 @@ pub struct Metrics {
     pub ratelimit_keys: IntGauge,
     pub shield_active: IntGaugeVec,
     pub bounces_classified: IntCounterVec,
+    pub bounce_incident: IntGaugeVec,
     pub outbound_deliveries: IntCounterVec,
     pub complaint_rate: prometheus::GaugeVec,
     pub provider_complaint_rate: prometheus::GaugeVec,
@@ -167,17 +168,25 @@ impl Metrics {
         let bounces_classified = IntCounterVec::new(
             Opts::new(
                 "listwarden_bounces_classified_total",
-                "Bounces that reached a list, by class, reason and provider (labels from the rules and the config).",
+                "Bounces that reached a list, by class, reason, provider and fault (them, us, unknown; labels from the rules and the config).",
             ),
-            &["list", "class", "reason", "provider"],
+            &["list", "class", "reason", "provider", "fault"],
+        )
+        .expect("static metric definition");
+        let bounce_incident = IntGaugeVec::new(
+            Opts::new(
+                "listwarden_bounce_incident",
+                "1 while many members at one provider fail with one rule (a bounce storm: their bounces are tagged fault=us, incident=1).",
+            ),
+            &["provider", "rule"],
         )
         .expect("static metric definition");
         let outbound_deliveries = IntCounterVec::new(
             Opts::new(
                 "listwarden_outbound_deliveries_total",
-                "Outbound delivery results from Postfix's log, by provider, class and reason.",
+                "Outbound delivery results from Postfix's log, by provider, class, reason and fault.",
             ),
-            &["provider", "class", "reason"],
+            &["provider", "class", "reason", "fault"],
         )
         .expect("static metric definition");
         let complaint_rate = prometheus::GaugeVec::new(
@@ -270,9 +279,10 @@ impl Metrics {
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
-        let collectors: [Box<dyn prometheus::core::Collector>; 27] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 28] = [
             Box::new(provider_complaint_rate.clone()),
             Box::new(feedback_reports.clone()),
+            Box::new(bounce_incident.clone()),
             Box::new(peers_mismatched.clone()),
             Box::new(ratelimit_seconds.clone()),
             Box::new(throttle_state.clone()),
@@ -324,6 +334,7 @@ impl Metrics {
             peers_mismatched,
             ratelimit_seconds,
             bounces_classified,
+            bounce_incident,
             outbound_deliveries,
             complaint_rate,
             provider_complaint_rate,

@@ -129,6 +129,7 @@ async fn yahoo_ts01_is_tagged_as_a_complaint_deferral_and_forged_tags_go() {
         "deferral",
         "complaint",
         "yahoo",
+        "us",
     ]);
     assert_eq!(classified.get(), 1);
     m.stop().await;
@@ -212,5 +213,60 @@ async fn a_feedback_report_from_an_ordinary_sender_is_tagged_as_a_complaint() {
         assert!(tags[0].contains(want), "{want} missing in {}", tags[0]);
     }
     conn.close().await.unwrap();
+    m.stop().await;
+}
+
+/// A storm: the third member at Gmail failing with the same rule within
+/// the window (trigger 3 here) raises an incident; from then on those
+/// bounces are `fault=us; incident=1` and the gauge is 1.
+#[tokio::test]
+async fn a_bounce_storm_at_one_provider_is_marked_as_ours() {
+    let config = format!(
+        "{}classification:\n  incident:\n    trigger: 3\n    within: 10m\n",
+        config()
+    );
+    let m = Milter::start_tcp(&config).await;
+    let rcpt = signed(&m);
+    let dsn = |member: &str| {
+        format!(
+            "From: MAILER-DAEMON@mx.example.net\nSubject: Undelivered Mail\nMIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n\n--b\nContent-Type: text/plain\n\nFailed.\n--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.net\n\nFinal-Recipient: rfc822; {member}\nAction: failed\nStatus: 5.1.1\nRemote-MTA: dns; gmail-smtp-in.l.google.com\nDiagnostic-Code: smtp; 550-5.1.1 The email account that you tried to reach does not exist. - gsmtp\n\n--b--\n"
+        )
+    };
+    let mut got = Vec::new();
+    for member in [
+        "a@gmail.com",
+        "b@gmail.com",
+        "a@gmail.com",
+        "c@gmail.com",
+        "d@gmail.com",
+    ] {
+        let (actions, _) = send_bounce(&m, &rcpt, dsn(member).as_bytes(), &[]).await;
+        let t = tags(&actions);
+        assert_eq!(t.len(), 1, "{t:?}");
+        got.push(t[0].clone());
+    }
+    for (i, t) in got.iter().enumerate() {
+        assert!(t.contains("provider=gmail; rule=text-unknown-user;"), "{t}");
+        // The same member twice is one member: c is the third.
+        if i < 3 {
+            assert!(t.ends_with("; fault=them"), "{i}: {t}");
+        } else {
+            assert!(t.ends_with("; fault=us; incident=1"), "{i}: {t}");
+        }
+    }
+    let gauge = m
+        .shared
+        .metrics
+        .bounce_incident
+        .with_label_values(&["gmail", "text-unknown-user"]);
+    assert_eq!(gauge.get(), 1);
+    let text = m.shared.metrics.render();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("listwarden_bounces_classified_total{")
+                && l.contains("fault=\"us\"")
+                && l.contains("reason=\"unknown_user\"")),
+        "{text}"
+    );
     m.stop().await;
 }

@@ -13,7 +13,8 @@
 # the test config, and adds the transport map, the pipe services and the
 # reinjection listener to the private instance (the master.cf and main.cf
 # lines shipped in packaging/postfix/). check_expander then plays a post to
-# 1,000 members, a non-member post, a hard bounce, a Yahoo TS01 deferral, an
+# 1,000 members, a non-member post, a hard bounce, a Yahoo TS01 deferral,
+# 30 days of fault=us bounces beside a genuine 5.1.1, a bounce storm, an
 # ARF complaint, a one-click and a mailto unsubscribe, and reports one
 # PASS/FAIL line each. Data templates: integration/scenarios-expander/.
 # Uses SMTPD_PORT, SINK_DIR, PF_CONF, PF_LOG, LW_BIN,
@@ -40,6 +41,16 @@ EXP_ARF=member0004@site04.example.net     # ARF abuse report: unsubscribed
 EXP_ONECLICK=member0005@site05.example.net # one-click POST: unsubscribed
 EXP_MAILTO=member0006@site06.example.net   # mail to the mailto: URI: unsubscribed
 EXP_STRANGER=stranger@elsewhere.example.org
+# The 30-day replay (exp_check_fault_replay): one member per fault=us
+# bounce kind, and one with genuine 5.1.1 bounces.
+EXP_REPLAY_DAYS=${LW_IT_EXP_REPLAY_DAYS:-30}
+EXP_REPLAY_US=(member0010@site10.example.net member0011@site11.example.net
+	member0012@site12.example.net member0013@site13.example.net member0014@site14.example.net)
+EXP_REPLAY_THEM=member0015@site15.example.net
+# The storm (exp_check_storm): 25 members, member0020..member0044, whose
+# Gmail mailboxes all "do not exist" within a minute.
+EXP_STORM_FIRST=20
+EXP_STORM_COUNT=25
 
 EXP_DIR="" EXP_STATE_DIR="" EXP_MEMBERS_FILE="" EXP_REINJECT_PORT="" EXP_GROUP=""
 EXP_UNSUB_PORT="" # expander.unsubscribe_listen, set by exp_setup
@@ -598,6 +609,183 @@ exp_check_mailto_unsubscribe() {
 	report expander-mailto-unsubscribe "$start" "${errors[@]}"
 }
 
+# The fault=us bounce of kind $1 for member $2: "status|remote|diagnostic|rule".
+exp_fault_kind() {
+	case $1 in
+	s3150) echo "5.7.1|hotmail-com.olc.protection.outlook.com|550 5.7.1 Unfortunately, messages from [192.0.2.25] weren't sent. Please contact your Internet service provider since part of their network is on our block list (S3150). [DB5EUR03FT001.eop-EUR03.prod.protection.outlook.com]|microsoft-s3140-s3150" ;;
+	spamhaus) echo "5.7.1|mx.${2#*@}|554 5.7.1 Service unavailable; Client host [192.0.2.25] blocked using zen.spamhaus.org; https://www.spamhaus.org/query/ip/192.0.2.25|spamhaus-listed" ;;
+	gmail-5.7.26) echo "5.7.26|gmail-smtp-in.l.google.com|550-5.7.26 This message does not have authentication information or fails to pass authentication checks (SPF or DKIM). To best protect our users from spam, the message has been blocked. x12si34 - gsmtp|gmail-auth-missing" ;;
+	ms-5.7.515) echo "5.7.515|outlook-com.olc.protection.outlook.com|550 5.7.515 Access denied, sending domain lists.example.org does not meet the required authentication level.|microsoft-5.7.515-auth" ;;
+	ts01-expired) echo "4.7.0|mta7.am0.yahoodns.net|421 4.7.0 [TS01] Messages from 192.0.2.25 temporarily deferred due to user complaints - 4.16.55.1|yahoo-ts01" ;;
+	esac
+}
+
+# Ages the list's bounce state by one day (every day stamp one earlier),
+# under the expander's own lock: the simulated clock of the replay. The
+# expander counts at most one bounce a day per member, so a month of
+# bounces needs a month of days; Postfix, the milter and the pipe are real.
+exp_age_state() {
+	local dir=$EXP_STATE_DIR/$EXP_LIST
+	[[ -f $dir/bounces.json ]] || return 0
+	# As the pipe user, so the lock and state files stay that user's.
+	runuser -u "$EXP_USER" -- flock "$dir/.bounces.json.lock" python3 - "$dir/bounces.json" <<'PY' || return 1
+import json, os, sys
+path = sys.argv[1]
+with open(path) as f:
+    state = json.load(f)
+for record in state.get("members", {}).values():
+    for key in ("last_day", "disabled_day", "last_complaint_day"):
+        if record.get(key) is not None:
+            record[key] -= 1
+st = os.stat(path)
+tmp = path + ".age"
+with open(tmp, "w") as f:
+    json.dump(state, f)
+os.chmod(tmp, st.st_mode & 0o7777)
+os.replace(tmp, path)
+PY
+}
+
+# 30 days of bounces through Postfix, the milter and the bounce pipe: each
+# day a Microsoft S3150 block, a Spamhaus listing, a Gmail 5.7.26, a
+# Microsoft 5.7.515 and an expired Yahoo TS01, each for its own member
+# (all fault=us), and a genuine 5.1.1 for another member; the state is aged
+# a day between days. Nobody is disabled for the fault=us bounces, and the
+# 5.1.1 member is disabled on day 5 (threshold 5, one point a day). Each
+# day's bounces come from a /24 of their own (198.19.DAY.0): a month of
+# bounces in seconds would otherwise meet the per-network bounce budget,
+# which a real month spreads over time.
+exp_check_fault_replay() {
+	local start errors=() day i kind member eml token status remote diag rule line text
+	local kinds=(s3150 spamhaus gmail-5.7.26 ms-5.7.515 ts01-expired) sent=0 disabled_on="" t0
+	local summary=${#EXP_SUMMARY[@]} # one line per delivery would be 180 lines
+	start=$(now_ms)
+	t0=$(now_ms)
+	declare -A verps=()
+	for member in "${EXP_REPLAY_US[@]}" "$EXP_REPLAY_THEM"; do
+		verps[$member]=$(exp_verp_of "$member")
+		[[ -n ${verps[$member]} ]] || errors+=("no copy of the post for $member to take the VERP address from")
+	done
+	if ((${#errors[@]} > 0)); then
+		report expander-fault-replay "$start" "${errors[@]}"
+		return 0
+	fi
+	for ((day = 1; day <= EXP_REPLAY_DAYS; day++)); do
+		for i in "${!kinds[@]}"; do
+			kind=${kinds[$i]} member=${EXP_REPLAY_US[$i]}
+			IFS='|' read -r status remote diag rule <<<"$(exp_fault_kind "$kind" "$member")"
+			token=lwit-$LW_IT_RUN_ID-replay-$day-$kind
+			eml=$EXP_DIR/sent/replay-$day-$kind.eml
+			exp_fill fault-dsn.eml "$eml" "$token" "$member" "${verps[$member]}"
+			text=$(<"$eml")
+			text=${text//\{status\}/"$status"}
+			text=${text//\{remote\}/"$remote"}
+			text=${text//\{diag\}/"$diag"}
+			printf '%s\n' "$text" >"$eml"
+			if exp_deliver "198.19.$day.25" '<>' "$eml" "${verps[$member]}" listwarden_bounces; then
+				sent=$((sent + 1))
+				if ((day == 1)); then
+					exp_wait_log "$LW_LOG" "queue_id=\"$EXP_QID\".*rule=\"?$rule\"? fault=\"us\"" ||
+						errors+=("day 1, $kind: listwarden logged no rule=$rule fault=us for $EXP_QID")
+				fi
+			else
+				errors+=("day $day, $kind: $EXP_ERROR")
+			fi
+		done
+		token=lwit-$LW_IT_RUN_ID-replay-$day-them
+		eml=$EXP_DIR/sent/replay-$day-them.eml
+		exp_fill hard-bounce.eml "$eml" "$token" "$EXP_REPLAY_THEM" "${verps[$EXP_REPLAY_THEM]}"
+		if exp_deliver "198.19.$day.26" '<>' "$eml" "${verps[$EXP_REPLAY_THEM]}" listwarden_bounces; then
+			sent=$((sent + 1))
+		else
+			errors+=("day $day, 5.1.1: $EXP_ERROR")
+		fi
+		line=$(exp_score_line "$EXP_REPLAY_THEM")
+		if [[ -z $disabled_on && $line == "$EXP_REPLAY_THEM "*" disabled"* ]]; then
+			disabled_on=$day
+		fi
+		exp_age_state || errors+=("could not age the bounce state after day $day")
+		((${#errors[@]} < 5)) || break
+	done
+	for member in "${EXP_REPLAY_US[@]}"; do
+		line=$(exp_score_line "$member")
+		[[ -z $line || $line == "$member 0.0 active"* ]] ||
+			errors+=("a fault=us member was scored: '$line'")
+		exp_is_member "$member" || errors+=("$member is no longer a member")
+	done
+	[[ $disabled_on == 5 ]] ||
+		errors+=("$EXP_REPLAY_THEM (5.1.1 daily) disabled on day '${disabled_on:-never}', expected day 5 ($(exp_score_line "$EXP_REPLAY_THEM"))")
+	EXP_SUMMARY=("${EXP_SUMMARY[@]:0:summary}")
+	EXP_SUMMARY+=("fault replay: $EXP_REPLAY_DAYS days, $sent bounces through Postfix in $(( ($(now_ms) - t0) / 1000 ))s; fault=us members scored: none expected; 5.1.1 member disabled on day ${disabled_on:-never}")
+	report expander-fault-replay "$start" "${errors[@]}"
+}
+
+# A bounce storm, as in Gmail's outage of December 2022 (valid mailboxes
+# answered "550-5.1.1 The email account that you tried to reach does not
+# exist"): 25 members at Gmail fail with the same rule within a minute.
+# The milter's storm detector (classification.incident, 20 members in 10
+# minutes by default) raises listwarden_bounce_incident{provider="gmail",
+# rule="text-unknown-user"} and logs it once; from the 20th member on the
+# tags say fault=us incident=1, and the expander scores only the first 19.
+# Each DSN comes from a /24 of its own, 198.19.(100+N).0 (the per-network
+# bounce budget).
+# Runs last: the incident stays up for an hour in this milter.
+exp_check_storm() {
+	local start errors=() i n member verp eml token line text scored=0 spared=0 incident_tags=0 metrics value raised qid
+	local qids=() summary=${#EXP_SUMMARY[@]}
+	start=$(now_ms)
+	for ((i = 0; i < EXP_STORM_COUNT; i++)); do
+		n=$((EXP_STORM_FIRST + i))
+		member=$(printf 'member%04d@site%02d.example.net' "$n" $((n % 50)))
+		verp=$(exp_verp_of "$member")
+		if [[ -z $verp ]]; then
+			errors+=("no copy of the post for $member to take the VERP address from")
+			continue
+		fi
+		token=lwit-$LW_IT_RUN_ID-storm-$i
+		eml=$EXP_DIR/sent/storm-$i.eml
+		exp_fill fault-dsn.eml "$eml" "$token" "$member" "$verp"
+		text=$(<"$eml")
+		text=${text//\{status\}/5.1.1}
+		text=${text//\{remote\}/gmail-smtp-in.l.google.com}
+		text=${text//\{diag\}/"550-5.1.1 The email account that you tried to reach does not exist. Please try double-checking the recipient's email address for typos or unnecessary spaces. x23si45 - gsmtp"}
+		printf '%s\n' "$text" >"$eml"
+		if ! exp_deliver "198.19.$((100 + i)).25" '<>' "$eml" "$verp" listwarden_bounces; then
+			errors+=("storm DSN $i: $EXP_ERROR")
+			continue
+		fi
+		qids+=("$EXP_QID")
+		line=$(exp_score_line "$member")
+		if [[ $line == "$member 1.0 active"* ]]; then
+			scored=$((scored + 1))
+			((i < 19)) || errors+=("member $((i + 1)) of the storm was scored: '$line'")
+		elif [[ -z $line ]]; then
+			spared=$((spared + 1))
+			((i >= 19)) || errors+=("member $((i + 1)) of the storm (before the trigger) was not scored")
+		else
+			errors+=("unexpected score for $member: '$line'")
+		fi
+	done
+	for qid in "${qids[@]}"; do
+		grep -qE "queue_id=\"$qid\".*provider=\"?gmail\"? rule=\"?text-unknown-user\"? fault=\"us\" incident=true" "$LW_LOG" &&
+			incident_tags=$((incident_tags + 1))
+	done
+	((incident_tags == EXP_STORM_COUNT - 19)) ||
+		errors+=("$incident_tags bounces classified fault=us incident=true, expected $((EXP_STORM_COUNT - 19))")
+	raised=$(grep -c 'bounce incident: many members' "$LW_LOG" || true)
+	[[ $raised == 1 ]] || errors+=("the incident was logged $raised times, expected once")
+	metrics=$LW_IT_DIR/metrics-storm.txt
+	if lw_fetch_metrics "$METRICS_PORT" "$metrics"; then
+		value=$(lw_metric_sum "$metrics" listwarden_bounce_incident 'provider="gmail"' 'rule="text-unknown-user"')
+		[[ $value == 1 ]] || errors+=("listwarden_bounce_incident{provider=gmail,rule=text-unknown-user} is $value, expected 1")
+	else
+		errors+=("GET /metrics failed")
+	fi
+	EXP_SUMMARY=("${EXP_SUMMARY[@]:0:summary}")
+	EXP_SUMMARY+=("storm: $EXP_STORM_COUNT Gmail 5.1.1 DSNs for distinct members: $scored scored before the trigger, $spared spared as fault=us incident=1; incident logged $raised time(s), gauge ${value:-?}")
+	report expander-storm "$start" "${errors[@]}"
+}
+
 # An HTTP request over bash's /dev/tcp to the one-click listener: method $1,
 # path $2, form body $3. Prints the status code (or "none").
 exp_http() {
@@ -635,9 +823,11 @@ check_expander() {
 	exp_check_nonmember
 	exp_check_hard_bounce
 	exp_check_ts01
+	exp_check_fault_replay
 	exp_check_arf
 	exp_check_one_click
 	exp_check_mailto_unsubscribe
+	exp_check_storm
 	took=$(($(now_ms) - t0))
 	EXP_SUMMARY+=("all expander checks took $((took / 1000)).$(printf '%02d' $((took % 1000 / 10)))s")
 	for line in "${EXP_SUMMARY[@]}"; do say "expander: $line"; done

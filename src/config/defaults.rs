@@ -77,3 +77,11 @@ pub const THROTTLE_RELAYS: [(&str, &str); 8] = [
     ("googlemail.com", "gmail"),
     ("icloud.com", "apple"),
 ];
+
+/// `classification.incident.trigger`, `.within`, `.hold` (seconds) and
+/// `.max_keys`: 20 members at one provider failing with one rule within
+/// 10 minutes is a storm, held an hour past its last failure.
+pub const INCIDENT_TRIGGER: u32 = 20;
+pub const INCIDENT_WITHIN_SECS: u64 = 600;
+pub const INCIDENT_HOLD_SECS: u64 = 3600;
+pub const INCIDENT_MAX_KEYS: usize = 1000;

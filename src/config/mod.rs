@@ -69,6 +69,8 @@ pub struct Config {
     pub rules: crate::dsn::RuleSet,
     /// Feedback-loop reports (`feedback:`); `None` when none is configured.
     pub feedback: Option<crate::feedback::Settings>,
+    /// The bounce storm detector; `None` when turned off.
+    pub incident: Option<Incident>,
     /// Canonical protected address (`Address::key`) → what it is.
     protected: HashMap<String, Entry>,
     /// Problems that do not stop the config from running, rendered as

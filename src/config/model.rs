@@ -149,6 +149,24 @@ pub struct RawClassification {
     /// Use the built-in rules (config/rules/providers.yaml) at all.
     #[serde(default)]
     pub builtin: Option<bool>,
+    /// The bounce storm detector.
+    #[serde(default)]
+    pub incident: RawIncident,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIncident {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub trigger: Option<u32>,
+    #[serde(default)]
+    pub within: Option<String>,
+    #[serde(default)]
+    pub hold: Option<String>,
+    #[serde(default)]
+    pub max_keys: Option<usize>,
 }
 
 /// `ratelimit.redis_tls`: PEM files for `rediss` URLs.

@@ -757,3 +757,44 @@ fn throttle_section_is_checked_with_places() {
         assert!(e.contains(needle), "{needle} not in {e}");
     }
 }
+
+#[test]
+fn the_storm_detector_has_defaults_bounds_and_an_off_switch() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(
+        c.incident,
+        Some(Incident {
+            trigger: 20,
+            within: std::time::Duration::from_secs(600),
+            hold: std::time::Duration::from_secs(3600),
+            max_keys: 1000,
+        })
+    );
+    let off = parse(&format!(
+        "{GOOD}classification:\n  incident:\n    enabled: false\n"
+    ))
+    .unwrap();
+    assert_eq!(off.incident, None);
+    let bad = errors(&format!(
+        "{GOOD}classification:\n  incident:\n    trigger: 1\n    within: 0s\n    max_keys: 0\n"
+    ));
+    for key in ["trigger", "within", "max_keys"] {
+        assert!(
+            bad.iter()
+                .any(|e| e.contains(&format!("classification.incident.{key}"))),
+            "{key}: {bad:?}"
+        );
+    }
+}
+
+#[test]
+fn the_storm_detector_memory_is_bounded_by_config() {
+    let bad = errors(&format!(
+        "{GOOD}classification:\n  incident:\n    trigger: 10000\n    max_keys: 1000\n"
+    ));
+    assert!(
+        bad.iter()
+            .any(|e| e.contains("classification.incident.max_keys") && e.contains("1000000")),
+        "{bad:?}"
+    );
+}

@@ -54,6 +54,18 @@ pub struct Shield {
     pub tempfail: bool,
 }
 
+/// Bounce storms: `trigger` distinct failed recipients at one provider with
+/// one rule within `within` raise an incident, held `hold` past the last
+/// such failure (see [`crate::incident`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incident {
+    pub trigger: u32,
+    pub within: Duration,
+    pub hold: Duration,
+    /// Most (provider, rule) pairs tracked.
+    pub max_keys: usize,
+}
+
 /// Marks of our own outbound mail, for `trace` bounce checks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Trace {

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::report::{DsnAction, Feedback, RecipientStatus, Report, ReportKind};
-use super::rules::{Class, MatchInput, Reason, Retry, RuleAction, RuleResult, RuleSet};
+use super::rules::{Class, Fault, MatchInput, Reason, Retry, RuleAction, RuleResult, RuleSet};
 
 /// The `rule` of a classification that no rule matched.
 pub const FALLBACK_RULE: &str = "builtin-fallback";
@@ -26,6 +26,12 @@ pub struct Classification {
     pub rule_action: RuleAction,
     /// Set for feedback reports.
     pub feedback_type: Option<String>,
+    /// Whose side the failure is on; only `them` may count against the
+    /// member. The milter turns it to `us` during a bounce storm.
+    pub fault: Fault,
+    /// Part of a storm of one provider and rule (set by the milter's
+    /// incident book, never by [`classify`]).
+    pub incident: bool,
 }
 
 /// Classifies every recipient group of a DSN or plain bounce, or the one
@@ -103,6 +109,12 @@ fn classify_recipient(r: &RecipientStatus, report: &Report, rules: &RuleSet) -> 
         retry: result.retry,
         rule_action,
         feedback_type: None,
+        fault: if class == Class::Delivered {
+            Fault::Unknown
+        } else {
+            result.fault
+        },
+        incident: false,
     }
 }
 
@@ -131,6 +143,8 @@ fn status_fallback(
         reason: Reason::Other,
         provider: "unknown".to_owned(),
         retry: Retry::default_for(class),
+        // A status no rule knows says nothing about whose side it is.
+        fault: Fault::Unknown,
     }
 }
 
@@ -164,11 +178,19 @@ fn classify_feedback(f: &Feedback, report: &Report, rules: &RuleSet) -> Classifi
                 Some("auth-failure") => (Class::Delivered, Reason::AuthFailure),
                 _ => (Class::Delivered, Reason::Feedback),
             };
+            // A complaint is the recipient's own act; the rest is about us
+            // (auth-failure) or nobody.
+            let fault = match (class, reason) {
+                (Class::Complaint, _) => Fault::Them,
+                (_, Reason::AuthFailure) => Fault::Us,
+                _ => Fault::Unknown,
+            };
             let result = RuleResult {
                 class,
                 reason,
                 provider: "unknown".to_owned(),
                 retry: Retry::default_for(class),
+                fault,
             };
             (result, FALLBACK_RULE.to_owned(), RuleAction::Accept)
         }
@@ -191,6 +213,8 @@ fn classify_feedback(f: &Feedback, report: &Report, rules: &RuleSet) -> Classifi
         retry: result.retry,
         rule_action,
         feedback_type: f.feedback_type.clone(),
+        fault: result.fault,
+        incident: false,
     }
 }
 
@@ -233,11 +257,12 @@ struct JsonLine<'a> {
     provider: Option<&'a str>,
     rule: Option<&'a str>,
     feedback_type: Option<&'a str>,
+    fault: Option<Fault>,
 }
 
 /// One compact JSON object per classification, keys in this order: `file`,
 /// `kind`, `recipient`, `action`, `status`, `class`, `reason`, `provider`,
-/// `rule`, `feedback_type`. A report with no classification (unparsed, not a
+/// `rule`, `feedback_type`, `fault` (new keys go last). A report with no classification (unparsed, not a
 /// bounce) gives one line with `kind` set and the other keys null, so every
 /// input file shows up.
 pub fn json_lines(file_label: &str, report: &Report, cls: &[Classification]) -> Vec<String> {
@@ -253,6 +278,7 @@ pub fn json_lines(file_label: &str, report: &Report, cls: &[Classification]) -> 
             provider: None,
             rule: None,
             feedback_type: None,
+            fault: None,
         }]
     } else {
         cls.iter()
@@ -267,6 +293,7 @@ pub fn json_lines(file_label: &str, report: &Report, cls: &[Classification]) -> 
                 provider: Some(&c.provider),
                 rule: Some(&c.rule),
                 feedback_type: c.feedback_type.as_deref(),
+                fault: Some(c.fault),
             })
             .collect()
     };
@@ -547,7 +574,7 @@ mod tests {
                 Class::Soft,
                 Reason::Policy,
                 "unknown",
-                "rfc3463-x.7.x-policy",
+                "text-relay-denied",
             ),
             (
                 Some(Failed),
@@ -643,6 +670,392 @@ mod tests {
         }
     }
 
+    /// Whose side each failure is on, rule by rule: every rule added for
+    /// the fault work has a reply written from the provider's documentation
+    /// here (sources beside the rules in providers.yaml).
+    #[test]
+    fn fault_table() {
+        use DsnAction::*;
+        use Fault::*;
+        type Case<'a> = (Option<DsnAction>, &'a str, &'a str, &'a str, Fault);
+        let cases: &[Case<'_>] = &[
+            // Microsoft
+            (
+                Some(Failed),
+                "5.7.515",
+                "550 5.7.515 Access denied, sending domain example.org does not meet the required authentication level. [BN1PEPF0000.namprd.prod.outlook.com]",
+                "microsoft-5.7.515-auth",
+                Us,
+            ),
+            (
+                Some(Failed),
+                "5.7.606",
+                "550 5.7.606 Access denied, banned sending IP [192.0.2.1]. To request removal from this list please visit https://sender.office.com/ and follow the directions.",
+                "microsoft-5.7.606-649-banned-ip",
+                Us,
+            ),
+            (
+                Some(Failed),
+                "5.7.608",
+                "550 5.7.608 Access denied, banned sending IP [192.0.2.1].",
+                "microsoft-5.7.606-649-banned-ip",
+                Us,
+            ),
+            (
+                Some(Failed),
+                "5.7.501",
+                "550 5.7.501 Access denied, spam abuse detected.",
+                "microsoft-5.7.501-503-spam-abuse",
+                Us,
+            ),
+            (
+                Some(Failed),
+                "5.7.1",
+                "550 5.7.1 Unfortunately, messages from [192.0.2.1] weren't sent. Please contact your Internet service provider since part of their network is on our block list (S3150). [AM0EUR02FT001.eop-eur02.prod.protection.outlook.com]",
+                "microsoft-s3140-s3150",
+                Us,
+            ),
+            (
+                Some(Failed),
+                "5.7.1",
+                "550 5.7.1 Unfortunately, messages from [192.0.2.1] weren't sent. Please contact your Internet service provider since part of their network is on our block list (AS3150).",
+                "microsoft-s3140-s3150",
+                Us,
+            ),
+            // Gmail
+            (
+                Some(Failed),
+                "5.7.26",
+                "550-5.7.26 This message does not have authentication information or fails to pass authentication checks (SPF or DKIM). - gsmtp",
+                "gmail-auth-missing",
+                Us,
+            ),
+            (
+                Some(Delayed),
+                "4.7.26",
+                "421-4.7.26 This mail has been rate limited because it is unauthenticated. Gmail requires all senders to authenticate with either SPF or DKIM. - gsmtp",
+                "gmail-x.7.26-unauthenticated",
+                Us,
+            ),
+            (
+                Some(Failed),
+                "5.7.26",
+                "550-5.7.26 This mail has been blocked because the sender is unauthenticated. 550-5.7.26 Gmail requires all senders to authenticate with either SPF or DKIM.",
+                "gmail-x.7.26-unauthenticated",
+                Us,
+            ),
+            (
+                Some(Failed),
+                "5.7.26",
+                "550-5.7.26 This mail is unauthenticated, which poses a security risk to the sender and Gmail users, and has been blocked.",
+                "gmail-x.7.26-unauthenticated",
+                Us,
+            ),
+            (
+                Some(Failed),
+                "5.7.27",
+                "550-5.7.27 This mail has been blocked because the sender is not authenticated with SPF. x1si2 - gsmtp",
+                "gmail-bulk-sender-auth",
+                Us,
+            ),
+            (
+                Some(Failed),
+                "5.7.1",
+                "550-5.7.1 This message does not have authentication information or fails to pass authentication checks. To best protect our users from spam, the message has been blocked. - gsmtp",
+                "gmail-auth-missing",
+                Us,
+            ),
+            (
+                Some(Delayed),
+                "4.7.28",
+                "421-4.7.28 Gmail has detected an unusual rate of unsolicited mail. To protect our users from spam, mail has been temporarily rate limited. https://support.google.com/mail/?p=UnsolicitedRateLimitError - gsmtp",
+                "gmail-4.7.28-rate-limit",
+                Us,
+            ),
+            (
+                Some(Failed),
+                "5.7.28",
+                "550-5.7.28 Gmail has detected an unusual rate of unsolicited mail. To protect our users from spam, mail has been blocked. - gsmtp",
+                "gmail-5.7.28-blocked",
+                Us,
+            ),
+            (
+                Some(Failed),
+                "5.7.1",
+                "550-5.7.1 [192.0.2.1] Our system has detected an unusual rate 550-5.7.1 of unsolicited mail originating from your IP address. - gsmtp",
+                "gmail-unusual-rate-blocked",
+                Us,
+            ),
+            (
+                Some(Failed),
+                "5.7.1",
+                "550-5.7.1 [192.0.2.1 12] Our system has detected that this message is likely unsolicited mail. https://support.google.com/mail/?p=UnsolicitedMessageError - gsmtp",
+                "gmail-5.7.1-unsolicited",
+                Us,
+            ),
+            (
+                Some(Delayed),
+                "4.2.1",
+                "450-4.2.1 The user you are trying to contact is receiving mail at a rate that prevents additional messages from being delivered. - gsmtp",
+                "gmail-4.2.1-recipient-rate",
+                Them,
+            ),
+            (
+                Some(Failed),
+                "5.1.1",
+                "550-5.1.1 The email account that you tried to reach does not exist. - gsmtp",
+                "text-unknown-user",
+                Them,
+            ),
+            // Yahoo (TS01 delayed and expired: both ours)
+            (
+                Some(Delayed),
+                "4.7.0",
+                "421 4.7.0 [TS01] Messages from 192.0.2.1 temporarily deferred due to user complaints",
+                "yahoo-ts01",
+                Us,
+            ),
+            (
+                Some(Failed),
+                "4.7.0",
+                "421 4.7.0 [TS01] Messages from 192.0.2.1 temporarily deferred due to user complaints",
+                "yahoo-ts01",
+                Us,
+            ),
+            (
+                Some(Delayed),
+                "4.7.0",
+                "421 4.7.0 [TS02] Messages from 192.0.2.1 temporarily deferred due to unexpected volume or user complaints",
+                "yahoo-ts02",
+                Us,
+            ),
+            (
+                Some(Failed),
+                "4.7.1",
+                "421 4.7.1 [TS03] All messages from 192.0.2.1 will be permanently deferred; Retrying will NOT succeed.",
+                "yahoo-ts03",
+                Us,
+            ),
+            (
+                Some(Delayed),
+                "4.7.0",
+                "421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected volume or user complaints",
+                "yahoo-tss04",
+                Us,
+            ),
+            (
+                Some(Failed),
+                "5.7.2",
+                "553 5.7.2 [TSS09] All messages from 192.0.2.1 will be permanently deferred; Retrying will NOT succeed.",
+                "yahoo-tss09",
+                Us,
+            ),
+            (
+                Some(Failed),
+                "5.7.9",
+                "554 5.7.9 Message not accepted for policy reasons. See https://postmaster.yahooinc.com/error-codes",
+                "yahoo-policy",
+                Us,
+            ),
+            (
+                Some(Failed),
+                "5.7.9",
+                "550 5.7.9 This mail has been blocked because the sender is unauthenticated. Yahoo requires all senders to authenticate with either SPF or DKIM.",
+                "yahoo-unauthenticated",
+                Us,
+            ),
+            // Block lists
+            (
+                Some(Failed),
+                "5.7.1",
+                "554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org; https://www.spamhaus.org/query/ip/192.0.2.1",
+                "spamhaus-listed",
+                Us,
+            ),
+            (
+                Some(Failed),
+                "5.7.1",
+                "554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org; Error: open resolver; https://www.spamhaus.org/returnc/pub/ 127.255.255.254",
+                "spamhaus-open-resolver",
+                Unknown,
+            ),
+            (
+                Some(Failed),
+                "5.0.0",
+                "554 Service unavailable; Client host [192.0.2.1] blocked using Barracuda Reputation; http://www.barracudanetworks.com/reputation/?pr=1&ip=192.0.2.1",
+                "barracuda-listed",
+                Us,
+            ),
+            (
+                Some(Failed),
+                "5.7.1",
+                "554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using bl.spamcop.net; Blocked - see https://www.spamcop.net/bl.shtml?192.0.2.1",
+                "spamcop-listed",
+                Us,
+            ),
+            (
+                Some(Failed),
+                "5.7.1",
+                "554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using dnsbl.example.net",
+                "rbl-listed",
+                Us,
+            ),
+            // Apple, Orange, La Poste
+            (
+                Some(Failed),
+                "5.7.1",
+                "550 5.7.1 [CS01] Message rejected due to local policy. Please visit https://support.apple.com/en-us/HT204137",
+                "apple-cs-policy",
+                Us,
+            ),
+            (
+                Some(Delayed),
+                "4.7.1",
+                "421 4.7.1 Messages to u@icloud.com deferred due to excessive volume. Try again later - https://support.apple.com/en-us/HT204137",
+                "apple-excessive-volume",
+                Them,
+            ),
+            (
+                Some(Failed),
+                "5.2.0",
+                "550 5.2.0 Mail rejete. Mail rejected. ofr_506 [506]",
+                "orange-refused",
+                Us,
+            ),
+            (
+                Some(Delayed),
+                "4.0.0",
+                "421 mwinf5c10 ME Trop de connexions, veuillez verifier votre configuration. Too many connections, slow down. OFR004_104 [104]",
+                "orange-too-many-connections",
+                Us,
+            ),
+            (
+                Some(Failed),
+                "5.5.0",
+                "550 5.5.0 Service refuse. Veuillez essayer plus tard. service refused, please try later. LPN007_510",
+                "orange-refused",
+                Us,
+            ),
+            // Any MTA, by wording
+            (
+                Some(Failed),
+                "5.7.1",
+                "550 5.7.1 Message rejected due to local policy",
+                "text-local-policy",
+                Us,
+            ),
+            (
+                Some(Failed),
+                "5.7.1",
+                "554 5.7.1 <u@example.com>: Relay access denied",
+                "text-relay-denied",
+                Us,
+            ),
+            (
+                Some(Failed),
+                "5.7.1",
+                "550 5.7.1 Message refused as spam",
+                "text-spam-content",
+                Us,
+            ),
+            (
+                Some(Delayed),
+                "4.7.0",
+                "421 4.7.0 Too many connections from your IP, slow down",
+                "text-rate-limit",
+                Us,
+            ),
+            (
+                Some(Failed),
+                "5.7.1",
+                "550 5.7.1 Email rejected per DMARC policy for example.org",
+                "text-auth-failure",
+                Us,
+            ),
+            (
+                Some(Failed),
+                "5.7.1",
+                "550 5.7.1 SPF check failed for 192.0.2.1",
+                "text-auth-failure",
+                Us,
+            ),
+            (
+                Some(Failed),
+                "5.2.1",
+                "550 5.2.1 The email account that you tried to reach is disabled.",
+                "text-disabled-account",
+                Them,
+            ),
+            // A relay refusing our own account is not the member's.
+            (
+                Some(Failed),
+                "5.7.1",
+                "550 5.7.1 Your account has been suspended or disabled for sending",
+                "rfc3463-x.7.x-policy",
+                Us,
+            ),
+            (
+                Some(Failed),
+                "5.2.2",
+                "552 5.2.2 Mailbox full",
+                "text-mailbox-full",
+                Them,
+            ),
+            (
+                Some(Failed),
+                "5.1.2",
+                "Host or domain name not found. Name service error",
+                "text-host-unknown",
+                Them,
+            ),
+            (
+                Some(Failed),
+                "5.4.7",
+                "delivery expired (message too old)",
+                "rfc3463-x.4.7-expired",
+                Unknown,
+            ),
+            (Some(Failed), "5.5.0", "550 go away", FALLBACK_RULE, Unknown),
+        ];
+        let rules = builtin();
+        for (action, status, diag, rule, fault) in cases {
+            let report = report_with(vec![rcpt(*action, Some(status), Some(diag))]);
+            let got = &classify(&report, &rules)[0];
+            assert_eq!((got.rule.as_str(), got.fault), (*rule, *fault), "{diag:?}");
+        }
+    }
+
+    #[test]
+    fn every_builtin_rule_has_a_fault_and_the_counts_are_reported() {
+        let rules = builtin();
+        let mut counts = std::collections::BTreeMap::new();
+        for rule in rules.rules() {
+            *counts.entry(rule.result().fault.as_str()).or_insert(0) += 1;
+        }
+        println!("built-in rules by fault: {counts:?}");
+        assert!(counts.get("us").copied().unwrap_or(0) > counts.get("them").copied().unwrap_or(0));
+    }
+
+    #[test]
+    fn feedback_faults() {
+        for rules in [builtin(), RuleSet::empty("none")] {
+            for (ftype, fault) in [
+                ("abuse", Fault::Them),
+                ("auth-failure", Fault::Us),
+                ("not-spam", Fault::Unknown),
+            ] {
+                let mut report = report_with(Vec::new());
+                report.kind = ReportKind::Feedback;
+                report.feedback = Some(Feedback {
+                    feedback_type: Some(ftype.to_owned()),
+                    original_rcpt_to: vec!["u@example.com".into()],
+                    ..Feedback::default()
+                });
+                assert_eq!(classify(&report, &rules)[0].fault, fault, "{ftype}");
+            }
+        }
+    }
+
     #[test]
     fn json_line_shape() {
         let report = report_with(vec![rcpt(Some(DsnAction::Failed), Some("5.1.1"), None)]);
@@ -651,7 +1064,7 @@ mod tests {
         assert_eq!(
             lines,
             vec![
-                r#"{"file":"a.eml","kind":"dsn","recipient":"u@example.com","action":"failed","status":"5.1.1","class":"hard","reason":"unknown_user","provider":"unknown","rule":"rfc3463-5.1.1-unknown-user","feedback_type":null}"#
+                r#"{"file":"a.eml","kind":"dsn","recipient":"u@example.com","action":"failed","status":"5.1.1","class":"hard","reason":"unknown_user","provider":"unknown","rule":"rfc3463-5.1.1-unknown-user","feedback_type":null,"fault":"them"}"#
             ]
         );
         let unparsed = parse(b"", &Limits::default());
@@ -659,7 +1072,7 @@ mod tests {
         assert_eq!(
             lines,
             vec![
-                r#"{"file":"b.eml","kind":"unparsed","recipient":null,"action":null,"status":null,"class":null,"reason":null,"provider":null,"rule":null,"feedback_type":null}"#
+                r#"{"file":"b.eml","kind":"unparsed","recipient":null,"action":null,"status":null,"class":null,"reason":null,"provider":null,"rule":null,"feedback_type":null,"fault":null}"#
             ]
         );
     }

@@ -95,6 +95,53 @@ pub enum Reason {
     Other,
 }
 
+/// Whose side the failure is on. Only `them` may count against a member:
+/// a list must never unsubscribe people for its own reputation or setup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// The recipient's side: the mailbox does not exist, is full or
+    /// disabled, the domain takes no mail.
+    Them,
+    /// Our side or our reputation: block lists, authentication, content
+    /// and policy refusals, rate limits, relay denied.
+    Us,
+    /// Neither is shown (network, queue expiry, the receiver's own setup).
+    Unknown,
+}
+
+impl Fault {
+    /// The snake_case name, as in rules, tags and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::Them => "them",
+            Fault::Us => "us",
+            Fault::Unknown => "unknown",
+        }
+    }
+
+    /// The fault a reason implies when a rule names none.
+    pub fn default_for(reason: Reason) -> Fault {
+        match reason {
+            Reason::UnknownUser | Reason::MailboxFull | Reason::HostUnknown => Fault::Them,
+            Reason::Blocked
+            | Reason::RateLimited
+            | Reason::Complaint
+            | Reason::SpamContent
+            | Reason::Policy
+            | Reason::AuthFailure
+            | Reason::MessageTooBig => Fault::Us,
+            Reason::Expired
+            | Reason::Network
+            | Reason::System
+            | Reason::Vacation
+            | Reason::Feedback
+            | Reason::ReceiverMisconfig
+            | Reason::Other => Fault::Unknown,
+        }
+    }
+}
+
 /// When sending to this recipient again makes sense.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -177,6 +224,8 @@ pub struct RuleResult {
     /// `unknown` when the rule names none.
     pub provider: String,
     pub retry: Retry,
+    /// From the rule, else [`Fault::default_for`] the reason.
+    pub fault: Fault,
 }
 
 /// The fields a rule is matched against. Absent values never match a key.
@@ -365,6 +414,7 @@ struct RawResult {
     reason: Reason,
     provider: Option<String>,
     retry: Option<Retry>,
+    fault: Option<Fault>,
 }
 
 const TOP_KEYS: &[&str] = &["version", "rules"];
@@ -378,7 +428,7 @@ const MATCH_REGEX_KEYS: &[&str] = &[
     "recipient",
     "feedback_type",
 ];
-const RESULT_KEYS: &[&str] = &["class", "reason", "provider", "retry"];
+const RESULT_KEYS: &[&str] = &["class", "reason", "provider", "retry", "fault"];
 
 /// Collects the issues of one file.
 struct Issues {
@@ -683,6 +733,10 @@ fn compile_rule(index: usize, item: &Value, issues: &mut Issues) -> Option<Rule>
                 .result
                 .retry
                 .unwrap_or(Retry::default_for(raw.result.class)),
+            fault: raw
+                .result
+                .fault
+                .unwrap_or(Fault::default_for(raw.result.reason)),
             provider,
         },
         action: raw.action,
@@ -748,6 +802,7 @@ fn check_result(value: &Value, path: &str, add: &mut impl FnMut(String, String))
             "class" => value_error::<Class>(value),
             "reason" => value_error::<Reason>(value),
             "retry" => value_error::<Retry>(value),
+            "fault" => value_error::<Fault>(value),
             "provider" => match value.as_str() {
                 Some(p) if is_label(p) => None,
                 _ => Some(format!("must be 1 to {MAX_NAME_LEN} of A-Z a-z 0-9 . _ -")),

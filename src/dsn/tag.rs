@@ -41,6 +41,12 @@ pub fn bounce_tags(
             if let Some(t) = c.feedback_type.as_deref() {
                 fields.push(("feedback_type", t));
             }
+            // New fields go last: readers and Postfix rules written for
+            // older tags match the fields above in this order.
+            fields.push(("fault", c.fault.as_str()));
+            if c.incident {
+                fields.push(("incident", "1"));
+            }
             write(&fields)
         })
         .collect()
@@ -68,9 +74,21 @@ mod tests {
             "provider=yahoo",
             "list=members",
             "signature=valid",
+            "; fault=us",
         ] {
             assert!(t.contains(want), "{want} missing in {t}");
         }
+        assert!(t.ends_with("; signature=valid; fault=us"), "{t}");
+        assert!(!t.contains("incident="), "{t}");
+    }
+
+    #[test]
+    fn an_incident_is_marked_after_the_fault() {
+        let report = parse(DSN.as_bytes(), &Limits::default());
+        let mut cls = classify(&report, &RuleSet::builtin().unwrap());
+        cls[0].incident = true;
+        let tags = bounce_tags(&report, &cls, "members", "valid");
+        assert!(tags[0].ends_with("; fault=us; incident=1"), "{}", tags[0]);
     }
 
     #[test]

@@ -61,6 +61,8 @@ fn unreachable_fallback(d: &Delivery) -> Classification {
         retry: crate::dsn::Retry::Later,
         rule_action: crate::dsn::RuleAction::Accept,
         feedback_type: None,
+        fault: crate::dsn::Fault::Unknown,
+        incident: false,
     }
 }
 

@@ -62,7 +62,12 @@ pub async fn count_into(shared: Arc<Shared>, source: Source) {
         shared
             .metrics
             .outbound_deliveries
-            .with_label_values(&[&c.provider, c.class.as_str(), c.reason.as_str()])
+            .with_label_values(&[
+                &c.provider,
+                c.class.as_str(),
+                c.reason.as_str(),
+                c.fault.as_str(),
+            ])
             .inc();
         let cfg = shared.config.load();
         if let Some(t) = cfg.throttle.as_ref()

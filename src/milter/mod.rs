@@ -11,7 +11,10 @@ mod listener;
 mod session;
 
 pub use listener::{MilterListener, MilterStream};
-pub use session::{EomPlan, OWN_HEADER_PREFIX, RcptBegin, Session, Step, report_shield_changes};
+pub use session::{
+    EomPlan, OWN_HEADER_PREFIX, RcptBegin, Session, Step, report_incident_changes,
+    report_shield_changes,
+};
 
 use crate::Shared;
 use indymilter::{

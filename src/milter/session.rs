@@ -827,7 +827,8 @@ impl Session {
             ..dsn::Limits::default()
         };
         let report = dsn::parse(&raw, &limits);
-        let cls = dsn::classify(&report, &self.config.rules);
+        let mut cls = dsn::classify(&report, &self.config.rules);
+        self.mark_incidents(&mut cls, msg.signature);
         let list = msg.list.as_deref().unwrap_or("-");
         let signature = msg
             .signature
@@ -847,7 +848,13 @@ impl Session {
             self.shared
                 .metrics
                 .bounces_classified
-                .with_label_values(&[list, class, c.reason.as_str(), &c.provider])
+                .with_label_values(&[
+                    list,
+                    class,
+                    c.reason.as_str(),
+                    &c.provider,
+                    c.fault.as_str(),
+                ])
                 .inc();
             if arf_complaint && signed {
                 self.shared
@@ -866,6 +873,8 @@ impl Session {
                 reason = c.reason.as_str(),
                 provider = %c.provider,
                 rule = %c.rule,
+                fault = c.fault.as_str(),
+                incident = c.incident,
                 status = c.status.as_deref().unwrap_or("-"),
                 "bounce classified"
             );
@@ -879,6 +888,49 @@ impl Session {
             dsn::tag::bounce_tags(&report, &cls, list, signature),
             action.unwrap_or(RuleAction::Accept),
         )
+    }
+
+    /// Feeds the failures of a checked bounce to the storm detector; during
+    /// an incident of their provider and rule they are our fault, whatever
+    /// the rule says. Only bounces that came back to our own signed or
+    /// traced mail count, so outsiders cannot stage a storm.
+    fn mark_incidents(&self, cls: &mut [dsn::Classification], signature: Option<BounceVerdict>) {
+        let Some(settings) = &self.config.incident else {
+            return;
+        };
+        if !matches!(
+            signature,
+            Some(BounceVerdict::Valid | BounceVerdict::TraceOk)
+        ) {
+            return;
+        }
+        for c in cls.iter_mut().take(dsn::tag::MAX_TAGS) {
+            if !matches!(
+                c.class,
+                dsn::Class::Hard | dsn::Class::Soft | dsn::Class::Deferral
+            ) {
+                continue;
+            }
+            let Some(recipient) = c.recipient.as_deref() else {
+                continue;
+            };
+            // Without a named provider, the recipient's domain is the provider.
+            let provider = if c.provider == "unknown" {
+                let domain = recipient.rsplit_once('@').map_or("unknown", |(_, d)| d);
+                listwarden_core::tag::clean(&domain.to_ascii_lowercase())
+            } else {
+                c.provider.clone()
+            };
+            let (up, change) = self
+                .shared
+                .incidents
+                .record(&provider, &c.rule, recipient, settings);
+            if up {
+                c.fault = dsn::Fault::Us;
+                c.incident = true;
+            }
+            report_incident_changes(&self.shared, change.into_iter().collect());
+        }
     }
 
     /// Counts a signed outbound message (after Postfix took the change).
@@ -1064,6 +1116,36 @@ fn raw_message(msg: &Message) -> Vec<u8> {
     raw.extend_from_slice(b"\r\n");
     raw.extend_from_slice(&msg.body);
     raw
+}
+
+/// Logs a bounce incident once when it starts and once when it ends, and
+/// keeps its gauge (the series goes when the incident ends, so labels stay
+/// bounded by the incidents in progress).
+pub fn report_incident_changes(shared: &Shared, changes: Vec<crate::incident::Change>) {
+    use crate::incident::Change;
+    for change in changes {
+        match change {
+            Change::Raised((provider, rule)) => {
+                tracing::warn!(
+                    provider,
+                    rule,
+                    "bounce incident: many members at one provider fail with one rule; their bounces are tagged fault=us incident=1 and not scored"
+                );
+                shared
+                    .metrics
+                    .bounce_incident
+                    .with_label_values(&[&provider, &rule])
+                    .set(1);
+            }
+            Change::Lowered((provider, rule)) => {
+                tracing::info!(provider, rule, "bounce incident over");
+                let _ = shared
+                    .metrics
+                    .bounce_incident
+                    .remove_label_values(&[&provider, &rule]);
+            }
+        }
+    }
 }
 
 fn to_step(action: Action) -> Step {

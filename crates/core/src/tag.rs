@@ -6,6 +6,19 @@
 //! tag can never inject a header line or smuggle text a reader would
 //! misread. The milter removes every inbound header with our prefix, so a
 //! tag a reader sees is ours.
+//!
+//! Fields of a classified recipient, in this order (new fields are only
+//! ever appended, so a Postfix rule written for an older tag still
+//! matches): `recipient`, `action`, `status`, `class`, `reason`,
+//! `provider`, `rule`, `list`, `signature`, then `feedback_type` (feedback
+//! reports only), `fault` (`them`: the recipient's side, such as an unknown
+//! user or a full mailbox; `us`: our side or our reputation, such as a
+//! block list, authentication, policy or rate limit; `unknown`), and
+//! `incident=1` while a bounce storm of that provider and rule lasts (then
+//! `fault=us`). Only `fault=them` without `incident` may count against a
+//! member; a tag without `fault` predates the field. A report that gave no
+//! classification gets `class` (unparsed, not_a_bounce, unclassified),
+//! `list` and `signature` only.
 
 /// The header name.
 pub const HEADER: &str = "X-Listwarden-Bounce";
@@ -24,6 +37,10 @@ pub const TRUSTED_SIGNATURE: &str = "valid";
 const MAX_FIELD: usize = 128;
 /// Most tags the milter adds to one message (one per recipient group).
 pub const MAX_TAGS: usize = 20;
+/// The `fault=` value of a failure on the recipient's side: the only one a
+/// reader may count against a member.
+pub const FAULT_THEM: &str = "them";
+
 /// Most `key=value` pairs read from one tag.
 const MAX_PAIRS: usize = 16;
 
@@ -84,6 +101,11 @@ impl Tag {
     /// Marked `valid` by the milter.
     pub fn is_trusted(&self) -> bool {
         self.get("signature") == Some(TRUSTED_SIGNATURE)
+    }
+
+    /// Part of a bounce storm (`incident=1`).
+    pub fn is_incident(&self) -> bool {
+        self.get("incident").is_some_and(|v| v != "0")
     }
 }
 

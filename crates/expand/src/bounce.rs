@@ -17,10 +17,16 @@
 //! is only logged. Tags give the class and reason.
 //!
 //! Either way only a current member is ever scored. Classes: `hard` and
-//! `soft` score (see [`super::state`]); `complaint` with a `feedback_type`
-//! (an ARF report) unsubscribes or flags per `on_complaint`; `deferral`
-//! (Yahoo TS01 complaint deferrals included), `delivered` and anything
-//! unparsed do nothing.
+//! `soft` score (see [`super::state`]) when the failure is on the member's
+//! side, `fault=them`, and not part of a bounce storm (`incident=1`): a
+//! list never disables members for its own reputation, authentication or
+//! a provider's outage. A tag without `fault` comes from a milter older
+//! than the field; of those only a hard `unknown_user` or `host_unknown`
+//! (the 5.1.x kind) scores, as the surest of the old classes, and nothing
+//! soft does. `complaint` with a `feedback_type` (an ARF report)
+//! unsubscribes or flags per `on_complaint`; `deferral` (Yahoo TS01
+//! complaint deferrals included), `delivered` and anything unparsed do
+//! nothing.
 
 use std::collections::BTreeMap;
 
@@ -31,7 +37,7 @@ use super::{ComplaintAction, ExpandError, ListFiles, RunContext, headers};
 use crate::address::keys::MAX_VALIDITY_DAYS;
 use crate::address::verp::{self, VerpResult, verify_verp};
 use crate::address::{Address, KeyRing};
-use listwarden_core::tag::{HEADER, MAX_TAGS, Tag};
+use listwarden_core::tag::{FAULT_THEM, HEADER, MAX_TAGS, Tag};
 
 /// Most tag fields read from one message (the milter writes at most
 /// [`MAX_TAGS`]).
@@ -123,7 +129,11 @@ pub fn assess(
         let member = verp_member.clone();
         let Some(finding) = finding_of(tag, member) else {
             let class = tag.get("class").unwrap_or("none");
-            out.ignored.push(format!("class {class} does not count"));
+            let fault = tag.get("fault").unwrap_or("none");
+            let incident = tag.get("incident").unwrap_or("0");
+            out.ignored.push(format!(
+                "class {class} fault {fault} incident {incident} does not count"
+            ));
             continue;
         };
         if !members.contains(finding.member()) {
@@ -161,12 +171,27 @@ fn verp_member(rcpt: &Address, list: &ListFiles, keys: &KeyRing, today: u64) -> 
     }
 }
 
+/// Whether a failure may count against the member (see the module docs).
+fn charges_member(tag: &Tag) -> bool {
+    if tag.is_incident() {
+        return false;
+    }
+    match tag.get("fault") {
+        Some(fault) => fault == FAULT_THEM,
+        None => {
+            tag.get("class") == Some("hard")
+                && matches!(tag.get("reason"), Some("unknown_user" | "host_unknown"))
+        }
+    }
+}
+
 fn finding_of(tag: &Tag, member: Address) -> Option<Finding> {
     let status = tag
         .get("status")
         .filter(|s| *s != "none")
         .map(str::to_owned);
     match tag.get("class")? {
+        "hard" | "soft" if !charges_member(tag) => None,
         "hard" => Some(Finding::Bounce {
             member,
             severity: Severity::Hard,
@@ -318,7 +343,10 @@ mod tests {
         let bob_verp = verp_of("bob@example.net", DAY);
         let bob_rcpt = Some(&bob_verp);
         let eve_verp = verp_of("eve@example.org", DAY);
-        let soft = HARD.replace("class=hard", "class=soft");
+        let soft = HARD
+            .replace("class=hard", "class=soft")
+            .replace("reason=unknown_user", "reason=mailbox_full")
+            + "; fault=them";
         let arf = "recipient=bob@example.net; action=unknown; status=none; class=complaint; reason=feedback; provider=yahoo; rule=arf; list=members; signature=valid; feedback_type=abuse";
         let arf_trace = arf.replace("signature=valid", "signature=trace_ok");
         let ts01 = HARD
@@ -376,6 +404,36 @@ mod tests {
                 vec![],
             ),
         ];
+        // Only the member's own failures count.
+        let with = |extra: &str| format!("{HARD}; {extra}");
+        let them = with("fault=them");
+        let us = with("fault=us");
+        let unknown = with("fault=unknown");
+        let storm = with("fault=us; incident=1");
+        let storm_them = with("fault=them; incident=1");
+        let old_blocked = HARD.replace("reason=unknown_user", "reason=blocked");
+        let old_host = HARD.replace("reason=unknown_user", "reason=host_unknown");
+        let old_soft = HARD.replace("class=hard", "class=soft");
+        let soft_us = HARD.replace("class=hard", "class=soft") + "; fault=us";
+        let mut cases = cases;
+        cases.extend([
+            (vec![them.as_str()], bob_rcpt, vec![hard(bob())]),
+            (vec![us.as_str()], bob_rcpt, vec![]),
+            (vec![unknown.as_str()], bob_rcpt, vec![]),
+            (vec![storm.as_str()], bob_rcpt, vec![]),
+            (vec![storm_them.as_str()], bob_rcpt, vec![]),
+            (vec![soft_us.as_str()], bob_rcpt, vec![]),
+            // Tags of an older milter: only a hard 5.1.x-style failure.
+            (vec![old_blocked.as_str()], bob_rcpt, vec![]),
+            (vec![old_soft.as_str()], bob_rcpt, vec![]),
+            (vec![old_host.as_str()], bob_rcpt, vec![hard(bob())]),
+            // One of ours and one of theirs in the same DSN: theirs counts.
+            (
+                vec![us.as_str(), them.as_str()],
+                bob_rcpt,
+                vec![hard(bob())],
+            ),
+        ]);
         for (i, (tags, rcpt, want)) in cases.into_iter().enumerate() {
             let got = assess(&bounce(&tags), &list, &m, rcpt, &keys, DAY);
             assert_eq!(got.findings, want, "case {i}");

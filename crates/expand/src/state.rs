@@ -3,9 +3,10 @@
 //! A hard bounce adds 1, a soft bounce 0.5, at most once per member per day:
 //! the day's increment is the largest class seen that day, so a bounce storm
 //! (or one provider's 28,000 error messages) counts as one bad day, never as
-//! thousands of bounces. Deferrals, complaint deferrals (Yahoo's TS01) and
-//! anything else add nothing, so good members are not unsubscribed for our
-//! own reputation problems. A score left alone for `stale_after_days`
+//! thousands of bounces. Deferrals, complaint deferrals (Yahoo's TS01),
+//! failures that are not the member's (`fault` other than `them`, storms)
+//! and anything else add nothing ([`super::bounce`] decides), so good
+//! members are not unsubscribed for our own reputation problems. A score left alone for `stale_after_days`
 //! starts again from zero. At the threshold the member is disabled: kept in
 //! the members file, skipped by posts, until an operator resets it.
 //!

@@ -192,7 +192,7 @@ scn_ts01() {
 
 	# The rule, then a second TS01 for another member.
 	member=gina@yahoo.example
-	cp "$SY_HOME/conf/milter_header_checks" "$PF_CONF/milter_header_checks"
+	install_header_rules
 	pf_reload "milter_header_checks = regexp:$PF_CONF/milter_header_checks"
 	token=lwsympa-$LW_IT_RUN_ID-ts01b
 	eml=$SY/msgs/ts01b.eml
@@ -216,6 +216,78 @@ scn_ts01() {
 		note "ts01 (milter_header_checks REDIRECT on class=deferral): kept away from Sympa, $member has no bounce record"
 	fi
 	report_scn ts01-deferral "$start"
+}
+
+# The shipped milter_header_checks recipe
+# (packaging/postfix/listwarden-milter-header-checks.regexp), with the
+# redirect address put in: deferrals and fault=us bounces go to a person.
+install_header_rules() {
+	local shipped=$LW_IT_REPO/packaging/postfix/listwarden-milter-header-checks.regexp
+	grep -c 'REDIRECT postmaster@lists.example.org$' "$shipped" | grep -qx 2 ||
+		ERRS+=("$shipped: not the two REDIRECT rules expected")
+	sed 's/REDIRECT postmaster@lists\.example\.org$/REDIRECT deferrals@admin.example/' "$shipped" >"$PF_CONF/milter_header_checks"
+}
+
+# d2. Bounces that are our fault (a Spamhaus listing, Microsoft's S3150
+# block list, Microsoft 5.7.515 authentication) are tagged fault=us and,
+# with the header rules of scn_ts01 in place, redirected: Sympa records
+# nothing. A genuine 5.1.1 (fault=them) sent next still reaches Sympa and
+# is recorded.
+scn_fault_us() {
+	local start token eml out lines file record i member status diag remote rule
+	local -a cases=(
+		"leo@members.example|5.7.1|554 5.7.1 Service unavailable; Client host [192.0.2.25] blocked using zen.spamhaus.org; https://www.spamhaus.org/query/ip/192.0.2.25|mx.members.example|spamhaus-listed"
+		"kim@outlook.example|5.7.1|550 5.7.1 Unfortunately, messages from [192.0.2.25] weren't sent. Please contact your Internet service provider since part of their network is on our block list (S3150). [AM0EUR02FT001.eop-eur02.prod.protection.outlook.com]|outlook-example.mail.protection.outlook.com|microsoft-s3140-s3150"
+		"max@outlook.example|5.7.515|550 5.7.515 Access denied, sending domain lists.example.org does not meet the required authentication level.|outlook-example.olc.protection.outlook.com|microsoft-5.7.515-auth"
+	)
+	start=$(now_ms)
+	if [[ -z $POST_SENDER ]]; then
+		ERRS+=("no signed sender from the post scenario")
+		report_scn fault-us-redirected "$start"
+		return 0
+	fi
+	for i in "${!cases[@]}"; do
+		IFS='|' read -r member status diag remote rule <<<"${cases[$i]}"
+		token=lwsympa-$LW_IT_RUN_ID-fault-$i
+		eml=$SY/msgs/fault-$i.eml
+		render "$SY_HOME/messages/dsn-fault.eml.in" "$eml" "TO=$POST_SENDER" "RCPT=$member" "MSGID=$token" \
+			"DATE=$(LC_ALL=C date -R)" "POST_MSGID=$POST_MSGID" "SUBJECT=$POST_SUBJECT" \
+			"STATUS=$status" "DIAG=$diag" "REMOTE=$remote"
+		out=$(send_dsn 198.51.102.9 mx-out.lists-relay.example "$eml" "$POST_SENDER")
+		expect_outcome "$out" data 250 "the $rule DSN"
+		[[ $out == data$'\t'250* && -n $SENT_QID ]] || continue
+		[[ $(pf_wait_delivery "$SENT_QID") == sent ]] || ERRS+=("queue $SENT_QID: not sent")
+		lines=$(grep -F " $SENT_QID: " "$PF_LOG" || true)
+		grep -q 'milter-header-redirect' <<<"$lines" || ERRS+=("$rule: Postfix did not redirect the fault=us bounce")
+		grep -qF 'to=<deferrals@admin.example>' <<<"$lines" || ERRS+=("$rule: the bounce did not go to deferrals@admin.example")
+		! grep -q 'relay=sympabounce' <<<"$lines" || ERRS+=("$rule: the bounce still reached Sympa")
+		file=$(scn_sink_files "$token" | head -n 1)
+		if [[ -z $file ]]; then
+			ERRS+=("$rule: the redirected bounce is not at the sink")
+		else
+			expect_tag "$file" "recipient=$member;" "action=failed;" "rule=$rule;" "signature=valid; fault=us"
+		fi
+		record=$(member_bounce "$member")
+		[[ -z $record ]] || ERRS+=("Sympa recorded '$record' for $member despite the rule")
+	done
+	# A genuine unknown user, with the rules in place: Sympa records it.
+	member=mia@members.example
+	token=lwsympa-$LW_IT_RUN_ID-fault-them
+	eml=$SY/msgs/fault-them.eml
+	make_dsn dsn-hard "$member" "$POST_SENDER" "$token" "$eml"
+	out=$(send_dsn 198.51.100.9 mx1.members.example "$eml" "$POST_SENDER")
+	expect_outcome "$out" data 250 "the 5.1.1 DSN with the rules"
+	if ((${#ERRS[@]} == 0)); then
+		expect_sympabounce "$SENT_QID" "$OWNER_ADDR"
+		if record=$(wait_member_bounce "$member"); then
+			[[ $record == *" 5.1.1" ]] || ERRS+=("Sympa recorded '$record' for $member, expected status 5.1.1")
+		else
+			ERRS+=("Sympa recorded no bounce for $member with the rules in place")
+		fi
+		expect_tag "$SY/lib/bounce/$LIST_ADDR/$member" "recipient=$member;" "class=hard;" "signature=valid; fault=them"
+		note "fault-us: ${#cases[@]} fault=us bounces (Spamhaus, S3150, 5.7.515) redirected and not recorded; the genuine 5.1.1 for $member recorded '${record:-}'"
+	fi
+	report_scn fault-us-redirected "$start"
 }
 
 # e. A post forged with the list's address, as From: or as envelope
@@ -459,7 +531,7 @@ scn_flood() {
 		fi
 	done
 	# Only members who really bounced have a bounce record.
-	unexpected=$(sympa_sql "SELECT user_subscriber FROM subscriber_table WHERE list_subscriber='$LIST' AND IFNULL(bounce_subscriber,'') != '' AND user_subscriber NOT IN ('bob@members.example','dave@yahoo.example','carol@members.example','alice@members.example','frank@members.example','ivan@members.example','judy@members.example');" | tr '\n' ' ')
+	unexpected=$(sympa_sql "SELECT user_subscriber FROM subscriber_table WHERE list_subscriber='$LIST' AND IFNULL(bounce_subscriber,'') != '' AND user_subscriber NOT IN ('bob@members.example','dave@yahoo.example','carol@members.example','alice@members.example','frank@members.example','ivan@members.example','judy@members.example','mia@members.example');" | tr '\n' ' ')
 	[[ -z $unexpected ]] || ERRS+=("unexpected bounce records for: $unexpected")
 	lw_fetch_metrics "$METRICS_PORT" "$SY/metrics.txt" || true
 	shield=$(lw_metric_sum "$SY/metrics.txt" listwarden_shield_active "list=\"$LIST\"")

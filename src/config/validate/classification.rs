@@ -1,9 +1,19 @@
 //! The `classification:` section: built-in rules and the operator's files.
 
-use super::Validator;
-use crate::config::model;
+use std::time::Duration;
+
+use super::{Validator, parse_duration};
+use crate::config::{Incident, defaults, model};
 use crate::dsn::RulesError;
 use listwarden_core::diag::{Seg, one_line, parse_path, read_text};
+
+/// Most recipients one storm needs; each tracked pair holds that many
+/// hashes and scans them once per failure.
+const MAX_INCIDENT_TRIGGER: u32 = 10_000;
+/// Most (provider, rule) pairs the storm detector may be told to track.
+const MAX_INCIDENT_KEYS: usize = 100_000;
+/// Most recipient hashes held in all (`trigger` × `max_keys`): 16 MB.
+const MAX_INCIDENT_ENTRIES: usize = 1_000_000;
 
 impl Validator<'_> {
     pub(super) fn rules(&mut self, raw: &model::RawClassification) -> crate::dsn::RuleSet {
@@ -50,5 +60,80 @@ impl Validator<'_> {
             }
         }
         set
+    }
+
+    pub(super) fn incident(&mut self, raw: &model::RawIncident) -> Option<Incident> {
+        if raw.enabled == Some(false) {
+            return None;
+        }
+        let at = |k| {
+            [
+                Seg::Key("classification"),
+                Seg::Key("incident"),
+                Seg::Key(k),
+            ]
+        };
+        let duration =
+            |v: &mut Self, text: Option<&str>, default: u64, key: &'static str| match text {
+                None => Duration::from_secs(default),
+                Some(t) => match parse_duration(t) {
+                    Some(d) if !d.is_zero() => d,
+                    _ => {
+                        v.error(
+                            &at(key),
+                            format!("`{t}` is not a duration such as 30s, 10m, 1h or 1d"),
+                        );
+                        Duration::from_secs(default)
+                    }
+                },
+            };
+        let within = duration(
+            self,
+            raw.within.as_deref(),
+            defaults::INCIDENT_WITHIN_SECS,
+            "within",
+        );
+        let hold = duration(
+            self,
+            raw.hold.as_deref(),
+            defaults::INCIDENT_HOLD_SECS,
+            "hold",
+        );
+        let trigger = match raw.trigger {
+            Some(n) if (2..=MAX_INCIDENT_TRIGGER).contains(&n) => n,
+            Some(_) => {
+                self.error(
+                    &at("trigger"),
+                    format!("must be from 2 to {MAX_INCIDENT_TRIGGER}"),
+                );
+                defaults::INCIDENT_TRIGGER
+            }
+            None => defaults::INCIDENT_TRIGGER,
+        };
+        let max_keys = match raw.max_keys {
+            Some(n) if (1..=MAX_INCIDENT_KEYS).contains(&n) => n,
+            Some(_) => {
+                self.error(
+                    &at("max_keys"),
+                    format!("must be from 1 to {MAX_INCIDENT_KEYS}"),
+                );
+                defaults::INCIDENT_MAX_KEYS
+            }
+            None => defaults::INCIDENT_MAX_KEYS,
+        };
+        if (trigger as usize).saturating_mul(max_keys) > MAX_INCIDENT_ENTRIES {
+            self.error(
+                &at("max_keys"),
+                format!(
+                    "trigger {trigger} x max_keys {max_keys} is over {MAX_INCIDENT_ENTRIES} recipient hashes; lower one of them"
+                ),
+            );
+        }
+        Some(Incident {
+            trigger,
+            within,
+            hold,
+            max_keys,
+        })
     }
 }

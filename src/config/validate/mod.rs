@@ -81,6 +81,7 @@ impl Validator<'_> {
         let ratelimit = self.ratelimit(&raw.ratelimit);
         let shield = self.shield(&raw.shield);
         let rules = self.rules(&raw.classification);
+        let incident = self.incident(&raw.classification.incident);
         let logwatch_file = raw.logwatch.file.as_ref().map(|f| self.check.file(f));
         let expander = raw
             .expander
@@ -103,6 +104,7 @@ impl Validator<'_> {
             ratelimit,
             shield,
             rules,
+            incident,
             logwatch_file,
             expander,
             feedback,
