@@ -4,6 +4,7 @@
 use crate::Shared;
 use crate::config::{Config, ConfigError, Socket, reload};
 use crate::milter::{self, MilterListener};
+use crate::record::Event;
 use anyhow::Context as _;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -76,7 +77,7 @@ fn unsubscribe_handler(shared: &Arc<Shared>) -> crate::metrics::UnsubscribeHandl
             return (503, "try again later\n".into());
         };
         let lists = config.expander_lists();
-        let today = crate::policy::day_of(crate::unix_now());
+        let today = crate::today();
         match listwarden_expand::unsubscribe::one_click(
             query,
             body,
@@ -143,7 +144,7 @@ impl Reloader {
     /// Loads the file; on success swaps it in, on failure keeps the old
     /// config. Either way the outcome is logged and counted.
     pub fn reload_now(&self) -> Result<(), ConfigError> {
-        let metrics = &self.shared.metrics;
+        let recorder = self.shared.recorder();
         let current = self.shared.config.load_full();
         match reload::reload(&self.path, &current) {
             Ok(r) => {
@@ -151,13 +152,12 @@ impl Reloader {
                     tracing::warn!("config reload: {warning}");
                 }
                 self.shared.config.store(Arc::new(r.config));
-                metrics.config_reloads.with_label_values(&["success"]).inc();
-                metrics.config_loaded();
+                recorder.record(Event::ConfigLoad { ok: true });
                 tracing::info!(path = %self.path.display(), "config reloaded");
                 Ok(())
             }
             Err(e) => {
-                metrics.config_reloads.with_label_values(&["failure"]).inc();
+                recorder.record(Event::ConfigLoad { ok: false });
                 for line in e.to_string().lines() {
                     tracing::error!("config reload refused, keeping the running config: {line}");
                 }
@@ -175,8 +175,9 @@ async fn housekeeping(shared: Arc<Shared>) {
     loop {
         tick.tick().await;
         let (_, changes) = shared.shields.current();
-        milter::report_shield_changes(&shared, changes);
-        shared.refresh_metrics(&mut errors);
+        let recorder = shared.recorder();
+        recorder.record_all(changes.into_iter().map(Event::Shield));
+        recorder.refresh(&mut errors);
     }
 }
 

@@ -7,6 +7,7 @@
 //! or abusive client cannot touch the milter. One-click unsubscribe is
 //! served by a second listener of its own, never beside `/metrics`.
 
+use crate::policy::Stage;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
@@ -27,16 +28,14 @@ const MAX_HTTP_CONNECTIONS: usize = 512;
 /// A request must send its headers within this time.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The milter stages listwarden times.
-const STAGES: [&str; 6] = ["mail", "rcpt", "header", "eoh", "body", "eom"];
-
 /// Every metric listwarden exports, registered in one registry.
 pub struct Metrics {
     registry: Registry,
     pub messages: IntCounterVec,
     pub decision_seconds: HistogramVec,
-    /// `decision_seconds` per stage, resolved at start.
-    stage_histograms: Vec<(&'static str, Histogram)>,
+    /// `decision_seconds` per stage (indexed by [`Stage::index`]),
+    /// resolved at start so the per-header path takes no label lookup.
+    stage_histograms: Vec<Histogram>,
     pub connections_active: IntGauge,
     pub config_reloads: IntCounterVec,
     pub config_last_success: prometheus::Gauge,
@@ -245,9 +244,9 @@ impl Metrics {
         Metrics {
             registry,
             messages,
-            stage_histograms: STAGES
+            stage_histograms: Stage::ALL
                 .iter()
-                .map(|stage| (*stage, decision_seconds.with_label_values(&[*stage])))
+                .map(|stage| decision_seconds.with_label_values(&[stage.as_str()]))
                 .collect(),
             decision_seconds,
             connections_active,
@@ -280,19 +279,10 @@ impl Metrics {
         self.config_last_success.set(now);
     }
 
-    /// Records how long one milter stage took. The stages' histograms are
-    /// resolved once, so the per-header path takes no label lookup.
-    pub fn observe_stage(&self, stage: &str, seconds: f64) {
-        match self
-            .stage_histograms
-            .iter()
-            .find(|(name, _)| *name == stage)
-        {
-            Some((_, h)) => h.observe(seconds),
-            None => self
-                .decision_seconds
-                .with_label_values(&[stage])
-                .observe(seconds),
+    /// Records how long one milter stage took.
+    pub(crate) fn observe_stage(&self, stage: Stage, seconds: f64) {
+        if let Some(h) = self.stage_histograms.get(stage.index()) {
+            h.observe(seconds);
         }
     }
 

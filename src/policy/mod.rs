@@ -3,35 +3,17 @@
 //! globals, so unit tests, `listwarden verify`, the benchmarks and the
 //! milter all call the same functions.
 
+mod stage;
 mod trace;
 mod verdict;
 
+pub use stage::Stage;
 pub use trace::trace_matches;
 pub use verdict::{Action, BounceVerdict, Budget, Charge, Effect, Reason, Reply, Verdict};
 
 use crate::address::{Address, PrvsResult, VerpResult, prvs, verp};
 use crate::config::{BounceCheck, Config, Protected};
 use std::net::IpAddr;
-
-/// Where in the SMTP transaction a decision is taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    Mail,
-    Rcpt,
-    EndOfHeaders,
-    EndOfMessage,
-}
-
-impl Stage {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Mail => "mail",
-            Stage::Rcpt => "rcpt",
-            Stage::EndOfHeaders => "eoh",
-            Stage::EndOfMessage => "eom",
-        }
-    }
-}
 
 /// The SMTP client, as Postfix described it.
 #[derive(Debug, Clone, Default)]
@@ -90,6 +72,8 @@ pub fn decide(facts: &Facts<'_>, config: &Config) -> Verdict {
         Stage::Rcpt => decide_rcpt(facts, config),
         Stage::EndOfHeaders => decide_from(facts, config),
         Stage::EndOfMessage => decide_trace(facts, config),
+        // One header or body chunk decides nothing.
+        Stage::Header | Stage::Body => Verdict::cont(),
     }
 }
 
