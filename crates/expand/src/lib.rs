@@ -35,6 +35,7 @@ pub mod post;
 pub mod progress;
 pub mod settings;
 pub mod state;
+pub mod syslog;
 pub mod unsubscribe;
 
 use std::collections::{BTreeMap, BTreeSet};
