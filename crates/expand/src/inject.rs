@@ -19,8 +19,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::post::Batch;
 use crate::address::Address;
+
+/// One envelope: a signed VERP sender and its recipient(s), with the header
+/// fields that differ per recipient, to be sent before the common message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub envelope_sender: Address,
+    pub recipients: Vec<Address>,
+    pub headers: Vec<u8>,
+}
 
 /// Longest reply line read.
 const MAX_REPLY_LINE: usize = 4096;

@@ -31,7 +31,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::headers::{self, HeaderBlock};
-use super::inject::{Delivery, Injector};
+use super::inject::{Batch, Delivery, Injector};
 use super::progress::{self, Mark, Progress};
 use super::unsubscribe::{TOKEN_LEN, unsubscribe_address, unsubscribe_mailto, unsubscribe_url};
 use super::{
@@ -91,15 +91,6 @@ impl Refusal {
     pub fn is_silent(self) -> bool {
         matches!(self, Refusal::NullSender | Refusal::Loop)
     }
-}
-
-/// One envelope: a signed VERP sender and its recipient(s), with the header
-/// fields that differ per recipient, to be sent before the common message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Batch {
-    pub envelope_sender: Address,
-    pub recipients: Vec<Address>,
-    pub headers: Vec<u8>,
 }
 
 /// What [`prepare_post`] decided.
