@@ -20,6 +20,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::address::Address;
+use crate::progress::ProgressError;
 
 /// One envelope: a signed VERP sender and its recipient(s), with the header
 /// fields that differ per recipient, to be sent before the common message.
@@ -81,7 +82,7 @@ pub enum InjectError {
     #[error("sendmail: {0}")]
     Sendmail(String),
     #[error("cannot record progress: {0}")]
-    Record(String),
+    Record(ProgressError),
 }
 
 impl InjectError {
@@ -108,7 +109,7 @@ pub struct InjectReport {
 
 /// Called once per recipient as soon as its outcome is final; an error
 /// stops the run (the progress log could not be written).
-pub type OnDone<'a> = dyn FnMut(&Address, &Delivery) -> Result<(), String> + 'a;
+pub type OnDone<'a> = dyn FnMut(&Address, &Delivery) -> Result<(), ProgressError> + 'a;
 
 /// The post converted once to SMTP wire form (CRLF, dot-stuffed, final
 /// CRLF), and whether it needs 8BITMIME.

@@ -455,7 +455,7 @@ pub fn run(
             Delivery::Sent => Mark::Sent,
             Delivery::Rejected(_) => Mark::Rejected,
         };
-        log.record(rcpt, mark).map_err(|e| e.to_string())
+        log.record(rcpt, mark)
     };
     let result = injector.inject(pending, &message, &mut record);
     match result {
