@@ -11,7 +11,7 @@ use crate::address::{Address, AddressError, parse_macro_addr, parse_path, visit_
 use crate::config::{Config, OnError};
 use crate::dsn::{self, RuleAction};
 use crate::policy::{
-    self, Action, BounceVerdict, Budget, Client, Effect, Facts, Reason, Reply, Stage, Verdict,
+    self, Action, BounceVerdict, Budget, Cause, Client, Effect, Facts, Reply, Stage, Verdict,
 };
 use crate::ratelimit::Quota;
 use crate::record::Event;
@@ -417,7 +417,7 @@ impl Session {
                 )),
                 OnError::Accept => Action::Accept,
             },
-            reason: Reason::InternalError,
+            reason: Cause::InternalError,
             ..Verdict::cont()
         };
         let action = verdict.action.clone();
@@ -467,7 +467,7 @@ impl Connection {
         );
         let verdict = Verdict {
             action: Action::Tempfail(reply),
-            reason: Reason::UnreadableAddress,
+            reason: Cause::UnreadableAddress,
             ..Verdict::cont()
         };
         self.observe_verdict(stage, &verdict, msg, None);
@@ -496,7 +496,7 @@ impl Connection {
             if msg.recipients == max + 1 {
                 let verdict = Verdict {
                     action: Action::Tempfail(reply),
-                    reason: Reason::TooManyRecipients,
+                    reason: Cause::TooManyRecipients,
                     ..Verdict::cont()
                 };
                 self.observe_verdict(Stage::Rcpt, &verdict, Some(msg), None);
@@ -715,7 +715,7 @@ impl Connection {
             );
             let verdict = Verdict {
                 action: Action::Reject(reply),
-                reason: Reason::ForgedTags,
+                reason: Cause::ForgedTags,
                 ..Verdict::cont()
             };
             return self.conclude(msg, Stage::EndOfHeaders, verdict);
@@ -931,9 +931,9 @@ impl Connection {
             return;
         }
         let reason = match msg.signature {
-            Some(BounceVerdict::Valid | BounceVerdict::TraceOk) => Reason::BounceValid,
-            _ if msg.sign_as.is_some() => Reason::TrustedClient,
-            _ => Reason::Clean,
+            Some(BounceVerdict::Valid | BounceVerdict::TraceOk) => Cause::BounceValid,
+            _ if msg.sign_as.is_some() => Cause::TrustedClient,
+            _ => Cause::Clean,
         };
         let verdict = Verdict {
             list: msg.list.clone(),

@@ -9,7 +9,7 @@ mod verdict;
 
 pub use stage::Stage;
 pub use trace::trace_matches;
-pub use verdict::{Action, BounceVerdict, Budget, Charge, Effect, Reason, Reply, Verdict};
+pub use verdict::{Action, BounceVerdict, Budget, Cause, Charge, Effect, Reply, Verdict};
 
 use crate::address::{Address, PrvsResult, VerpResult, prvs, verp};
 use crate::config::{BounceCheck, Config, Protected};
@@ -113,7 +113,7 @@ fn decide_mail(facts: &Facts<'_>, config: &Config) -> Verdict {
         return Verdict::cont();
     };
     if !p.may_send(facts.client, config) {
-        return forged(config, &p, Reason::ForgedEnvelopeSender, sender);
+        return forged(config, &p, Cause::ForgedEnvelopeSender, sender);
     }
     // The list server sends as its list: sign the envelope sender so that
     // every real bounce comes back carrying a signature. Only the address
@@ -196,7 +196,7 @@ fn decide_rcpt(facts: &Facts<'_>, config: &Config) -> Verdict {
             ));
             charges.push(Charge::new(Budget::Address, format!("addr:{}", rcpt.key())));
             Verdict {
-                reason: Reason::BounceValid,
+                reason: Cause::BounceValid,
                 bounce: Some(BounceVerdict::Valid),
                 effect: if plain == *rcpt {
                     Effect::None
@@ -229,15 +229,15 @@ fn decide_rcpt(facts: &Facts<'_>, config: &Config) -> Verdict {
             let (action, reason) = match config.shield.as_ref() {
                 Some(s) if shielded && (s.tempfail || trace_eligible) => (
                     Action::Tempfail(Reply::transient("451", "4.7.1", text)),
-                    Reason::Shielded,
+                    Cause::Shielded,
                 ),
                 _ if shielded => (
                     Action::Reject(Reply::permanent("550", "5.7.1", text)),
-                    Reason::Shielded,
+                    Cause::Shielded,
                 ),
                 _ => (
                     Action::Reject(Reply::permanent("550", "5.7.1", text)),
-                    Reason::BounceNotOurs,
+                    Cause::BounceNotOurs,
                 ),
             };
             Verdict {
@@ -318,7 +318,7 @@ pub fn over_budget(verdict: Verdict, budget: Budget, observe: bool) -> Verdict {
             "4.7.1",
             format!("{what}; please try again later"),
         )),
-        reason: Reason::RateLimited,
+        reason: Cause::RateLimited,
         observe,
         effect: Effect::None,
         ..verdict
@@ -381,7 +381,7 @@ fn decide_from(facts: &Facts<'_>, config: &Config) -> Verdict {
         else {
             continue;
         };
-        let v = forged(config, &p, Reason::ForgedFromHeader, author);
+        let v = forged(config, &p, Cause::ForgedFromHeader, author);
         if !v.observe {
             return v;
         }
@@ -389,8 +389,8 @@ fn decide_from(facts: &Facts<'_>, config: &Config) -> Verdict {
     }
     match found {
         Some(v) => v,
-        None if is_privileged(facts.client, config) => Verdict::accept(Reason::TrustedClient),
-        None => Verdict::accept(Reason::Clean),
+        None if is_privileged(facts.client, config) => Verdict::accept(Cause::TrustedClient),
+        None => Verdict::accept(Cause::Clean),
     }
 }
 
@@ -402,11 +402,11 @@ fn decide_trace(facts: &Facts<'_>, config: &Config) -> Verdict {
     let list = p.as_ref().map(|p| p.owner.label().to_string());
     let observe = config.observe || p.as_ref().is_some_and(|p| p.owner.observe());
     match facts.trace_found {
-        None => Verdict::accept(Reason::Clean),
+        None => Verdict::accept(Cause::Clean),
         Some(true) => Verdict {
             list,
             bounce: Some(BounceVerdict::TraceOk),
-            ..Verdict::accept(Reason::BounceValid)
+            ..Verdict::accept(Cause::BounceValid)
         },
         Some(false) => Verdict {
             action: Action::Reject(Reply::permanent(
@@ -414,7 +414,7 @@ fn decide_trace(facts: &Facts<'_>, config: &Config) -> Verdict {
                 "5.7.1",
                 "bounce refused: the returned message was not sent by this list server (backscatter)".into(),
             )),
-            reason: Reason::BounceNotOurs,
+            reason: Cause::BounceNotOurs,
             list,
             observe,
             bounce: Some(BounceVerdict::TraceFail),
@@ -424,7 +424,7 @@ fn decide_trace(facts: &Facts<'_>, config: &Config) -> Verdict {
     }
 }
 
-fn forged(config: &Config, p: &Protected<'_>, reason: Reason, addr: &Address) -> Verdict {
+fn forged(config: &Config, p: &Protected<'_>, reason: Cause, addr: &Address) -> Verdict {
     let reply = Reply::permanent(
         "550",
         "5.7.1",

@@ -31,7 +31,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::headers::{self, HeaderBlock};
-use super::inject::{Batch, Delivery, Injector};
+use super::inject::{Batch, Injected, Injector};
 use super::progress::{self, Mark, Progress};
 use super::unsubscribe::{TOKEN_LEN, unsubscribe_address, unsubscribe_mailto, unsubscribe_url};
 use super::{
@@ -450,10 +450,10 @@ pub fn run(
         .iter()
         .filter(|b| b.recipients.iter().any(|r| !log.is_done(r)))
         .collect();
-    let mut record = |rcpt: &Address, d: &Delivery| {
+    let mut record = |rcpt: &Address, d: &Injected| {
         let mark = match d {
-            Delivery::Sent => Mark::Sent,
-            Delivery::Rejected(_) => Mark::Rejected,
+            Injected::Sent => Mark::Sent,
+            Injected::Rejected(_) => Mark::Rejected,
         };
         log.record(rcpt, mark)
     };
