@@ -42,7 +42,7 @@
 //! **A policy check.** Add what the check needs to [`policy::Facts`] (and
 //! fill it in `milter::session` at the stage where Postfix has told it),
 //! write the rule in the `decide_*` function of that stage in
-//! `policy/mod.rs`, and, if it refuses, add a [`policy::Reason`] (its
+//! `policy/mod.rs`, and, if it refuses, add a [`policy::Cause`] (its
 //! `as_str` is the metric label and log word). Add rows to the tables in
 //! `policy/tests.rs`, and a scenario in `integration/scenarios/` that sends
 //! the mail through Postfix.
