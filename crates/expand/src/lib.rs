@@ -24,15 +24,15 @@
 //! EX_CONFIG and a panic's 101 included, BOUNCES the message. So anything
 //! that is not a positive finding about the message maps to 75.
 
-pub mod bounce;
+mod bounce;
 pub mod command;
-pub mod fsutil;
-pub mod headers;
+mod fsutil;
+mod headers;
 pub mod held;
-pub mod inject;
-pub mod members;
-pub mod post;
-pub mod progress;
+mod inject;
+mod members;
+mod post;
+mod progress;
 pub mod settings;
 pub mod state;
 pub mod syslog;
@@ -133,7 +133,7 @@ impl ListFiles {
 
 /// A list as a posting needs it: identity, members and settings.
 #[derive(Debug, Clone)]
-pub struct ListSpec {
+pub(crate) struct ListSpec {
     pub name: String,
     pub address: Address,
     /// Everyone in the members file, disabled members included.
@@ -156,11 +156,6 @@ impl ListSpec {
     pub fn role(&self, role: &str) -> Result<Address, AddressError> {
         role_address(&self.address, role)
     }
-
-    /// True when `addr` is in the members file (disabled or not).
-    pub fn is_member(&self, addr: &Address) -> bool {
-        self.members.iter().any(|m| m.same_mailbox(addr))
-    }
 }
 
 /// A list name safe as a directory name under `state_dir`: letters,
@@ -180,7 +175,7 @@ fn role_address(list: &Address, role: &str) -> Result<Address, AddressError> {
 
 /// The time of one command run, and how long it waits for a lock.
 #[derive(Debug, Clone)]
-pub struct RunContext {
+pub(crate) struct RunContext {
     /// Days since the Unix epoch (signing stamps, one score per day).
     pub today: u64,
     /// Seconds since the Unix epoch (file names, expiry of progress logs).
@@ -235,7 +230,7 @@ impl ExpandError {
 }
 
 /// Text safe for a pipe(8) reply line: printable ASCII, one line, bounded.
-pub fn reply_line(text: &str) -> String {
+pub(crate) fn reply_line(text: &str) -> String {
     const MAX_REPLY: usize = 200;
     text.chars()
         .map(|c| {
