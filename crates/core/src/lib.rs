@@ -7,6 +7,7 @@
 //! with file, line and column ([`diag`]).
 
 pub mod address;
+pub mod bounded;
 pub mod diag;
 pub mod signing;
 pub mod tag;

@@ -27,6 +27,7 @@
 //! Each member gets their own envelope, `LIST-bounces+lw-…=member@DOMAIN`
 //! (signed VERP), so a bounce names its member even when the bounce does not.
 
+use listwarden_core::bounded::{ReadError, read_at_most};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -113,15 +114,10 @@ pub enum Prepared {
 
 /// Reads the message from the pipe, refusing more than `limit` bytes.
 pub fn read_message(reader: impl Read, limit: usize) -> Result<Vec<u8>, PostError> {
-    let mut raw = Vec::new();
-    reader
-        .take(limit as u64 + 1)
-        .read_to_end(&mut raw)
-        .map_err(PostError::Read)?;
-    if raw.len() > limit {
-        return Err(PostError::TooLarge { limit });
-    }
-    Ok(raw)
+    read_at_most(reader, limit).map_err(|e| match e {
+        ReadError::TooLarge { .. } => PostError::TooLarge { limit },
+        ReadError::Io(e) => PostError::Read(e),
+    })
 }
 
 /// `LIST.DOMAIN`, the RFC 2919 list identifier (without the brackets).
