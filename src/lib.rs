@@ -130,20 +130,8 @@ impl Shared {
     }
 }
 
-/// Seconds since the Unix epoch (0 if the clock is before it): the one
-/// wall clock of the milter (durations use the rate limiter's [`Clock`]).
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Days since the Unix epoch, today: the day signatures are made and
-/// checked against.
-pub fn today() -> u64 {
-    policy::day_of(unix_now())
-}
+/// The one wall clock, shared with the expander.
+pub use listwarden_core::clock::{today, unix_now};
 
 fn build_store(state: &StateBackend, clock: Arc<dyn Clock>) -> Store {
     match state {

@@ -61,9 +61,7 @@ impl<'a> Facts<'a> {
 }
 
 /// Days since the Unix epoch for a Unix time in seconds.
-pub fn day_of(unix_seconds: u64) -> u64 {
-    unix_seconds / 86_400
-}
+pub use listwarden_core::clock::day_of;
 
 /// Decides what to do with a message at `facts.stage`.
 pub fn decide(facts: &Facts<'_>, config: &Config) -> Verdict {

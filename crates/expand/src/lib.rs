@@ -186,12 +186,10 @@ pub(crate) struct RunContext {
 impl RunContext {
     /// The current time with the default lock timeout.
     pub fn now() -> RunContext {
-        let now_unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        use listwarden_core::clock::{day_of, unix_now};
+        let now_unix = unix_now();
         RunContext {
-            today: now_unix / 86_400,
+            today: day_of(now_unix),
             now_unix,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
         }
