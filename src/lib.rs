@@ -29,7 +29,7 @@
 //! * [`dsn`]: reading bounces and feedback reports (`parse`, `plain`,
 //!   `fields`), classifying them with rules (`rules`, `classify`), and the
 //!   tag values (`tag`).
-//! * [`ratelimit`] and [`shield`]: flood budgets (GCRA, memory or Redis)
+//! * [`ratelimit`] and `shield`: flood budgets (GCRA, memory or Redis)
 //!   and the per-list shield; [`logwatch`]: Postfix's log, for outbound
 //!   results and the complaint rate.
 //! * [`config`]: the YAML file, checked once into typed settings
@@ -74,7 +74,7 @@ pub mod ratelimit;
 mod record;
 #[cfg(feature = "redis")]
 pub mod shared_state;
-pub mod shield;
+mod shield;
 
 /// Addresses and signatures, shared with the expander.
 pub use listwarden_core::address;
