@@ -557,7 +557,7 @@ fn token_candidates(text: &str, role_local: &str) -> Vec<String> {
 /// Removes `member` from the members file, forgets its bounce record and
 /// ends its subscription (its tokens stop working). True if it was a
 /// member. Safe to repeat.
-pub(crate) fn remove_member(
+pub fn remove_member(
     list: &ListFiles,
     member: &Address,
     lock_timeout: Duration,
