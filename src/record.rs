@@ -84,6 +84,18 @@ pub(crate) enum Event {
         sent_for: Option<(String, String)>,
         class: Classification,
     },
+    /// A feedback-loop report and what became of it.
+    FeedbackReport {
+        list: String,
+        provider: String,
+        result: &'static str,
+    },
+    /// A complaint about list mail we sent: moves the list's complaint
+    /// rates (overall and for the provider).
+    Complaint {
+        list: String,
+        provider: String,
+    },
     /// How many other hosts sharing the Redis differ in key ring or lists.
     PeersMismatched(usize),
     /// A config (re)load, successful or not.
@@ -205,6 +217,18 @@ impl Recorder<'_> {
                 if let Some((list, provider)) = sent_for {
                     self.rates().sent_to(&list, &provider, crate::unix_now());
                 }
+            }
+            Event::FeedbackReport {
+                list,
+                provider,
+                result,
+            } => m
+                .feedback_reports
+                .with_label_values(&[&list, &provider, result])
+                .inc(),
+            Event::Complaint { list, provider } => {
+                self.rates()
+                    .complaint_from(&list, &provider, crate::unix_now());
             }
             Event::PeersMismatched(n) => {
                 m.peers_mismatched.set(i64::try_from(n).unwrap_or(i64::MAX))

@@ -868,13 +868,13 @@ impl Connection {
     }
 
     /// Queues a feedback-loop report for its list; its tag, if any.
-    fn record_feedback(&self, msg: &Message) -> Result<Option<String>, Action> {
+    fn record_feedback(&mut self, msg: &Message) -> Result<Option<String>, Action> {
         if !msg.feedback {
             return Ok(None);
         }
         let queue_id = msg.queue_id.as_deref().unwrap_or("NOQUEUE");
         crate::feedback::record::record(
-            &self.shared,
+            &mut self.observed,
             &self.config,
             &raw_message(msg),
             msg.today,
