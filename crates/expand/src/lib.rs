@@ -7,17 +7,17 @@
 //! Postfix hands the expander one message on stdin for one of a list's
 //! addresses; it answers with a sysexits code (see [`ExpandError::exit_code`]).
 //!
-//! * [`post`]: a posting to `LIST@DOMAIN`: who may post, the `List-*` headers
+//! * `post`: a posting to `LIST@DOMAIN`: who may post, the `List-*` headers
 //!   (added at the top, the original header block kept byte for byte so DKIM
 //!   signatures survive), one envelope per member with a signed VERP sender.
-//! * [`inject`]: hands the envelopes to Postfix (SMTP to a reinjection port,
-//!   or `sendmail`); [`progress`] records who already has the message so a
+//! * `inject`: hands the envelopes to Postfix (SMTP to a reinjection port,
+//!   or `sendmail`); `progress` records who already has the message so a
 //!   retried delivery never sends a member a second copy.
-//! * [`bounce`]: `LIST-bounces+…@`: acts only on `X-Listwarden-Bounce` tags
+//! * `bounce`: `LIST-bounces+…@`: acts only on `X-Listwarden-Bounce` tags
 //!   the milter marked `valid`, for the member of a signed VERP recipient;
 //!   [`state`] keeps the scores.
 //! * [`unsubscribe`]: signed unsubscribe tokens, by mail and RFC 8058 one-click.
-//! * [`members`]: the members file; [`fsutil`]: locks and atomic writes.
+//! * `members`: the members file; `fsutil`: locks and atomic writes.
 //!
 //! Exit codes are the only thing Postfix sees. Postfix treats only 75
 //! (EX_TEMPFAIL) and 71 (EX_OSERR) as temporary; every other non-zero code,
@@ -79,7 +79,7 @@ pub enum RefuseAction {
     Reply,
     /// Keep the post in the list's `held/` directory and exit 0. When the
     /// hold queue is full the post is dropped with a log line, never
-    /// answered (see [`post::MAX_HELD`]).
+    /// answered (see `post::MAX_HELD`).
     Hold,
 }
 
