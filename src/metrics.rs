@@ -144,8 +144,8 @@ impl Metrics {
             "Config reloads by result (success, failure).",
             &["result"],
         );
-        for result in ["success", "failure"] {
-            config_reloads.with_label_values(&[result]);
+        for ok in [true, false] {
+            config_reloads.with_label_values(&[crate::record::reload_result(ok)]);
         }
         Metrics {
             messages: r.counters(

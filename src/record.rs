@@ -13,10 +13,10 @@ use crate::shield::Change;
 use std::net::IpAddr;
 use std::time::Duration;
 
-/// Label value for "no list".
-const NO_LIST: &str = "-";
+/// Label and tag value for "no list".
+pub(crate) const NO_LIST: &str = "-";
 /// Log value for a message without a queue id yet.
-const NO_QUEUE: &str = "NOQUEUE";
+pub(crate) const NO_QUEUE: &str = "NOQUEUE";
 
 /// Something worth a log line or a metric.
 #[derive(Debug)]
@@ -234,11 +234,15 @@ impl Recorder<'_> {
                 m.peers_mismatched.set(i64::try_from(n).unwrap_or(i64::MAX))
             }
             Event::ConfigLoad { ok: true } => {
-                m.config_reloads.with_label_values(&["success"]).inc();
+                m.config_reloads
+                    .with_label_values(&[reload_result(true)])
+                    .inc();
                 m.config_loaded();
             }
             Event::ConfigLoad { ok: false } => {
-                m.config_reloads.with_label_values(&["failure"]).inc();
+                m.config_reloads
+                    .with_label_values(&[reload_result(false)])
+                    .inc();
             }
         }
     }
@@ -335,6 +339,11 @@ impl Recorder<'_> {
             );
         }
     }
+}
+
+/// The `result` label of `config_reloads_total`.
+pub(crate) fn reload_result(ok: bool) -> &'static str {
+    if ok { "success" } else { "failure" }
 }
 
 /// The one info line per verdict.

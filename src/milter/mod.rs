@@ -376,7 +376,7 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
         }
         Err(e) => {
             tracing::warn!(
-                queue_id = queue_id.as_deref().unwrap_or("NOQUEUE"),
+                queue_id = queue_id.as_deref().unwrap_or(crate::record::NO_QUEUE),
                 "could not modify the message: {e}"
             );
             match session.config().on_error {

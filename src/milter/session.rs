@@ -14,7 +14,7 @@ use crate::policy::{
     self, Action, BounceVerdict, Budget, Cause, Client, Effect, Facts, Reply, Stage, Verdict,
 };
 use crate::ratelimit::Quota;
-use crate::record::Event;
+use crate::record::{Event, NO_LIST, NO_QUEUE};
 use std::sync::Arc;
 
 /// Header names we remove from inbound mail so that nobody can forge our tags.
@@ -872,7 +872,7 @@ impl Connection {
         if !msg.feedback {
             return Ok(None);
         }
-        let queue_id = msg.queue_id.as_deref().unwrap_or("NOQUEUE");
+        let queue_id = msg.queue_id.as_deref().unwrap_or(NO_QUEUE);
         crate::feedback::record::record(
             &mut self.observed,
             &self.config,
@@ -901,7 +901,7 @@ impl Connection {
         };
         let report = dsn::parse(&raw, &limits);
         let classes = dsn::classify(&report, &self.config.rules);
-        let list = msg.list.as_deref().unwrap_or("-");
+        let list = msg.list.as_deref().unwrap_or(NO_LIST);
         let signature = msg
             .signature
             .map(BounceVerdict::as_str)
