@@ -4,18 +4,69 @@
 use crate::Shared;
 use crate::config::{Config, ConfigError, Socket, reload};
 use crate::milter::{self, MilterListener};
-use anyhow::Context as _;
+use crate::record::Event;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::net::{TcpListener, UnixListener};
 
+/// sysexits(3) EX_CONFIG: the configuration is invalid.
+pub const EX_CONFIG: u8 = 78;
+
+/// Why the daemon could not start, or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {socket}")]
+    Listen {
+        socket: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot remove stale socket {}", path.display())]
+    RemoveStale {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} exists and is not a socket; refusing to replace it", .0.display())]
+    NotASocket(PathBuf),
+    #[error("cannot set mode {mode:o} on {}", path.display())]
+    SocketMode {
+        path: PathBuf,
+        mode: u32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot serve {what} on {addr}")]
+    Http {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("milter stopped with an error")]
+    Milter(#[source] std::io::Error),
+}
+
+impl DaemonError {
+    /// The process exit code: sysexits(3) EX_CONFIG for a config error
+    /// (also at start), 1 for anything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DaemonError::Config(_) => EX_CONFIG,
+            _ => 1,
+        }
+    }
+}
+
 /// How often the config file is checked for changes.
 const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Runs listwarden with the config at `path` until SIGTERM or SIGINT.
-pub async fn run(path: PathBuf) -> anyhow::Result<()> {
+pub async fn run(path: PathBuf) -> Result<(), DaemonError> {
     let config = Config::load(&path)?;
     for w in &config.warnings {
         tracing::warn!("{w}");
@@ -29,13 +80,22 @@ pub async fn run(path: PathBuf) -> anyhow::Result<()> {
 
     let listener = bind(&current.milter.listen, current.milter.socket_mode).await?;
     if let Some(addr) = current.metrics_listen {
-        let bound = crate::metrics::spawn_http(addr, shared.metrics.clone())
-            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        let bound = crate::metrics::spawn_http(addr, shared.metrics.clone()).map_err(|source| {
+            DaemonError::Http {
+                what: "metrics",
+                addr,
+                source,
+            }
+        })?;
         tracing::info!("metrics on http://{bound}/metrics");
     }
     if let Some(addr) = current.expander.as_ref().and_then(|e| e.unsubscribe_listen) {
         let bound = crate::metrics::spawn_unsubscribe_http(addr, unsubscribe_handler(&shared))
-            .with_context(|| format!("cannot serve one-click unsubscribe on {addr}"))?;
+            .map_err(|source| DaemonError::Http {
+                what: "one-click unsubscribe",
+                addr,
+                source,
+            })?;
         tracing::info!("one-click unsubscribe on http://{bound}/unsubscribe");
     }
     tracing::info!(
@@ -49,7 +109,10 @@ pub async fn run(path: PathBuf) -> anyhow::Result<()> {
     if let Some(t) = &current.throttle {
         let l = TcpListener::bind(t.listen)
             .await
-            .with_context(|| format!("cannot serve the throttle socketmap on {}", t.listen))?;
+            .map_err(|source| DaemonError::Listen {
+                socket: format!("inet:{} (the throttle socketmap)", t.listen),
+                source,
+            })?;
         tracing::info!(
             "throttle socketmap on inet:{}:{} (observe: {})",
             t.listen,
@@ -74,7 +137,7 @@ pub async fn run(path: PathBuf) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(p);
     }
     tracing::info!("listwarden stopped");
-    result.context("milter stopped with an error")
+    result.map_err(DaemonError::Milter)
 }
 
 /// The one-click unsubscribe handler. Answers carry no detail (one status
@@ -88,7 +151,7 @@ fn unsubscribe_handler(shared: &Arc<Shared>) -> crate::metrics::UnsubscribeHandl
             return (503, "try again later\n".into());
         };
         let lists = config.expander_lists();
-        let today = crate::policy::day_of(crate::unix_now());
+        let today = crate::today();
         match listwarden_expand::unsubscribe::one_click(
             query,
             body,
@@ -115,31 +178,36 @@ fn unsubscribe_handler(shared: &Arc<Shared>) -> crate::metrics::UnsubscribeHandl
 
 /// Binds the milter socket. A stale unix socket file is removed, but only
 /// if it is a socket: a typo must not delete someone's file.
-pub async fn bind(socket: &Socket, mode: u32) -> anyhow::Result<MilterListener> {
+pub async fn bind(socket: &Socket, mode: u32) -> Result<MilterListener, DaemonError> {
+    let listen = |source| DaemonError::Listen {
+        socket: socket.to_string(),
+        source,
+    };
     match socket {
         Socket::Inet { host, port } => {
             let l = TcpListener::bind((host.as_str(), *port))
                 .await
-                .with_context(|| format!("cannot listen on {socket}"))?;
+                .map_err(listen)?;
             Ok(MilterListener::tcp(l))
         }
         Socket::Unix(path) => {
             if let Ok(meta) = std::fs::symlink_metadata(path) {
-                if meta.file_type().is_socket() {
-                    std::fs::remove_file(path).with_context(|| {
-                        format!("cannot remove stale socket {}", path.display())
-                    })?;
-                } else {
-                    anyhow::bail!(
-                        "{} exists and is not a socket; refusing to replace it",
-                        path.display()
-                    );
+                if !meta.file_type().is_socket() {
+                    return Err(DaemonError::NotASocket(path.clone()));
                 }
+                std::fs::remove_file(path).map_err(|source| DaemonError::RemoveStale {
+                    path: path.clone(),
+                    source,
+                })?;
             }
-            let l =
-                UnixListener::bind(path).with_context(|| format!("cannot listen on {socket}"))?;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-                .with_context(|| format!("cannot set mode {mode:o} on {}", path.display()))?;
+            let l = UnixListener::bind(path).map_err(listen)?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(
+                |source| DaemonError::SocketMode {
+                    path: path.clone(),
+                    mode,
+                    source,
+                },
+            )?;
             Ok(MilterListener::unix(l))
         }
     }
@@ -155,7 +223,7 @@ impl Reloader {
     /// Loads the file; on success swaps it in, on failure keeps the old
     /// config. Either way the outcome is logged and counted.
     pub fn reload_now(&self) -> Result<(), ConfigError> {
-        let metrics = &self.shared.metrics;
+        let recorder = self.shared.recorder();
         let current = self.shared.config.load_full();
         match reload::reload(&self.path, &current) {
             Ok(r) => {
@@ -163,13 +231,12 @@ impl Reloader {
                     tracing::warn!("config reload: {warning}");
                 }
                 self.shared.config.store(Arc::new(r.config));
-                metrics.config_reloads.with_label_values(&["success"]).inc();
-                metrics.config_loaded();
+                recorder.record(Event::ConfigLoad { ok: true });
                 tracing::info!(path = %self.path.display(), "config reloaded");
                 Ok(())
             }
             Err(e) => {
-                metrics.config_reloads.with_label_values(&["failure"]).inc();
+                recorder.record(Event::ConfigLoad { ok: false });
                 for line in e.to_string().lines() {
                     tracing::error!("config reload refused, keeping the running config: {line}");
                 }
@@ -187,10 +254,11 @@ async fn housekeeping(shared: Arc<Shared>) {
     loop {
         tick.tick().await;
         let (_, changes) = shared.shields.current();
-        milter::report_shield_changes(&shared, changes);
+        let recorder = shared.recorder();
+        recorder.record_all(changes.into_iter().map(Event::Shield));
+        recorder.refresh(&mut errors);
         let (_, changes) = shared.incidents.current();
-        milter::report_incident_changes(&shared, changes);
-        shared.refresh_metrics(&mut errors);
+        recorder.record_all(changes.into_iter().map(Event::Incident));
         let config = shared.config.load();
         if let Some(t) = config.throttle.as_ref() {
             shared.throttle.tick(&shared, t, crate::unix_now());

@@ -19,14 +19,17 @@
 //!
 //! * [`milter`]: the protocol. `milter::session` holds one connection's
 //!   state, reads what each callback brings into [`policy::Facts`], and
-//!   applies the verdict; the callbacks in `milter/mod.rs` stay thin.
+//!   turns the verdict into the answer; it logs and counts nothing itself
+//!   but returns what it observed as `record::Event`s. The callbacks in
+//!   `milter/mod.rs` stay thin and hand those to the one recorder
+//!   (`src/record.rs`), which writes every verdict log line and metric.
 //! * [`policy`]: the decision, a pure function: [`policy::decide`] takes the
 //!   facts and the config and returns a [`policy::Verdict`] that carries its
 //!   SMTP reply. No I/O, no clock: table-driven tests in `policy/tests.rs`.
 //! * [`dsn`]: reading bounces and feedback reports (`parse`, `plain`,
 //!   `fields`), classifying them with rules (`rules`, `classify`), and the
 //!   tag values (`tag`).
-//! * [`ratelimit`] and [`shield`]: flood budgets (GCRA, memory or Redis)
+//! * [`ratelimit`] and `shield`: flood budgets (GCRA, memory or Redis)
 //!   and the per-list shield; [`logwatch`]: Postfix's log, for outbound
 //!   results and the complaint rate.
 //! * [`config`]: the YAML file, checked once into typed settings
@@ -39,7 +42,7 @@
 //! **A policy check.** Add what the check needs to [`policy::Facts`] (and
 //! fill it in `milter::session` at the stage where Postfix has told it),
 //! write the rule in the `decide_*` function of that stage in
-//! `policy/mod.rs`, and, if it refuses, add a [`policy::Reason`] (its
+//! `policy/mod.rs`, and, if it refuses, add a [`policy::Cause`] (its
 //! `as_str` is the metric label and log word). Add rows to the tables in
 //! `policy/tests.rs`, and a scenario in `integration/scenarios/` that sends
 //! the mail through Postfix.
@@ -51,9 +54,10 @@
 //! written from the provider's documentation. Operators add or override
 //! rules in their own file (`classification.rules`) without a rebuild.
 //!
-//! **A metric.** Declare and register it in [`metrics::Metrics`]
-//! (`src/metrics.rs`: bounded labels, `_total` only on counters), count it
-//! where the event is observed, and add it to the METRICS section of
+//! **A metric.** Declare it in [`metrics::Metrics`] (`src/metrics.rs`: one
+//! field, and one line in `Metrics::new` that builds and registers it;
+//! bounded labels, `_total` only on counters), count it in `record.rs`
+//! from the `Event` that observes it (add a variant if none does), and add it to the METRICS section of
 //! `packaging/man/listwarden.yaml.5`: `tests/docs.rs` fails until the man
 //! page lists it. A dashboard panel (`packaging/grafana/`) or an alert with
 //! its `promtool` test (`packaging/prometheus/`) is the usual companion.
@@ -68,9 +72,10 @@ pub mod metrics;
 pub mod milter;
 pub mod policy;
 pub mod ratelimit;
+mod record;
 #[cfg(feature = "redis")]
 pub mod shared_state;
-pub mod shield;
+mod shield;
 pub mod throttle;
 
 /// Addresses and signatures, shared with the expander.
@@ -134,47 +139,10 @@ impl Shared {
             throttle: Default::default(),
         })
     }
-
-    /// Copies the store's state and the complaint rates into the metrics;
-    /// called periodically.
-    pub fn refresh_metrics(&self, last_errors: &mut u64) {
-        let m = &self.metrics;
-        let (rates, by_provider) = {
-            let r = self.rates.lock().unwrap_or_else(|p| p.into_inner());
-            (r.rates(unix_now()), r.provider_rates(unix_now()))
-        };
-        // Without deliveries a rate is unknown, not 0: its series goes.
-        m.complaint_rate.reset();
-        for (list, rate) in rates {
-            m.complaint_rate.with_label_values(&[&list]).set(rate);
-        }
-        m.provider_complaint_rate.reset();
-        for (list, provider, rate) in by_provider {
-            m.provider_complaint_rate
-                .with_label_values(&[&list, &provider])
-                .set(rate);
-        }
-        m.ratelimit_keys
-            .set(i64::try_from(self.store.len()).unwrap_or(i64::MAX));
-        m.ratelimit_fallback_active
-            .set(i64::from(self.store.fallback_active()));
-        let errors = self.store.stats().errors_total();
-        if errors > *last_errors {
-            m.ratelimit_backend_errors
-                .with_label_values(&[self.store.backend()])
-                .inc_by(errors - *last_errors);
-            *last_errors = errors;
-        }
-    }
 }
 
-/// Seconds since the Unix epoch (0 if the clock is before it).
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+/// The one wall clock, shared with the expander.
+pub use listwarden_core::clock::{today, unix_now};
 
 fn build_store(state: &StateBackend, clock: Arc<dyn Clock>) -> Store {
     match state {

@@ -6,8 +6,7 @@ use listwarden::config::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// sysexits(3) EX_CONFIG: the configuration is invalid.
-const EX_CONFIG: u8 = 78;
+use listwarden::daemon::EX_CONFIG;
 
 const DEFAULT_CONFIG: &str = "/etc/listwarden/listwarden.yaml";
 
@@ -187,15 +186,8 @@ fn main() -> ExitCode {
             match runtime.block_on(listwarden::daemon::run(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!("{e:#}");
-                    // A config error is a config error, also at start.
-                    if e.downcast_ref::<listwarden::config::ConfigError>()
-                        .is_some()
-                    {
-                        ExitCode::from(EX_CONFIG)
-                    } else {
-                        ExitCode::FAILURE
-                    }
+                    tracing::error!("{}", chain(&e));
+                    ExitCode::from(e.exit_code())
                 }
             }
         }
@@ -271,12 +263,16 @@ fn load(file: &std::path::Path) -> Result<Config, ExitCode> {
     }
 }
 
-fn today() -> u64 {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    listwarden::policy::day_of(secs)
+/// An error and its sources, `outer: inner: ...`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// Parses an address given on the command line, with or without `<>`.
@@ -320,7 +316,7 @@ fn sign(file: &std::path::Path, text: &str) -> ExitCode {
     let plain = listwarden::address::prvs::strip(&addr).unwrap_or(addr);
     println!(
         "{}",
-        listwarden::address::prvs::sign(&plain, &keys, today())
+        listwarden::address::prvs::sign(&plain, &keys, listwarden::today())
     );
     ExitCode::SUCCESS
 }
@@ -332,7 +328,7 @@ fn verify(file: &std::path::Path, text: &str) -> ExitCode {
         Err(code) => return code,
     };
     let keys = &keys;
-    let day = today();
+    let day = listwarden::today();
     let (verdict, detail) = match prvs::verify(&addr, keys, day) {
         PrvsResult::Valid { original, key_id } => {
             ("valid", format!("prvs, key {key_id}, for {original}"))

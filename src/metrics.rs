@@ -7,6 +7,7 @@
 //! or abusive client cannot touch the milter. One-click unsubscribe is
 //! served by a second listener of its own, never beside `/metrics`.
 
+use crate::policy::Stage;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
@@ -27,16 +28,16 @@ const MAX_HTTP_CONNECTIONS: usize = 512;
 /// A request must send its headers within this time.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The milter stages listwarden times.
-const STAGES: [&str; 6] = ["mail", "rcpt", "header", "eoh", "body", "eom"];
-
-/// Every metric listwarden exports, registered in one registry.
+/// Every metric listwarden exports, registered in one registry. To add
+/// one: a field here, one line in [`Metrics::new`], and the event that
+/// counts it in the recorder (`src/record.rs`).
 pub struct Metrics {
     registry: Registry,
     pub messages: IntCounterVec,
     pub decision_seconds: HistogramVec,
-    /// `decision_seconds` per stage, resolved at start.
-    stage_histograms: Vec<(&'static str, Histogram)>,
+    /// `decision_seconds` per stage (indexed by [`Stage::index`]),
+    /// resolved at start so the per-header path takes no label lookup.
+    stage_histograms: Vec<Histogram>,
     pub connections_active: IntGauge,
     pub config_reloads: IntCounterVec,
     pub config_last_success: prometheus::Gauge,
@@ -49,13 +50,13 @@ pub struct Metrics {
     pub ratelimit_keys: IntGauge,
     pub shield_active: IntGaugeVec,
     pub bounces_classified: IntCounterVec,
-    pub bounce_incident: IntGaugeVec,
     pub outbound_deliveries: IntCounterVec,
     pub complaint_rate: prometheus::GaugeVec,
     pub provider_complaint_rate: prometheus::GaugeVec,
     pub feedback_reports: IntCounterVec,
     pub peers_mismatched: IntGauge,
     pub ratelimit_seconds: Histogram,
+    pub bounce_incident: IntGaugeVec,
     pub throttle_state: IntGaugeVec,
     pub throttle_seconds: IntCounterVec,
     pub throttle_changes: IntCounterVec,
@@ -64,287 +65,225 @@ pub struct Metrics {
     pub list_inbound_last: prometheus::GaugeVec,
 }
 
+/// Builds metrics and registers each as it is built: a metric is added
+/// by one field of [`Metrics`] and one line of [`Metrics::new`].
+struct Registrar(Registry);
+
+impl Registrar {
+    /// Registers `metric`. The definitions are static, so a failure is a
+    /// programming error found by any test that starts the milter.
+    fn add<M: prometheus::core::Collector + Clone + 'static>(
+        &self,
+        metric: prometheus::Result<M>,
+    ) -> M {
+        let metric = metric.expect("static metric definition");
+        self.0
+            .register(Box::new(metric.clone()))
+            .expect("metric names are unique");
+        metric
+    }
+
+    fn counter(&self, name: &str, help: &str) -> prometheus::IntCounter {
+        self.add(prometheus::IntCounter::new(name, help))
+    }
+
+    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help))
+    }
+
+    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels))
+    }
+
+    fn float_gauge(&self, name: &str, help: &str) -> prometheus::Gauge {
+        self.add(prometheus::Gauge::new(name, help))
+    }
+
+    fn float_gauges(&self, name: &str, help: &str, labels: &[&str]) -> prometheus::GaugeVec {
+        self.add(prometheus::GaugeVec::new(Opts::new(name, help), labels))
+    }
+
+    fn histogram(&self, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+        self.add(Histogram::with_opts(
+            HistogramOpts::new(name, help).buckets(buckets),
+        ))
+    }
+
+    fn histograms(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: Vec<f64>,
+        labels: &[&str],
+    ) -> HistogramVec {
+        self.add(HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(buckets),
+            labels,
+        ))
+    }
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
-        let registry = Registry::new();
-        let build_info = IntGaugeVec::new(
-            Opts::new("listwarden_build_info", "Build information; always 1."),
+        let r = Registrar(Registry::new());
+        r.gauges(
+            "listwarden_build_info",
+            "Build information; always 1.",
             &["version"],
         )
-        .expect("static metric definition");
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        let messages = IntCounterVec::new(
-            Opts::new(
-                "listwarden_messages_total",
-                "Messages by final verdict (accept, reject, tempfail, observe_*) and reason.",
-            ),
-            &["verdict", "reason"],
-        )
-        .expect("static metric definition");
-        let decision_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "listwarden_decision_seconds",
-                "Time listwarden spent handling one milter stage.",
-            )
-            .buckets(vec![
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+        let decision_seconds = r.histograms(
+            "listwarden_decision_seconds",
+            "Time listwarden spent handling one milter stage.",
+            vec![
                 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
                 0.01, 0.025, 0.05, 0.1, 0.25,
-            ]),
+            ],
             &["stage"],
-        )
-        .expect("static metric definition");
-        let connections_active = IntGauge::new(
-            "listwarden_connections_active",
-            "Milter connections from Postfix currently open.",
-        )
-        .expect("static metric definition");
-        let config_reloads = IntCounterVec::new(
-            Opts::new(
-                "listwarden_config_reloads_total",
-                "Config reloads by result (success, failure).",
-            ),
+        );
+        let config_reloads = r.counters(
+            "listwarden_config_reloads_total",
+            "Config reloads by result (success, failure).",
             &["result"],
-        )
-        .expect("static metric definition");
-        let config_last_success = prometheus::Gauge::new(
-            "listwarden_config_last_reload_success_timestamp_seconds",
-            "Unix time of the last successful config load.",
-        )
-        .expect("static metric definition");
-        let spoofed_headers_removed = prometheus::IntCounter::new(
-            "listwarden_spoofed_headers_removed_total",
-            "Inbound X-Listwarden-* headers removed so senders cannot forge tags.",
-        )
-        .expect("static metric definition");
-        let bounces = IntCounterVec::new(
-            Opts::new(
-                "listwarden_bounces_total",
-                "Bounces to list addresses by check result (valid, invalid, expired, unsigned, trace_ok, trace_fail).",
-            ),
-            &["list", "verdict"],
-        )
-        .expect("static metric definition");
-        let signed = IntCounterVec::new(
-            Opts::new(
-                "listwarden_signed_total",
-                "Outbound list messages whose envelope sender was signed.",
-            ),
-            &["list"],
-        )
-        .expect("static metric definition");
-        let ratelimit_decisions = IntCounterVec::new(
-            Opts::new(
-                "listwarden_ratelimit_decisions_total",
-                "Bounce budget decisions by budget and result (allowed, denied).",
-            ),
-            &["budget", "result"],
-        )
-        .expect("static metric definition");
-        let ratelimit_backend_errors = IntCounterVec::new(
-            Opts::new("listwarden_ratelimit_backend_errors_total", "Errors of the shared rate-limit backend (timeouts, refused connections, OOM, ...)."),
-            &["backend"],
-        )
-        .expect("static metric definition");
-        let ratelimit_fallback_active = IntGauge::new(
-            "listwarden_ratelimit_fallback_active",
-            "1 while limits are decided locally because Redis is slow or down.",
-        )
-        .expect("static metric definition");
-        let ratelimit_keys = IntGauge::new(
-            "listwarden_ratelimit_keys",
-            "Keys held by the local rate-limit store.",
-        )
-        .expect("static metric definition");
-        let shield_active = IntGaugeVec::new(
-            Opts::new(
-                "listwarden_shield_active",
-                "1 while a list's shield is up (only signed bounces get in).",
-            ),
-            &["list"],
-        )
-        .expect("static metric definition");
-        let bounces_classified = IntCounterVec::new(
-            Opts::new(
-                "listwarden_bounces_classified_total",
-                "Bounces that reached a list, by class, reason, provider and fault (them, us, unknown; labels from the rules and the config).",
-            ),
-            &["list", "class", "reason", "provider", "fault"],
-        )
-        .expect("static metric definition");
-        let bounce_incident = IntGaugeVec::new(
-            Opts::new(
-                "listwarden_bounce_incident",
-                "1 while many members at one provider fail with one rule (a bounce storm: their bounces are tagged fault=us, incident=1).",
-            ),
-            &["provider", "rule"],
-        )
-        .expect("static metric definition");
-        let outbound_deliveries = IntCounterVec::new(
-            Opts::new(
-                "listwarden_outbound_deliveries_total",
-                "Outbound delivery results from Postfix's log, by provider, class, reason and fault.",
-            ),
-            &["provider", "class", "reason", "fault"],
-        )
-        .expect("static metric definition");
-        let complaint_rate = prometheus::GaugeVec::new(
-            Opts::new(
-                "listwarden_complaint_rate",
-                "Feedback-report complaints over delivered list mail in the last 24 hours (0.001 = 0.1%).",
-            ),
-            &["list"],
-        )
-        .expect("static metric definition");
-        let provider_complaint_rate = prometheus::GaugeVec::new(
-            Opts::new(
-                "listwarden_provider_complaint_rate",
-                "Complaints from one mailbox provider's users over list mail delivered to that provider in the last 24 hours; absent without deliveries.",
-            ),
-            &["list", "provider"],
-        )
-        .expect("static metric definition");
-        let feedback_reports = IntCounterVec::new(
-            Opts::new(
-                "listwarden_feedback_reports_total",
-                "Feedback-loop reports received, by list, provider and result (attributed, member_reported, list_only, unattributed, signature_invalid, queue_error).",
-            ),
-            &["list", "provider", "result"],
-        )
-        .expect("static metric definition");
-        let ratelimit_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "listwarden_ratelimit_decision_seconds",
-                "Time one budget decision took, Redis round trip or local fallback included.",
-            )
-            .buckets(vec![
-                0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5,
-            ]),
-        )
-        .expect("static metric definition");
-        let peers_mismatched = IntGauge::new(
-            "listwarden_peers_mismatched",
-            "Other hosts sharing this Redis whose signing key ring or list set differs from this host's (fingerprints, never secrets).",
-        )
-        .expect("static metric definition");
-        let throttle_state = IntGaugeVec::new(
-            Opts::new(
-                "listwarden_throttle_state",
-                "1 for a provider's current throttle state (normal, slow, hold), 0 for the others.",
-            ),
-            &["provider", "state"],
-        )
-        .expect("static metric definition");
-        let throttle_seconds = IntCounterVec::new(
-            Opts::new(
-                "listwarden_throttle_state_seconds_total",
-                "Seconds each provider spent in each throttle state.",
-            ),
-            &["provider", "state"],
-        )
-        .expect("static metric definition");
-        let throttle_changes = IntCounterVec::new(
-            Opts::new(
-                "listwarden_throttle_changes_total",
-                "Throttle state changes per provider, by the state entered.",
-            ),
-            &["provider", "state"],
-        )
-        .expect("static metric definition");
-        let throttle_lookups = IntCounterVec::new(
-            Opts::new(
-                "listwarden_throttle_lookups_total",
-                "transport_maps socketmap lookups by answer (notfound, normal, slow, hold, observe_slow, observe_hold).",
-            ),
-            &["result"],
-        )
-        .expect("static metric definition");
-        let list_inbound = IntCounterVec::new(
-            Opts::new(
-                "listwarden_list_inbound_total",
-                "Messages accepted for a list's posting address.",
-            ),
-            &["list"],
-        )
-        .expect("static metric definition");
-        let list_inbound_last = prometheus::GaugeVec::new(
-            Opts::new(
-                "listwarden_list_inbound_last_timestamp_seconds",
-                "Unix time of the last message accepted for a list's posting address.",
-            ),
-            &["list"],
-        )
-        .expect("static metric definition");
-        for result in ["success", "failure"] {
-            config_reloads.with_label_values(&[result]);
-        }
-        let collectors: [Box<dyn prometheus::core::Collector>; 28] = [
-            Box::new(provider_complaint_rate.clone()),
-            Box::new(feedback_reports.clone()),
-            Box::new(bounce_incident.clone()),
-            Box::new(peers_mismatched.clone()),
-            Box::new(ratelimit_seconds.clone()),
-            Box::new(throttle_state.clone()),
-            Box::new(throttle_seconds.clone()),
-            Box::new(throttle_changes.clone()),
-            Box::new(throttle_lookups.clone()),
-            Box::new(list_inbound.clone()),
-            Box::new(list_inbound_last.clone()),
-            Box::new(outbound_deliveries.clone()),
-            Box::new(complaint_rate.clone()),
-            Box::new(bounces_classified.clone()),
-            Box::new(ratelimit_decisions.clone()),
-            Box::new(ratelimit_backend_errors.clone()),
-            Box::new(ratelimit_fallback_active.clone()),
-            Box::new(ratelimit_keys.clone()),
-            Box::new(shield_active.clone()),
-            Box::new(bounces.clone()),
-            Box::new(signed.clone()),
-            Box::new(build_info),
-            Box::new(messages.clone()),
-            Box::new(decision_seconds.clone()),
-            Box::new(connections_active.clone()),
-            Box::new(config_reloads.clone()),
-            Box::new(config_last_success.clone()),
-            Box::new(spoofed_headers_removed.clone()),
-        ];
-        for c in collectors {
-            registry.register(c).expect("metric names are unique");
+        );
+        for ok in [true, false] {
+            config_reloads.with_label_values(&[crate::record::reload_result(ok)]);
         }
         Metrics {
-            registry,
-            messages,
-            stage_histograms: STAGES
+            messages: r.counters(
+                "listwarden_messages_total",
+                "Messages by final verdict (accept, reject, tempfail, observe_*) and reason.",
+                &["verdict", "reason"],
+            ),
+            stage_histograms: Stage::ALL
                 .iter()
-                .map(|stage| (*stage, decision_seconds.with_label_values(&[*stage])))
+                .map(|stage| decision_seconds.with_label_values(&[stage.as_str()]))
                 .collect(),
             decision_seconds,
-            connections_active,
+            connections_active: r.gauge(
+                "listwarden_connections_active",
+                "Milter connections from Postfix currently open.",
+            ),
             config_reloads,
-            config_last_success,
-            spoofed_headers_removed,
-            bounces,
-            signed,
-            ratelimit_decisions,
-            ratelimit_backend_errors,
-            ratelimit_fallback_active,
-            ratelimit_keys,
-            shield_active,
-            peers_mismatched,
-            ratelimit_seconds,
-            bounces_classified,
-            bounce_incident,
-            outbound_deliveries,
-            complaint_rate,
-            provider_complaint_rate,
-            feedback_reports,
-            throttle_state,
-            throttle_seconds,
-            throttle_changes,
-            throttle_lookups,
-            list_inbound,
-            list_inbound_last,
+            config_last_success: r.float_gauge(
+                "listwarden_config_last_reload_success_timestamp_seconds",
+                "Unix time of the last successful config load.",
+            ),
+            spoofed_headers_removed: r.counter(
+                "listwarden_spoofed_headers_removed_total",
+                "Inbound X-Listwarden-* headers removed so senders cannot forge tags.",
+            ),
+            bounces: r.counters(
+                "listwarden_bounces_total",
+                "Bounces to list addresses by check result (valid, invalid, expired, unsigned, trace_ok, trace_fail).",
+                &["list", "verdict"],
+            ),
+            signed: r.counters(
+                "listwarden_signed_total",
+                "Outbound list messages whose envelope sender was signed.",
+                &["list"],
+            ),
+            ratelimit_decisions: r.counters(
+                "listwarden_ratelimit_decisions_total",
+                "Bounce budget decisions by budget and result (allowed, denied).",
+                &["budget", "result"],
+            ),
+            ratelimit_backend_errors: r.counters(
+                "listwarden_ratelimit_backend_errors_total",
+                "Errors of the shared rate-limit backend (timeouts, refused connections, OOM, ...).",
+                &["backend"],
+            ),
+            ratelimit_fallback_active: r.gauge(
+                "listwarden_ratelimit_fallback_active",
+                "1 while limits are decided locally because Redis is slow or down.",
+            ),
+            ratelimit_keys: r.gauge(
+                "listwarden_ratelimit_keys",
+                "Keys held by the local rate-limit store.",
+            ),
+            shield_active: r.gauges(
+                "listwarden_shield_active",
+                "1 while a list's shield is up (only signed bounces get in).",
+                &["list"],
+            ),
+            bounces_classified: r.counters(
+                "listwarden_bounces_classified_total",
+                "Bounces that reached a list, by class, reason, provider and fault (them, us, unknown; labels from the rules and the config).",
+                &["list", "class", "reason", "provider", "fault"],
+            ),
+            outbound_deliveries: r.counters(
+                "listwarden_outbound_deliveries_total",
+                "Outbound delivery results from Postfix's log, by provider, class, reason and fault.",
+                &["provider", "class", "reason", "fault"],
+            ),
+            complaint_rate: r.float_gauges(
+                "listwarden_complaint_rate",
+                "Feedback-report complaints over delivered list mail in the last 24 hours (0.001 = 0.1%).",
+                &["list"],
+            ),
+            provider_complaint_rate: r.float_gauges(
+                "listwarden_provider_complaint_rate",
+                "Complaints from one mailbox provider's users over list mail delivered to that provider in the last 24 hours; absent without deliveries.",
+                &["list", "provider"],
+            ),
+            feedback_reports: r.counters(
+                "listwarden_feedback_reports_total",
+                "Feedback-loop reports received, by list, provider and result (attributed, member_reported, list_only, unattributed, signature_invalid, queue_error).",
+                &["list", "provider", "result"],
+            ),
+            bounce_incident: r.gauges(
+                "listwarden_bounce_incident",
+                "1 while many members at one provider fail with one rule (a bounce storm: their bounces are tagged fault=us, incident=1).",
+                &["provider", "rule"],
+            ),
+            throttle_state: r.gauges(
+                "listwarden_throttle_state",
+                "1 for a provider's current throttle state (normal, slow, hold), 0 for the others.",
+                &["provider", "state"],
+            ),
+            throttle_seconds: r.counters(
+                "listwarden_throttle_state_seconds_total",
+                "Seconds each provider spent in each throttle state.",
+                &["provider", "state"],
+            ),
+            throttle_changes: r.counters(
+                "listwarden_throttle_changes_total",
+                "Throttle state changes per provider, by the state entered.",
+                &["provider", "state"],
+            ),
+            throttle_lookups: r.counters(
+                "listwarden_throttle_lookups_total",
+                "transport_maps socketmap lookups by answer (notfound, normal, slow, hold, observe_slow, observe_hold, bad_request).",
+                &["result"],
+            ),
+            list_inbound: r.counters(
+                "listwarden_list_inbound_total",
+                "Messages accepted for a list's posting address.",
+                &["list"],
+            ),
+            list_inbound_last: r.float_gauges(
+                "listwarden_list_inbound_last_timestamp_seconds",
+                "Unix time of the last message accepted for a list's posting address.",
+                &["list"],
+            ),
+            peers_mismatched: r.gauge(
+                "listwarden_peers_mismatched",
+                "Other hosts sharing this Redis whose signing key ring or list set differs from this host's (fingerprints, never secrets).",
+            ),
+            ratelimit_seconds: r.histogram(
+                "listwarden_ratelimit_decision_seconds",
+                "Time one budget decision took, Redis round trip or local fallback included.",
+                vec![
+                    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25,
+                    0.5,
+                ],
+            ),
+            registry: r.0,
         }
     }
 
@@ -357,19 +296,10 @@ impl Metrics {
         self.config_last_success.set(now);
     }
 
-    /// Records how long one milter stage took. The stages' histograms are
-    /// resolved once, so the per-header path takes no label lookup.
-    pub fn observe_stage(&self, stage: &str, seconds: f64) {
-        match self
-            .stage_histograms
-            .iter()
-            .find(|(name, _)| *name == stage)
-        {
-            Some((_, h)) => h.observe(seconds),
-            None => self
-                .decision_seconds
-                .with_label_values(&[stage])
-                .observe(seconds),
+    /// Records how long one milter stage took.
+    pub(crate) fn observe_stage(&self, stage: Stage, seconds: f64) {
+        if let Some(h) = self.stage_histograms.get(stage.index()) {
+            h.observe(seconds);
         }
     }
 

@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 use crate::Shared;
 use crate::config::{Config, Shield};
 use crate::ratelimit::{RedisStore, Store};
+use crate::record::Event;
 
 /// How often shields are exchanged: a shield raised on one host is up on every other within
 /// this plus one round trip.
@@ -322,7 +323,9 @@ pub async fn run(shared: Arc<Shared>) {
         if let Some(shield) = &config.shield {
             sync_shields(&shared, &store, shield).await;
             let (_, changes) = shared.shields.current();
-            crate::milter::report_shield_changes(&shared, changes);
+            shared
+                .recorder()
+                .record_all(changes.into_iter().map(Event::Shield));
         }
         if n.is_multiple_of(slow_every) {
             sync_rates(&shared, &store).await;
@@ -334,10 +337,7 @@ pub async fn run(shared: Arc<Shared>) {
                         (p.ring.as_str(), p.lists.as_str()) != (mine.0.as_str(), mine.1.as_str())
                     })
                     .count();
-                shared
-                    .metrics
-                    .peers_mismatched
-                    .set(i64::try_from(differ).unwrap_or(i64::MAX));
+                shared.recorder().record(Event::PeersMismatched(differ));
             }
         }
         n = n.wrapping_add(1);

@@ -46,7 +46,7 @@ pub struct Config {
     pub observe: bool,
     pub on_error: OnError,
     pub trusted_networks: Vec<IpNet>,
-    pub limits: Limits,
+    pub limits: MessageLimits,
     /// BATV keys; `None` when no signing is configured.
     pub signing: Option<KeyRing>,
     /// How to recognise our own mail in a returned original.

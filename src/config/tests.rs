@@ -60,7 +60,7 @@ fn defaults() {
     assert_eq!(c.on_error, OnError::Tempfail);
     assert!(!c.observe);
     assert_eq!(c.milter.socket_mode, 0o660);
-    assert_eq!(c.limits, Limits::default());
+    assert_eq!(c.limits, MessageLimits::default());
     assert_eq!(c.metrics_listen, None);
     assert_eq!(c.lists[0].name, "Members");
     assert_eq!(

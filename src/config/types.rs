@@ -141,7 +141,7 @@ listwarden_core::config_words!(OnError {
 
 /// Bounds on what one SMTP transaction may make listwarden hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
+pub struct MessageLimits {
     /// Recipients beyond this are tempfailed (Postfix's own cap is 1000).
     pub max_recipients: usize,
     /// Bytes of header values kept per message for inspection.
@@ -152,9 +152,9 @@ pub struct Limits {
     pub max_mime_depth: usize,
 }
 
-impl Default for Limits {
+impl Default for MessageLimits {
     fn default() -> Self {
-        Limits {
+        MessageLimits {
             max_recipients: defaults::MAX_RECIPIENTS,
             max_header_bytes: defaults::MAX_HEADER_BYTES,
             max_body_bytes: defaults::MAX_BODY_BYTES,

@@ -1,17 +1,18 @@
 //! What the milter does with a report at end of message: assess it, count
 //! it, queue the action, and give the tag to add. The only I/O is the
-//! queue file; the list managers are the worker's business.
+//! queue file; the list managers are the worker's business. Counts go to
+//! the session's observed events, for the recorder.
 
 use super::queue::{Job, Queue, QueueError};
 use super::{Action, Signature};
-use crate::Shared;
 use crate::config::Config;
+use crate::record::Event;
 
 /// Assesses one report and records it. `Ok(None)` without a `feedback:`
 /// section; `Err` when its action could not be queued (the caller
 /// tempfails: the provider sends the report again).
-pub fn record(
-    shared: &Shared,
+pub(crate) fn record(
+    observed: &mut Vec<Event>,
     config: &Config,
     raw: &[u8],
     today: u64,
@@ -42,12 +43,12 @@ pub fn record(
         report = report_id,
         "feedback report"
     );
-    let count = |result: &str| {
-        shared
-            .metrics
-            .feedback_reports
-            .with_label_values(&[list, &a.provider, result])
-            .inc();
+    let count = |observed: &mut Vec<Event>, result: &'static str| {
+        observed.push(Event::FeedbackReport {
+            list: list.to_string(),
+            provider: a.provider.clone(),
+            result,
+        });
     };
     // A complaint about mail we sent moves the rate (list and provider),
     // whatever is done to the member; a forged signature does not.
@@ -55,11 +56,10 @@ pub fn record(
         && a.signature != Signature::Invalid
         && settings.acts_on(&assessment.intake.feedback_type)
     {
-        shared
-            .rates
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .complaint_from(list, &a.provider, crate::unix_now());
+        observed.push(Event::Complaint {
+            list: list.to_string(),
+            provider: a.provider.clone(),
+        });
     }
     if matches!(
         assessment.action,
@@ -82,11 +82,11 @@ pub fn record(
             last_error: None,
         };
         if let Err(e) = Queue::new(&settings.queue).push(&job) {
-            count("queue_error");
+            count(observed, "queue_error");
             tracing::error!(queue_id, list, member, "cannot queue the complaint: {e}");
             return Err(e);
         }
     }
-    count(assessment.result());
+    count(observed, assessment.result());
     Ok(Some(assessment.tag()))
 }

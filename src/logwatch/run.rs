@@ -7,6 +7,7 @@ use crate::Shared;
 use crate::address::parse_path;
 use crate::config::Config;
 use crate::dsn::Classification;
+use crate::record::Event;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -59,34 +60,25 @@ fn provider_for_rates(recipient: &str, classified: &str) -> String {
 pub async fn count_into(shared: Arc<Shared>, source: Source) {
     let config = || shared.config.load_full();
     let result = for_each_delivery(source, FollowOptions::default(), config, |d, list, c| {
-        shared
-            .metrics
-            .outbound_deliveries
-            .with_label_values(&[
-                &c.provider,
-                c.class.as_str(),
-                c.reason.as_str(),
-                c.fault.as_str(),
-            ])
-            .inc();
+        // A delivered list message counts toward the list's complaint
+        // rates, overall and for the recipient's provider.
+        let sent_for = list
+            .filter(|_| d.status == DeliveryStatus::Sent)
+            .map(|list| {
+                (
+                    list.to_string(),
+                    provider_for_rates(&d.recipient, &c.provider),
+                )
+            });
+        shared.recorder().record(Event::Outbound {
+            sent_for,
+            class: c.clone(),
+        });
         let cfg = shared.config.load();
         if let Some(t) = cfg.throttle.as_ref()
             && let Some(change) = shared.throttle.on_delivery(t, d, c, crate::unix_now())
         {
             crate::throttle::report(&shared, t, &change);
-        }
-        if d.status == DeliveryStatus::Sent
-            && let Some(list) = list
-        {
-            shared
-                .rates
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .sent_to(
-                    list,
-                    &provider_for_rates(&d.recipient, &c.provider),
-                    crate::unix_now(),
-                );
         }
     })
     .await;

@@ -12,6 +12,7 @@
 //! only for unit tests and the `fault-injection` feature, which
 //! `integration/run` builds; release builds carry none of it.
 
+use crate::policy::Stage;
 use std::time::Duration;
 
 const PREFIX: &str = "listwarden-fault-";
@@ -19,13 +20,11 @@ const PREFIX: &str = "listwarden-fault-";
 /// Longest injected pause: beyond any MTA timeout a test needs.
 pub const MAX_SLEEP_SECS: u64 = 120;
 
-const STAGES: [&str; 6] = ["mail", "rcpt", "header", "eoh", "body", "eom"];
-
 /// A fault planned for the current message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    Panic(&'static str),
-    Sleep(&'static str, Duration),
+    Panic(Stage),
+    Sleep(Stage, Duration),
 }
 
 impl Fault {
@@ -41,8 +40,8 @@ impl Fault {
         let mut parts = rest.split('-');
         let kind = parts.next()?;
         let stage = match parts.next() {
-            Some(name) => *STAGES.iter().find(|s| **s == name)?,
-            None if kind == "panic" => "mail",
+            Some(name) => Stage::from_name(name)?,
+            None if kind == "panic" => Stage::Mail,
             None => return None,
         };
         match kind {
@@ -59,25 +58,19 @@ impl Fault {
     }
 
     /// Panics when this is a panic planned for `stage`.
-    pub fn panic_at(fault: Option<Fault>, stage: &str) {
-        if fault == Some(Fault::Panic(stage_name(stage))) {
-            panic!("injected fault at {stage}");
+    pub fn panic_at(fault: Option<Fault>, stage: Stage) {
+        if fault == Some(Fault::Panic(stage)) {
+            panic!("injected fault at {}", stage.as_str());
         }
     }
 
     /// How long to hold the reply of `stage`.
-    pub fn sleep_at(fault: Option<Fault>, stage: &str) -> Option<Duration> {
+    pub fn sleep_at(fault: Option<Fault>, stage: Stage) -> Option<Duration> {
         match fault {
             Some(Fault::Sleep(s, d)) if s == stage => Some(d),
             _ => None,
         }
     }
-}
-
-/// `stage` as one of [`STAGES`] (so comparisons use the same `&'static str`
-/// contents; unknown names never match).
-fn stage_name(stage: &str) -> &'static str {
-    STAGES.iter().find(|s| **s == stage).copied().unwrap_or("")
 }
 
 #[cfg(test)]
@@ -89,16 +82,22 @@ mod tests {
         let table = [
             (
                 "<listwarden-fault-panic@x.example>",
-                Some(Fault::Panic("mail")),
+                Some(Fault::Panic(Stage::Mail)),
             ),
-            ("listwarden-fault-panic-eom@x", Some(Fault::Panic("eom"))),
+            (
+                "listwarden-fault-panic-eom@x",
+                Some(Fault::Panic(Stage::EndOfMessage)),
+            ),
             (
                 "<listwarden-fault-sleep-rcpt-12@x>",
-                Some(Fault::Sleep("rcpt", Duration::from_secs(12))),
+                Some(Fault::Sleep(Stage::Rcpt, Duration::from_secs(12))),
             ),
             (
                 "listwarden-fault-sleep-eom-99999@x",
-                Some(Fault::Sleep("eom", Duration::from_secs(MAX_SLEEP_SECS))),
+                Some(Fault::Sleep(
+                    Stage::EndOfMessage,
+                    Duration::from_secs(MAX_SLEEP_SECS),
+                )),
             ),
             ("listwarden-fault-sleep-eom@x", None),
             ("listwarden-fault-panic-helo@x", None),
@@ -114,7 +113,7 @@ mod tests {
     #[should_panic(expected = "injected fault at rcpt")]
     fn panics_only_at_its_stage() {
         let fault = Fault::parse("listwarden-fault-panic-rcpt@x");
-        Fault::panic_at(fault, "mail");
-        Fault::panic_at(fault, "rcpt");
+        Fault::panic_at(fault, Stage::Mail);
+        Fault::panic_at(fault, Stage::Rcpt);
     }
 }

@@ -11,12 +11,12 @@ mod listener;
 mod session;
 
 pub use listener::{MilterListener, MilterStream};
-pub use session::{
-    EomPlan, OWN_HEADER_PREFIX, RcptBegin, Session, Step, report_incident_changes,
-    report_shield_changes,
-};
+pub use session::Session;
+use session::{Eom, EomPlan, RcptBegin};
 
 use crate::Shared;
+use crate::policy::{Action, Stage};
+use crate::record::Event;
 use indymilter::{
     Actions, Callbacks, ContextActions, EomContext, MacroStage, NegotiateContext, ProtoOpts,
     SetErrorReply, SocketInfo, Status,
@@ -132,44 +132,55 @@ async fn negotiate(
     Status::Continue
 }
 
-/// Runs a session method, turning a panic into an internal-error step.
-fn guarded(session: &mut Session, stage: &str, f: impl FnOnce(&mut Session) -> Step) -> Step {
+/// Runs a session method, turning a panic into an internal-error answer,
+/// then hands what the session observed, and the time taken, to the
+/// recorder.
+fn guarded<T>(
+    session: &mut Session,
+    stage: Stage,
+    on_panic: impl FnOnce(Action) -> T,
+    f: impl FnOnce(&mut Session) -> T,
+) -> T {
     let started = Instant::now();
-    let step = match catch_unwind(AssertUnwindSafe(|| {
+    let out = match catch_unwind(AssertUnwindSafe(|| {
         #[cfg(any(test, feature = "fault-injection"))]
         fault::Fault::panic_at(session.fault, stage);
         f(session)
     })) {
-        Ok(step) => step,
-        Err(_) => session.internal_error(stage),
+        Ok(out) => out,
+        Err(_) => on_panic(session.internal_error(stage)),
     };
-    session.observe_time(stage, started);
-    step
+    session.flush();
+    session
+        .shared()
+        .recorder()
+        .stage_time(stage, started.elapsed());
+    out
 }
 
 /// Holds the reply of `stage` when a test planned a pause there.
 #[cfg(any(test, feature = "fault-injection"))]
-async fn pause(session: &Session, stage: &str) {
+async fn pause(session: &Session, stage: Stage) {
     if let Some(d) = fault::Fault::sleep_at(session.fault, stage) {
-        tracing::warn!("injected pause of {d:?} at {stage}");
+        tracing::warn!("injected pause of {d:?} at {}", stage.as_str());
         tokio::time::sleep(d).await;
     }
 }
 
 #[cfg(not(any(test, feature = "fault-injection")))]
-async fn pause(_session: &Session, _stage: &str) {}
+async fn pause(_session: &Session, _stage: Stage) {}
 
-fn to_status(step: Step, reply: &mut impl SetErrorReply) -> Status {
-    match step {
-        Step::Continue => Status::Continue,
-        Step::Accept => Status::Accept,
-        Step::Skip => Status::Skip,
-        Step::Reject(r) => match reply.set_error_reply(r.code, Some(r.status), [r.text.as_str()]) {
+fn to_status(action: Action, reply: &mut impl SetErrorReply) -> Status {
+    match action {
+        Action::Continue => Status::Continue,
+        Action::Accept => Status::Accept,
+        Action::Reject(r) => match reply.set_error_reply(r.code, Some(r.status), [r.text.as_str()])
+        {
             Ok(()) => Status::Reject,
             // A reply we cannot send is an internal error: never a bare 5xx.
             Err(_) => Status::Tempfail,
         },
-        Step::Tempfail(r) => {
+        Action::Tempfail(r) => {
             let _ = reply.set_error_reply(r.code, Some(r.status), [r.text.as_str()]);
             Status::Tempfail
         }
@@ -208,16 +219,21 @@ async fn mail(cx: &mut indymilter::Context<Session>, args: Vec<CString>) -> Stat
     {
         session.fault = fault::Fault::parse(&sender);
     }
-    let step = guarded(session, "mail", |s| {
-        s.mail(
-            &sender,
-            mail_addr.as_deref(),
-            auth.as_deref(),
-            queue_id.as_deref(),
-        )
-    });
-    pause(session, "mail").await;
-    to_status(step, &mut cx.reply)
+    let action = guarded(
+        session,
+        Stage::Mail,
+        |a| a,
+        |s| {
+            s.mail(
+                &sender,
+                mail_addr.as_deref(),
+                auth.as_deref(),
+                queue_id.as_deref(),
+            )
+        },
+    );
+    pause(session, Stage::Mail).await;
+    to_status(action, &mut cx.reply)
 }
 
 async fn rcpt(cx: &mut indymilter::Context<Session>, args: Vec<CString>) -> Status {
@@ -229,28 +245,26 @@ async fn rcpt(cx: &mut indymilter::Context<Session>, args: Vec<CString>) -> Stat
         .map(|a| a.to_string_lossy())
         .unwrap_or_default();
     let rcpt_addr = macro_str(&cx.macros, c"{rcpt_addr}");
-    let mut begin = None;
-    let step = guarded(session, "rcpt", |s| {
-        match s.rcpt_begin(&rcpt, rcpt_addr.as_deref()) {
-            RcptBegin::Done(step) => return step,
-            check => begin = Some(check),
-        }
-        Step::Continue
+    let begin = guarded(session, Stage::Rcpt, RcptBegin::Done, |s| {
+        s.rcpt_begin(&rcpt, rcpt_addr.as_deref())
     });
-    pause(session, "rcpt").await;
-    let Some(RcptBegin::Check {
-        rcpt,
-        as_sent,
-        verdict,
-    }) = begin
-    else {
-        return to_status(step, &mut cx.reply);
+    pause(session, Stage::Rcpt).await;
+    let (rcpt, as_sent, verdict) = match begin {
+        RcptBegin::Done(action) => return to_status(action, &mut cx.reply),
+        RcptBegin::Check {
+            rcpt,
+            as_sent,
+            verdict,
+        } => (rcpt, as_sent, verdict),
     };
     let exhausted = charge(session, &verdict.charges).await;
-    let step = guarded(session, "rcpt", |s| {
-        s.rcpt_finish(rcpt, as_sent, *verdict, exhausted)
-    });
-    to_status(step, &mut cx.reply)
+    let action = guarded(
+        session,
+        Stage::Rcpt,
+        |a| a,
+        |s| s.rcpt_finish(rcpt, as_sent, *verdict, exhausted),
+    );
+    to_status(action, &mut cx.reply)
 }
 
 /// Charges the budgets in order; returns the first one exhausted. The
@@ -259,7 +273,7 @@ async fn charge(
     session: &Session,
     charges: &[crate::policy::Charge],
 ) -> Option<crate::policy::Budget> {
-    let metrics = &session.shared().metrics;
+    let recorder = session.shared().recorder();
     for c in charges {
         let Some(quota) = session.quota(c.budget) else {
             continue;
@@ -270,14 +284,11 @@ async fn charge(
             // Only an over-long key errs; never a reason to refuse mail.
             Err(_) => true,
         };
-        metrics
-            .ratelimit_seconds
-            .observe(started.elapsed().as_secs_f64());
-        let result = if allowed { "allowed" } else { "denied" };
-        metrics
-            .ratelimit_decisions
-            .with_label_values(&[c.budget.as_str(), result])
-            .inc();
+        recorder.record(Event::Budget {
+            budget: c.budget,
+            allowed,
+            took: started.elapsed(),
+        });
         if !allowed {
             return Some(c.budget);
         }
@@ -290,11 +301,13 @@ async fn body(cx: &mut indymilter::Context<Session>, chunk: bytes::Bytes) -> Sta
         return Status::Continue;
     };
     let skip_ok = session.skip_ok;
-    let step = guarded(session, "body", |s| s.body(&chunk));
-    pause(session, "body").await;
-    match step {
-        Step::Skip if !skip_ok => Status::Continue,
-        step => to_status(step, &mut cx.reply),
+    let more = guarded(session, Stage::Body, Err, |s| Ok(s.body(&chunk)));
+    pause(session, Stage::Body).await;
+    match more {
+        Ok(true) => Status::Continue,
+        Ok(false) if skip_ok => Status::Skip,
+        Ok(false) => Status::Continue,
+        Err(action) => to_status(action, &mut cx.reply),
     }
 }
 
@@ -305,16 +318,21 @@ async fn header(cx: &mut indymilter::Context<Session>, name: CString, value: CSt
     let noreply = session.header_noreply;
     let name = name.to_string_lossy();
     let value = value.to_string_lossy();
-    let step = guarded(session, "header", |s| {
-        s.header(&name, &value);
-        Step::Continue
-    });
-    pause(session, "header").await;
-    match step {
+    let action = guarded(
+        session,
+        Stage::Header,
+        |a| a,
+        |s| {
+            s.header(&name, &value);
+            Action::Continue
+        },
+    );
+    pause(session, Stage::Header).await;
+    match action {
         // The failure is remembered (the message state is gone) and
         // answered at end of headers.
         _ if noreply => Status::Noreply,
-        step => to_status(step, &mut cx.reply),
+        action => to_status(action, &mut cx.reply),
     }
 }
 
@@ -323,9 +341,14 @@ async fn eoh(cx: &mut indymilter::Context<Session>) -> Status {
         return Status::Tempfail;
     };
     let queue_id = macro_str(&cx.macros, c"i");
-    let step = guarded(session, "eoh", |s| s.end_of_headers(queue_id.as_deref()));
-    pause(session, "eoh").await;
-    to_status(step, &mut cx.reply)
+    let action = guarded(
+        session,
+        Stage::EndOfHeaders,
+        |a| a,
+        |s| s.end_of_headers(queue_id.as_deref()),
+    );
+    pause(session, Stage::EndOfHeaders).await;
+    to_status(action, &mut cx.reply)
 }
 
 async fn eom(cx: &mut EomContext<Session>) -> Status {
@@ -333,28 +356,27 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
         return Status::Tempfail;
     };
     let queue_id = macro_str(&cx.macros, c"i").map(|q| q.into_owned());
-    let mut plan = EomPlan::default();
-    let step = guarded(session, "eom", |s| {
-        plan = s.end_of_message(queue_id.as_deref());
-        Step::Continue
+    let eom = guarded(session, Stage::EndOfMessage, Eom::Answer, |s| {
+        s.end_of_message(queue_id.as_deref())
     });
-    pause(session, "eom").await;
-    if let Some(refusal) = plan.refuse.take() {
-        return to_status(refusal, &mut cx.reply);
-    }
-    if step != Step::Continue {
-        return to_status(step, &mut cx.reply);
-    }
+    pause(session, Stage::EndOfMessage).await;
+    let plan = match eom {
+        Eom::Answer(action) => return to_status(action, &mut cx.reply),
+        Eom::Apply(plan) => plan,
+    };
     match apply_plan(&cx.actions, &plan).await {
         Ok(()) => {
             if plan.sign_as.is_some() {
-                session.signed(plan.list.as_deref());
+                session
+                    .shared()
+                    .recorder()
+                    .record(Event::Signed { list: plan.list });
             }
             Status::Continue
         }
         Err(e) => {
             tracing::warn!(
-                queue_id = queue_id.as_deref().unwrap_or("NOQUEUE"),
+                queue_id = queue_id.as_deref().unwrap_or(crate::record::NO_QUEUE),
                 "could not modify the message: {e}"
             );
             match session.config().on_error {

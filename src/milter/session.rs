@@ -1,23 +1,24 @@
 //! Per-connection state and the handling of each milter stage. Methods
 //! here are synchronous and free of protocol details: they turn what
-//! Postfix sent into policy facts, and a verdict into a [`Step`] (or an
-//! [`EomPlan`]) that the callbacks translate back. State lives in the
-//! indymilter context, never in a global map.
+//! Postfix sent into policy facts, and a verdict into an [`Action`] (or an
+//! [`EomPlan`]) that the callbacks translate back. They log and count
+//! nothing themselves: what they observe is queued as [`Event`]s, which
+//! the callbacks hand to the recorder. State lives in the indymilter
+//! context, never in a global map.
 
 use crate::Shared;
 use crate::address::{Address, AddressError, parse_macro_addr, parse_path, visit_mailboxes};
 use crate::config::{Config, OnError};
 use crate::dsn::{self, RuleAction};
 use crate::policy::{
-    self, Action, BounceVerdict, Budget, Client, Effect, Facts, Reason, Reply, Stage, Verdict,
+    self, Action, BounceVerdict, Budget, Cause, Client, Effect, Facts, Reply, Stage, Verdict,
 };
 use crate::ratelimit::Quota;
-use crate::shield::Change;
+use crate::record::{Event, NO_LIST, NO_QUEUE};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Header names we remove from inbound mail so that nobody can forge our tags.
-pub const OWN_HEADER_PREFIX: &str = "x-listwarden-";
+const OWN_HEADER_PREFIX: &str = "x-listwarden-";
 
 /// Most distinct inbound `X-Listwarden-*` header names tracked for removal;
 /// a message with more is refused.
@@ -36,22 +37,11 @@ const MAX_FROM_CONTEXT: usize = 8;
 /// Bytes of `Content-Type:` text kept for the report checks.
 const MAX_CONTENT_TYPE: usize = 4096;
 
-/// What the callback layer should answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
-    Continue,
-    Accept,
-    /// Stop sending this stage (body): nothing more is needed from it.
-    Skip,
-    Reject(Reply),
-    Tempfail(Reply),
-}
-
 /// The first half of RCPT handling.
 #[derive(Debug)]
-pub enum RcptBegin {
+pub(crate) enum RcptBegin {
     /// Decided; nothing to charge.
-    Done(Step),
+    Done(Action),
     /// Charge `verdict.charges` against the budgets, then finish.
     Check {
         rcpt: Address,
@@ -63,7 +53,7 @@ pub enum RcptBegin {
 
 /// A validly signed recipient, to be replaced by its plain address.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rewrite {
+pub(crate) struct Rewrite {
     /// The recipient as the client wrote it: Postfix's cleanup deletes a
     /// recipient by exact comparison with that form (case included), not
     /// with its own canonical reading (`{rcpt_addr}` is lowercased).
@@ -72,11 +62,19 @@ pub struct Rewrite {
     pub plain: Address,
 }
 
-/// What to do at end of message.
+/// What end of message answers.
+#[derive(Debug)]
+pub(crate) enum Eom {
+    /// A final answer instead of the changes (a failed trace check, a
+    /// rule's deferral).
+    Answer(Action),
+    /// Make these changes, then continue.
+    Apply(EomPlan),
+}
+
+/// The changes to make at end of message.
 #[derive(Debug, Default)]
-pub struct EomPlan {
-    /// A final answer instead of the actions (a failed trace check).
-    pub refuse: Option<Step>,
+pub(crate) struct EomPlan {
     /// Inbound `X-Listwarden-*` headers to delete: (name, index), highest
     /// index first so earlier deletions do not shift later ones.
     pub delete_headers: Vec<(String, i32)>,
@@ -97,24 +95,45 @@ pub struct EomPlan {
     pub feedback_tag: Option<String>,
 }
 
-/// One milter connection (one SMTP session in Postfix).
+/// What classification adds at end of message.
+#[derive(Debug, Default)]
+struct Tags {
+    /// `X-Listwarden-Bounce` values.
+    bounce: Vec<String>,
+    /// The `X-Listwarden-Feedback` value of a feedback-loop report.
+    feedback: Option<String>,
+    /// Why to hold the message, when a rule asked for quarantine.
+    quarantine: Option<String>,
+}
+
+/// One milter connection (one SMTP session in Postfix): the connection's
+/// state, and the message in progress, passed explicitly to the
+/// connection's handlers. Opaque outside the crate: it is only named as
+/// the type of [`super::callbacks`].
 pub struct Session {
+    conn: Connection,
+    msg: Option<Message>,
+    /// Whether Postfix agreed not to wait for replies to headers.
+    pub(crate) header_noreply: bool,
+    /// Whether Postfix accepts a Skip reply to body chunks.
+    pub(crate) skip_ok: bool,
+    /// A failure in a stage that cannot answer (headers under NOREPLY),
+    /// to be given at end of headers.
+    pending_failure: Option<Action>,
+    /// The test-only fault planned by the current message's sender.
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub(crate) fault: Option<super::fault::Fault>,
+}
+
+/// What lives as long as the connection.
+struct Connection {
     shared: Arc<Shared>,
     /// Config snapshot for the current message; refreshed at each MAIL so a
     /// reload applies to the next message, never to one in flight.
     config: Arc<Config>,
     client: Client,
-    /// Whether Postfix agreed not to wait for replies to headers.
-    pub header_noreply: bool,
-    /// Whether Postfix accepts a Skip reply to body chunks.
-    pub skip_ok: bool,
-    msg: Option<Message>,
-    /// A failure in a stage that cannot answer (headers under NOREPLY),
-    /// to be given at end of headers.
-    pending_failure: Option<Step>,
-    /// The test-only fault planned by the current message's sender.
-    #[cfg(any(test, feature = "fault-injection"))]
-    pub fault: Option<super::fault::Fault>,
+    /// What the handlers observed, for the recorder.
+    observed: Vec<Event>,
 }
 
 /// State of the message in progress; dropped at MAIL, abort and end.
@@ -188,41 +207,47 @@ impl Message {
     }
 }
 
-fn today() -> u64 {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    policy::day_of(secs)
+/// True for an answer that ends the message (or refuses a recipient).
+fn refuses(action: &Action) -> bool {
+    matches!(action, Action::Reject(_) | Action::Tempfail(_))
 }
 
 impl Session {
-    pub fn new(shared: Arc<Shared>) -> Session {
-        shared.metrics.connections_active.inc();
+    pub(crate) fn new(shared: Arc<Shared>) -> Session {
+        shared.recorder().record(Event::ConnectionOpened);
         let config = shared.config.load_full();
         Session {
-            shared,
-            config,
-            client: Client::default(),
+            conn: Connection {
+                shared,
+                config,
+                client: Client::default(),
+                observed: Vec::new(),
+            },
+            msg: None,
             header_noreply: false,
             skip_ok: false,
-            msg: None,
             pending_failure: None,
             #[cfg(any(test, feature = "fault-injection"))]
             fault: None,
         }
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
+    pub(crate) fn config(&self) -> &Config {
+        &self.conn.config
     }
 
-    pub fn shared(&self) -> &Shared {
-        &self.shared
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.conn.shared
     }
 
-    pub fn connect(&mut self, ip: Option<std::net::IpAddr>) {
-        self.client = Client {
+    /// Hands what the handlers observed to the recorder.
+    pub(crate) fn flush(&mut self) {
+        let events = std::mem::take(&mut self.conn.observed);
+        self.conn.shared.recorder().record_all(events);
+    }
+
+    pub(crate) fn connect(&mut self, ip: Option<std::net::IpAddr>) {
+        self.conn.client = Client {
             ip: ip.map(|ip| ip.to_canonical()),
             authenticated_as: None,
         };
@@ -230,35 +255,199 @@ impl Session {
 
     /// MAIL FROM: a new message begins. `sender_macro` is Postfix's own
     /// reading of the argument (`{mail_addr}`), preferred when present.
-    pub fn mail(
+    pub(crate) fn mail(
         &mut self,
         sender_arg: &str,
         sender_macro: Option<&str>,
         auth: Option<&str>,
         queue_id: Option<&str>,
-    ) -> Step {
-        self.config = self.shared.config.load_full();
+    ) -> Action {
+        self.msg = None;
         self.pending_failure = None;
-        self.client.authenticated_as = auth.filter(|a| !a.is_empty()).map(str::to_string);
+        let conn = &mut self.conn;
+        conn.config = conn.shared.config.load_full();
+        conn.client.authenticated_as = auth.filter(|a| !a.is_empty()).map(str::to_string);
         let sender = match read_envelope(sender_arg, sender_macro) {
             Ok(s) => s,
             Err(e) => {
                 // Never taken for the null sender. One that may name a list
                 // domain fails closed; any other is simply not a list's.
                 tracing::debug!("unreadable sender {sender_arg:?}: {e}");
-                self.msg = None;
-                if self.config.mentions_protected_domain(sender_arg) {
-                    return self.unreadable(Stage::Mail, "sender");
+                if conn.config.mentions_protected_domain(sender_arg) {
+                    return conn.unreadable(None, Stage::Mail, "sender");
                 }
                 Some(Address::unreadable())
             }
         };
-        let msg = self.msg.insert(Message {
+        let mut msg = Message {
             sender,
             queue_id: nonempty(queue_id),
-            today: today(),
+            today: crate::today(),
             ..Message::default()
+        };
+        let verdict = conn.decide_mail(&mut msg);
+        let action = conn.conclude(&mut msg, Stage::Mail, verdict);
+        if !refuses(&action) {
+            self.msg = Some(msg);
+        }
+        action
+    }
+
+    /// RCPT TO, first half: the policy verdict, with the budgets it
+    /// charges. Bounces to a list are checked here, before any data.
+    /// `rcpt_macro` is Postfix's own reading (`{rcpt_addr}`).
+    pub(crate) fn rcpt_begin(&mut self, rcpt_arg: &str, rcpt_macro: Option<&str>) -> RcptBegin {
+        match self.msg.as_mut() {
+            Some(msg) => self.conn.rcpt_begin(msg, rcpt_arg, rcpt_macro),
+            None => RcptBegin::Done(Action::Continue),
+        }
+    }
+
+    /// The quota of a budget in the current config.
+    pub(crate) fn quota(&self, budget: Budget) -> Option<Quota> {
+        let r = &self.conn.config.ratelimit;
+        match budget {
+            Budget::Network => r.network,
+            Budget::ListValid => r.list_valid,
+            Budget::ListInvalid => r.list_invalid,
+            Budget::Address => r.address,
+        }
+    }
+
+    /// RCPT TO, second half: the budgets' answer applied. `exhausted` is
+    /// the first budget that said no. A refused recipient ends nothing
+    /// else: the message goes on for its other recipients.
+    pub(crate) fn rcpt_finish(
+        &mut self,
+        rcpt: Address,
+        as_sent: String,
+        verdict: Verdict,
+        exhausted: Option<Budget>,
+    ) -> Action {
+        match self.msg.as_mut() {
+            Some(msg) => self
+                .conn
+                .rcpt_finish(msg, rcpt, as_sent, verdict, exhausted),
+            None => Action::Continue,
+        }
+    }
+
+    /// One header; only the ones the policy needs are kept, bounded.
+    pub(crate) fn header(&mut self, name: &str, value: &str) {
+        if let Some(msg) = self.msg.as_mut() {
+            self.conn.header(msg, name, value);
+        }
+    }
+
+    /// End of headers: the `From:` check.
+    pub(crate) fn end_of_headers(&mut self, queue_id: Option<&str>) -> Action {
+        if let Some(action) = self.pending_failure.take() {
+            return action;
+        }
+        let Some(msg) = self.msg.as_mut() else {
+            return Action::Continue;
+        };
+        if let Some(q) = nonempty(queue_id) {
+            msg.queue_id = Some(q);
+        }
+        let action = self.conn.end_of_headers(msg);
+        if refuses(&action) {
+            self.msg = None;
+        }
+        action
+    }
+
+    /// A body chunk: kept (bounded) only for a trace check or
+    /// classification. Returns whether more of the body is wanted.
+    pub(crate) fn body(&mut self, chunk: &[u8]) -> bool {
+        let max = self.conn.config.limits.max_body_bytes;
+        let Some(msg) = self.msg.as_mut() else {
+            return false;
+        };
+        if (msg.trace_recipient.is_none() && !msg.classify && !msg.feedback)
+            || msg.body.len() >= max
+        {
+            return false;
+        }
+        let take = chunk.len().min(max - msg.body.len());
+        msg.body.extend_from_slice(&chunk[..take]);
+        msg.body.len() < max
+    }
+
+    /// End of message: the trace check, the classification, then the
+    /// changes to make. The message ends here whatever the answer.
+    pub(crate) fn end_of_message(&mut self, queue_id: Option<&str>) -> Eom {
+        let Some(mut msg) = self.msg.take() else {
+            return Eom::Apply(EomPlan::default());
+        };
+        if let Some(q) = nonempty(queue_id) {
+            msg.queue_id = Some(q);
+        }
+        let conn = &mut self.conn;
+        if let Some(answer) = conn.check_trace(&mut msg) {
+            return Eom::Answer(answer);
+        }
+        let tags = match conn.classify_and_tag(&mut msg) {
+            Ok(tags) => tags,
+            Err(answer) => return Eom::Answer(answer),
+        };
+        let plan = conn.plan(&mut msg, tags);
+        conn.count_accepted(&mut msg);
+        Eom::Apply(plan)
+    }
+
+    /// Forgets the message in progress (abort, or after a final verdict).
+    pub(crate) fn reset(&mut self) {
+        self.msg = None;
+        self.pending_failure = None;
+    }
+
+    /// The answer to an internal error (a panic in a handler).
+    pub(crate) fn internal_error(&mut self, stage: Stage) -> Action {
+        // A message whose headers already failed is counted and logged once.
+        if stage == Stage::Header
+            && let Some(action) = &self.pending_failure
+        {
+            return action.clone();
+        }
+        let answer = self.conn.config.on_error;
+        let verdict = Verdict {
+            action: match answer {
+                OnError::Tempfail => Action::Tempfail(Reply::transient(
+                    "451",
+                    "4.3.0",
+                    "listwarden: temporary local problem, please try again later".into(),
+                )),
+                OnError::Accept => Action::Accept,
+            },
+            reason: Cause::InternalError,
+            ..Verdict::cont()
+        };
+        let action = verdict.action.clone();
+        let queue_id = self.msg.take().and_then(|m| m.queue_id);
+        self.conn.observed.push(Event::InternalError {
+            stage,
+            queue_id,
+            answer,
+            verdict,
         });
+        if stage == Stage::Header {
+            self.pending_failure = Some(action.clone());
+        }
+        action
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.flush();
+        self.conn.shared.recorder().record(Event::ConnectionClosed);
+    }
+}
+
+impl Connection {
+    /// The MAIL verdict; notes the signed sender of outbound list mail.
+    fn decide_mail(&self, msg: &mut Message) -> Verdict {
         let facts = Facts {
             sender: msg.sender.as_ref(),
             ..Facts::new(Stage::Mail, &self.client, msg.today)
@@ -268,12 +457,12 @@ impl Session {
             msg.sign_as = Some(signed.clone());
             msg.list = verdict.list.clone();
         }
-        self.apply(Stage::Mail, verdict)
+        verdict
     }
 
     /// A 451 for an address listwarden cannot read but that may name a
     /// protected domain: Postfix may read it as a list address.
-    fn unreadable(&mut self, stage: Stage, what: &str) -> Step {
+    fn unreadable(&mut self, msg: Option<&mut Message>, stage: Stage, what: &str) -> Action {
         let reply = Reply::transient(
             "451",
             "4.1.7",
@@ -281,26 +470,24 @@ impl Session {
         );
         let verdict = Verdict {
             action: Action::Tempfail(reply),
-            reason: Reason::UnreadableAddress,
+            reason: Cause::UnreadableAddress,
             ..Verdict::cont()
         };
-        self.log(stage, &verdict, None);
-        self.count(&verdict);
-        to_step(verdict.action)
+        self.observe_verdict(stage, &verdict, msg, None);
+        verdict.action
     }
 
-    /// RCPT TO, first half: the policy verdict, with the budgets it
-    /// charges. Bounces to a list are checked here, before any data.
-    /// `rcpt_macro` is Postfix's own reading (`{rcpt_addr}`).
-    pub fn rcpt_begin(&mut self, rcpt_arg: &str, rcpt_macro: Option<&str>) -> RcptBegin {
+    fn rcpt_begin(
+        &mut self,
+        msg: &mut Message,
+        rcpt_arg: &str,
+        rcpt_macro: Option<&str>,
+    ) -> RcptBegin {
         let privileged = policy::is_privileged(&self.client, &self.config);
         // Bounce checks are skipped for the list server's networks only
         // (see `policy::is_trusted_network`), not for any SASL login.
         let trusted = policy::is_trusted_network(&self.client, &self.config);
         let max = self.config.limits.max_recipients;
-        let Some(msg) = self.msg.as_mut() else {
-            return RcptBegin::Done(Step::Continue);
-        };
         msg.recipients += 1;
         if msg.recipients > max && !privileged {
             let reply = Reply::transient(
@@ -310,21 +497,27 @@ impl Session {
             );
             // Logged and counted once per message, not per excess recipient.
             if msg.recipients == max + 1 {
-                return RcptBegin::Done(self.refuse_recipient(Reason::TooManyRecipients, reply));
+                let verdict = Verdict {
+                    action: Action::Tempfail(reply),
+                    reason: Cause::TooManyRecipients,
+                    ..Verdict::cont()
+                };
+                self.observe_verdict(Stage::Rcpt, &verdict, Some(msg), None);
+                return RcptBegin::Done(verdict.action);
             }
-            return RcptBegin::Done(Step::Tempfail(reply));
+            return RcptBegin::Done(Action::Tempfail(reply));
         }
         let rcpt = match read_envelope(rcpt_arg, rcpt_macro) {
             Ok(Some(rcpt)) => rcpt,
-            Ok(None) => return RcptBegin::Done(Step::Continue),
+            Ok(None) => return RcptBegin::Done(Action::Continue),
             Err(_) if !trusted && self.config.mentions_protected_domain(rcpt_arg) => {
-                return RcptBegin::Done(self.unreadable(Stage::Rcpt, "recipient"));
+                return RcptBegin::Done(self.unreadable(Some(msg), Stage::Rcpt, "recipient"));
             }
-            Err(_) => return RcptBegin::Done(Step::Continue),
+            Err(_) => return RcptBegin::Done(Action::Continue),
         };
         if crate::feedback::is_report_address(&rcpt, &self.config) {
             msg.feedback = true;
-            return RcptBegin::Done(Step::Continue);
+            return RcptBegin::Done(Action::Continue);
         }
         if msg.posted_to.is_none()
             && let Some(p) = self.config.protected(&rcpt)
@@ -337,7 +530,7 @@ impl Session {
         // for everything else (most recipients).
         let shielded = if !trusted && policy::is_bounce_sender(msg.sender.as_ref()) {
             let (shielded, changes) = self.shared.shields.current();
-            report_shield_changes(&self.shared, changes);
+            self.observed.extend(changes.into_iter().map(Event::Shield));
             shielded
         } else {
             Vec::new()
@@ -358,7 +551,7 @@ impl Session {
             if let Some(v) = policy::as_report(&facts, &self.config) {
                 msg.report_as_bounce.push((rcpt, rcpt_arg.to_string(), v));
             }
-            return RcptBegin::Done(Step::Continue);
+            return RcptBegin::Done(Action::Continue);
         }
         RcptBegin::Check {
             rcpt,
@@ -367,26 +560,14 @@ impl Session {
         }
     }
 
-    /// The quota of a budget in the current config.
-    pub fn quota(&self, budget: Budget) -> Option<Quota> {
-        let r = &self.config.ratelimit;
-        match budget {
-            Budget::Network => r.network,
-            Budget::ListValid => r.list_valid,
-            Budget::ListInvalid => r.list_invalid,
-            Budget::Address => r.address,
-        }
-    }
-
-    /// RCPT TO, second half: the budgets' answer applied. `exhausted` is
-    /// the first budget that said no.
-    pub fn rcpt_finish(
+    fn rcpt_finish(
         &mut self,
+        msg: &mut Message,
         rcpt: Address,
         as_sent: String,
         verdict: Verdict,
         exhausted: Option<Budget>,
-    ) -> Step {
+    ) -> Action {
         let observe = verdict.observe || self.config.observe;
         // Over budget, a wrong signature gets the same 451 as a right one:
         // a client guessing signatures learns nothing once its budget is
@@ -401,16 +582,12 @@ impl Session {
             }
             _ => verdict,
         };
-        if self.msg.is_none() {
-            return Step::Continue;
-        }
         if let Some(list) = verdict.list.as_deref() {
             if let Some(b) = verdict.bounce {
-                self.shared
-                    .metrics
-                    .bounces
-                    .with_label_values(&[list, b.as_str()])
-                    .inc();
+                self.observed.push(Event::BounceChecked {
+                    list: list.to_string(),
+                    result: b,
+                });
             }
             let invalid = matches!(
                 verdict.bounce,
@@ -420,12 +597,8 @@ impl Session {
                 self.record_invalid(list);
             }
         }
-        let refused = matches!(verdict.action, Action::Reject(_) | Action::Tempfail(_));
+        let refused = refuses(&verdict.action);
         if !refused || verdict.observe {
-            let msg = match self.msg.as_mut() {
-                Some(m) => m,
-                None => return Step::Continue,
-            };
             match &verdict.effect {
                 Effect::RewriteRecipient { from, to } => msg.rewrites.push(Rewrite {
                     as_sent,
@@ -446,21 +619,18 @@ impl Session {
             }
         }
         if refused {
-            // A refused recipient ends nothing else: the message goes on
-            // for its other recipients.
-            self.log(Stage::Rcpt, &verdict, Some(&rcpt));
-            self.count(&verdict);
+            self.observe_verdict(Stage::Rcpt, &verdict, Some(msg), Some(&rcpt));
             if verdict.observe {
-                return Step::Continue;
+                return Action::Continue;
             }
-            return to_step(verdict.action);
+            return verdict.action;
         }
-        Step::Continue
+        Action::Continue
     }
 
     /// Counts an invalid bounce toward the list's shield, by its source
     /// network: one client alone cannot raise it.
-    fn record_invalid(&self, list: &str) {
+    fn record_invalid(&mut self, list: &str) {
         let Some(shield) = &self.config.shield else {
             return;
         };
@@ -470,24 +640,11 @@ impl Session {
             .map(|ip| policy::network_key(ip, &self.config))
             .unwrap_or_else(|| "unknown".into());
         let change = self.shared.shields.record_invalid(list, &source, shield);
-        report_shield_changes(&self.shared, change.into_iter().collect());
+        self.observed.extend(change.map(Event::Shield));
     }
 
-    fn refuse_recipient(&mut self, reason: Reason, reply: Reply) -> Step {
-        let verdict = Verdict {
-            action: Action::Tempfail(reply),
-            reason,
-            ..Verdict::cont()
-        };
-        self.log(Stage::Rcpt, &verdict, None);
-        self.count(&verdict);
-        to_step(verdict.action)
-    }
-
-    /// One header; only the ones the policy needs are kept, bounded.
-    pub fn header(&mut self, name: &str, value: &str) {
+    fn header(&self, msg: &mut Message, name: &str, value: &str) {
         let max = self.config.limits.max_header_bytes;
-        let Some(msg) = self.msg.as_mut() else { return };
         let keep = msg.classify || msg.report_candidate.is_some() || msg.feedback;
         if keep && msg.header_bytes + name.len() + value.len() <= max {
             msg.header_bytes += name.len() + value.len();
@@ -555,17 +712,9 @@ impl Session {
         }
     }
 
-    /// End of headers: the `From:` check.
-    pub fn end_of_headers(&mut self, queue_id: Option<&str>) -> Step {
-        if let Some(step) = self.pending_failure.take() {
-            return step;
-        }
-        let Some(msg) = self.msg.as_mut() else {
-            return Step::Continue;
-        };
-        if let Some(q) = nonempty(queue_id) {
-            msg.queue_id = Some(q);
-        }
+    /// End of headers: forged tags, reports to addresses that also take
+    /// people's mail, then the `From:` check.
+    fn end_of_headers(&mut self, msg: &mut Message) -> Action {
         if msg.too_many_spoofed || msg.spoofed_total > MAX_SPOOFED_HEADERS {
             // Only this site's milter writes these headers, and it removes
             // every inbound one: a message with this many is forged.
@@ -576,59 +725,19 @@ impl Session {
             );
             let verdict = Verdict {
                 action: Action::Reject(reply),
-                reason: Reason::ForgedTags,
+                reason: Cause::ForgedTags,
                 ..Verdict::cont()
             };
-            return self.apply(Stage::EndOfHeaders, verdict);
+            return self.conclude(msg, Stage::EndOfHeaders, verdict);
         }
         let content_type = std::mem::take(&mut msg.content_type);
         let reports = std::mem::take(&mut msg.report_as_bounce);
-        if !reports.is_empty() && content_type.contains("multipart/report") {
-            // A report to addresses that also take people's mail: the
-            // bounce checks apply after all (no budgets at this stage),
-            // for every such recipient; an enforced refusal wins.
-            let refused = |v: &Verdict| matches!(v.action, Action::Reject(_) | Action::Tempfail(_));
-            let mut observed = None;
-            let mut enforced = None;
-            for (rcpt, as_sent, verdict) in reports {
-                if refused(&verdict) {
-                    let slot = if verdict.observe {
-                        &mut observed
-                    } else {
-                        &mut enforced
-                    };
-                    slot.get_or_insert(verdict);
-                    continue;
-                }
-                match verdict.effect {
-                    Effect::NeedsTrace => set_trace_recipient(msg, &self.config, &rcpt),
-                    Effect::RewriteRecipient { from, to } => msg.rewrites.push(Rewrite {
-                        as_sent,
-                        signed: from,
-                        plain: to,
-                    }),
-                    _ => {}
-                }
-                msg.classify = true;
-                if msg.list.is_none() {
-                    msg.list = verdict.list;
-                }
-                msg.signature = msg.signature.or(verdict.bounce);
-                msg.report_candidate = None;
-            }
-            if let Some(verdict) = enforced {
-                return self.apply(Stage::EndOfHeaders, verdict);
-            }
-            if let Some(verdict) = observed {
-                let step = self.apply(Stage::EndOfHeaders, verdict);
-                if !self.msg.as_ref().is_some_and(Message::needs_eom) {
-                    return step;
-                }
-            }
+        if !reports.is_empty()
+            && content_type.contains("multipart/report")
+            && let Some(action) = self.reports_as_bounces(msg, reports)
+        {
+            return action;
         }
-        let Some(msg) = self.msg.as_mut() else {
-            return Step::Continue;
-        };
         if let Some((list, signature)) = msg.report_candidate.take()
             && content_type.contains("feedback-report")
         {
@@ -636,7 +745,6 @@ impl Session {
             msg.list = Some(list);
             msg.signature = signature;
         }
-        let msg = &*msg;
         let facts = Facts {
             sender: msg.sender.as_ref(),
             from: &msg.from,
@@ -646,103 +754,103 @@ impl Session {
         if verdict.action == Action::Accept && msg.needs_eom() {
             // Signing, tag removal, trace checks and tagging happen at end
             // of message; the final verdict is logged there.
-            return Step::Continue;
+            return Action::Continue;
         }
-        self.apply(Stage::EndOfHeaders, verdict)
+        self.conclude(msg, Stage::EndOfHeaders, verdict)
     }
 
-    /// A body chunk: kept (bounded) only for a trace check.
-    pub fn body(&mut self, chunk: &[u8]) -> Step {
-        let max = self.config.limits.max_body_bytes;
-        let Some(msg) = self.msg.as_mut() else {
-            return Step::Skip;
-        };
-        if (msg.trace_recipient.is_none() && !msg.classify && !msg.feedback)
-            || msg.body.len() >= max
-        {
-            return Step::Skip;
-        }
-        let take = chunk.len().min(max - msg.body.len());
-        msg.body.extend_from_slice(&chunk[..take]);
-        if msg.body.len() >= max {
-            Step::Skip
-        } else {
-            Step::Continue
-        }
-    }
-
-    /// End of message: the trace check, then the changes to make.
-    pub fn end_of_message(&mut self, queue_id: Option<&str>) -> EomPlan {
-        let Some(mut msg) = self.msg.take() else {
-            return EomPlan::default();
-        };
-        if let Some(q) = nonempty(queue_id) {
-            msg.queue_id = Some(q);
-        }
-        if let Some(rcpt) = msg.trace_recipient.take() {
-            let found = policy::trace_matches(&msg.body, &self.config.trace);
-            let facts = Facts {
-                sender: msg.sender.as_ref(),
-                recipient: Some(&rcpt),
-                trace_found: Some(found),
-                ..Facts::new(Stage::EndOfMessage, &self.client, msg.today)
-            };
-            let verdict = policy::decide(&facts, &self.config);
-            if let (Some(b), Some(list)) = (verdict.bounce, verdict.list.as_deref()) {
-                self.shared
-                    .metrics
-                    .bounces
-                    .with_label_values(&[list, b.as_str()])
-                    .inc();
-                if b == BounceVerdict::TraceFail {
-                    self.record_invalid(list);
-                }
-            }
-            // `apply` logs with the message's context and drops it on a refusal.
-            self.msg = Some(msg);
-            let step = self.apply(Stage::EndOfMessage, verdict);
-            if matches!(step, Step::Reject(_) | Step::Tempfail(_)) {
-                return EomPlan {
-                    refuse: Some(step),
-                    ..EomPlan::default()
+    /// A report to addresses that also take people's mail: the bounce
+    /// checks apply after all (no budgets at this stage), for every such
+    /// recipient; an enforced refusal wins. `Some` is the final answer.
+    fn reports_as_bounces(
+        &mut self,
+        msg: &mut Message,
+        reports: Vec<(Address, String, Verdict)>,
+    ) -> Option<Action> {
+        let mut observed = None;
+        let mut enforced = None;
+        for (rcpt, as_sent, verdict) in reports {
+            if refuses(&verdict.action) {
+                let slot = if verdict.observe {
+                    &mut observed
+                } else {
+                    &mut enforced
                 };
+                slot.get_or_insert(verdict);
+                continue;
             }
-            msg = self.msg.take().unwrap_or_default();
-            if found {
-                msg.signature = Some(BounceVerdict::TraceOk);
+            match verdict.effect {
+                Effect::NeedsTrace => set_trace_recipient(msg, &self.config, &rcpt),
+                Effect::RewriteRecipient { from, to } => msg.rewrites.push(Rewrite {
+                    as_sent,
+                    signed: from,
+                    plain: to,
+                }),
+                _ => {}
+            }
+            msg.classify = true;
+            if msg.list.is_none() {
+                msg.list = verdict.list;
+            }
+            msg.signature = msg.signature.or(verdict.bounce);
+            msg.report_candidate = None;
+        }
+        if let Some(verdict) = enforced {
+            return Some(self.conclude(msg, Stage::EndOfHeaders, verdict));
+        }
+        if let Some(verdict) = observed {
+            let action = self.conclude(msg, Stage::EndOfHeaders, verdict);
+            if !msg.needs_eom() {
+                return Some(action);
             }
         }
-        let (tags, rule_action) = if msg.classify {
-            self.classify(&msg)
+        None
+    }
+
+    /// The trace check of a bounce whose signature did not decide: `Some`
+    /// is the final answer when the returned original does not show our
+    /// mail.
+    fn check_trace(&mut self, msg: &mut Message) -> Option<Action> {
+        let rcpt = msg.trace_recipient.take()?;
+        let found = policy::trace_matches(&msg.body, &self.config.trace);
+        let facts = Facts {
+            sender: msg.sender.as_ref(),
+            recipient: Some(&rcpt),
+            trace_found: Some(found),
+            ..Facts::new(Stage::EndOfMessage, &self.client, msg.today)
+        };
+        let verdict = policy::decide(&facts, &self.config);
+        if let (Some(b), Some(list)) = (verdict.bounce, verdict.list.as_deref()) {
+            self.observed.push(Event::BounceChecked {
+                list: list.to_string(),
+                result: b,
+            });
+            if b == BounceVerdict::TraceFail {
+                self.record_invalid(list);
+            }
+        }
+        let action = self.conclude(msg, Stage::EndOfMessage, verdict);
+        if refuses(&action) {
+            return Some(action);
+        }
+        if found {
+            msg.signature = Some(BounceVerdict::TraceOk);
+        }
+        None
+    }
+
+    /// Classifies a bounce that reached a list and records a feedback
+    /// report: the tags to add, and a quarantine reason if a rule asked
+    /// for one. `Err` is the final answer when a rule defers the message
+    /// or the report cannot be recorded.
+    fn classify_and_tag(&mut self, msg: &mut Message) -> Result<Tags, Action> {
+        let (bounce, rule_action) = if msg.classify {
+            self.classify(msg)
         } else {
             (Vec::new(), RuleAction::Accept)
         };
-        let mut feedback_tag = None;
-        if msg.feedback {
-            let queue_id = msg.queue_id.as_deref().unwrap_or("NOQUEUE");
-            match crate::feedback::record::record(
-                &self.shared,
-                &self.config,
-                &raw_message(&msg),
-                msg.today,
-                queue_id,
-            ) {
-                Ok(tag) => feedback_tag = tag,
-                // Not queued: the provider sends the report again.
-                Err(_) => {
-                    return EomPlan {
-                        refuse: Some(Step::Tempfail(Reply::transient(
-                            "451",
-                            "4.3.0",
-                            "cannot record the feedback report now; please try again later".into(),
-                        ))),
-                        ..EomPlan::default()
-                    };
-                }
-            }
-        }
-        let mut quarantine = None;
-        match rule_action {
+        let feedback = self.record_feedback(msg)?;
+        let quarantine = match rule_action {
             RuleAction::Tempfail => {
                 let reply = Reply::transient(
                     "451",
@@ -755,71 +863,46 @@ impl Session {
                     observe: self.config.observe,
                     ..Verdict::cont()
                 };
-                self.msg = Some(msg);
-                let step = self.apply(Stage::EndOfMessage, verdict);
-                self.msg = None;
-                return EomPlan {
-                    refuse: Some(step),
-                    ..EomPlan::default()
-                };
+                return Err(self.conclude(msg, Stage::EndOfMessage, verdict));
             }
             RuleAction::Quarantine => {
-                quarantine = Some("listwarden: bounce held by a classification rule".to_string())
+                Some("listwarden: bounce held by a classification rule".to_string())
             }
-            RuleAction::Accept => {}
-        }
-        // Highest index first, so earlier deletions do not shift later ones.
-        let deletions: Vec<(String, i32)> = std::mem::take(&mut msg.spoofed)
-            .into_iter()
-            .flat_map(|(name, count)| (1..=count).rev().map(move |i| (name.clone(), i)))
-            .collect();
-        let queue_id = msg.queue_id.as_deref().unwrap_or("NOQUEUE");
-        if !deletions.is_empty() {
-            tracing::info!(
-                queue_id,
-                count = deletions.len(),
-                "removing inbound X-Listwarden-* headers"
-            );
-            self.shared
-                .metrics
-                .spoofed_headers_removed
-                .inc_by(deletions.len() as u64);
-        }
-        if let Some(signed) = &msg.sign_as {
-            tracing::info!(queue_id, list = msg.list.as_deref().unwrap_or("-"), sender = %signed, "signing envelope sender");
-        }
-        if !msg.counted {
-            let reason = match msg.signature {
-                Some(BounceVerdict::Valid | BounceVerdict::TraceOk) => Reason::BounceValid,
-                _ if msg.sign_as.is_some() => Reason::TrustedClient,
-                _ => Reason::Clean,
-            };
-            let verdict = Verdict {
-                list: msg.list.clone(),
-                bounce: msg.signature,
-                ..Verdict::accept(reason)
-            };
-            self.msg = Some(msg);
-            self.log(Stage::EndOfMessage, &verdict, None);
-            self.count(&verdict);
-            msg = self.msg.take().unwrap_or_default();
-        }
-        EomPlan {
-            refuse: None,
-            delete_headers: deletions,
-            sign_as: msg.sign_as.take(),
-            rewrite_recipients: std::mem::take(&mut msg.rewrites),
-            restore_to: std::mem::take(&mut msg.restore_to),
-            list: msg.list.take(),
-            tags,
+            RuleAction::Accept => None,
+        };
+        Ok(Tags {
+            bounce,
+            feedback,
             quarantine,
-            feedback_tag,
+        })
+    }
+
+    /// Queues a feedback-loop report for its list; its tag, if any.
+    fn record_feedback(&mut self, msg: &Message) -> Result<Option<String>, Action> {
+        if !msg.feedback {
+            return Ok(None);
         }
+        let queue_id = msg.queue_id.as_deref().unwrap_or(NO_QUEUE);
+        crate::feedback::record::record(
+            &mut self.observed,
+            &self.config,
+            &raw_message(msg),
+            msg.today,
+            queue_id,
+        )
+        // Not queued: the provider sends the report again.
+        .map_err(|_| {
+            Action::Tempfail(Reply::transient(
+                "451",
+                "4.3.0",
+                "cannot record the feedback report now; please try again later".into(),
+            ))
+        })
     }
 
     /// Parses and classifies a bounce; returns its tags and the strictest
     /// action its rules ask for.
-    fn classify(&self, msg: &Message) -> (Vec<String>, RuleAction) {
+    fn classify(&mut self, msg: &Message) -> (Vec<String>, RuleAction) {
         let raw = raw_message(msg);
         let limits = dsn::Limits {
             max_bytes: raw.len(),
@@ -827,74 +910,40 @@ impl Session {
             ..dsn::Limits::default()
         };
         let report = dsn::parse(&raw, &limits);
-        let mut cls = dsn::classify(&report, &self.config.rules);
-        self.mark_incidents(&mut cls, msg.signature);
-        let list = msg.list.as_deref().unwrap_or("-");
+        let mut classes = dsn::classify(&report, &self.config.rules);
+        self.mark_incidents(&mut classes, msg.signature);
+        let list = msg.list.as_deref().unwrap_or(NO_LIST);
         let signature = msg
             .signature
             .map(BounceVerdict::as_str)
             .unwrap_or("unchecked");
-        // Anyone can send a feedback report: only one that came back to a
-        // validly signed address moves the complaint rate that alerts read;
-        // the others are counted under their own class.
-        let signed = msg.signature == Some(BounceVerdict::Valid);
-        for c in &cls {
-            let arf_complaint = c.feedback_type.is_some() && c.class == dsn::Class::Complaint;
-            let class = if arf_complaint && !signed {
-                "complaint_unsigned"
-            } else {
-                c.class.as_str()
-            };
-            self.shared
-                .metrics
-                .bounces_classified
-                .with_label_values(&[
-                    list,
-                    class,
-                    c.reason.as_str(),
-                    &c.provider,
-                    c.fault.as_str(),
-                ])
-                .inc();
-            if arf_complaint && signed {
-                self.shared
-                    .rates
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .complaint(list, crate::unix_now());
-            }
-        }
-        let queue_id = msg.queue_id.as_deref().unwrap_or("NOQUEUE");
-        for c in cls.iter().take(dsn::tag::MAX_TAGS) {
-            tracing::info!(
-                queue_id,
-                list,
-                class = c.class.as_str(),
-                reason = c.reason.as_str(),
-                provider = %c.provider,
-                rule = %c.rule,
-                fault = c.fault.as_str(),
-                incident = c.incident,
-                status = c.status.as_deref().unwrap_or("-"),
-                "bounce classified"
-            );
-        }
-        let action = cls.iter().map(|c| c.rule_action).max_by_key(|a| match a {
-            RuleAction::Accept => 0,
-            RuleAction::Quarantine => 1,
-            RuleAction::Tempfail => 2,
+        let action = classes
+            .iter()
+            .map(|c| c.rule_action)
+            .max_by_key(|a| match a {
+                RuleAction::Accept => 0,
+                RuleAction::Quarantine => 1,
+                RuleAction::Tempfail => 2,
+            });
+        let tags = dsn::tag::bounce_tags(&report, &classes, list, signature);
+        self.observed.push(Event::Classified {
+            queue_id: msg.queue_id.clone(),
+            list: list.to_string(),
+            signed: msg.signature == Some(BounceVerdict::Valid),
+            classes,
         });
-        (
-            dsn::tag::bounce_tags(&report, &cls, list, signature),
-            action.unwrap_or(RuleAction::Accept),
-        )
+        (tags, action.unwrap_or(RuleAction::Accept))
     }
 
     /// Feeds the failures of a checked bounce to the storm detector; during
     /// an incident of their provider and rule they are our fault, whatever
     /// the rule says. Only bounces that came back to our own signed or
     /// traced mail count, so outsiders cannot stage a storm.
-    fn mark_incidents(&self, cls: &mut [dsn::Classification], signature: Option<BounceVerdict>) {
+    fn mark_incidents(
+        &mut self,
+        cls: &mut [dsn::Classification],
+        signature: Option<BounceVerdict>,
+    ) {
         let Some(settings) = &self.config.incident else {
             return;
         };
@@ -929,178 +978,115 @@ impl Session {
                 c.fault = dsn::Fault::Us;
                 c.incident = true;
             }
-            report_incident_changes(&self.shared, change.into_iter().collect());
+            self.observed.extend(change.map(Event::Incident));
         }
     }
 
-    /// Counts a signed outbound message (after Postfix took the change).
-    pub fn signed(&self, list: Option<&str>) {
-        self.shared
-            .metrics
-            .signed
-            .with_label_values(&[list.unwrap_or("-")])
-            .inc();
-    }
-
-    /// Forgets the message in progress (abort, or after a final verdict).
-    pub fn reset(&mut self) {
-        self.msg = None;
-        self.pending_failure = None;
-    }
-
-    /// The answer to an internal error (a panic in a handler).
-    pub fn internal_error(&mut self, stage: &str) -> Step {
-        // A message whose headers already failed is counted and logged once.
-        if stage == "header"
-            && let Some(step) = &self.pending_failure
-        {
-            return step.clone();
+    /// The final verdict of a message nothing refused, unless a stage
+    /// already counted it.
+    fn count_accepted(&mut self, msg: &mut Message) {
+        if msg.counted {
+            return;
         }
-        let queue_id = self.msg.as_ref().and_then(|m| m.queue_id.clone());
-        let action = self.config.on_error;
-        tracing::error!(
-            queue_id = queue_id.as_deref().unwrap_or("NOQUEUE"),
-            stage,
-            "internal error while handling the message; answering {action:?}"
-        );
-        let verdict = Verdict {
-            action: match action {
-                OnError::Tempfail => Action::Tempfail(Reply::transient(
-                    "451",
-                    "4.3.0",
-                    "listwarden: temporary local problem, please try again later".into(),
-                )),
-                OnError::Accept => Action::Accept,
-            },
-            reason: Reason::InternalError,
-            ..Verdict::cont()
+        let reason = match msg.signature {
+            Some(BounceVerdict::Valid | BounceVerdict::TraceOk) => Cause::BounceValid,
+            _ if msg.sign_as.is_some() => Cause::TrustedClient,
+            _ => Cause::Clean,
         };
-        self.count(&verdict);
-        self.msg = None;
-        let step = to_step(verdict.action);
-        if stage == "header" {
-            self.pending_failure = Some(step.clone());
+        let verdict = Verdict {
+            list: msg.list.clone(),
+            bounce: msg.signature,
+            ..Verdict::accept(reason)
+        };
+        self.observe_verdict(Stage::EndOfMessage, &verdict, Some(msg), None);
+    }
+
+    /// The changes end of message makes.
+    fn plan(&mut self, msg: &mut Message, tags: Tags) -> EomPlan {
+        // Highest index first, so earlier deletions do not shift later ones.
+        let deletions: Vec<(String, i32)> = std::mem::take(&mut msg.spoofed)
+            .into_iter()
+            .flat_map(|(name, count)| (1..=count).rev().map(move |i| (name.clone(), i)))
+            .collect();
+        if !deletions.is_empty() {
+            self.observed.push(Event::SpoofedHeaders {
+                queue_id: msg.queue_id.clone(),
+                count: deletions.len(),
+            });
         }
-        step
+        if let Some(signed) = &msg.sign_as {
+            self.observed.push(Event::Signing {
+                queue_id: msg.queue_id.clone(),
+                list: msg.list.clone(),
+                sender: signed.clone(),
+            });
+        }
+        EomPlan {
+            delete_headers: deletions,
+            sign_as: msg.sign_as.clone(),
+            rewrite_recipients: std::mem::take(&mut msg.rewrites),
+            restore_to: std::mem::take(&mut msg.restore_to),
+            list: msg.list.clone(),
+            tags: tags.bounce,
+            quarantine: tags.quarantine,
+            feedback_tag: tags.feedback,
+        }
     }
 
-    /// Records how long one stage took.
-    pub fn observe_time(&self, stage: &str, started: std::time::Instant) {
-        self.shared
-            .metrics
-            .observe_stage(stage, started.elapsed().as_secs_f64());
-    }
-
-    /// Logs, counts and translates a message-level verdict.
-    fn apply(&mut self, stage: Stage, verdict: Verdict) -> Step {
+    /// A message-level verdict: recorded once per message, then answered.
+    /// A refusal ends the message (the caller drops it); observe mode
+    /// answers what lets the message go on.
+    fn conclude(&mut self, msg: &mut Message, stage: Stage, verdict: Verdict) -> Action {
         if verdict.action == Action::Continue {
-            return Step::Continue;
+            return Action::Continue;
         }
-        let counted = self.msg.as_ref().is_some_and(|m| m.counted);
-        if !counted {
-            self.log(stage, &verdict, None);
-            self.count(&verdict);
+        if !msg.counted {
+            self.observe_verdict(stage, &verdict, Some(msg), None);
         }
         if verdict.observe {
             // Observe changes the verdict, never the hygiene: a message whose
             // end still has work (tags to remove, a trace check, signing)
             // goes on to it.
-            let needs_eom = self.msg.as_ref().is_some_and(Message::needs_eom);
             return match stage {
-                Stage::Mail | Stage::Rcpt => Step::Continue,
-                Stage::EndOfHeaders if needs_eom => Step::Continue,
-                Stage::EndOfHeaders | Stage::EndOfMessage => Step::Accept,
+                Stage::EndOfHeaders if msg.needs_eom() => Action::Continue,
+                Stage::EndOfHeaders | Stage::EndOfMessage => Action::Accept,
+                _ => Action::Continue,
             };
         }
-        if !matches!(verdict.action, Action::Accept) {
-            self.msg = None;
-        }
-        to_step(verdict.action)
+        verdict.action
     }
 
-    fn count(&mut self, verdict: &Verdict) {
-        self.shared
-            .metrics
-            .messages
-            .with_label_values(&[verdict.label(), verdict.reason.as_str()])
-            .inc();
-        if let Some(m) = self.msg.as_mut() {
-            m.counted = true;
-            if verdict.action == Action::Accept
-                && let Some(list) = m.posted_to.take()
-            {
-                let metrics = &self.shared.metrics;
-                metrics.list_inbound.with_label_values(&[&list]).inc();
-                metrics
-                    .list_inbound_last
-                    .with_label_values(&[&list])
-                    .set(crate::unix_now() as f64);
+    /// Queues a verdict for the recorder (one log line, one count); the
+    /// message then counts as counted.
+    fn observe_verdict(
+        &mut self,
+        stage: Stage,
+        verdict: &Verdict,
+        msg: Option<&mut Message>,
+        rcpt: Option<&Address>,
+    ) {
+        let (queue_id, sender) = match msg {
+            Some(m) => {
+                m.counted = true;
+                // An accepted post to a list's own address: the flow alarms
+                // watch these per list.
+                if verdict.action == Action::Accept
+                    && let Some(list) = m.posted_to.take()
+                {
+                    self.observed.push(Event::Inbound { list });
+                }
+                (m.queue_id.clone(), m.sender.clone())
             }
-        }
-    }
-
-    fn log(&self, stage: Stage, verdict: &Verdict, rcpt: Option<&Address>) {
-        let msg = self.msg.as_ref();
-        let queue_id = msg.and_then(|m| m.queue_id.as_deref()).unwrap_or("NOQUEUE");
-        let sender = msg
-            .and_then(|m| m.sender.as_ref())
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        let client = self
-            .client
-            .ip
-            .map(|ip| ip.to_string())
-            .unwrap_or_else(|| "unknown".into());
-        let reply = match &verdict.action {
-            Action::Reject(r) | Action::Tempfail(r) => r.to_string(),
-            _ => String::new(),
+            None => (None, None),
         };
-        tracing::info!(
+        self.observed.push(Event::Verdict {
+            stage,
+            verdict: verdict.clone(),
             queue_id,
-            stage = stage.as_str(),
-            verdict = verdict.label(),
-            reason = verdict.reason.as_str(),
-            list = verdict.list.as_deref().unwrap_or("-"),
-            bounce = verdict.bounce.map(BounceVerdict::as_str).unwrap_or("-"),
-            client,
-            sender = format!("<{sender}>"),
-            rcpt = rcpt.map(|r| format!("<{r}>")).unwrap_or_default(),
-            reply,
-            "verdict"
-        );
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        self.shared.metrics.connections_active.dec();
-    }
-}
-
-/// Logs and exports shield changes.
-pub fn report_shield_changes(shared: &Shared, changes: Vec<Change>) {
-    for change in changes {
-        match change {
-            Change::Raised(list) => {
-                tracing::warn!(
-                    list,
-                    "shield raised: too many invalid bounces; only signed bounces get in"
-                );
-                shared
-                    .metrics
-                    .shield_active
-                    .with_label_values(&[&list])
-                    .set(1);
-            }
-            Change::Lowered(list) => {
-                tracing::info!(list, "shield lowered");
-                shared
-                    .metrics
-                    .shield_active
-                    .with_label_values(&[&list])
-                    .set(0);
-            }
-        }
+            sender,
+            client: self.client.ip,
+            rcpt: rcpt.cloned(),
+        });
     }
 }
 
@@ -1116,45 +1102,6 @@ fn raw_message(msg: &Message) -> Vec<u8> {
     raw.extend_from_slice(b"\r\n");
     raw.extend_from_slice(&msg.body);
     raw
-}
-
-/// Logs a bounce incident once when it starts and once when it ends, and
-/// keeps its gauge (the series goes when the incident ends, so labels stay
-/// bounded by the incidents in progress).
-pub fn report_incident_changes(shared: &Shared, changes: Vec<crate::incident::Change>) {
-    use crate::incident::Change;
-    for change in changes {
-        match change {
-            Change::Raised((provider, rule)) => {
-                tracing::warn!(
-                    provider,
-                    rule,
-                    "bounce incident: many members at one provider fail with one rule; their bounces are tagged fault=us incident=1 and not scored"
-                );
-                shared
-                    .metrics
-                    .bounce_incident
-                    .with_label_values(&[&provider, &rule])
-                    .set(1);
-            }
-            Change::Lowered((provider, rule)) => {
-                tracing::info!(provider, rule, "bounce incident over");
-                let _ = shared
-                    .metrics
-                    .bounce_incident
-                    .remove_label_values(&[&provider, &rule]);
-            }
-        }
-    }
-}
-
-fn to_step(action: Action) -> Step {
-    match action {
-        Action::Continue => Step::Continue,
-        Action::Accept => Step::Accept,
-        Action::Reject(r) => Step::Reject(r),
-        Action::Tempfail(r) => Step::Tempfail(r),
-    }
 }
 
 /// `value` with every signed address of `rewrites` (in any case) replaced

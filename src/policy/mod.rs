@@ -3,35 +3,17 @@
 //! globals, so unit tests, `listwarden verify`, the benchmarks and the
 //! milter all call the same functions.
 
+mod stage;
 mod trace;
 mod verdict;
 
+pub use stage::Stage;
 pub use trace::trace_matches;
-pub use verdict::{Action, BounceVerdict, Budget, Charge, Effect, Reason, Reply, Verdict};
+pub use verdict::{Action, BounceVerdict, Budget, Cause, Charge, Effect, Reply, Verdict};
 
 use crate::address::{Address, PrvsResult, VerpResult, prvs, verp};
 use crate::config::{BounceCheck, Config, Protected};
 use std::net::IpAddr;
-
-/// Where in the SMTP transaction a decision is taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    Mail,
-    Rcpt,
-    EndOfHeaders,
-    EndOfMessage,
-}
-
-impl Stage {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Mail => "mail",
-            Stage::Rcpt => "rcpt",
-            Stage::EndOfHeaders => "eoh",
-            Stage::EndOfMessage => "eom",
-        }
-    }
-}
 
 /// The SMTP client, as Postfix described it.
 #[derive(Debug, Clone, Default)]
@@ -79,9 +61,7 @@ impl<'a> Facts<'a> {
 }
 
 /// Days since the Unix epoch for a Unix time in seconds.
-pub fn day_of(unix_seconds: u64) -> u64 {
-    unix_seconds / 86_400
-}
+pub use listwarden_core::clock::day_of;
 
 /// Decides what to do with a message at `facts.stage`.
 pub fn decide(facts: &Facts<'_>, config: &Config) -> Verdict {
@@ -90,6 +70,8 @@ pub fn decide(facts: &Facts<'_>, config: &Config) -> Verdict {
         Stage::Rcpt => decide_rcpt(facts, config),
         Stage::EndOfHeaders => decide_from(facts, config),
         Stage::EndOfMessage => decide_trace(facts, config),
+        // One header or body chunk decides nothing.
+        Stage::Header | Stage::Body => Verdict::cont(),
     }
 }
 
@@ -129,7 +111,7 @@ fn decide_mail(facts: &Facts<'_>, config: &Config) -> Verdict {
         return Verdict::cont();
     };
     if !p.may_send(facts.client, config) {
-        return forged(config, &p, Reason::ForgedEnvelopeSender, sender);
+        return forged(config, &p, Cause::ForgedEnvelopeSender, sender);
     }
     // The list server sends as its list: sign the envelope sender so that
     // every real bounce comes back carrying a signature. Only the address
@@ -212,7 +194,7 @@ fn decide_rcpt(facts: &Facts<'_>, config: &Config) -> Verdict {
             ));
             charges.push(Charge::new(Budget::Address, format!("addr:{}", rcpt.key())));
             Verdict {
-                reason: Reason::BounceValid,
+                reason: Cause::BounceValid,
                 bounce: Some(BounceVerdict::Valid),
                 effect: if plain == *rcpt {
                     Effect::None
@@ -245,15 +227,15 @@ fn decide_rcpt(facts: &Facts<'_>, config: &Config) -> Verdict {
             let (action, reason) = match config.shield.as_ref() {
                 Some(s) if shielded && (s.tempfail || trace_eligible) => (
                     Action::Tempfail(Reply::transient("451", "4.7.1", text)),
-                    Reason::Shielded,
+                    Cause::Shielded,
                 ),
                 _ if shielded => (
                     Action::Reject(Reply::permanent("550", "5.7.1", text)),
-                    Reason::Shielded,
+                    Cause::Shielded,
                 ),
                 _ => (
                     Action::Reject(Reply::permanent("550", "5.7.1", text)),
-                    Reason::BounceNotOurs,
+                    Cause::BounceNotOurs,
                 ),
             };
             Verdict {
@@ -334,7 +316,7 @@ pub fn over_budget(verdict: Verdict, budget: Budget, observe: bool) -> Verdict {
             "4.7.1",
             format!("{what}; please try again later"),
         )),
-        reason: Reason::RateLimited,
+        reason: Cause::RateLimited,
         observe,
         effect: Effect::None,
         ..verdict
@@ -397,7 +379,7 @@ fn decide_from(facts: &Facts<'_>, config: &Config) -> Verdict {
         else {
             continue;
         };
-        let v = forged(config, &p, Reason::ForgedFromHeader, author);
+        let v = forged(config, &p, Cause::ForgedFromHeader, author);
         if !v.observe {
             return v;
         }
@@ -405,8 +387,8 @@ fn decide_from(facts: &Facts<'_>, config: &Config) -> Verdict {
     }
     match found {
         Some(v) => v,
-        None if is_privileged(facts.client, config) => Verdict::accept(Reason::TrustedClient),
-        None => Verdict::accept(Reason::Clean),
+        None if is_privileged(facts.client, config) => Verdict::accept(Cause::TrustedClient),
+        None => Verdict::accept(Cause::Clean),
     }
 }
 
@@ -418,11 +400,11 @@ fn decide_trace(facts: &Facts<'_>, config: &Config) -> Verdict {
     let list = p.as_ref().map(|p| p.owner.label().to_string());
     let observe = config.observe || p.as_ref().is_some_and(|p| p.owner.observe());
     match facts.trace_found {
-        None => Verdict::accept(Reason::Clean),
+        None => Verdict::accept(Cause::Clean),
         Some(true) => Verdict {
             list,
             bounce: Some(BounceVerdict::TraceOk),
-            ..Verdict::accept(Reason::BounceValid)
+            ..Verdict::accept(Cause::BounceValid)
         },
         Some(false) => Verdict {
             action: Action::Reject(Reply::permanent(
@@ -430,7 +412,7 @@ fn decide_trace(facts: &Facts<'_>, config: &Config) -> Verdict {
                 "5.7.1",
                 "bounce refused: the returned message was not sent by this list server (backscatter)".into(),
             )),
-            reason: Reason::BounceNotOurs,
+            reason: Cause::BounceNotOurs,
             list,
             observe,
             bounce: Some(BounceVerdict::TraceFail),
@@ -440,7 +422,7 @@ fn decide_trace(facts: &Facts<'_>, config: &Config) -> Verdict {
     }
 }
 
-fn forged(config: &Config, p: &Protected<'_>, reason: Reason, addr: &Address) -> Verdict {
+fn forged(config: &Config, p: &Protected<'_>, reason: Cause, addr: &Address) -> Verdict {
     let reply = Reply::permanent(
         "550",
         "5.7.1",

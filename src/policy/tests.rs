@@ -478,7 +478,7 @@ fn a_shielded_list_defers_what_its_trace_would_have_decided() {
         matches!(&v.action, Action::Tempfail(r) if r.code == "451"),
         "{v:?}"
     );
-    assert_eq!(v.reason, Reason::Shielded);
+    assert_eq!(v.reason, Cause::Shielded);
     // Signed mode: unsigned was never ours; refused as before.
     let v = at(&addr("members-bounces@lists.example.org"));
     assert!(matches!(v.action, Action::Reject(_)), "{v:?}");
@@ -529,7 +529,7 @@ fn bounces_in_signed_mode() {
         };
         assert_eq!((reply.code, reply.status), ("550", "5.7.1"));
         assert!(reply.text.contains(text), "{}", reply.text);
-        assert_eq!(v.reason, Reason::BounceNotOurs);
+        assert_eq!(v.reason, Cause::BounceNotOurs);
     }
     // The posting address never sends list mail, so a bounce to it is
     // never ours either.

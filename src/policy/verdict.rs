@@ -19,7 +19,7 @@ pub enum Action {
 
 /// Why a verdict was reached; a bounded set, used as a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
+pub enum Cause {
     Pending,
     Clean,
     TrustedClient,
@@ -35,22 +35,22 @@ pub enum Reason {
     InternalError,
 }
 
-impl Reason {
+impl Cause {
     pub fn as_str(self) -> &'static str {
         match self {
-            Reason::Pending => "pending",
-            Reason::Clean => "clean",
-            Reason::TrustedClient => "trusted_client",
-            Reason::ForgedEnvelopeSender => "forged_envelope_sender",
-            Reason::ForgedFromHeader => "forged_from_header",
-            Reason::TooManyRecipients => "too_many_recipients",
-            Reason::BounceValid => "bounce_valid",
-            Reason::BounceNotOurs => "bounce_not_ours",
-            Reason::Shielded => "shielded",
-            Reason::RateLimited => "rate_limited",
-            Reason::ForgedTags => "forged_tags",
-            Reason::UnreadableAddress => "unreadable_address",
-            Reason::InternalError => "internal_error",
+            Cause::Pending => "pending",
+            Cause::Clean => "clean",
+            Cause::TrustedClient => "trusted_client",
+            Cause::ForgedEnvelopeSender => "forged_envelope_sender",
+            Cause::ForgedFromHeader => "forged_from_header",
+            Cause::TooManyRecipients => "too_many_recipients",
+            Cause::BounceValid => "bounce_valid",
+            Cause::BounceNotOurs => "bounce_not_ours",
+            Cause::Shielded => "shielded",
+            Cause::RateLimited => "rate_limited",
+            Cause::ForgedTags => "forged_tags",
+            Cause::UnreadableAddress => "unreadable_address",
+            Cause::InternalError => "internal_error",
         }
     }
 }
@@ -59,7 +59,7 @@ impl Reason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     pub action: Action,
-    pub reason: Reason,
+    pub reason: Cause,
     /// Name of the list concerned, if any (from the config, never from mail).
     pub list: Option<String>,
     /// Observe mode: log and count `action`, but continue instead.
@@ -161,7 +161,7 @@ impl Verdict {
     pub fn cont() -> Verdict {
         Verdict {
             action: Action::Continue,
-            reason: Reason::Pending,
+            reason: Cause::Pending,
             list: None,
             observe: false,
             bounce: None,
@@ -170,7 +170,7 @@ impl Verdict {
         }
     }
 
-    pub fn accept(reason: Reason) -> Verdict {
+    pub fn accept(reason: Cause) -> Verdict {
         Verdict {
             action: Action::Accept,
             reason,

@@ -445,7 +445,7 @@ impl<'s> Checker<'s> {
 /// Reads a regular file of at most `max` bytes. FIFOs, devices and /proc
 /// files report a size of 0, so the bound is applied while reading.
 pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
-    use std::io::Read;
+    use crate::bounded::{ReadError, read_at_most};
     let file = std::fs::File::open(path).map_err(|e| format!("cannot read file: {e}"))?;
     let meta = file
         .metadata()
@@ -453,14 +453,10 @@ pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
     if !meta.is_file() {
         return Err("not a regular file".into());
     }
-    let mut bytes = Vec::new();
-    file.take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read file: {e}"))?;
-    if bytes.len() as u64 > max {
-        return Err(format!("file is larger than {max} bytes"));
-    }
-    Ok(bytes)
+    read_at_most(file, usize::try_from(max).unwrap_or(usize::MAX)).map_err(|e| match e {
+        ReadError::TooLarge { .. } => format!("file is larger than {max} bytes"),
+        ReadError::Io(e) => format!("cannot read file: {e}"),
+    })
 }
 
 /// A config or rules file: regular, at most [`MAX_FILE_BYTES`], UTF-8, and

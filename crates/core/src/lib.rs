@@ -7,6 +7,8 @@
 //! with file, line and column ([`diag`]).
 
 pub mod address;
+pub mod bounded;
+pub mod clock;
 pub mod diag;
 pub mod signing;
 pub mod tag;

@@ -8,9 +8,57 @@ use super::{
     ExpandError, ListFiles, RunContext, bounce, fsutil, members, post, reply_line, state, sysexits,
     unsubscribe,
 };
-use crate::address::{Address, KeyRing, parse_path};
+use crate::address::{Address, AddressError, KeyRing, parse_path};
 use crate::settings::{ListExpand, Settings};
-use std::path::Path;
+use listwarden_core::diag::ConfigError;
+use std::path::{Path, PathBuf};
+
+/// Why a command could not do its work.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("no expander list `{list}` in {}", config.display())]
+    NoSuchList { list: String, config: PathBuf },
+    #[error("`{text}` is not an address: {source}")]
+    NotAnAddress {
+        text: String,
+        #[source]
+        source: AddressError,
+    },
+    #[error(
+        "`{0}` cannot be written to a members file so that it reads back (a leading `#` or ` #` starts a comment)"
+    )]
+    WouldNotReadBack(String),
+    #[error(transparent)]
+    Expand(#[from] ExpandError),
+}
+
+impl From<fsutil::FsError> for CommandError {
+    fn from(e: fsutil::FsError) -> Self {
+        CommandError::Expand(e.into())
+    }
+}
+
+impl From<members::MembersError> for CommandError {
+    fn from(e: members::MembersError) -> Self {
+        CommandError::Expand(e.into())
+    }
+}
+
+impl From<state::StateError> for CommandError {
+    fn from(e: state::StateError) -> Self {
+        CommandError::Expand(e.into())
+    }
+}
+
+/// An address given on the command line.
+fn cli_address(text: &str) -> Result<Address, CommandError> {
+    Address::parse(text).map_err(|source| CommandError::NotAnAddress {
+        text: text.to_string(),
+        source,
+    })
+}
 
 /// What a pipe command was asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +74,7 @@ pub enum Pipe {
 /// Runs a pipe command; never panics through: a panic is a 75.
 pub fn run_pipe(config_path: &Path, list: &str, pipe: Pipe, address: &str) -> u8 {
     std::panic::catch_unwind(|| pipe_inner(config_path, list, pipe, address)).unwrap_or_else(|_| {
-        log("panic in the expander; Postfix will retry");
+        tracing::error!("panic in the expander; Postfix will retry");
         sysexits::EX_TEMPFAIL
     })
 }
@@ -34,7 +82,7 @@ pub fn run_pipe(config_path: &Path, list: &str, pipe: Pipe, address: &str) -> u8
 fn pipe_inner(config_path: &Path, list: &str, pipe: Pipe, address: &str) -> u8 {
     let (config, files, settings, keys) = match load(config_path, list) {
         Ok(found) => found,
-        Err(message) => return tempfail(&message),
+        Err(e) => return tempfail(&e.to_string()),
     };
     let expander = &config.expander;
     let raw = match post::read_message(std::io::stdin().lock(), expander.max_message_bytes) {
@@ -58,7 +106,7 @@ fn pipe_inner(config_path: &Path, list: &str, pipe: Pipe, address: &str) -> u8 {
             );
             let result = spec.and_then(|(spec, warnings)| {
                 for w in warnings {
-                    log(&format!("list={list} warning: {w}"));
+                    tracing::warn!("list={list} warning: {w}");
                 }
                 post::run(
                     &raw,
@@ -72,7 +120,7 @@ fn pipe_inner(config_path: &Path, list: &str, pipe: Pipe, address: &str) -> u8 {
             });
             match result {
                 Ok(outcome) => {
-                    log(&format!("list={list} post: {outcome:?}"));
+                    tracing::info!("list={list} post: {outcome:?}");
                     let (code, line) = outcome.exit();
                     if let Some(line) = line {
                         eprintln!("{}", reply_line(line));
@@ -89,10 +137,11 @@ fn pipe_inner(config_path: &Path, list: &str, pipe: Pipe, address: &str) -> u8 {
             };
             match bounce::run(&raw, &files, address.as_ref(), &keys, &settings, &ctx) {
                 Ok(outcome) => {
-                    log(&format!(
+                    tracing::info!(
                         "list={list} bounce: applied {:?}, ignored {:?}",
-                        outcome.applied, outcome.ignored
-                    ));
+                        outcome.applied,
+                        outcome.ignored
+                    );
                     sysexits::EX_OK
                 }
                 Err(e) => failed(list, &e),
@@ -101,7 +150,7 @@ fn pipe_inner(config_path: &Path, list: &str, pipe: Pipe, address: &str) -> u8 {
         Pipe::Unsubscribe => {
             match unsubscribe::run_mail(&raw, address.as_ref(), &files, &keys, &ctx) {
                 Ok(outcome) => {
-                    log(&format!("list={list} unsubscribe: {outcome:?}"));
+                    tracing::info!("list={list} unsubscribe: {outcome:?}");
                     sysexits::EX_OK
                 }
                 Err(e) => tempfail(&format!("list={list} unsubscribe failed: {e}")),
@@ -114,49 +163,34 @@ fn pipe_inner(config_path: &Path, list: &str, pipe: Pipe, address: &str) -> u8 {
 fn load(
     config_path: &Path,
     list: &str,
-) -> Result<(Settings, ListFiles, ListExpand, KeyRing), String> {
-    let config = Settings::load(config_path).map_err(|e| e.to_string())?;
-    let (files, settings) = config
-        .list(list)
-        .ok_or_else(|| format!("no expander list `{list}` in {}", config_path.display()))?;
+) -> Result<(Settings, ListFiles, ListExpand, KeyRing), CommandError> {
+    let config = Settings::load(config_path)?;
+    let (files, settings) = config.list(list).ok_or_else(|| CommandError::NoSuchList {
+        list: list.to_string(),
+        config: config_path.to_path_buf(),
+    })?;
     let (files, settings) = (files.clone(), settings.clone());
     let keys = config.keys.clone();
     Ok((config, files, settings, keys))
 }
 
 fn tempfail(message: &str) -> u8 {
-    log(message);
+    tracing::warn!("{message}");
     eprintln!("{}", reply_line(message));
     sysexits::EX_TEMPFAIL
 }
 
 fn failed(list: &str, e: &ExpandError) -> u8 {
-    log(&format!("list={list} failed: {e}"));
+    tracing::warn!("list={list} failed: {e}");
     eprintln!("{}", reply_line(&e.to_string()));
     e.exit_code()
 }
 
-/// Logs one line to syslog (`/dev/log`), where pipe(8)'s commands must
-/// log: Postfix discards their output when they exit 0.
-fn log(line: &str) {
-    use std::os::unix::net::UnixDatagram;
-    let text = format!(
-        "<22>listwarden-expand[{}]: {}",
-        std::process::id(),
-        reply_line(line)
-    );
-    let sent = UnixDatagram::unbound().and_then(|s| s.send_to(text.as_bytes(), "/dev/log"));
-    if sent.is_err() {
-        // No syslog (a container, a test): stderr is the next best place.
-        eprintln!("{line}");
-    }
-}
-
 /// The operator's view of a list: members, disabled members and scores.
-pub fn show(config_path: &Path, list: &str) -> Result<String, String> {
+pub fn show(config_path: &Path, list: &str) -> Result<String, CommandError> {
     let (_, files, _, _) = load(config_path, list)?;
-    let file = members::load(&files.members_file).map_err(|e| e.to_string())?;
-    let scores = state::load(&files.state_file()).map_err(|e| e.to_string())?;
+    let file = members::load(&files.members_file)?;
+    let scores = state::load(&files.state_file())?;
     let mut out = String::new();
     for m in file.members() {
         let mark = if scores.is_disabled(&m.key()) {
@@ -171,8 +205,8 @@ pub fn show(config_path: &Path, list: &str) -> Result<String, String> {
 
 /// Root may edit only root-owned list files (see [`fsutil::check_editor`]):
 /// run the editing commands as the files' owner.
-fn refuse_root(path: &Path) -> Result<(), String> {
-    fsutil::check_editor(path, fsutil::euid()).map_err(|e| e.to_string())
+fn refuse_root(path: &Path) -> Result<(), CommandError> {
+    Ok(fsutil::check_editor(path, fsutil::euid())?)
 }
 
 /// Adds or removes members; returns how many changed.
@@ -181,15 +215,13 @@ pub fn edit_members(
     list: &str,
     add: bool,
     who: &[String],
-) -> Result<usize, String> {
+) -> Result<usize, CommandError> {
     let (_, files, _, _) = load(config_path, list)?;
     let mut parsed = Vec::new();
     for w in who {
-        let a = Address::parse(w).map_err(|e| format!("`{w}` is not an address: {e}"))?;
+        let a = cli_address(w)?;
         if add && !members::reads_back(&a) {
-            return Err(format!(
-                "`{w}` cannot be written to a members file so that it reads back (a leading `#` or ` #` starts a comment)"
-            ));
+            return Err(CommandError::WouldNotReadBack(w.clone()));
         }
         parsed.push(a);
     }
@@ -201,8 +233,7 @@ pub fn edit_members(
             .iter()
             .filter(|a| if add { f.add(a) } else { f.remove(a) })
             .collect()
-    })
-    .map_err(|e| e.to_string())?;
+    })?;
     // Either way a subscription starts or ends: tokens minted before stop
     // working (a removal also clears the bounce record).
     if !changed.is_empty() {
@@ -214,8 +245,7 @@ pub fn edit_members(
                     s.forget(&a.key());
                 }
             }
-        })
-        .map_err(|e| e.to_string())?;
+        })?;
     }
     Ok(changed.len())
 }
@@ -225,26 +255,20 @@ pub fn bounces(
     config_path: &Path,
     list: &str,
     reset: Option<Option<String>>,
-) -> Result<String, String> {
+) -> Result<String, CommandError> {
     let (_, files, _, _) = load(config_path, list)?;
     let ctx = RunContext::now();
     match reset {
         None => {
-            let s = state::load(&files.state_file()).map_err(|e| e.to_string())?;
+            let s = state::load(&files.state_file())?;
             Ok(state::scores_report(&s))
         }
         Some(member) => {
             refuse_root(&files.state_file())?;
-            let member = match member {
-                Some(m) => {
-                    Some(Address::parse(&m).map_err(|e| format!("`{m}` is not an address: {e}"))?)
-                }
-                None => None,
-            };
+            let member = member.as_deref().map(cli_address).transpose()?;
             let n = state::update(&files.state_file(), ctx.lock_timeout, |s| {
                 s.reset(member.as_ref().map(Address::key).as_deref())
-            })
-            .map_err(|e| e.to_string())?;
+            })?;
             Ok(format!("{n:?} reset\n"))
         }
     }
@@ -279,6 +303,7 @@ mod tests {
         let (dir, config) = fixture("alice@example.com\n");
         let err = edit_members(&config, "members", true, &["#bob@example.net".into()])
             .expect_err("a comment is no member");
+        let err = err.to_string();
         assert!(err.contains("#bob@example.net"), "{err}");
         let text = std::fs::read_to_string(dir.path().join("members.txt")).expect("read");
         assert_eq!(text, "alice@example.com\n");
@@ -296,10 +321,12 @@ mod tests {
         let members = dir.path().join("members.txt");
         std::os::unix::fs::chown(&members, Some(4242), Some(4242)).expect("chown");
         let err = edit_members(&config, "members", true, &["bob@example.net".into()])
-            .expect_err("not root's file");
+            .expect_err("not root's file")
+            .to_string();
         assert!(err.contains("uid 4242"), "{err}");
         let err = edit_members(&config, "members", false, &["alice@example.com".into()])
-            .expect_err("not root's file");
+            .expect_err("not root's file")
+            .to_string();
         assert!(err.contains("uid 4242"), "{err}");
         assert_eq!(
             std::fs::read_to_string(&members).expect("read"),
@@ -308,7 +335,9 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("state/members")).expect("mkdir");
         std::os::unix::fs::chown(dir.path().join("state/members"), Some(4242), None)
             .expect("chown");
-        let err = bounces(&config, "members", Some(None)).expect_err("not root's dir");
+        let err = bounces(&config, "members", Some(None))
+            .expect_err("not root's dir")
+            .to_string();
         assert!(err.contains("uid 4242"), "{err}");
     }
 }

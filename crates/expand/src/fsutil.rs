@@ -16,10 +16,12 @@
 //! open descriptor (fchown, fchmod), never by path.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use listwarden_core::bounded::{ReadError, read_at_most};
 
 /// How often a waiting writer retries a held lock.
 const LOCK_POLL: Duration = Duration::from_millis(20);
@@ -132,17 +134,14 @@ pub fn read_bounded(path: &Path, limit: usize) -> Result<Option<Vec<u8>>, FsErro
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_error(path, "open")(e)),
     };
-    let mut bytes = Vec::new();
-    file.take(limit as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io_error(path, "read"))?;
-    if bytes.len() > limit {
-        return Err(FsError::TooLarge {
+    match read_at_most(file, limit) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(ReadError::TooLarge { .. }) => Err(FsError::TooLarge {
             path: path.to_path_buf(),
             limit,
-        });
+        }),
+        Err(ReadError::Io(e)) => Err(io_error(path, "read")(e)),
     }
-    Ok(Some(bytes))
 }
 
 /// Replaces `path` with `bytes` atomically (see the module doc). The caller

@@ -4,8 +4,47 @@
 
 use crate::post::{self, PostOutcome};
 use crate::settings::Settings;
-use crate::{PostingPolicy, RunContext, fsutil, headers};
+use crate::{ExpandError, PostingPolicy, RunContext, fsutil, headers};
+use listwarden_core::diag::ConfigError;
 use std::path::{Path, PathBuf};
+
+/// Why a `held` command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HeldError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("no expander list `{list}` in {}", config.display())]
+    NoSuchList { list: String, config: PathBuf },
+    #[error("`{0}` is not a held post's id")]
+    BadId(String),
+    #[error("no held post `{id}` in {}", dir.display())]
+    NoSuchPost { id: String, dir: PathBuf },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Expand(#[from] ExpandError),
+    #[error("{id} stays held: {source}")]
+    NotSent { id: String, source: ExpandError },
+    #[error("{id} stays held: {outcome:?}")]
+    NotDelivered {
+        id: String,
+        outcome: Box<PostOutcome>,
+    },
+    #[error("sent, but {}: {source}", path.display())]
+    SentNotDeleted {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl From<fsutil::FsError> for HeldError {
+    fn from(e: fsutil::FsError) -> Self {
+        HeldError::Expand(e.into())
+    }
+}
 
 /// What to do with a list's held posts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,34 +55,37 @@ pub enum HeldAction {
 }
 
 /// Runs one `held` command; the text to print, or why it failed.
-pub fn held(config_path: &Path, list: &str, action: HeldAction) -> Result<String, String> {
-    let settings = Settings::load(config_path).map_err(|e| e.to_string())?;
-    let (files, list_settings) = settings
-        .list(list)
-        .ok_or_else(|| format!("no expander list `{list}` in {}", config_path.display()))?;
+pub fn held(config_path: &Path, list: &str, action: HeldAction) -> Result<String, HeldError> {
+    let settings = Settings::load(config_path)?;
+    let (files, list_settings) = settings.list(list).ok_or_else(|| HeldError::NoSuchList {
+        list: list.to_string(),
+        config: config_path.to_path_buf(),
+    })?;
     let dir = files.held_dir();
     match action {
         HeldAction::Show => show(&dir),
         HeldAction::Delete(id) => {
             let path = held_path(&dir, &id)?;
-            fsutil::check_editor(&path, fsutil::euid()).map_err(|e| e.to_string())?;
-            std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            fsutil::check_editor(&path, fsutil::euid())?;
+            std::fs::remove_file(&path).map_err(|source| HeldError::Io {
+                path: path.clone(),
+                source,
+            })?;
             Ok(format!("deleted {id}\n"))
         }
         HeldAction::Release(id) => {
             let path = held_path(&dir, &id)?;
-            fsutil::check_editor(&path, fsutil::euid()).map_err(|e| e.to_string())?;
+            fsutil::check_editor(&path, fsutil::euid())?;
             // The held copy has one line more than the post; allow for it.
             let limit = settings.expander.max_message_bytes.saturating_add(1024);
-            let (sender, raw) = post::read_held(&path, limit).map_err(|e| e.to_string())?;
+            let (sender, raw) = post::read_held(&path, limit)?;
             // Released: whoever sent it may post this once.
             let (spec, _warnings) = post::load_spec(
                 files,
                 PostingPolicy::Open,
                 list_settings.unsubscribe_url.clone(),
                 list_settings.refuse,
-            )
-            .map_err(|e| e.to_string())?;
+            )?;
             let outcome = post::run(
                 &raw,
                 &spec,
@@ -53,16 +95,24 @@ pub fn held(config_path: &Path, list: &str, action: HeldAction) -> Result<String
                 &RunContext::now(),
                 &settings.expander.injector,
             )
-            .map_err(|e| format!("{id} stays held: {e}"))?;
+            .map_err(|source| HeldError::NotSent {
+                id: id.clone(),
+                source,
+            })?;
             match outcome {
                 PostOutcome::Delivered { sent, already, .. } => {
-                    std::fs::remove_file(&path)
-                        .map_err(|e| format!("sent, but {}: {e}", path.display()))?;
+                    std::fs::remove_file(&path).map_err(|source| HeldError::SentNotDeleted {
+                        path: path.clone(),
+                        source,
+                    })?;
                     Ok(format!(
                         "released {id}: {sent} copies sent ({already} sent before)\n"
                     ))
                 }
-                other => Err(format!("{id} stays held: {other:?}")),
+                other => Err(HeldError::NotDelivered {
+                    id,
+                    outcome: Box::new(other),
+                }),
             }
         }
     }
@@ -70,27 +120,35 @@ pub fn held(config_path: &Path, list: &str, action: HeldAction) -> Result<String
 
 /// A held post's file from its id (the file name without `.eml`); an id
 /// can never name a file outside the list's `held/` directory.
-fn held_path(dir: &Path, id: &str) -> Result<PathBuf, String> {
+fn held_path(dir: &Path, id: &str) -> Result<PathBuf, HeldError> {
     let safe = !id.is_empty()
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !safe {
-        return Err(format!("`{id}` is not a held post's id"));
+        return Err(HeldError::BadId(id.to_string()));
     }
     let path = dir.join(format!("{id}.eml"));
     if !path.is_file() {
-        return Err(format!("no held post `{id}` in {}", dir.display()));
+        return Err(HeldError::NoSuchPost {
+            id: id.to_string(),
+            dir: dir.to_path_buf(),
+        });
     }
     Ok(path)
 }
 
 /// One line per held post, oldest first: id, age, reason, sender, subject.
-fn show(dir: &Path) -> Result<String, String> {
+fn show(dir: &Path) -> Result<String, HeldError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
-        Err(e) => return Err(format!("{}: {e}", dir.display())),
+        Err(source) => {
+            return Err(HeldError::Io {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
     };
     let mut names: Vec<String> = entries
         .flatten()

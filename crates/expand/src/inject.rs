@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | any | 4xx, I/O error, timeout | [`InjectError::Transient`]: stop, exit 75, retry |
 //! | MAIL, DATA command | 5xx | transient too: a refusal not about the post (a misconfigured port) must not bounce it |
-//! | RCPT | 5xx with `5.1.x` | that member's address is bad: [`Delivery::Rejected`], never retried |
+//! | RCPT | 5xx with `5.1.x` | that member's address is bad: [`Injected::Rejected`], never retried |
 //! | RCPT | other 5xx (`5.7.1` relaying denied) | transient: a configuration problem, not the member's |
 //! | end of DATA | 5xx | [`InjectError::Permanent`]: the content is refused (size); the post bounces |
 
@@ -19,8 +19,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::post::Batch;
 use crate::address::Address;
+use crate::progress::ProgressError;
+
+/// One envelope: a signed VERP sender and its recipient(s), with the header
+/// fields that differ per recipient, to be sent before the common message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub envelope_sender: Address,
+    pub recipients: Vec<Address>,
+    pub headers: Vec<u8>,
+}
 
 /// Longest reply line read.
 const MAX_REPLY_LINE: usize = 4096;
@@ -73,7 +82,7 @@ pub enum InjectError {
     #[error("sendmail: {0}")]
     Sendmail(String),
     #[error("cannot record progress: {0}")]
-    Record(String),
+    Record(ProgressError),
 }
 
 impl InjectError {
@@ -85,7 +94,7 @@ impl InjectError {
 
 /// How one recipient's copy ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Delivery {
+pub enum Injected {
     Sent,
     /// Refused for good (bad address); the reply text.
     Rejected(String),
@@ -100,7 +109,7 @@ pub struct InjectReport {
 
 /// Called once per recipient as soon as its outcome is final; an error
 /// stops the run (the progress log could not be written).
-pub type OnDone<'a> = dyn FnMut(&Address, &Delivery) -> Result<(), String> + 'a;
+pub type OnDone<'a> = dyn FnMut(&Address, &Injected) -> Result<(), ProgressError> + 'a;
 
 /// The post converted once to SMTP wire form (CRLF, dot-stuffed, final
 /// CRLF), and whether it needs 8BITMIME.
@@ -124,7 +133,7 @@ pub fn inject_smtp<'b>(
         eight_bit: !message.is_ascii(),
     };
     let mut report = InjectReport::default();
-    let mut session: Option<Session> = None;
+    let mut session: Option<SmtpClient> = None;
     let mut in_session = 0;
     for batch in batches {
         if in_session >= options.max_per_connection.max(1) {
@@ -135,13 +144,13 @@ pub fn inject_smtp<'b>(
         }
         let s = match &mut session {
             Some(s) => s,
-            None => session.insert(Session::open(addr, options)?),
+            None => session.insert(SmtpClient::open(addr, options)?),
         };
         in_session += 1;
         for (rcpt, delivery) in s.transaction(batch, &wire, options)? {
             match &delivery {
-                Delivery::Sent => report.sent += 1,
-                Delivery::Rejected(reply) => report.rejected.push((rcpt.clone(), reply.clone())),
+                Injected::Sent => report.sent += 1,
+                Injected::Rejected(reply) => report.rejected.push((rcpt.clone(), reply.clone())),
             }
             on_done(&rcpt, &delivery).map_err(InjectError::Record)?;
         }
@@ -154,7 +163,7 @@ pub fn inject_smtp<'b>(
 
 /// One SMTP reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Reply {
+struct SmtpReply {
     code: u16,
     /// Each line's text after the code and separator.
     lines: Vec<String>,
@@ -162,7 +171,7 @@ struct Reply {
     text: String,
 }
 
-impl Reply {
+impl SmtpReply {
     fn class(&self) -> u16 {
         self.code / 100
     }
@@ -178,7 +187,7 @@ impl Reply {
     }
 }
 
-struct Session {
+struct SmtpClient {
     reader: BufReader<TcpStream>,
     /// Buffered: a command burst, or an envelope's data, leaves in as few
     /// segments as possible; flushed before every read of a reply.
@@ -188,15 +197,15 @@ struct Session {
     smtputf8: bool,
 }
 
-impl Session {
-    fn open(addr: SocketAddr, options: &SmtpOptions) -> Result<Session, InjectError> {
+impl SmtpClient {
+    fn open(addr: SocketAddr, options: &SmtpOptions) -> Result<SmtpClient, InjectError> {
         let stream = TcpStream::connect_timeout(&addr, options.connect_timeout)
             .map_err(|source| InjectError::Connect { addr, source })?;
         stream.set_read_timeout(Some(options.command_timeout))?;
         stream.set_write_timeout(Some(options.command_timeout))?;
         stream.set_nodelay(true)?;
         let writer = BufWriter::with_capacity(64 * 1024, stream.try_clone()?);
-        let mut session = Session {
+        let mut session = SmtpClient {
             reader: BufReader::new(stream),
             writer,
             pipelining: false,
@@ -233,7 +242,7 @@ impl Session {
         batch: &Batch,
         wire: &Wire,
         options: &SmtpOptions,
-    ) -> Result<Vec<(Address, Delivery)>, InjectError> {
+    ) -> Result<Vec<(Address, Injected)>, InjectError> {
         let utf8 = !batch.envelope_sender.to_string().is_ascii()
             || batch.recipients.iter().any(|r| !r.to_string().is_ascii());
         if utf8 && !self.smtputf8 {
@@ -241,7 +250,7 @@ impl Session {
             return Ok(batch
                 .recipients
                 .iter()
-                .map(|r| (r.clone(), Delivery::Rejected(reply.clone())))
+                .map(|r| (r.clone(), Injected::Rejected(reply.clone())))
                 .collect());
         }
         let mut mail = format!("MAIL FROM:<{}>", batch.envelope_sender);
@@ -293,7 +302,7 @@ impl Session {
             if reply.class() == 2 {
                 accepted.push(rcpt.clone());
             } else if reply.is_bad_address() {
-                outcomes.push((rcpt.clone(), Delivery::Rejected(reply.text.clone())));
+                outcomes.push((rcpt.clone(), Injected::Rejected(reply.text.clone())));
             } else {
                 return Err(self.abort("RCPT TO", reply));
             }
@@ -326,7 +335,7 @@ impl Session {
         let final_reply = final_reply?;
         match final_reply.class() {
             2 => {
-                outcomes.extend(accepted.into_iter().map(|r| (r, Delivery::Sent)));
+                outcomes.extend(accepted.into_iter().map(|r| (r, Injected::Sent)));
                 Ok(outcomes)
             }
             5 => Err(InjectError::Permanent {
@@ -340,7 +349,7 @@ impl Session {
     }
 
     /// Resets after a refusal (best effort) and turns it into an error.
-    fn abort(&mut self, stage: &'static str, reply: &Reply) -> InjectError {
+    fn abort(&mut self, stage: &'static str, reply: &SmtpReply) -> InjectError {
         let _ = self.rset();
         InjectError::Transient {
             stage,
@@ -367,7 +376,7 @@ impl Session {
 
     /// Reads one (possibly multi-line) reply; lines are joined with " | "
     /// so EHLO keywords stay apart.
-    fn read_reply(&mut self) -> Result<Reply, InjectError> {
+    fn read_reply(&mut self) -> Result<SmtpReply, InjectError> {
         self.writer.flush()?;
         let mut lines: Vec<String> = Vec::new();
         let mut texts: Vec<String> = Vec::new();
@@ -403,7 +412,7 @@ impl Session {
                 return Err(InjectError::Protocol("reply has too many lines".into()));
             }
         }
-        Ok(Reply {
+        Ok(SmtpReply {
             code: code.unwrap_or(0),
             text: texts.join(" | "),
             lines,
@@ -411,7 +420,7 @@ impl Session {
     }
 }
 
-fn require(reply: &Reply, class: u16, stage: &'static str) -> Result<(), InjectError> {
+fn require(reply: &SmtpReply, class: u16, stage: &'static str) -> Result<(), InjectError> {
     if reply.class() == class {
         Ok(())
     } else {
@@ -476,7 +485,7 @@ pub fn inject_sendmail<'b>(
         run_sendmail(program, batch, message)?;
         for rcpt in &batch.recipients {
             report.sent += 1;
-            on_done(rcpt, &Delivery::Sent).map_err(InjectError::Record)?;
+            on_done(rcpt, &Injected::Sent).map_err(InjectError::Record)?;
         }
     }
     Ok(report)
@@ -742,14 +751,14 @@ mod tests {
         addr: SocketAddr,
         batches: &[Batch],
         message: &[u8],
-    ) -> (Result<InjectReport, InjectError>, Vec<(String, Delivery)>) {
+    ) -> (Result<InjectReport, InjectError>, Vec<(String, Injected)>) {
         let mut seen = Vec::new();
         let result = inject_smtp(
             addr,
             &SmtpOptions::default(),
             batches,
             message,
-            &mut |rcpt: &Address, d: &Delivery| {
+            &mut |rcpt: &Address, d: &Injected| {
                 seen.push((rcpt.to_string(), d.clone()));
                 Ok(())
             },
@@ -791,7 +800,7 @@ mod tests {
             assert_eq!(report.sent, 2);
             assert_eq!(report.rejected.len(), 1);
             assert_eq!(seen.len(), 3);
-            assert!(matches!(seen[1].1, Delivery::Rejected(ref r) if r.contains("5.1.1")));
+            assert!(matches!(seen[1].1, Injected::Rejected(ref r) if r.contains("5.1.1")));
             let got = sink.taken();
             assert_eq!(got.len(), 2, "pipelining={pipelining}");
             assert_eq!(got[0].from, "<l-bounces+1@l.org>");

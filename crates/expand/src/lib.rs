@@ -7,34 +7,35 @@
 //! Postfix hands the expander one message on stdin for one of a list's
 //! addresses; it answers with a sysexits code (see [`ExpandError::exit_code`]).
 //!
-//! * [`post`]: a posting to `LIST@DOMAIN`: who may post, the `List-*` headers
+//! * `post`: a posting to `LIST@DOMAIN`: who may post, the `List-*` headers
 //!   (added at the top, the original header block kept byte for byte so DKIM
 //!   signatures survive), one envelope per member with a signed VERP sender.
-//! * [`inject`]: hands the envelopes to Postfix (SMTP to a reinjection port,
-//!   or `sendmail`); [`progress`] records who already has the message so a
+//! * `inject`: hands the envelopes to Postfix (SMTP to a reinjection port,
+//!   or `sendmail`); `progress` records who already has the message so a
 //!   retried delivery never sends a member a second copy.
-//! * [`bounce`]: `LIST-bounces+…@`: acts only on `X-Listwarden-Bounce` tags
+//! * `bounce`: `LIST-bounces+…@`: acts only on `X-Listwarden-Bounce` tags
 //!   the milter marked `valid`, for the member of a signed VERP recipient;
 //!   [`state`] keeps the scores.
 //! * [`unsubscribe`]: signed unsubscribe tokens, by mail and RFC 8058 one-click.
-//! * [`members`]: the members file; [`fsutil`]: locks and atomic writes.
+//! * `members`: the members file; `fsutil`: locks and atomic writes.
 //!
 //! Exit codes are the only thing Postfix sees. Postfix treats only 75
 //! (EX_TEMPFAIL) and 71 (EX_OSERR) as temporary; every other non-zero code,
 //! EX_CONFIG and a panic's 101 included, BOUNCES the message. So anything
 //! that is not a positive finding about the message maps to 75.
 
-pub mod bounce;
+mod bounce;
 pub mod command;
-pub mod fsutil;
-pub mod headers;
+mod fsutil;
+mod headers;
 pub mod held;
-pub mod inject;
-pub mod members;
-pub mod post;
-pub mod progress;
+mod inject;
+mod members;
+mod post;
+mod progress;
 pub mod settings;
 pub mod state;
+pub mod syslog;
 pub mod unsubscribe;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -78,7 +79,7 @@ pub enum RefuseAction {
     Reply,
     /// Keep the post in the list's `held/` directory and exit 0. When the
     /// hold queue is full the post is dropped with a log line, never
-    /// answered (see [`post::MAX_HELD`]).
+    /// answered (see `post::MAX_HELD`).
     Hold,
 }
 
@@ -132,7 +133,7 @@ impl ListFiles {
 
 /// A list as a posting needs it: identity, members and settings.
 #[derive(Debug, Clone)]
-pub struct ListSpec {
+pub(crate) struct ListSpec {
     pub name: String,
     pub address: Address,
     /// Everyone in the members file, disabled members included.
@@ -155,11 +156,6 @@ impl ListSpec {
     pub fn role(&self, role: &str) -> Result<Address, AddressError> {
         role_address(&self.address, role)
     }
-
-    /// True when `addr` is in the members file (disabled or not).
-    pub fn is_member(&self, addr: &Address) -> bool {
-        self.members.iter().any(|m| m.same_mailbox(addr))
-    }
 }
 
 /// A list name safe as a directory name under `state_dir`: letters,
@@ -179,7 +175,7 @@ fn role_address(list: &Address, role: &str) -> Result<Address, AddressError> {
 
 /// The time of one command run, and how long it waits for a lock.
 #[derive(Debug, Clone)]
-pub struct RunContext {
+pub(crate) struct RunContext {
     /// Days since the Unix epoch (signing stamps, one score per day).
     pub today: u64,
     /// Seconds since the Unix epoch (file names, expiry of progress logs).
@@ -190,12 +186,10 @@ pub struct RunContext {
 impl RunContext {
     /// The current time with the default lock timeout.
     pub fn now() -> RunContext {
-        let now_unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        use listwarden_core::clock::{day_of, unix_now};
+        let now_unix = unix_now();
         RunContext {
-            today: now_unix / 86_400,
+            today: day_of(now_unix),
             now_unix,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
         }
@@ -234,7 +228,7 @@ impl ExpandError {
 }
 
 /// Text safe for a pipe(8) reply line: printable ASCII, one line, bounded.
-pub fn reply_line(text: &str) -> String {
+pub(crate) fn reply_line(text: &str) -> String {
     const MAX_REPLY: usize = 200;
     text.chars()
         .map(|c| {

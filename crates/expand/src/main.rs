@@ -129,7 +129,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    listwarden_expand::syslog::init();
+    match cli.command {
         Command::Pipe {
             config,
             list,
@@ -192,7 +194,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn print_or_fail(result: Result<String, String>) -> ExitCode {
+fn print_or_fail(result: Result<String, impl std::fmt::Display>) -> ExitCode {
     match result {
         Ok(text) => {
             print!("{text}");

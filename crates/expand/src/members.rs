@@ -115,6 +115,7 @@ impl MembersFile {
     }
 
     /// Lines skipped as not an address: (line number, why).
+    #[cfg(test)]
     pub fn invalid(&self) -> &[(usize, String)] {
         &self.invalid
     }
@@ -145,15 +146,12 @@ impl MembersFile {
         self.index.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
-    }
-
     pub fn contains(&self, addr: &Address) -> bool {
         self.index.contains_key(&addr.key())
     }
 
     /// Repeated members: (line number, address). The first occurrence counts.
+    #[cfg(test)]
     pub fn duplicates(&self) -> &[(usize, String)] {
         &self.duplicates
     }

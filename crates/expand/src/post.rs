@@ -27,11 +27,12 @@
 //! Each member gets their own envelope, `LIST-bounces+lw-…=member@DOMAIN`
 //! (signed VERP), so a bounce names its member even when the bounce does not.
 
+use listwarden_core::bounded::{ReadError, read_at_most};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::headers::{self, HeaderBlock};
-use super::inject::{Delivery, Injector};
+use super::inject::{Batch, Injected, Injector};
 use super::progress::{self, Mark, Progress};
 use super::unsubscribe::{TOKEN_LEN, unsubscribe_address, unsubscribe_mailto, unsubscribe_url};
 use super::{
@@ -93,15 +94,6 @@ impl Refusal {
     }
 }
 
-/// One envelope: a signed VERP sender and its recipient(s), with the header
-/// fields that differ per recipient, to be sent before the common message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Batch {
-    pub envelope_sender: Address,
-    pub recipients: Vec<Address>,
-    pub headers: Vec<u8>,
-}
-
 /// What [`prepare_post`] decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Prepared {
@@ -122,15 +114,10 @@ pub enum Prepared {
 
 /// Reads the message from the pipe, refusing more than `limit` bytes.
 pub fn read_message(reader: impl Read, limit: usize) -> Result<Vec<u8>, PostError> {
-    let mut raw = Vec::new();
-    reader
-        .take(limit as u64 + 1)
-        .read_to_end(&mut raw)
-        .map_err(PostError::Read)?;
-    if raw.len() > limit {
-        return Err(PostError::TooLarge { limit });
-    }
-    Ok(raw)
+    read_at_most(reader, limit).map_err(|e| match e {
+        ReadError::TooLarge { .. } => PostError::TooLarge { limit },
+        ReadError::Io(e) => PostError::Read(e),
+    })
 }
 
 /// `LIST.DOMAIN`, the RFC 2919 list identifier (without the brackets).
@@ -459,12 +446,12 @@ pub fn run(
         .iter()
         .filter(|b| b.recipients.iter().any(|r| !log.is_done(r)))
         .collect();
-    let mut record = |rcpt: &Address, d: &Delivery| {
+    let mut record = |rcpt: &Address, d: &Injected| {
         let mark = match d {
-            Delivery::Sent => Mark::Sent,
-            Delivery::Rejected(_) => Mark::Rejected,
+            Injected::Sent => Mark::Sent,
+            Injected::Rejected(_) => Mark::Rejected,
         };
-        log.record(rcpt, mark).map_err(|e| e.to_string())
+        log.record(rcpt, mark)
     };
     let result = injector.inject(pending, &message, &mut record);
     match result {

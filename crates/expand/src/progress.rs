@@ -24,7 +24,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -32,6 +32,7 @@ use sha2::{Digest, Sha256};
 
 use super::fsutil::{self, FsError};
 use crate::address::Address;
+use listwarden_core::bounded::{ReadError, read_at_most};
 
 /// Age after which [`gc`] removes a log: Postfix's `maximal_queue_lifetime`
 /// is 5 days by default; twice that leaves room for an operator's longer one.
@@ -94,22 +95,24 @@ impl Progress {
         // Never through a symlink someone planted in the state directory.
         let mut file = fsutil::open_nofollow(&path, true)?;
         fsutil::wait_for_lock(&file, &path, lock_timeout)?;
-        let mut text = Vec::new();
-        (&mut file)
-            .take(MAX_LOG_BYTES as u64 + 1)
-            .read_to_end(&mut text)
-            .map_err(|source| FsError::Io {
-                path: path.clone(),
-                op: "read",
-                source,
-            })?;
-        if text.len() > MAX_LOG_BYTES {
-            return Err(FsError::TooLarge {
-                path,
-                limit: MAX_LOG_BYTES,
+        let text = match read_at_most(&mut file, MAX_LOG_BYTES) {
+            Ok(text) => text,
+            Err(ReadError::TooLarge { .. }) => {
+                return Err(FsError::TooLarge {
+                    path,
+                    limit: MAX_LOG_BYTES,
+                }
+                .into());
             }
-            .into());
-        }
+            Err(ReadError::Io(source)) => {
+                return Err(FsError::Io {
+                    path,
+                    op: "read",
+                    source,
+                }
+                .into());
+            }
+        };
         let (done, complete) = parse(&text);
         Ok(Progress {
             file,

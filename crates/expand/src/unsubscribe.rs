@@ -34,15 +34,15 @@ use crate::address::verp::{self, VerpError, VerpResult, sign_verp, verify_verp};
 use crate::address::{Address, KeyRing};
 
 /// The role address that receives unsubscribe mail.
-pub const ROLE: &str = "unsubscribe";
+pub(crate) const ROLE: &str = "unsubscribe";
 /// `lw-` K DDDD and 16 base32 characters.
-pub const TOKEN_LEN: usize = 24;
+pub(crate) const TOKEN_LEN: usize = 24;
 /// Longest one-click request body looked at.
-pub const MAX_BODY_BYTES: usize = 4096;
+pub(crate) const MAX_BODY_BYTES: usize = 4096;
 /// Longest query string accepted.
-pub const MAX_QUERY_BYTES: usize = 4096;
+pub(crate) const MAX_QUERY_BYTES: usize = 4096;
 /// Bytes of an unsubscribe mail searched for a token address.
-pub const MAX_SCAN_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_SCAN_BYTES: usize = 64 * 1024;
 /// Token addresses tried per mail.
 const MAX_CANDIDATES: usize = 10;
 
@@ -96,7 +96,7 @@ pub struct Unsubscribed {
 
 /// `LIST-unsubscribe+TOKEN=member=domain@DOMAIN` for `member`'s
 /// `subscription`, minted today.
-pub fn unsubscribe_address(
+pub(crate) fn unsubscribe_address(
     list: &Address,
     member: &Address,
     subscription: u32,
@@ -118,7 +118,8 @@ pub fn unsubscribe_address(
 }
 
 /// The token alone (`lw-…`, [`TOKEN_LEN`] characters), for URLs.
-pub fn unsubscribe_token(
+#[cfg(test)]
+fn unsubscribe_token(
     list: &Address,
     member: &Address,
     subscription: u32,
@@ -149,7 +150,8 @@ fn signing_role(role: &Address, subscription: u32) -> Result<Address, UnsubError
 /// Checks `token` for `member` of `list` and the member's current
 /// subscription. Returns the member as signed (compare with
 /// [`Address::same_mailbox`]). Constant-time HMAC comparison.
-pub fn verify_token(
+#[cfg(test)]
+fn verify_token(
     list: &Address,
     member: &Address,
     token: &str,
@@ -161,7 +163,7 @@ pub fn verify_token(
     verify_token_at(list, member, token, subscription, keys, today)
 }
 
-/// [`verify_token`] for a given subscription number.
+/// `verify_token` for a given subscription number.
 fn verify_token_at(
     list: &Address,
     member: &Address,
@@ -269,7 +271,12 @@ fn role_of(list: &Address) -> Result<Address, UnsubError> {
 }
 
 /// The one-click URL for `member`: `BASE?list=NAME&m=MEMBER&t=TOKEN`.
-pub fn unsubscribe_url(base: &str, list_name: &str, member: &Address, token: &str) -> String {
+pub(crate) fn unsubscribe_url(
+    base: &str,
+    list_name: &str,
+    member: &Address,
+    token: &str,
+) -> String {
     let sep = if base.contains('?') { '&' } else { '?' };
     format!(
         "{base}{sep}list={}&m={}&t={}",
@@ -280,7 +287,7 @@ pub fn unsubscribe_url(base: &str, list_name: &str, member: &Address, token: &st
 }
 
 /// The mailto URI for [`unsubscribe_address`].
-pub fn unsubscribe_mailto(address: &Address) -> String {
+pub(crate) fn unsubscribe_mailto(address: &Address) -> String {
     format!(
         "mailto:{}?subject=unsubscribe",
         percent_encode(&address.to_string(), b"@+=")
@@ -381,7 +388,7 @@ pub struct OneClick {
 
 /// Checks a one-click request (reads the list's state for the member's
 /// subscription number; changes nothing).
-pub fn check_one_click(
+pub(crate) fn check_one_click(
     query: &str,
     body: &[u8],
     lists: &[ListFiles],
@@ -488,7 +495,7 @@ pub fn audit_line(done: &Unsubscribed, client: std::net::IpAddr) -> String {
 /// it is a token address (`${recipient}` of the pipe), else a token address
 /// quoted in the Subject or the first [`MAX_SCAN_BYTES`] of the message
 /// (mail to `LIST-request@` with subject `unsubscribe`, a forwarded link).
-pub fn member_from_mail(
+pub(crate) fn member_from_mail(
     recipient: Option<&Address>,
     raw: &[u8],
     list: &Address,
@@ -566,7 +573,7 @@ pub fn remove_member(
 
 /// What `listwarden expand --unsubscribe` did with one mail.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MailOutcome {
+pub(crate) enum MailOutcome {
     Unsubscribed(Unsubscribed),
     /// No valid token: nothing done, exit 0 (never a reply; see module doc).
     Ignored(String),
@@ -574,7 +581,7 @@ pub enum MailOutcome {
 
 /// The unsubscribe pipe: `recipient` is the pipe's `${recipient}`.
 /// Only file trouble is an error (exit 75).
-pub fn run_mail(
+pub(crate) fn run_mail(
     raw: &[u8],
     recipient: Option<&Address>,
     list: &ListFiles,

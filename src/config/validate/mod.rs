@@ -9,7 +9,7 @@ mod ratelimit;
 mod throttle;
 
 use super::model::RawConfig;
-use super::{Config, Limits, OnError, defaults};
+use super::{Config, MessageLimits, OnError, defaults};
 use ipnet::IpNet;
 use listwarden_core::diag::{Checker, Seg};
 use listwarden_core::signing;
@@ -45,8 +45,8 @@ impl Validator<'_> {
                 Err(m) => self.error(&[Seg::Key("trusted_networks"), Seg::Index(i)], m),
             }
         }
-        let defaults = Limits::default();
-        let limits = Limits {
+        let defaults = MessageLimits::default();
+        let limits = MessageLimits {
             max_recipients: self.positive(
                 raw.limits.max_recipients,
                 defaults.max_recipients,

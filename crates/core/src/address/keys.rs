@@ -11,7 +11,6 @@
 //! never its content, and `Debug` never prints a secret.
 
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
@@ -227,17 +226,12 @@ fn read_key_file(path: &Path) -> Result<Vec<u8>, KeyError> {
         source,
     };
     let file = std::fs::File::open(path).map_err(io_error)?;
-    let mut content = Vec::new();
-    // Read one byte past the limit to tell "exactly at the limit" from "too large".
-    file.take(MAX_KEY_FILE_LEN as u64 + 1)
-        .read_to_end(&mut content)
-        .map_err(io_error)?;
-    if content.len() > MAX_KEY_FILE_LEN {
-        return Err(KeyError::FileTooLarge {
+    crate::bounded::read_at_most(file, MAX_KEY_FILE_LEN).map_err(|e| match e {
+        crate::bounded::ReadError::TooLarge { .. } => KeyError::FileTooLarge {
             path: path.to_owned(),
-        });
-    }
-    Ok(content)
+        },
+        crate::bounded::ReadError::Io(e) => io_error(e),
+    })
 }
 
 #[cfg(test)]
