@@ -5,7 +5,7 @@
 //! (or one provider's 28,000 error messages) counts as one bad day, never as
 //! thousands of bounces. Deferrals, complaint deferrals (Yahoo's TS01),
 //! failures that are not the member's (`fault` other than `them`, storms)
-//! and anything else add nothing ([`super::bounce`] decides), so good
+//! and anything else add nothing (the `bounce` module decides), so good
 //! members are not unsubscribed for our own reputation problems. A score left alone for `stale_after_days`
 //! starts again from zero. At the threshold the member is disabled: kept in
 //! the members file, skipped by posts, until an operator resets it.
