@@ -275,7 +275,11 @@ async fn charge(
         .ratelimit_seconds
         .observe(started.elapsed().as_secs_f64());
     for (budget, decision) in budgets.iter().zip(&decisions) {
-        let result = if decision.allowed { "allowed" } else { "denied" };
+        let result = if decision.allowed {
+            "allowed"
+        } else {
+            "denied"
+        };
         metrics
             .ratelimit_decisions
             .with_label_values(&[budget.as_str(), result])

@@ -335,8 +335,7 @@ mod tests {
                 format!("list:{}", (seed >> 8) % 2),
                 format!("addr:{}", (seed >> 16) % 5),
             ];
-            let budgets: Vec<(&str, Quota)> =
-                keys.iter().map(String::as_str).zip(quotas).collect();
+            let budgets: Vec<(&str, Quota)> = keys.iter().map(String::as_str).zip(quotas).collect();
             let got = all.check_all(&budgets);
             let mut want = Vec::new();
             for (key, q) in &budgets {

@@ -1,18 +1,24 @@
-//! The shared store: GCRA in Redis (or Valkey), one atomic script per decision, with a local
+//! The shared store: GCRA in Redis (or Valkey), one round trip per decision, with a local
 //! fallback behind a circuit breaker so that Redis being slow or down never blocks mail.
 //!
 //! # One decision
 //!
-//! [`GCRA_SCRIPT`] runs by `EVALSHA` (`redis::Script` sends `SCRIPT LOAD` and retries when the
-//! server answers `NOSCRIPT`, e.g. after `SCRIPT FLUSH` or a restart), so a decision is one round
-//! trip and atomic: several MX hosts on one key can never admit more than the quota. The script
-//! reads the server's `TIME`, so hosts with skewed clocks agree (fault R4), and computes in
-//! microseconds because Lua numbers are doubles. Every allowed request rewrites the key with
+//! A decision at RCPT charges up to three budgets (network, list, address) in order and stops
+//! at the first that denies. [`GCRA_SCRIPT`] takes all of them and runs by `EVALSHA`
+//! (`redis::Script` sends `SCRIPT LOAD` and retries when the server answers `NOSCRIPT`, e.g.
+//! after `SCRIPT FLUSH` or a restart), so on one node or a Sentinel primary a decision is one
+//! round trip and atomic: several MX hosts on one key can never admit more than the quota. The
+//! script reads the server's `TIME`, so hosts with skewed clocks agree (fault R4), and computes
+//! in microseconds because Lua numbers are doubles. Every allowed request rewrites the key with
 //! `PX` = time until its TAT, after which the key equals an absent one; denials write nothing.
-//! The key is `{prefix}{{{key}}}`: the braces make it a Redis Cluster hash tag (each script
-//! touches exactly one key, so it is slot-local whatever the key contains; a `}` inside `key`
-//! only shortens the tag). Only `TIME`, `GET` and `SET … PX` are
-//! used, all of which Valkey and Redis ≥ 2.6.12 have.
+//!
+//! The key is `{prefix}{{{key}}}`: the braces make it a Redis Cluster hash tag (a `}` inside
+//! `key` only shortens the tag). A decision's budgets are therefore in different slots of a
+//! Cluster, where a script may not touch them together: there each budget is one single-key
+//! call, all sent at once over the multiplexed connection (one round trip of wall time), and
+//! budgets charged after the first denial are refunded in the background ([`REFUND_SCRIPT`];
+//! see [`RedisStore::check_all`] for what that costs). Only `TIME`, `GET`, `SET … PX` and `DEL`
+//! are used, all of which Valkey and Redis ≥ 2.6.12 have.
 //!
 //! # When Redis fails
 //!
@@ -294,7 +300,11 @@ impl RedisStore {
     pub async fn check_all(&self, budgets: &[(&str, Quota)]) -> Vec<Decision> {
         let inner = &*self.inner;
         let sent: Vec<usize> = (0..budgets.len())
-            .filter(|&i| budgets.get(i).is_some_and(|(key, _)| key.len() <= MAX_KEY_LEN))
+            .filter(|&i| {
+                budgets
+                    .get(i)
+                    .is_some_and(|(key, _)| key.len() <= MAX_KEY_LEN)
+            })
             .collect();
         // Redis's answer per budget; `None`: decide locally (or not reached).
         let mut answers: Vec<Option<Decision>> = vec![None; budgets.len()];
@@ -311,7 +321,10 @@ impl RedisStore {
                 }
             });
             let results = futures_util::future::join_all(calls).await;
-            if results.iter().any(|(_, call)| !matches!(call, Call::Skipped)) {
+            if results
+                .iter()
+                .any(|(_, call)| !matches!(call, Call::Skipped))
+            {
                 inner.round_trips.fetch_add(1, Ordering::Relaxed);
             }
             for (i, call) in results {
