@@ -277,7 +277,7 @@ impl Metrics {
             ),
             ratelimit_seconds: r.histogram(
                 "listwarden_ratelimit_decision_seconds",
-                "Time one budget decision took, Redis round trip or local fallback included.",
+                "Time one recipient's budget decision took (all its budgets in one store call), Redis round trip or local fallback included.",
                 vec![
                     0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25,
                     0.5,

@@ -77,9 +77,10 @@ pub(crate) enum Event {
         list: Option<String>,
     },
     /// A bounce budget's answer, and how long the store took to give it.
-    Budget {
-        budget: Budget,
-        allowed: bool,
+    Budgets {
+        /// Each budget asked, with its answer, up to the first refusal.
+        results: Vec<(Budget, bool)>,
+        /// The one store call (one Redis round trip) for all of them.
         took: Duration,
     },
     /// A list's shield went up or down.
@@ -190,16 +191,14 @@ impl Recorder<'_> {
                 .signed
                 .with_label_values(&[list.as_deref().unwrap_or(NO_LIST)])
                 .inc(),
-            Event::Budget {
-                budget,
-                allowed,
-                took,
-            } => {
+            Event::Budgets { results, took } => {
                 m.ratelimit_seconds.observe(took.as_secs_f64());
-                let result = if allowed { "allowed" } else { "denied" };
-                m.ratelimit_decisions
-                    .with_label_values(&[budget.as_str(), result])
-                    .inc();
+                for (budget, allowed) in results {
+                    let result = if allowed { "allowed" } else { "denied" };
+                    m.ratelimit_decisions
+                        .with_label_values(&[budget.as_str(), result])
+                        .inc();
+                }
             }
             Event::Shield(Change::Raised(list)) => {
                 tracing::warn!(

@@ -62,6 +62,11 @@ pub struct BackendStats {
     pub fallback_decisions: u64,
     /// Decisions made by Redis.
     pub backend_decisions: u64,
+    /// Round trips to Redis on decision paths: one per decision, whatever its budgets count
+    /// (in a Cluster the per-slot calls go out together and count as one).
+    pub round_trips: u64,
+    /// Cluster only: budgets charged after another denied, given back in the background.
+    pub refunds: u64,
 }
 
 impl BackendStats {

@@ -18,6 +18,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use super::backend::MAX_KEY_LEN;
 use super::clock::{Clock, MonotonicClock};
 use super::gcra::{Decision, Quota, decide};
 use super::lru::{LruTable, MAX_CAPACITY};
@@ -117,6 +118,24 @@ impl MemoryStore {
             inner.len.fetch_add(1, Ordering::Relaxed);
         }
         decision
+    }
+
+    /// Decides a request's budgets in order, stopping at the first denial (see
+    /// [`Store::check_all`](super::Store::check_all)); an over-long key is allowed uncharged.
+    pub fn check_all(&self, budgets: &[(&str, Quota)]) -> Vec<Decision> {
+        let mut decisions = Vec::with_capacity(budgets.len());
+        for (key, quota) in budgets {
+            let decision = if key.len() > MAX_KEY_LEN {
+                Decision::ALLOW
+            } else {
+                self.check(key, quota)
+            };
+            decisions.push(decision);
+            if !decision.allowed {
+                break;
+            }
+        }
+        decisions
     }
 
     /// Keys currently tracked (for the `listwarden_ratelimit_keys` gauge).
@@ -292,6 +311,57 @@ mod tests {
         assert_eq!(total, 25);
         clock.advance(Duration::from_millis(100));
         assert!(store.check("net:198.51.100.0/24", &q).allowed);
+    }
+
+    /// `check_all` decides exactly as `check` once per budget until one denies (the caller's
+    /// loop before there was `check_all`), on two stores fed the same requests.
+    #[test]
+    fn check_all_matches_sequential_checks() {
+        let (all, clock_all) = store(1_000, 1);
+        let (one, clock_one) = store(1_000, 1);
+        let quotas = [
+            quota(5, Duration::from_secs(1), 4),
+            quota(2, Duration::from_secs(1), 3),
+            quota(1, Duration::from_secs(1), 6),
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut denied_at = [0usize; 4];
+        for _ in 0..2_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let keys = [
+                format!("net:{}", seed % 3),
+                format!("list:{}", (seed >> 8) % 2),
+                format!("addr:{}", (seed >> 16) % 5),
+            ];
+            let budgets: Vec<(&str, Quota)> = keys.iter().map(String::as_str).zip(quotas).collect();
+            let got = all.check_all(&budgets);
+            let mut want = Vec::new();
+            for (key, q) in &budgets {
+                let d = one.check(key, q);
+                want.push(d);
+                if !d.allowed {
+                    break;
+                }
+            }
+            assert_eq!(got, want);
+            denied_at[got.iter().position(|d| !d.allowed).unwrap_or(3)] += 1;
+            let step = Duration::from_millis((seed >> 24) % 120);
+            clock_all.advance(step);
+            clock_one.advance(step);
+        }
+        // Every budget denied first some of the time, and all passed some of the time.
+        assert!(denied_at.iter().all(|&n| n > 0), "{denied_at:?}");
+        // An over-long key is allowed and charges nothing.
+        let long = "x".repeat(MAX_KEY_LEN + 1);
+        let one_shot = quota(1, Duration::from_secs(3600), 1);
+        for _ in 0..3 {
+            assert_eq!(
+                all.check_all(&[(long.as_str(), one_shot)]),
+                vec![Decision::ALLOW]
+            );
+        }
     }
 
     /// RSS at 10^6 distinct keys; run with

@@ -33,7 +33,7 @@ pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use gcra::{Decision, MAX_HORIZON, Quota, QuotaError, decide};
 pub use memory::{MAX_KEYS, MAX_SHARDS, MemoryStore};
 #[cfg(feature = "redis")]
-pub use redis_store::{GCRA_SCRIPT, RedisConfig, RedisStore, RedisStoreError};
+pub use redis_store::{GCRA_SCRIPT, REFUND_SCRIPT, RedisConfig, RedisStore, RedisStoreError};
 #[cfg(feature = "redis")]
 pub use target::{TargetError, check_target};
 
@@ -77,6 +77,21 @@ impl Store {
             Store::Memory(store) => Ok(store.check(key, quota)),
             #[cfg(feature = "redis")]
             Store::Redis(store) => store.check(key, quota).await,
+        }
+    }
+
+    /// Decides the budgets of one request in order and stops at the first denial, as calling
+    /// [`Store::check`] on each until one denies would: the budgets before it are charged, the
+    /// denying one and those after it are not. Returns one decision per budget up to and
+    /// including the first denial (all of them when none denies).
+    ///
+    /// The Redis store makes one round trip for the whole decision. An over-long key is never
+    /// a reason to refuse mail: it is allowed and charges nothing.
+    pub async fn check_all(&self, budgets: &[(&str, Quota)]) -> Vec<Decision> {
+        match self {
+            Store::Memory(store) => store.check_all(budgets),
+            #[cfg(feature = "redis")]
+            Store::Redis(store) => store.check_all(budgets).await,
         }
     }
 

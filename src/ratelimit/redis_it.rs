@@ -100,15 +100,25 @@ async fn check_until(
 struct RedisServer {
     port: u16,
     child: Option<Child>,
+    /// Further `redis-server` arguments (a Cluster node's).
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     fn start() -> Self {
+        Self::start_with(Vec::new())
+    }
+
+    fn start_with(extra: Vec<String>) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .map(|addr| addr.port())
             .unwrap_or_else(|e| panic!("no free port: {e}"));
-        let mut server = Self { port, child: None };
+        let mut server = Self {
+            port,
+            child: None,
+            extra,
+        };
         server.restart();
         server
     }
@@ -134,6 +144,7 @@ impl RedisServer {
                 "no",
             ])
             .args(["--daemonize", "no", "--enable-debug-command", "local"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -519,4 +530,227 @@ async fn readonly_replica_falls_back_and_recovers() {
         .await,
         "did not recover after promotion"
     );
+}
+
+/// Three Cluster primaries on private ports (`redis-cli --cluster create`), killed on drop.
+struct RedisCluster {
+    nodes: Vec<RedisServer>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|n| {
+                let conf = dir.path().join(format!("nodes-{n}.conf"));
+                RedisServer::start_with(vec![
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-config-file".into(),
+                    conf.display().to_string(),
+                    "--dir".into(),
+                    dir.path().display().to_string(),
+                ])
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let status = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("redis-cli --cluster create: {e}"));
+        assert!(status.success(), "redis-cli --cluster create failed");
+        let give_up = Instant::now() + Duration::from_secs(10);
+        for node in &nodes {
+            loop {
+                let out = Command::new("redis-cli")
+                    .args(["-p", &node.port.to_string(), "cluster", "info"])
+                    .output()
+                    .unwrap_or_else(|e| panic!("redis-cli: {e}"));
+                if String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(Instant::now() < give_up, "cluster not ok");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Self { nodes, _dir: dir }
+    }
+
+    fn url(&self) -> String {
+        let seeds: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis+cluster://{}/", seeds.join(","))
+    }
+}
+
+/// Scripts run (`EVALSHA` + `EVAL` calls in `INFO commandstats`) over these servers.
+async fn scripts_run(urls: &[String]) -> u64 {
+    let mut total = 0;
+    for url in urls {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut admin(url).await)
+            .await
+            .unwrap_or_else(|e| panic!("INFO commandstats: {e}"));
+        for line in info.lines() {
+            let calls = |name: &str| {
+                line.strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix(":calls="))
+                    .and_then(|rest| rest.split(',').next())
+                    .and_then(|n| n.parse::<u64>().ok())
+            };
+            total += calls("cmdstat_evalsha")
+                .or(calls("cmdstat_eval"))
+                .unwrap_or(0);
+        }
+    }
+    total
+}
+
+/// The budgets of decision `n` (a network, a list, an address), under `salt`.
+fn decision_keys(salt: &str, n: u64) -> [String; 3] {
+    let mix = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20;
+    [
+        format!("it:net:{salt}:{}", mix % 3),
+        format!("it:list:{salt}:{}", (mix >> 8) % 2),
+        format!("it:addr:{salt}:{}", (mix >> 16) % 5),
+    ]
+}
+
+/// Quotas whose interval (≥ 1 min) dwarfs the test's run time, so that the real clock of
+/// Redis and the frozen clock of the memory store decide alike.
+fn decision_quotas() -> [Quota; 3] {
+    [
+        quota(60, Duration::from_secs(3600), 90),
+        quota(30, Duration::from_secs(3600), 80),
+        quota(10, Duration::from_secs(3600), 25),
+    ]
+}
+
+/// The same decisions, `retry_after` aside by the real time Redis saw pass (seconds here).
+fn assert_same(redis: &[Decision], memory: &[Decision], what: &str) {
+    let allowed = |ds: &[Decision]| ds.iter().map(|d| d.allowed).collect::<Vec<_>>();
+    assert_eq!(allowed(redis), allowed(memory), "{what}");
+    for (r, m) in redis.iter().zip(memory) {
+        assert!(r.retry_after <= m.retry_after, "{what}: {r:?} vs {m:?}");
+        assert!(
+            m.retry_after - r.retry_after < Duration::from_secs(10),
+            "{what}: {r:?} vs {m:?}"
+        );
+    }
+}
+
+/// Multi-budget decisions: the Redis store decides exactly as the memory store, in one round
+/// trip each; before (one `check` per budget until a denial) it took one per budget charged.
+async fn multi_budget_decisions(url: &str, script_servers: &[String], mode: &str) {
+    const DECISIONS: u64 = 300;
+    let store = connected_store(url, Duration::from_millis(200)).await;
+    let memory = super::MemoryStore::with_clock(10_000, Arc::new(super::ManualClock::new(1)));
+    let salt = unique_key(mode);
+    let quotas = decision_quotas();
+    let mut denied_at = [0usize; 4];
+    let before = store.stats();
+    let scripts_before = scripts_run(script_servers).await;
+    let mut took_all = Duration::ZERO;
+    for n in 0..DECISIONS {
+        let keys = decision_keys(&salt, n);
+        let budgets: Vec<(&str, Quota)> = keys.iter().map(String::as_str).zip(quotas).collect();
+        let refunds = store.stats().refunds;
+        let started = Instant::now();
+        let got = store.check_all(&budgets).await;
+        took_all += started.elapsed();
+        assert_same(
+            &got,
+            &memory.check_all(&budgets),
+            &format!("decision {n} ({mode})"),
+        );
+        denied_at[got.iter().position(|d| !d.allowed).unwrap_or(3)] += 1;
+        if store.stats().refunds > refunds {
+            // Cluster: let the background refund land before the next decision compares.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let after = store.stats();
+    let scripts = scripts_run(script_servers).await - scripts_before;
+    assert_eq!(
+        after.fallback_decisions, before.fallback_decisions,
+        "no fallback"
+    );
+    assert!(denied_at.iter().all(|&n| n > 0), "{denied_at:?}");
+    let round_trips = after.round_trips - before.round_trips;
+    assert_eq!(
+        round_trips, DECISIONS,
+        "one round trip per decision ({mode})"
+    );
+    let refunds = after.refunds - before.refunds;
+
+    // Before: one call per budget until a denial, on fresh keys.
+    let salt = unique_key(mode);
+    let memory = super::MemoryStore::with_clock(10_000, Arc::new(super::ManualClock::new(1)));
+    let before_seq = store.stats();
+    let scripts_before = scripts_run(script_servers).await;
+    let started = Instant::now();
+    for n in 0..DECISIONS {
+        let keys = decision_keys(&salt, n);
+        let budgets: Vec<(&str, Quota)> = keys.iter().map(String::as_str).zip(quotas).collect();
+        let mut got = Vec::new();
+        for (key, q) in &budgets {
+            let d = timed_check(&store, key, q).await;
+            got.push(d);
+            if !d.allowed {
+                break;
+            }
+        }
+        assert_same(
+            &got,
+            &memory.check_all(&budgets),
+            &format!("sequential decision {n} ({mode})"),
+        );
+    }
+    let took_seq = started.elapsed();
+    let seq_round_trips = store.stats().round_trips - before_seq.round_trips;
+    let seq_scripts = scripts_run(script_servers).await - scripts_before;
+    eprintln!(
+        "round trips per decision ({mode}, {DECISIONS} decisions of 3 budgets, first denial at \
+         [net, list, addr, none] = {denied_at:?}): before {:.2} ({seq_scripts} scripts, \
+         {:.3} ms/decision), after {:.2} ({scripts} scripts, {refunds} refunds, \
+         {:.3} ms/decision)",
+        seq_round_trips as f64 / DECISIONS as f64,
+        took_seq.as_secs_f64() * 1e3 / DECISIONS as f64,
+        round_trips as f64 / DECISIONS as f64,
+        took_all.as_secs_f64() * 1e3 / DECISIONS as f64,
+    );
+    assert_eq!(
+        seq_scripts, seq_round_trips,
+        "sequential: one script per round trip"
+    );
+    if mode == "node" {
+        assert_eq!(scripts, DECISIONS, "one script per decision on one node");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "starts redis-server"]
+async fn multi_budget_decisions_one_node() {
+    let server = RedisServer::start();
+    multi_budget_decisions(&server.url(), &[server.url()], "node").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "starts three redis-server Cluster nodes and redis-cli"]
+async fn multi_budget_decisions_cluster() {
+    let cluster = RedisCluster::start();
+    let urls: Vec<String> = cluster.nodes.iter().map(RedisServer::url).collect();
+    multi_budget_decisions(&cluster.url(), &urls, "cluster").await;
 }

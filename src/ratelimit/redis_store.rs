@@ -1,18 +1,24 @@
-//! The shared store: GCRA in Redis (or Valkey), one atomic script per decision, with a local
+//! The shared store: GCRA in Redis (or Valkey), one round trip per decision, with a local
 //! fallback behind a circuit breaker so that Redis being slow or down never blocks mail.
 //!
 //! # One decision
 //!
-//! [`GCRA_SCRIPT`] runs by `EVALSHA` (`redis::Script` sends `SCRIPT LOAD` and retries when the
-//! server answers `NOSCRIPT`, e.g. after `SCRIPT FLUSH` or a restart), so a decision is one round
-//! trip and atomic: several MX hosts on one key can never admit more than the quota. The script
-//! reads the server's `TIME`, so hosts with skewed clocks agree (fault R4), and computes in
-//! microseconds because Lua numbers are doubles. Every allowed request rewrites the key with
+//! A decision at RCPT charges up to three budgets (network, list, address) in order and stops
+//! at the first that denies. [`GCRA_SCRIPT`] takes all of them and runs by `EVALSHA`
+//! (`redis::Script` sends `SCRIPT LOAD` and retries when the server answers `NOSCRIPT`, e.g.
+//! after `SCRIPT FLUSH` or a restart), so on one node or a Sentinel primary a decision is one
+//! round trip and atomic: several MX hosts on one key can never admit more than the quota. The
+//! script reads the server's `TIME`, so hosts with skewed clocks agree (fault R4), and computes
+//! in microseconds because Lua numbers are doubles. Every allowed request rewrites the key with
 //! `PX` = time until its TAT, after which the key equals an absent one; denials write nothing.
-//! The key is `{prefix}{{{key}}}`: the braces make it a Redis Cluster hash tag (each script
-//! touches exactly one key, so it is slot-local whatever the key contains; a `}` inside `key`
-//! only shortens the tag). Only `TIME`, `GET` and `SET … PX` are
-//! used, all of which Valkey and Redis ≥ 2.6.12 have.
+//!
+//! The key is `{prefix}{{{key}}}`: the braces make it a Redis Cluster hash tag (a `}` inside
+//! `key` only shortens the tag). A decision's budgets are therefore in different slots of a
+//! Cluster, where a script may not touch them together: there each budget is one single-key
+//! call, all sent at once over the multiplexed connection (one round trip of wall time), and
+//! budgets charged after the first denial are refunded in the background ([`REFUND_SCRIPT`];
+//! see [`RedisStore::check_all`] for what that costs). Only `TIME`, `GET`, `SET … PX` and `DEL`
+//! are used, all of which Valkey and Redis ≥ 2.6.12 have.
 //!
 //! # When Redis fails
 //!
@@ -49,28 +55,54 @@ use super::gcra::{Decision, Quota};
 use super::memory::MemoryStore;
 use super::target::{Connection, Target, TargetError};
 
-/// The decision script; a transcription of `gcra::step` on the server's clock.
+/// The decision script; a transcription of `gcra::step` on the server's clock, applied to the
+/// budgets of one decision in order and stopping at the first denial, exactly as calling
+/// `step` once per budget would (earlier budgets stay charged, the denying one and those after
+/// it are untouched).
 ///
-/// `KEYS[1]`: the bucket. `ARGV[1]`: `T` and `ARGV[2]`: `τ`, in microseconds. Returns
-/// `{allowed (1|0), retry_after_us}`.
+/// `KEYS[i]`: the i-th bucket. `ARGV[2i-1]`: its `T` and `ARGV[2i]`: its `τ`, in microseconds.
+/// Returns `{0, 0}` when every budget allowed, else `{i, retry_after_us}` for the first denial.
 pub const GCRA_SCRIPT: &str = r#"
--- listwarden GCRA (see gcra.rs): one key, server time, microseconds.
+-- listwarden GCRA (see gcra.rs): budgets in order, server time, microseconds.
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
-local interval = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
-local tat = now
-local stored = tonumber(redis.call('GET', KEYS[1]) or '')
-if stored and stored > now then tat = stored end
-local ahead = tat - now
-if ahead > tolerance then
-  return {0, ahead - tolerance}
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local tolerance = tonumber(ARGV[2 * i])
+  local tat = now
+  local stored = tonumber(redis.call('GET', key) or '')
+  if stored and stored > now then tat = stored end
+  local ahead = tat - now
+  if ahead > tolerance then
+    return {i, ahead - tolerance}
+  end
+  local next_tat = tat + interval
+  redis.call('SET', key, string.format('%.0f', next_tat),
+    'PX', math.ceil((next_tat - now) / 1000))
 end
-local next_tat = tat + interval
-redis.call('SET', KEYS[1], string.format('%.0f', next_tat),
-  'PX', math.ceil((next_tat - now) / 1000))
-return {1, 0}
+return {0, 0}
+"#;
+
+/// Gives back one allowed request: `TAT −= T` (the key is deleted once that is not in the
+/// future). Used in a Cluster, where a decision's budgets live in different slots and are
+/// charged at once: the budgets after the first denial that were charged anyway are refunded.
+///
+/// `KEYS[1]`: the bucket. `ARGV[1]`: `T` in microseconds.
+pub const REFUND_SCRIPT: &str = r#"
+-- listwarden GCRA refund (see redis_store.rs): undo one allowed request.
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local stored = tonumber(redis.call('GET', KEYS[1]) or '')
+if not stored then return 0 end
+local tat = stored - tonumber(ARGV[1])
+if tat <= now then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000))
+end
+return 1
 "#;
 
 /// Settings of a [`RedisStore`].
@@ -153,6 +185,7 @@ struct Inner {
     node_count: u32,
     target: Target,
     script: Script,
+    refund: Script,
     clock: Arc<dyn Clock>,
     fallback: MemoryStore,
     state: Mutex<State>,
@@ -163,6 +196,8 @@ struct Inner {
     errors: [AtomicU64; 5],
     fallback_decisions: AtomicU64,
     backend_decisions: AtomicU64,
+    round_trips: AtomicU64,
+    refunds: AtomicU64,
 }
 
 struct State {
@@ -213,6 +248,7 @@ impl RedisStore {
             node_count: config.node_count.max(1),
             target,
             script: Script::new(GCRA_SCRIPT),
+            refund: Script::new(REFUND_SCRIPT),
             fallback: MemoryStore::with_clock(config.fallback_max_keys, clock.clone()),
             clock,
             state: Mutex::new(State {
@@ -226,6 +262,8 @@ impl RedisStore {
             errors: Default::default(),
             fallback_decisions: AtomicU64::new(0),
             backend_decisions: AtomicU64::new(0),
+            round_trips: AtomicU64::new(0),
+            refunds: AtomicU64::new(0),
         });
         runtime.spawn(connection_task(Arc::downgrade(&inner), wake));
         Ok(Self { inner })
@@ -241,28 +279,143 @@ impl RedisStore {
                 max: MAX_KEY_LEN,
             });
         }
+        let decisions = self.check_all(&[(key, *quota)]).await;
+        Ok(decisions.first().copied().unwrap_or(Decision::ALLOW))
+    }
+
+    /// Decides the budgets of one request in order, stopping at the first denial (see
+    /// [`Store::check_all`](super::Store::check_all)), in one round trip to Redis.
+    ///
+    /// One node or Sentinel: one [`GCRA_SCRIPT`] call over all the keys, atomic. Cluster: the
+    /// keys hash to different slots, so one single-key call per budget, all sent at once over
+    /// the multiplexed connection (one round trip of wall time); should a budget deny, those
+    /// after it that were charged anyway get their request back ([`REFUND_SCRIPT`], off the
+    /// decision path). Between the charge and the refund another host may see those budgets
+    /// one request fuller than sequential charging would leave them: a request may be refused
+    /// a little early, never admitted beyond the quota.
+    ///
+    /// A budget Redis did not answer is decided by the local fallback (quota divided by
+    /// `node_count`), still in order. An over-long key (a bug upstream, never a reason to
+    /// refuse mail) is allowed uncharged.
+    pub async fn check_all(&self, budgets: &[(&str, Quota)]) -> Vec<Decision> {
         let inner = &*self.inner;
-        let params = quota.params_micros();
-        let mut invocation = inner.script.key(format!("{}{{{}}}", inner.prefix, key));
-        invocation.arg(params.interval).arg(params.tolerance);
-        if let Some((allowed, wait_us)) = self.invoke::<(i64, i64)>(&invocation).await {
-            inner.backend_decisions.fetch_add(1, Ordering::Relaxed);
-            return Ok(if allowed == 1 {
-                Decision::ALLOW
-            } else {
-                Decision::deny(Duration::from_micros(u64::try_from(wait_us).unwrap_or(0)))
+        let sent: Vec<usize> = (0..budgets.len())
+            .filter(|&i| {
+                budgets
+                    .get(i)
+                    .is_some_and(|(key, _)| key.len() <= MAX_KEY_LEN)
+            })
+            .collect();
+        // Redis's answer per budget; `None`: decide locally (or not reached).
+        let mut answers: Vec<Option<Decision>> = vec![None; budgets.len()];
+        let concurrent = sent.len() > 1 && self.mode() == "cluster";
+        let mut charged_in_redis = vec![false; budgets.len()];
+        if concurrent {
+            let calls = sent.iter().map(|&i| {
+                let (key, quota) = &budgets[i];
+                let params = quota.params_micros();
+                async move {
+                    let mut invocation = inner.script.key(self.redis_key(key));
+                    invocation.arg(params.interval).arg(params.tolerance);
+                    (i, self.call::<(i64, i64)>(&invocation).await)
+                }
             });
+            let results = futures_util::future::join_all(calls).await;
+            if results
+                .iter()
+                .any(|(_, call)| !matches!(call, Call::Skipped))
+            {
+                inner.round_trips.fetch_add(1, Ordering::Relaxed);
+            }
+            for (i, call) in results {
+                if let Call::Done((denied, wait_us)) = call {
+                    let decision = decision(denied == 0, wait_us);
+                    charged_in_redis[i] = decision.allowed;
+                    answers[i] = Some(decision);
+                }
+            }
+        } else if !sent.is_empty() {
+            let mut invocation = inner.script.prepare_invoke();
+            for &i in &sent {
+                let (key, quota) = &budgets[i];
+                let params = quota.params_micros();
+                invocation
+                    .key(self.redis_key(key))
+                    .arg(params.interval)
+                    .arg(params.tolerance);
+            }
+            let call = self.call::<(i64, i64)>(&invocation).await;
+            if !matches!(call, Call::Skipped) {
+                inner.round_trips.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Call::Done((denied, wait_us)) = call {
+                // `denied` is the 1-based position among the keys sent; 0 when none denied.
+                let denied = usize::try_from(denied).unwrap_or(0);
+                for (position, &i) in sent.iter().enumerate() {
+                    if position + 1 == denied {
+                        answers[i] = Some(decision(false, wait_us));
+                        break;
+                    }
+                    answers[i] = Some(Decision::ALLOW);
+                }
+            }
         }
-        inner.fallback_decisions.fetch_add(1, Ordering::Relaxed);
-        Ok(inner.fallback.check(key, &quota.divided(inner.node_count)))
+        let mut decisions = Vec::with_capacity(budgets.len());
+        for (i, (key, quota)) in budgets.iter().enumerate() {
+            let decision = if key.len() > MAX_KEY_LEN {
+                Decision::ALLOW
+            } else if let Some(decision) = answers[i] {
+                inner.backend_decisions.fetch_add(1, Ordering::Relaxed);
+                decision
+            } else {
+                inner.fallback_decisions.fetch_add(1, Ordering::Relaxed);
+                inner.fallback.check(key, &quota.divided(inner.node_count))
+            };
+            decisions.push(decision);
+            if !decision.allowed {
+                break;
+            }
+        }
+        // Cluster only: budgets after the denial that Redis charged all the same.
+        for i in decisions.len()..budgets.len() {
+            if charged_in_redis[i] {
+                self.refund(budgets[i].0, &budgets[i].1);
+            }
+        }
+        decisions
+    }
+
+    /// Gives one request back to `key` in the background (see [`REFUND_SCRIPT`]).
+    fn refund(&self, key: &str, quota: &Quota) {
+        self.inner.refunds.fetch_add(1, Ordering::Relaxed);
+        let store = self.clone();
+        let key = self.redis_key(key);
+        let interval = quota.params_micros().interval;
+        tokio::spawn(async move {
+            let mut invocation = store.inner.refund.key(key);
+            invocation.arg(interval);
+            store.invoke::<i64>(&invocation).await;
+        });
+    }
+
+    /// `{prefix}{{{key}}}`: the braces make `key` the Cluster hash tag.
+    fn redis_key(&self, key: &str) -> String {
+        format!("{}{{{}}}", self.inner.prefix, key)
     }
 
     /// Runs one script on the shared connection within the deadline, routed by the breaker
     /// like a decision; `None` when Redis is not usable now (the caller decides locally).
     ///
     /// Every script listwarden runs touches keys of one hash tag only, so it is slot-local in
-    /// a Cluster.
+    /// a Cluster (the decision script's several keys are sent together only outside a Cluster).
     pub async fn invoke<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> Option<T> {
+        match self.call(invocation).await {
+            Call::Done(value) => Some(value),
+            Call::Failed | Call::Skipped => None,
+        }
+    }
+
+    async fn call<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> Call<T> {
         let inner = &*self.inner;
         let (route, connection) = {
             let mut state = inner.lock_state();
@@ -276,13 +429,15 @@ impl RedisStore {
                 }
             }
         };
-        let mut connection = connection?;
+        let Some(mut connection) = connection else {
+            return Call::Skipped;
+        };
         let outcome =
             tokio::time::timeout(inner.deadline, invocation.invoke_async(&mut connection)).await;
         let failure = match outcome {
             Ok(Ok(value)) => {
                 inner.record(route, None);
-                return Some(value);
+                return Call::Done(value);
             }
             Ok(Err(error)) => {
                 debug!(%error, "rate-limit backend call failed");
@@ -291,7 +446,7 @@ impl RedisStore {
             Err(_elapsed) => BackendErrorKind::Timeout,
         };
         inner.record(route, Some(failure));
-        None
+        Call::Failed
     }
 
     /// The key prefix, for the other shared state (the shield, complaint windows, peers).
@@ -319,6 +474,8 @@ impl RedisStore {
             errors,
             fallback_decisions: inner.fallback_decisions.load(Ordering::Relaxed),
             backend_decisions: inner.backend_decisions.load(Ordering::Relaxed),
+            round_trips: inner.round_trips.load(Ordering::Relaxed),
+            refunds: inner.refunds.load(Ordering::Relaxed),
         }
     }
 
@@ -405,6 +562,23 @@ impl Inner {
     fn needs_connection(&self) -> bool {
         let state = self.lock_state();
         state.connection.is_none() || state.reconnect_requested
+    }
+}
+
+/// What became of one backend call.
+enum Call<T> {
+    Done(T),
+    /// Sent, and it failed or timed out (reported to the breaker).
+    Failed,
+    /// Not sent: not connected, or the breaker routes to the fallback.
+    Skipped,
+}
+
+fn decision(allowed: bool, wait_us: i64) -> Decision {
+    if allowed {
+        Decision::ALLOW
+    } else {
+        Decision::deny(Duration::from_micros(u64::try_from(wait_us).unwrap_or(0)))
     }
 }
 
