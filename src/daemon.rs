@@ -127,7 +127,7 @@ pub async fn run(path: PathBuf) -> Result<(), DaemonError> {
     if let Some(file) = &current.logwatch_file {
         tracing::info!(file = %file.display(), "following Postfix's log for outbound results");
         let source = crate::logwatch::Source::File(file.clone());
-        tokio::spawn(crate::logwatch::run::count_into(shared.clone(), source));
+        tokio::spawn(crate::watch::count_into(shared.clone(), source));
     }
     tokio::spawn(watch_signals(reloader.clone()));
     tokio::spawn(watch_file(reloader.clone()));

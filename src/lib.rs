@@ -72,11 +72,13 @@ pub mod metrics;
 pub mod milter;
 pub mod policy;
 pub mod ratelimit;
+pub mod rates;
 mod record;
 #[cfg(feature = "redis")]
 pub mod shared_state;
 mod shield;
 pub mod throttle;
+pub mod watch;
 
 /// Addresses and signatures, shared with the expander.
 pub use listwarden_core::address;
@@ -102,7 +104,7 @@ pub struct Shared {
     /// Bounce storms per (provider, rule).
     pub incidents: IncidentBook,
     /// Complaints and deliveries per list, for the complaint-rate gauge.
-    pub rates: std::sync::Mutex<logwatch::outbound::ComplaintRates>,
+    pub rates: std::sync::Mutex<rates::ComplaintRates>,
     /// Provider levels for adaptive outbound throttling.
     pub throttle: throttle::Throttler,
 }
@@ -123,10 +125,7 @@ impl Shared {
         // With Redis, shields and complaint windows are also kept there (shared_state).
         let (shields, rates) = match store {
             #[cfg(feature = "redis")]
-            Store::Redis(_) => (
-                ShieldBook::shared(clock),
-                logwatch::outbound::ComplaintRates::shared(),
-            ),
+            Store::Redis(_) => (ShieldBook::shared(clock), rates::ComplaintRates::shared()),
             Store::Memory(_) => (ShieldBook::new(clock), Default::default()),
         };
         Arc::new(Shared {

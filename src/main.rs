@@ -458,7 +458,7 @@ fn logwatch(
         }
     };
     let mut out = std::io::stdout().lock();
-    let result = runtime.block_on(listwarden::logwatch::run::for_each_delivery(
+    let result = runtime.block_on(listwarden::watch::for_each_delivery(
         source,
         options,
         || config.clone(),

@@ -65,6 +65,11 @@ pub struct Metrics {
     pub list_inbound_last: prometheus::GaugeVec,
 }
 
+/// The `result` label of `config_reloads_total`.
+pub(crate) fn reload_result(ok: bool) -> &'static str {
+    if ok { "success" } else { "failure" }
+}
+
 /// Builds metrics and registers each as it is built: a metric is added
 /// by one field of [`Metrics`] and one line of [`Metrics::new`].
 struct Registrar(Registry);
@@ -152,7 +157,7 @@ impl Metrics {
             &["result"],
         );
         for ok in [true, false] {
-            config_reloads.with_label_values(&[crate::record::reload_result(ok)]);
+            config_reloads.with_label_values(&[reload_result(ok)]);
         }
         Metrics {
             messages: r.counters(

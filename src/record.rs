@@ -262,13 +262,13 @@ impl Recorder<'_> {
             }
             Event::ConfigLoad { ok: true } => {
                 m.config_reloads
-                    .with_label_values(&[reload_result(true)])
+                    .with_label_values(&[crate::metrics::reload_result(true)])
                     .inc();
                 m.config_loaded();
             }
             Event::ConfigLoad { ok: false } => {
                 m.config_reloads
-                    .with_label_values(&[reload_result(false)])
+                    .with_label_values(&[crate::metrics::reload_result(false)])
                     .inc();
             }
         }
@@ -314,7 +314,7 @@ impl Recorder<'_> {
         }
     }
 
-    fn rates(&self) -> std::sync::MutexGuard<'_, crate::logwatch::outbound::ComplaintRates> {
+    fn rates(&self) -> std::sync::MutexGuard<'_, crate::rates::ComplaintRates> {
         self.shared.rates.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -374,11 +374,6 @@ impl Recorder<'_> {
             );
         }
     }
-}
-
-/// The `result` label of `config_reloads_total`.
-pub(crate) fn reload_result(ok: bool) -> &'static str {
-    if ok { "success" } else { "failure" }
 }
 
 /// The one info line per verdict.

@@ -4,7 +4,7 @@
 //! without switching it off. It ends by itself after the hold time.
 //!
 //! Each process counts and raises on its own traffic. With a shared Redis
-//! store, [`crate::shared_state`] also sends each (list, source) pair and
+//! store, the `shared_state` task also sends each (list, source) pair and
 //! each local raise to Redis and brings back the shields raised anywhere,
 //! a few times a second: the trigger counts sources seen by every MX host,
 //! and a shield raised through one is enforced by all. List labels come
@@ -67,7 +67,7 @@ impl ShieldBook {
         Self::build(clock, false)
     }
 
-    /// A book that also keeps what [`crate::shared_state`] sends to Redis.
+    /// A book that also keeps what the `shared_state` task sends to Redis.
     pub fn shared(clock: Arc<dyn Clock>) -> ShieldBook {
         Self::build(clock, true)
     }

@@ -11,6 +11,7 @@
 //! * [`reload`]: what a reload may change.
 
 pub mod defaults;
+pub mod feedback;
 mod model;
 mod preset;
 pub mod protected;
@@ -68,7 +69,7 @@ pub struct Config {
     /// operator's files, which override rules of the same name.
     pub rules: crate::dsn::RuleSet,
     /// Feedback-loop reports (`feedback:`); `None` when none is configured.
-    pub feedback: Option<crate::feedback::Settings>,
+    pub feedback: Option<feedback::Settings>,
     /// The bounce storm detector; `None` when turned off.
     pub incident: Option<Incident>,
     /// Canonical protected address (`Address::key`) → what it is.

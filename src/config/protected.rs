@@ -3,6 +3,7 @@
 
 use super::{BounceCheck, Config, List, ListDomain, ListExpand, Preset, Sender};
 use crate::address::{Address, prvs};
+use std::net::IpAddr;
 
 /// What a protected address is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,16 +118,16 @@ impl Protected<'_> {
 
     /// True when this client may send as the address's list: its
     /// `senders:` when set, else any trusted network or SASL client.
-    pub fn may_send(&self, client: &crate::policy::Client, config: &Config) -> bool {
+    pub fn may_send(&self, ip: Option<IpAddr>, login: Option<&str>, config: &Config) -> bool {
         let senders = match self.owner {
             Owner::List(l) => l.senders.as_deref(),
             Owner::Domain(_) => None,
         };
         match senders {
-            None => crate::policy::is_privileged(client, config),
+            None => login.is_some() || ip.is_some_and(|ip| config.is_trusted(ip)),
             Some(allowed) => allowed.iter().any(|s| match s {
-                Sender::Network(n) => client.ip.is_some_and(|ip| n.contains(&ip)),
-                Sender::Sasl(login) => client.authenticated_as.as_deref() == Some(login.as_str()),
+                Sender::Network(n) => ip.is_some_and(|ip| n.contains(&ip)),
+                Sender::Sasl(allowed) => login == Some(allowed.as_str()),
             }),
         }
     }

@@ -56,7 +56,7 @@ pub struct Shield {
 
 /// Bounce storms: `trigger` distinct failed recipients at one provider with
 /// one rule within `within` raise an incident, held `hold` past the last
-/// such failure (see [`crate::incident`]).
+/// such failure (see the `incident` module).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Incident {
     pub trigger: u32,

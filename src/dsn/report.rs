@@ -1,4 +1,4 @@
-//! What a bounce or feedback message says, as the readers ([`super::parse`]
+//! What a bounce or feedback message says, as the readers (`parse`
 //! for MIME reports, `plain` for text notices) fill it in: the [`Report`]
 //! and its parts, and the [`Limits`] on what reading one may cost.
 

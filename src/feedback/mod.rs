@@ -16,13 +16,12 @@ pub mod attribute;
 pub mod intake;
 pub mod queue;
 pub mod record;
-mod settings;
 pub mod worker;
 
+pub use crate::config::feedback::{Action, Mailman3, Settings};
 pub use attribute::{Attribution, MemberSource, Signature, provider_of};
 pub use intake::{Format, Intake};
 pub use listwarden_core::tag::FEEDBACK_HEADER as HEADER;
-pub use settings::{Action, Mailman3, Settings};
 
 use crate::config::Config;
 use crate::dsn;

@@ -9,7 +9,6 @@
 mod follow;
 mod line;
 pub mod outbound;
-pub mod run;
 mod window;
 
 pub use follow::{

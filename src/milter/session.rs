@@ -679,7 +679,7 @@ impl Connection {
                 let keep = match config.protected(&a) {
                     Some(p) => {
                         let enforced = !*from_enforced
-                            && !p.may_send(client, config)
+                            && !p.may_send(client.ip, client.authenticated_as.as_deref(), config)
                             && !config.observe
                             && !p.owner.observe();
                         *from_enforced |= enforced;

@@ -110,7 +110,11 @@ fn decide_mail(facts: &Facts<'_>, config: &Config) -> Verdict {
         // headers must still be seen, so that forged tags are removed.
         return Verdict::cont();
     };
-    if !p.may_send(facts.client, config) {
+    if !p.may_send(
+        facts.client.ip,
+        facts.client.authenticated_as.as_deref(),
+        config,
+    ) {
         return forged(config, &p, Cause::ForgedEnvelopeSender, sender);
     }
     // The list server sends as its list: sign the envelope sender so that
@@ -373,10 +377,13 @@ fn decide_from(facts: &Facts<'_>, config: &Config) -> Verdict {
     // not carry a forgery of another list through.
     let mut found: Option<Verdict> = None;
     for author in facts.from {
-        let Some(p) = config
-            .protected(author)
-            .filter(|p| !p.may_send(facts.client, config))
-        else {
+        let Some(p) = config.protected(author).filter(|p| {
+            !p.may_send(
+                facts.client.ip,
+                facts.client.authenticated_as.as_deref(),
+                config,
+            )
+        }) else {
             continue;
         };
         let v = forged(config, &p, Cause::ForgedFromHeader, author);

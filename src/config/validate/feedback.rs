@@ -3,8 +3,8 @@
 
 use super::{Validator, parse_duration};
 use crate::address::Address;
+use crate::config::feedback::{Action, Mailman3, Settings};
 use crate::config::{List, Preset, defaults, model};
-use crate::feedback::{Action, Mailman3, Settings};
 use listwarden_core::diag::{Seg, read_text};
 use std::path::PathBuf;
 use std::time::Duration;

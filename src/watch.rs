@@ -1,12 +1,14 @@
 //! Following the log for real: lines in, counters (inside `listwarden
 //! run`) or JSON lines (the `listwarden logwatch` command) out.
 
-use super::outbound::{Seen, Tracker, classify_delivery};
-use super::{DeliveryStatus, FollowError, FollowOptions, Source, follow, parse_line};
 use crate::Shared;
 use crate::address::parse_path;
 use crate::config::Config;
 use crate::dsn::Classification;
+use crate::logwatch::outbound::{Seen, Tracker, classify_delivery};
+use crate::logwatch::{
+    Delivery, DeliveryStatus, FollowError, FollowOptions, Source, follow, parse_line,
+};
 use crate::record::Event;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -25,7 +27,7 @@ pub async fn for_each_delivery(
     source: Source,
     options: FollowOptions,
     config: impl Fn() -> Arc<Config>,
-    mut each: impl FnMut(&super::Delivery, Option<&str>, &Classification),
+    mut each: impl FnMut(&Delivery, Option<&str>, &Classification),
 ) -> Result<(), FollowError> {
     let (tx, mut rx) = mpsc::channel(CHANNEL_LINES);
     let reader = tokio::spawn(follow(source, options, tx));
