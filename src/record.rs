@@ -366,9 +366,9 @@ impl Recorder<'_> {
                 class = c.class.as_str(),
                 reason = c.reason.as_str(),
                 provider = %c.provider,
+                rule = %c.rule,
                 fault = c.fault.as_str(),
                 incident = c.incident,
-                rule = %c.rule,
                 status = c.status.as_deref().unwrap_or("-"),
                 "bounce classified"
             );

@@ -7,6 +7,25 @@
 //! `MAX_NOTICE_LINES` by the caller), so the cost stays linear.
 
 use super::fields::{clean_address, find_address, find_smtp_code, find_status};
+use aho_corasick::AhoCorasick;
+use std::sync::LazyLock;
+
+/// Any of `patterns`, in one pass over a line: most lines of a notice name
+/// none of the markers or phrases, and trying each one by one costs a
+/// searcher per pattern per line.
+fn any_of(patterns: &[&str]) -> Option<AhoCorasick> {
+    AhoCorasick::new(patterns).ok()
+}
+
+static ANY_SECTION_MARKER: LazyLock<Option<AhoCorasick>> =
+    LazyLock::new(|| any_of(SECTION_MARKERS));
+static ANY_ADDRESS_AFTER: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| any_of(ADDRESS_AFTER));
+
+/// False only when `line` surely contains none of the patterns (an
+/// automaton that could not be built lets every line through).
+fn may_contain(any: &LazyLock<Option<AhoCorasick>>, line: &str) -> bool {
+    any.as_ref().is_none_or(|a| a.is_match(line))
+}
 
 /// Lines after a section marker that are read as its addresses and details.
 const MAX_SECTION_LINES: usize = 200;
@@ -168,6 +187,9 @@ pub(super) fn sections(lines: &[&str], lower: &[String], max: usize) -> Vec<Hit>
     while i < lines.len() && out.len() < max {
         let l = lower.get(i).map_or("", String::as_str);
         i += 1;
+        if !may_contain(&ANY_SECTION_MARKER, l) {
+            continue;
+        }
         let Some(marker) = SECTION_MARKERS.iter().find(|m| l.contains(*m)) else {
             continue;
         };
@@ -280,6 +302,9 @@ pub(super) fn phrases(lines: &[&str], lower: &[String], max: usize) -> Vec<Hit> 
     for (i, (line, l)) in lines.iter().zip(lower).enumerate() {
         if out.len() >= max {
             break;
+        }
+        if !may_contain(&ANY_ADDRESS_AFTER, l) {
+            continue;
         }
         for phrase in ADDRESS_AFTER {
             let Some(at) = l.find(phrase) else { continue };

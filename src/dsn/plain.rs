@@ -107,6 +107,11 @@ const BOUNCE_SUBJECTS: &[&str] = &[
 ];
 
 /// Lines that introduce an inline copy of the original message (lower case).
+/// [`COPY_MARKERS`] in one pass over a line (every line of a notice is
+/// tried until the copy starts).
+static ANY_COPY_MARKER: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> =
+    std::sync::LazyLock::new(|| aho_corasick::AhoCorasick::new(COPY_MARKERS).ok());
+
 const COPY_MARKERS: &[&str] = &[
     "this is a copy of the message",
     "below this line is a copy of the message",
@@ -193,7 +198,10 @@ pub(super) fn scan(text: &str, ctx: &Context, limits: &Limits) -> Scan {
         }
         if copy_at.is_none() {
             let lower_line = line.to_ascii_lowercase();
-            if COPY_MARKERS.iter().any(|m| lower_line.contains(m)) {
+            if ANY_COPY_MARKER.as_ref().map_or_else(
+                || COPY_MARKERS.iter().any(|m| lower_line.contains(m)),
+                |a| a.is_match(&lower_line),
+            ) {
                 copy_at = Some(lines.len());
             }
             lower.push(lower_line);
