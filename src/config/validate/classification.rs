@@ -1,8 +1,6 @@
 //! The `classification:` section: built-in rules and the operator's files.
 
-use std::time::Duration;
-
-use super::{Validator, parse_duration};
+use super::Validator;
 use crate::config::{Incident, defaults, model};
 use crate::dsn::RulesError;
 use listwarden_core::diag::{Seg, one_line, parse_path, read_text};
@@ -73,31 +71,15 @@ impl Validator<'_> {
                 Seg::Key(k),
             ]
         };
-        let duration =
-            |v: &mut Self, text: Option<&str>, default: u64, key: &'static str| match text {
-                None => Duration::from_secs(default),
-                Some(t) => match parse_duration(t) {
-                    Some(d) if !d.is_zero() => d,
-                    _ => {
-                        v.error(
-                            &at(key),
-                            format!("`{t}` is not a duration such as 30s, 10m, 1h or 1d"),
-                        );
-                        Duration::from_secs(default)
-                    }
-                },
-            };
-        let within = duration(
-            self,
+        let within = self.duration_or(
             raw.within.as_deref(),
             defaults::INCIDENT_WITHIN_SECS,
-            "within",
+            &at("within"),
         );
-        let hold = duration(
-            self,
+        let hold = self.duration_or(
             raw.hold.as_deref(),
             defaults::INCIDENT_HOLD_SECS,
-            "hold",
+            &at("hold"),
         );
         let trigger = match raw.trigger {
             Some(n) if (2..=MAX_INCIDENT_TRIGGER).contains(&n) => n,

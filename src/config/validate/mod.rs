@@ -26,6 +26,21 @@ impl Validator<'_> {
         self.check.error(path, message);
     }
 
+    /// A duration key (`30s`, `10m`, `1h`, `1d`); absent: `default`
+    /// seconds; unreadable: an error at `path`, and the default.
+    fn duration_or(&mut self, text: Option<&str>, default: u64, path: &[Seg]) -> Duration {
+        match text {
+            None => Duration::from_secs(default),
+            Some(t) => parse_duration(t).unwrap_or_else(|| {
+                self.error(
+                    path,
+                    format!("`{t}` is not a duration such as 30s, 10m, 1h or 1d"),
+                );
+                Duration::from_secs(default)
+            }),
+        }
+    }
+
     pub(super) fn config(&mut self, raw: RawConfig) -> Config {
         let milter = self.milter(&raw.milter);
         let metrics_listen = self.check.listen_address(

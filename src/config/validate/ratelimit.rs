@@ -194,29 +194,12 @@ impl Validator<'_> {
             return None;
         }
         let at = |k| [Seg::Key("shield"), Seg::Key(k)];
-        let duration =
-            |v: &mut Self, text: Option<&str>, default: u64, key: &'static str| match text {
-                None => Duration::from_secs(default),
-                Some(t) => parse_duration(t).unwrap_or_else(|| {
-                    v.error(
-                        &at(key),
-                        format!("`{t}` is not a duration such as 30s, 10m, 1h or 1d"),
-                    );
-                    Duration::from_secs(default)
-                }),
-            };
-        let within = duration(
-            self,
+        let within = self.duration_or(
             raw.within.as_deref(),
             defaults::SHIELD_WITHIN_SECS,
-            "within",
+            &at("within"),
         );
-        let hold = duration(
-            self,
-            raw.hold.as_deref(),
-            defaults::SHIELD_HOLD_SECS,
-            "hold",
-        );
+        let hold = self.duration_or(raw.hold.as_deref(), defaults::SHIELD_HOLD_SECS, &at("hold"));
         let trigger = match raw.trigger {
             Some(0) => {
                 self.error(&at("trigger"), "must be at least 1");
