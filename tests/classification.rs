@@ -226,7 +226,18 @@ async fn a_bounce_storm_at_one_provider_is_marked_as_ours() {
         config()
     );
     let m = Milter::start_tcp(&config).await;
-    let rcpt = signed(&m);
+    // Each member's bounce comes back to its own signed VERP address
+    // (`members-bounces+LOCAL=DOMAIN@`, as Mailman sends), the one address
+    // of a bounce its sender cannot choose.
+    let ring = m.shared.config.load().signing.clone().unwrap();
+    let rcpt_of = |member: &str| {
+        let (local, domain) = member.split_once('@').unwrap();
+        let verp = format!("members-bounces+{local}={domain}@lists.example.org");
+        format!(
+            "<{}>",
+            prvs::sign(&Address::parse(&verp).unwrap(), &ring, support::today())
+        )
+    };
     let dsn = |member: &str| {
         format!(
             "From: MAILER-DAEMON@mx.example.net\nSubject: Undelivered Mail\nMIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n\n--b\nContent-Type: text/plain\n\nFailed.\n--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.net\n\nFinal-Recipient: rfc822; {member}\nAction: failed\nStatus: 5.1.1\nRemote-MTA: dns; gmail-smtp-in.l.google.com\nDiagnostic-Code: smtp; 550-5.1.1 The email account that you tried to reach does not exist. - gsmtp\n\n--b--\n"
@@ -240,7 +251,7 @@ async fn a_bounce_storm_at_one_provider_is_marked_as_ours() {
         "c@gmail.com",
         "d@gmail.com",
     ] {
-        let (actions, _) = send_bounce(&m, &rcpt, dsn(member).as_bytes(), &[]).await;
+        let (actions, _) = send_bounce(&m, &rcpt_of(member), dsn(member).as_bytes(), &[]).await;
         let t = tags(&actions);
         assert_eq!(t.len(), 1, "{t:?}");
         got.push(t[0].clone());
@@ -268,5 +279,55 @@ async fn a_bounce_storm_at_one_provider_is_marked_as_ours() {
                 && l.contains("reason=\"unknown_user\"")),
         "{text}"
     );
+    m.stop().await;
+}
+
+/// The failed addresses in a bounce's body are its sender's text: bounces
+/// that all come back to one signed address (a member's own, or one leaked
+/// copy) never make a storm, whatever addresses they name, and neither does
+/// one bounce that names many.
+#[tokio::test]
+async fn a_storm_cannot_be_staged_with_addresses_the_sender_writes() {
+    let config = format!(
+        "{}classification:\n  incident:\n    trigger: 3\n    within: 10m\n",
+        config()
+    );
+    let m = Milter::start_tcp(&config).await;
+    let rcpt = signed(&m);
+    let group = |member: &str| {
+        format!(
+            "Final-Recipient: rfc822; {member}\nAction: failed\nStatus: 5.1.1\nRemote-MTA: dns; gmail-smtp-in.l.google.com\nDiagnostic-Code: smtp; 550-5.1.1 The email account that you tried to reach does not exist. - gsmtp\n\n"
+        )
+    };
+    let dsn = |groups: String| {
+        format!(
+            "From: MAILER-DAEMON@mx.example.net\nSubject: Undelivered Mail\nMIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n\n--b\nContent-Type: text/plain\n\nFailed.\n--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.net\n\n{groups}--b--\n"
+        )
+    };
+    // One bounce naming ten members, then one per member, all to one address.
+    let many: String = (0..10).map(|i| group(&format!("m{i}@gmail.com"))).collect();
+    let mut all = Vec::new();
+    let (actions, _) = send_bounce(&m, &rcpt, dsn(many).as_bytes(), &[]).await;
+    all.extend(tags(&actions));
+    for i in 10..15 {
+        let (actions, _) = send_bounce(
+            &m,
+            &rcpt,
+            dsn(group(&format!("m{i}@gmail.com"))).as_bytes(),
+            &[],
+        )
+        .await;
+        all.extend(tags(&actions));
+    }
+    assert!(all.len() >= 15, "{all:?}");
+    for t in &all {
+        assert!(t.ends_with("; fault=them"), "{t}");
+    }
+    let gauge = m
+        .shared
+        .metrics
+        .bounce_incident
+        .with_label_values(&["gmail", "text-unknown-user"]);
+    assert_eq!(gauge.get(), 0);
     m.stop().await;
 }

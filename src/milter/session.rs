@@ -171,6 +171,10 @@ struct Message {
     classify: bool,
     /// What its signature check found (valid, trace_ok), for the tag.
     signature: Option<BounceVerdict>,
+    /// The first recipient whose signature was valid ([`Address::key`]):
+    /// the one address of a bounce an outsider cannot choose, so the
+    /// storm detector counts it, never the addresses the body names.
+    signed_rcpt: Option<String>,
     /// Mail from an ordinary sender to a list address that may be a
     /// feedback report (ARF): its list and signature check; it is
     /// classified if its Content-Type says so.
@@ -616,6 +620,9 @@ impl Connection {
             if verdict.list.is_some() {
                 msg.classify = true;
                 msg.signature = msg.signature.or(verdict.bounce);
+                if verdict.bounce == Some(BounceVerdict::Valid) && msg.signed_rcpt.is_none() {
+                    msg.signed_rcpt = Some(rcpt.key());
+                }
             }
         }
         if refused {
@@ -911,7 +918,7 @@ impl Connection {
         };
         let report = dsn::parse(&raw, &limits);
         let mut classes = dsn::classify(&report, &self.config.rules);
-        self.mark_incidents(&mut classes, msg.signature);
+        self.mark_incidents(&mut classes, msg.signed_rcpt.as_deref());
         let list = msg.list.as_deref().unwrap_or(NO_LIST);
         let signature = msg
             .signature
@@ -935,50 +942,50 @@ impl Connection {
         (tags, action.unwrap_or(RuleAction::Accept))
     }
 
-    /// Feeds the failures of a checked bounce to the storm detector; during
-    /// an incident of their provider and rule they are our fault, whatever
-    /// the rule says. Only bounces that came back to our own signed or
-    /// traced mail count, so outsiders cannot stage a storm.
-    fn mark_incidents(
-        &mut self,
-        cls: &mut [dsn::Classification],
-        signature: Option<BounceVerdict>,
-    ) {
-        let Some(settings) = &self.config.incident else {
+    /// Feeds a checked bounce to the storm detector; during an incident of
+    /// its provider and rule its failures are our fault, whatever the rule
+    /// says. Only a bounce that came back to a valid signature counts, once,
+    /// as its signed recipient (`signed_rcpt`): the failed addresses in the
+    /// body are the sender's text, and a trace mark anyone can write, so
+    /// neither can stage or feed a storm.
+    fn mark_incidents(&mut self, cls: &mut [dsn::Classification], signed_rcpt: Option<&str>) {
+        let (Some(settings), Some(who)) = (&self.config.incident, signed_rcpt) else {
             return;
         };
-        if !matches!(
-            signature,
-            Some(BounceVerdict::Valid | BounceVerdict::TraceOk)
-        ) {
-            return;
-        }
-        for c in cls.iter_mut().take(dsn::tag::MAX_TAGS) {
-            if !matches!(
+        let failed = |c: &dsn::Classification| {
+            matches!(
                 c.class,
                 dsn::Class::Hard | dsn::Class::Soft | dsn::Class::Deferral
-            ) {
-                continue;
+            ) && c.recipient.is_some()
+        };
+        let Some(first) = cls.iter().find(|c| failed(c)) else {
+            return;
+        };
+        // Without a named provider, the failed address's domain stands for it.
+        let provider = if first.provider == "unknown" {
+            let recipient = first.recipient.as_deref().unwrap_or_default();
+            let domain = recipient.rsplit_once('@').map_or("unknown", |(_, d)| d);
+            listwarden_core::tag::clean(&domain.to_ascii_lowercase())
+        } else {
+            first.provider.clone()
+        };
+        let rule = first.rule.clone();
+        let (up, change) = self
+            .shared
+            .incidents
+            .record(&provider, &rule, who, settings);
+        self.observed.extend(change.map(Event::Incident));
+        if up {
+            for c in cls
+                .iter_mut()
+                .take(dsn::tag::MAX_TAGS)
+                .filter(|c| c.rule == rule)
+            {
+                if failed(c) {
+                    c.fault = dsn::Fault::Us;
+                    c.incident = true;
+                }
             }
-            let Some(recipient) = c.recipient.as_deref() else {
-                continue;
-            };
-            // Without a named provider, the recipient's domain is the provider.
-            let provider = if c.provider == "unknown" {
-                let domain = recipient.rsplit_once('@').map_or("unknown", |(_, d)| d);
-                listwarden_core::tag::clean(&domain.to_ascii_lowercase())
-            } else {
-                c.provider.clone()
-            };
-            let (up, change) = self
-                .shared
-                .incidents
-                .record(&provider, &c.rule, recipient, settings);
-            if up {
-                c.fault = dsn::Fault::Us;
-                c.incident = true;
-            }
-            self.observed.extend(change.map(Event::Incident));
         }
     }
 
