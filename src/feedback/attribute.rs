@@ -76,6 +76,13 @@ pub struct Attribution {
 }
 
 impl Attribution {
+    /// The list came out of our own signature (valid, or valid but old):
+    /// the report is about mail we really sent.
+    pub fn list_signed(&self) -> bool {
+        self.list_from == "signature"
+            && matches!(self.signature, Signature::Valid | Signature::Expired)
+    }
+
     /// The member may be acted on: named inside a signature that verified.
     pub fn trusted(&self) -> bool {
         self.signature == Signature::Valid

@@ -194,7 +194,13 @@ fn locate(message: &Message<'_>) -> (Vec<(String, String)>, Option<Original>) {
 /// A header block pasted into text: from the first line that starts a
 /// field we know to the first blank line after it.
 fn pasted(text: &str) -> Option<Original> {
-    let text = text.get(..MAX_TEXT.min(text.len())).unwrap_or(text);
+    // Cut at a character boundary at or below the limit: a cut inside a
+    // multibyte character must not fall back to the whole text.
+    let mut end = MAX_TEXT.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let text = &text[..end];
     let starts = [
         "return-path:",
         "received:",
@@ -304,6 +310,19 @@ mod tests {
         assert_eq!(r.original_rcpt_to, ["a@example.com"]);
         assert_eq!(r.original.list_id.as_deref(), Some("<x.lists.example.org>"));
         assert_eq!(r.report_id.as_deref(), Some("<r1@example.net>"));
+    }
+
+    #[test]
+    fn pasted_text_is_cut_at_the_limit_even_inside_a_character() {
+        // The limit falls inside the two bytes of the "é": the cut must
+        // still hold, so a header block after it is not read.
+        let mut text = "x".repeat(MAX_TEXT - 1);
+        text.push('é');
+        text.push_str("\n> Return-Path: <x-bounces@lists.example.org>\n\n");
+        assert_eq!(pasted(&text), None);
+        let mut near = "x".repeat(MAX_TEXT - 200);
+        near.push_str("\n> Return-Path: <x-bounces@lists.example.org>\n\n");
+        assert!(pasted(&near).is_some());
     }
 
     #[test]

@@ -98,7 +98,10 @@ pub fn assess(raw: &[u8], config: &Config, today: u64) -> Option<Assessment> {
 
 /// The action for an attributed report: the list's own only when the
 /// member was named inside a signature that verified; an owner notice
-/// when only the reporter names the member; counting otherwise.
+/// when the list came out of a valid signature but only the reporter
+/// names the member; counting otherwise. A report whose list was only
+/// named in text (`List-Id:`, Message-ID) never makes a job: anyone can
+/// write such a report, as many as they like.
 fn decide(intake: &Intake, a: &Attribution, settings: &Settings) -> (Action, &'static str) {
     let Some(list) = a.list.as_deref() else {
         let why = if a.signature == Signature::Invalid {
@@ -117,7 +120,11 @@ fn decide(intake: &Intake, a: &Attribution, settings: &Settings) -> (Action, &'s
     }
     match (a.member_from, wanted) {
         (_, Action::CountOnly) => (Action::CountOnly, "configured"),
-        (MemberSource::Reported, _) => (Action::NotifyOwner, "member_not_signed"),
+        _ if !a.list_signed() => (Action::CountOnly, "not_signed"),
+        (MemberSource::Reported, _) if a.signature == Signature::Valid => {
+            (Action::NotifyOwner, "member_not_signed")
+        }
+        (MemberSource::Reported, _) => (Action::CountOnly, "signature_expired"),
         (MemberSource::Signed, _) => (Action::CountOnly, "signature_expired"),
         (MemberSource::None, _) => (Action::CountOnly, "no_member"),
     }

@@ -1,9 +1,16 @@
 //! The durable queue between the milter and the worker: one small JSON
 //! file per job in `feedback.queue`, written to a temporary name, synced
-//! and renamed, so a job is either whole or absent. A job's file name is
-//! a hash of (list, member, report Message-ID): the same report delivered
-//! twice makes one job (idempotent). Done jobs move to `done/` (a record,
-//! and a second guard against doing a job twice).
+//! and renamed, so a job is either whole or absent.
+//!
+//! The queue is bounded by what an outsider cannot choose. A job's file
+//! name is a hash of (list, member, action), never of the report's
+//! Message-ID, which the reporter writes: more reports about one member
+//! while a job waits make no new job, and a job done less than
+//! [`REPEAT_AFTER`] ago is not made again (its record in `done/` is
+//! overwritten, so `done/` holds one file per member and action). Only
+//! reports whose member came out of our own signature are queued, so the
+//! number of names is at most the number of real members; [`MAX_PENDING`]
+//! is the last guard.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -13,6 +20,12 @@ use std::path::{Path, PathBuf};
 
 /// Jobs read per pass; the rest wait for the next.
 const MAX_BATCH: usize = 1000;
+/// Jobs waiting at most; a report beyond it is refused for now (the
+/// provider sends it again).
+pub const MAX_PENDING: usize = 10_000;
+/// A member acted on this recently is not acted on again for the same
+/// action: a report copied many times makes one unsubscribe, one notice.
+pub const REPEAT_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -26,6 +39,8 @@ pub enum QueueError {
         path: PathBuf,
         source: serde_json::Error,
     },
+    #[error("{path}: {max} jobs are waiting already (is the feedback worker running?)")]
+    Full { path: PathBuf, max: usize },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> QueueError + '_ {
@@ -57,14 +72,15 @@ pub struct Job {
 }
 
 impl Job {
-    /// The job's stable id: same list, member and report, same id.
+    /// The job's stable id: same list, member and action, same id,
+    /// whatever report asked for it.
     pub fn id(&self) -> String {
         let digest = Sha256::digest(
             format!(
                 "{}\0{}\0{}",
                 self.list,
                 self.member.to_ascii_lowercase(),
-                self.report_id
+                self.action
             )
             .as_bytes(),
         );
@@ -76,12 +92,14 @@ impl Job {
 #[derive(Debug, Clone)]
 pub struct Queue {
     dir: PathBuf,
+    max_pending: usize,
 }
 
 impl Queue {
     pub fn new(dir: &Path) -> Queue {
         Queue {
             dir: dir.to_path_buf(),
+            max_pending: MAX_PENDING,
         }
     }
 
@@ -89,12 +107,27 @@ impl Queue {
         self.dir.join("done")
     }
 
-    /// Writes a job durably; true when it was new (not queued or done yet).
+    /// Writes a job durably; true when it was new: not waiting already,
+    /// and not done within [`REPEAT_AFTER`].
     pub fn push(&self, job: &Job) -> Result<bool, QueueError> {
         let name = format!("{}.json", job.id());
         let path = self.dir.join(&name);
-        if path.exists() || self.done_dir().join(&name).exists() {
+        if path.exists() {
             return Ok(false);
+        }
+        let recently_done = fs::metadata(self.done_dir().join(&name))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < REPEAT_AFTER);
+        if recently_done {
+            return Ok(false);
+        }
+        if self.len() >= self.max_pending {
+            return Err(QueueError::Full {
+                path: self.dir.clone(),
+                max: self.max_pending,
+            });
         }
         fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
         self.write(&path, job)?;
@@ -166,12 +199,19 @@ impl Queue {
         self.write(path, job)
     }
 
-    /// Moves a job to `done/`.
+    /// Moves a job to `done/`, replacing the record of the last time (its
+    /// modification time is when the job was done).
     pub fn done(&self, path: &Path) -> Result<(), QueueError> {
         let done = self.done_dir();
         fs::create_dir_all(&done).map_err(io(&done))?;
         let name = path.file_name().unwrap_or_default();
-        fs::rename(path, done.join(name)).map_err(io(path))
+        let target = done.join(name);
+        fs::rename(path, &target).map_err(io(path))?;
+        // A rename keeps the job file's time; the window counts from now.
+        if let Ok(f) = fs::File::options().append(true).open(&target) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
+        Ok(())
     }
 
     /// Jobs waiting.
@@ -195,9 +235,13 @@ mod tests {
     use super::*;
 
     fn job(report: &str) -> Job {
+        job_for("Ann@example.com", report)
+    }
+
+    fn job_for(member: &str, report: &str) -> Job {
         Job {
             list: "members".into(),
-            member: "Ann@example.com".into(),
+            member: member.into(),
             action: "unsubscribe".into(),
             report_id: report.into(),
             feedback_type: "abuse".into(),
@@ -214,7 +258,11 @@ mod tests {
         let q = Queue::new(dir.path());
         assert!(q.push(&job("<r1@x>")).unwrap());
         assert!(!q.push(&job("<r1@x>")).unwrap(), "same report: one job");
-        assert!(q.push(&job("<r2@x>")).unwrap());
+        assert!(
+            !q.push(&job("<r2@x>")).unwrap(),
+            "another report about the same member: still one job"
+        );
+        assert!(q.push(&job_for("bob@example.com", "<r2@x>")).unwrap());
         let mut pending = q.pending().unwrap();
         assert_eq!(pending.len(), 2);
         let (path, j) = &mut pending[0];
@@ -226,8 +274,40 @@ mod tests {
         }
         assert!(q.is_empty());
         assert!(!q.push(&job("<r1@x>")).unwrap(), "done jobs are not redone");
+        assert!(
+            !q.push(&job("<r9@x>")).unwrap(),
+            "nor asked again by a new report within the window"
+        );
+        // Once the window has passed, a new complaint acts again (the member
+        // may have subscribed again).
+        let record = dir
+            .path()
+            .join("done")
+            .join(format!("{}.json", job("").id()));
+        let old = std::time::SystemTime::now() - REPEAT_AFTER - std::time::Duration::from_secs(60);
+        std::fs::File::options()
+            .append(true)
+            .open(&record)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert!(q.push(&job("<r9@x>")).unwrap());
         std::fs::write(dir.path().join("junk.json"), "{").unwrap();
-        assert!(q.pending().unwrap().is_empty());
+        assert_eq!(q.pending().unwrap().len(), 1, "the junk is moved aside");
         assert!(dir.path().join("bad/junk.json").exists());
+    }
+
+    #[test]
+    fn the_queue_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue {
+            max_pending: 3,
+            ..Queue::new(dir.path())
+        };
+        for member in ["a@example.com", "b@example.com", "c@example.com"] {
+            assert!(q.push(&job_for(member, "<r@x>")).unwrap());
+        }
+        let err = q.push(&job("<r1@x>")).unwrap_err();
+        assert!(matches!(err, QueueError::Full { .. }), "{err}");
     }
 }

@@ -3,8 +3,8 @@
 //! queue file; the list managers are the worker's business. Counts go to
 //! the session's observed events, for the recorder.
 
+use super::Action;
 use super::queue::{Job, Queue, QueueError};
-use super::{Action, Signature};
 use crate::config::Config;
 use crate::record::Event;
 
@@ -51,11 +51,10 @@ pub(crate) fn record(
         });
     };
     // A complaint about mail we sent moves the rate (list and provider),
-    // whatever is done to the member; a forged signature does not.
-    if a.list.is_some()
-        && a.signature != Signature::Invalid
-        && settings.acts_on(&assessment.intake.feedback_type)
-    {
+    // whatever is done to the member. Only our signature shows that we
+    // sent it: a report that names the list in text alone could be
+    // written by anyone, as often as they like.
+    if a.list_signed() && settings.acts_on(&assessment.intake.feedback_type) {
         observed.push(Event::Complaint {
             list: list.to_string(),
             provider: a.provider.clone(),
@@ -81,6 +80,8 @@ pub(crate) fn record(
             attempts: 0,
             last_error: None,
         };
+        // `decide` queues nothing for a report whose list was not in our
+        // signature, so only reports about mail we sent can reach here.
         if let Err(e) = Queue::new(&settings.queue).push(&job) {
             count(observed, "queue_error");
             tracing::error!(queue_id, list, member, "cannot queue the complaint: {e}");

@@ -85,3 +85,63 @@ fn per_list_actions_and_types() {
     assert!(err.contains("feedback.lists[0].list"), "{err}");
     assert!(err.contains("`suspend` needs Mailman 3"), "{err}");
 }
+
+/// A report anyone can write (the list named only by `List-Id:`, the
+/// member only by `Original-Rcpt-To:`, a new Message-ID each time) is
+/// counted as a report but makes no job, no owner notice and no
+/// complaint in the rate; so a flood of them cannot fill the queue or
+/// make the queue refuse the real ones.
+#[test]
+fn reports_anyone_can_write_are_counted_but_never_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    let c = config(
+        dir.path(),
+        &format!("  action: notify_owner\n  queue: {}\n", queue.display()),
+    );
+    let today = 20_500;
+    for i in 0..50 {
+        let forged = report("someone@elsewhere.example", &format!("<m{i}@example.com>"))
+            .replace("<r@example.net>", &format!("<r{i}@example.net>"));
+        let a = assess(forged.as_bytes(), &c, today).unwrap();
+        assert_eq!(a.attribution.list.as_deref(), Some("talk"), "via List-Id");
+        assert_eq!((a.action, a.why), (Action::CountOnly, "not_signed"));
+        let mut observed = Vec::new();
+        let tag = record::record(&mut observed, &c, forged.as_bytes(), today, "Q1")
+            .unwrap()
+            .unwrap();
+        assert!(tag.contains("action=count_only"), "{tag}");
+        assert!(
+            !observed
+                .iter()
+                .any(|e| matches!(e, crate::record::Event::Complaint { .. })),
+            "{observed:?}"
+        );
+    }
+    assert!(queue::Queue::new(&queue).is_empty());
+
+    // The same with our signature on the list (the owner's address, no
+    // member in it): one owner notice, however many reports.
+    let keys = c.signing.as_ref().unwrap();
+    let owner = prvs::sign(
+        &Address::parse("talk-owner@lists.example.org").unwrap(),
+        keys,
+        today,
+    )
+    .to_string();
+    for i in 0..5 {
+        let signed = report(&owner, "<bob@example.com>")
+            .replace("<r@example.net>", &format!("<s{i}@example.net>"));
+        let mut observed = Vec::new();
+        record::record(&mut observed, &c, signed.as_bytes(), today, "Q2")
+            .unwrap()
+            .unwrap();
+        assert!(
+            observed
+                .iter()
+                .any(|e| matches!(e, crate::record::Event::Complaint { .. })),
+            "{observed:?}"
+        );
+    }
+    assert_eq!(queue::Queue::new(&queue).len(), 1);
+}

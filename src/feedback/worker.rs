@@ -64,8 +64,10 @@ pub fn apply(job: &Job, config: &Config) -> Outcome {
         },
         (Action::Unsubscribe, Preset::Sympa) => sympa_del(&settings.sympa_command, list, &member),
         (Action::Unsubscribe, Preset::Listwarden) => expander_remove(config, list, &member),
-        (Action::Suspend, _) => Outcome::Retry(format!(
-            "suspend is not offered for {} (Mailman 3 only)",
+        // The config refuses `suspend` for these lists; a job queued
+        // before a reload changed the list would otherwise retry forever.
+        (Action::Suspend, _) => Outcome::Done(format!(
+            "suspend is not offered for {} (Mailman 3 only); dropped",
             list.name
         )),
     }
