@@ -416,10 +416,8 @@ async fn apply_plan(
         actions.delete_recipient(r.as_sent.as_str()).await?;
         actions.add_recipient(format!("<{}>", r.plain)).await?;
     }
-    for (index, value) in &plan.restore_to {
-        actions
-            .change_header("To", *index, Some(value.as_str()))
-            .await?;
+    if let Some(to) = &plan.set_to {
+        actions.add_header("To", to.as_str()).await?;
     }
     for tag in &plan.tags {
         actions

@@ -26,13 +26,26 @@ const MAX_SPOOFED_NAMES: usize = 64;
 /// Most inbound `X-Listwarden-*` headers removed one by one. Each removal is
 /// one milter action, and Postfix's cleanup slows down faster than
 /// quadratically with many of them; no real message carries more than a
-/// few, so one with more is refused as forged.
-const MAX_SPOOFED_HEADERS: i32 = 16;
+/// few, so one with more is refused as forged. listwarden itself writes up
+/// to 21 (20 bounce tags and a feedback tag), which a message relayed from
+/// another listwarden host carries: those must pass.
+const MAX_SPOOFED_HEADERS: i32 = 32;
 /// Most `From:` mailboxes kept per message: protected ones (what the check
 /// needs), and others for context.
 const MAX_FROM_KEPT: usize = 64;
-/// `To:` headers rewritten per message (a DSN has one).
-const MAX_TO_REWRITES: usize = 8;
+/// Headers that name a message's recipient. List managers read a bounce's
+/// member from them (Mailman's VERP detection reads the first four), so on
+/// a signed bounce they are the sender's text and are replaced.
+const RECIPIENT_HEADERS: [&str; 5] = [
+    "to",
+    "delivered-to",
+    "envelope-to",
+    "apparently-to",
+    "x-original-to",
+];
+/// Most recipient headers a signed bounce may carry (a DSN has one `To:`);
+/// each is one removal at end of message.
+const MAX_RECIPIENT_HEADERS: i32 = 16;
 const MAX_FROM_CONTEXT: usize = 8;
 /// Bytes of `Content-Type:` text kept for the report checks.
 const MAX_CONTENT_TYPE: usize = 4096;
@@ -82,9 +95,9 @@ pub(crate) struct EomPlan {
     pub sign_as: Option<Address>,
     /// Tagged bounce recipients to replace by their plain address.
     pub rewrite_recipients: Vec<Rewrite>,
-    /// `To:` headers that named a signed recipient: (index among the
-    /// `To:` headers, value with the plain address).
-    pub restore_to: Vec<(i32, String)>,
+    /// The one `To:` of a signed bounce (its recipient headers are in
+    /// `delete_headers`): the plain addresses its signatures vouch for.
+    pub set_to: Option<String>,
     /// The list concerned, for metrics.
     pub list: Option<String>,
     /// `X-Listwarden-Bounce` values to add.
@@ -158,10 +171,10 @@ struct Message {
     /// The list concerned (outbound signing, or a bounce), for metrics.
     list: Option<String>,
     rewrites: Vec<Rewrite>,
-    /// `To:` headers seen, and the new values of those that named a
-    /// rewritten (signed) recipient: (index, value).
-    to_headers: i32,
-    restore_to: Vec<(i32, String)>,
+    /// Recipient headers ([`RECIPIENT_HEADERS`]): (name as first sent,
+    /// how many), and how many in all.
+    recipient_headers: Vec<(String, i32)>,
+    recipient_headers_total: i32,
     /// The bounce recipient whose returned original must show our mail.
     trace_recipient: Option<Address>,
     /// The first `max_body_bytes` of the body, kept only for a trace check
@@ -664,15 +677,20 @@ impl Connection {
                 msg.content_type.push(' ');
                 msg.content_type.extend(value.chars().take(room));
             }
-        } else if name.eq_ignore_ascii_case("to") {
-            // A DSN names the signed address in To: as well; list managers
-            // that read the VERP member from there (Sympa) need the plain one.
-            msg.to_headers = msg.to_headers.saturating_add(1);
-            if !msg.rewrites.is_empty()
-                && msg.restore_to.len() < MAX_TO_REWRITES
-                && let Some(value) = restore_addresses(value, &msg.rewrites)
+        } else if RECIPIENT_HEADERS
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(name))
+        {
+            // Counted to be replaced at end of message if this is a signed
+            // bounce (at most five names, so the list stays small).
+            msg.recipient_headers_total = msg.recipient_headers_total.saturating_add(1);
+            match msg
+                .recipient_headers
+                .iter_mut()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
             {
-                msg.restore_to.push((msg.to_headers, value));
+                Some((_, count)) => *count = count.saturating_add(1),
+                None => msg.recipient_headers.push((name.to_string(), 1)),
             }
         } else if name.eq_ignore_ascii_case("from") {
             // Every mailbox of every From: is looked at ("never first
@@ -732,6 +750,21 @@ impl Connection {
             );
             let verdict = Verdict {
                 action: Action::Reject(reply),
+                reason: Cause::ForgedTags,
+                ..Verdict::cont()
+            };
+            return self.conclude(msg, Stage::EndOfHeaders, verdict);
+        }
+        if !msg.rewrites.is_empty() && msg.recipient_headers_total > MAX_RECIPIENT_HEADERS {
+            // Not a real DSN; and each would be one removal. Not a proof of
+            // forgery either: a temporary refusal.
+            let reply = Reply::transient(
+                "451",
+                "4.7.1",
+                "bounce not accepted: it names too many recipients in its headers".into(),
+            );
+            let verdict = Verdict {
+                action: Action::Tempfail(reply),
                 reason: Cause::ForgedTags,
                 ..Verdict::cont()
             };
@@ -1011,7 +1044,7 @@ impl Connection {
     /// The changes end of message makes.
     fn plan(&mut self, msg: &mut Message, tags: Tags) -> EomPlan {
         // Highest index first, so earlier deletions do not shift later ones.
-        let deletions: Vec<(String, i32)> = std::mem::take(&mut msg.spoofed)
+        let mut deletions: Vec<(String, i32)> = std::mem::take(&mut msg.spoofed)
             .into_iter()
             .flat_map(|(name, count)| (1..=count).rev().map(move |i| (name.clone(), i)))
             .collect();
@@ -1021,6 +1054,23 @@ impl Connection {
                 count: deletions.len(),
             });
         }
+        // A signed bounce: the list manager reads the member from the
+        // recipient headers, which the bounce's sender wrote (a victim's
+        // VERP address in To: would get the victim scored). Only the
+        // address the signature vouches for may be there.
+        let set_to = (!msg.rewrites.is_empty()).then(|| {
+            for (name, count) in std::mem::take(&mut msg.recipient_headers) {
+                deletions.extend((1..=count).rev().map(|i| (name.clone(), i)));
+            }
+            let mut plain: Vec<String> = Vec::new();
+            for r in &msg.rewrites {
+                let p = r.plain.to_string();
+                if !plain.contains(&p) {
+                    plain.push(p);
+                }
+            }
+            plain.join(", ")
+        });
         if let Some(signed) = &msg.sign_as {
             self.observed.push(Event::Signing {
                 queue_id: msg.queue_id.clone(),
@@ -1032,7 +1082,7 @@ impl Connection {
             delete_headers: deletions,
             sign_as: msg.sign_as.clone(),
             rewrite_recipients: std::mem::take(&mut msg.rewrites),
-            restore_to: std::mem::take(&mut msg.restore_to),
+            set_to,
             list: msg.list.clone(),
             tags: tags.bounce,
             quarantine: tags.quarantine,
@@ -1111,49 +1161,6 @@ fn raw_message(msg: &Message) -> Vec<u8> {
     raw
 }
 
-/// `value` with every signed address of `rewrites` (in any case) replaced
-/// by its plain form; `None` when it names none of them. Linear in the
-/// value for each of at most [`MAX_TO_REWRITES`] distinct addresses.
-fn restore_addresses(value: &str, rewrites: &[Rewrite]) -> Option<String> {
-    // Unfolded: a header we change never carries a line break of its own.
-    let value = value.replace(['\r', '\n'], "");
-    let value = value.as_str();
-    let lower = value.to_ascii_lowercase();
-    let mut needles: Vec<(String, String)> = Vec::new();
-    for Rewrite { signed, plain, .. } in rewrites {
-        let needle = signed.to_string().to_ascii_lowercase();
-        if needles.len() < MAX_TO_REWRITES && !needles.iter().any(|(n, _)| *n == needle) {
-            needles.push((needle, plain.to_string()));
-        }
-    }
-    // ASCII lowercasing keeps byte offsets, so matches in `lower` are
-    // ranges of `value` on character boundaries.
-    let mut hits: Vec<(usize, usize, &str)> = needles
-        .iter()
-        .flat_map(|(needle, plain)| {
-            lower
-                .match_indices(needle.as_str())
-                .map(|(at, m)| (at, at + m.len(), plain.as_str()))
-        })
-        .collect();
-    if hits.is_empty() {
-        return None;
-    }
-    hits.sort_unstable_by_key(|h| h.0);
-    let mut out = String::with_capacity(value.len());
-    let mut done = 0;
-    for (start, end, plain) in hits {
-        if start < done {
-            continue;
-        }
-        out.push_str(value.get(done..start)?);
-        out.push_str(plain);
-        done = end;
-    }
-    out.push_str(value.get(done..)?);
-    Some(out)
-}
-
 /// A MIME header value as a MIME parser reads its tokens: comments
 /// (nested, with quoted-pairs) and whitespace (folding included) gone,
 /// ASCII lower case. `Multipart/\r\n (x) Report` is `multipart/report`.
@@ -1230,44 +1237,6 @@ mod tests {
             ("multipart/report (unclosed", "multipart/report"),
         ] {
             assert_eq!(compact_mime_value(value), want, "{value:?}");
-        }
-    }
-
-    #[test]
-    fn restore_addresses_replaces_every_signed_address_in_any_case() {
-        let a = |s: &str| Address::parse(s).unwrap();
-        let rewrite = || Rewrite {
-            as_sent: "<prvs=1234abcdef=list-owner@lists.example.org>".into(),
-            signed: a("prvs=1234abcdef=list-owner@lists.example.org"),
-            plain: a("list-owner@lists.example.org"),
-        };
-        let rewrites = vec![rewrite(), rewrite()];
-        let table = [
-            (
-                "PRVS=1234ABCDEF=List-Owner@Lists.Example.Org",
-                Some("list-owner@lists.example.org"),
-            ),
-            (
-                "\"x\" <prvs=1234abcdef=list-owner@lists.example.org>, prvs=1234abcdef=list-owner@lists.example.org",
-                Some("\"x\" <list-owner@lists.example.org>, list-owner@lists.example.org"),
-            ),
-            ("list-owner@lists.example.org", None),
-            ("prvs=1234abcdee=list-owner@lists.example.org", None),
-            (
-                "a@example.net,\r\n\tprvs=1234abcdef=list-owner@lists.example.org",
-                Some("a@example.net,\tlist-owner@lists.example.org"),
-            ),
-            (
-                "é <prvs=1234abcdef=list-owner@lists.example.org> ü",
-                Some("é <list-owner@lists.example.org> ü"),
-            ),
-        ];
-        for (value, want) in table {
-            assert_eq!(
-                restore_addresses(value, &rewrites).as_deref(),
-                want,
-                "{value}"
-            );
         }
     }
 }

@@ -121,8 +121,16 @@ fn decide_mail(facts: &Facts<'_>, config: &Config) -> Verdict {
     // every real bounce comes back carrying a signature. Only the address
     // the list manager sends from is signed; one already signed (a prvs
     // tag, or our expander's signed VERP) is left alone.
+    // A SASL login that only the default lets send as the list gets only
+    // the exact address signed: a detail (`members-bounces+MEMBER@`) names
+    // a member, and whoever holds a signed one can make bounces and
+    // complaints about that member look like ours. The list server (a
+    // trusted network, or a sender the list names) writes those.
+    let names_a_member = sender.folded_local().contains('+');
+    let named_sender = matches!(p.owner, crate::config::Owner::List(l) if l.senders.is_some());
     if let Some(keys) = &config.signing
         && p.takes_prvs()
+        && (!names_a_member || named_sender || is_trusted_network(facts.client, config))
         && prvs::strip(sender).is_none()
         && !matches!(
             verp::verify_verp(sender, keys, facts.today, keys.validity_days()),

@@ -369,6 +369,26 @@ fn list_mail_from_the_list_server_is_signed() {
     }
 }
 
+/// Any account holder may send as a list that names no senders; signing a
+/// VERP form for them would hand out a signature naming any member.
+#[test]
+fn a_sasl_login_alone_gets_no_signed_address_that_names_a_member() {
+    let cfg = config();
+    let verp = Some("members-bounces+victim=example.com@lists.example.org");
+    let v = at_mail(&cfg, &client("203.0.113.7", Some("alice")), verp);
+    assert_eq!((v.action, v.effect), (Action::Continue, Effect::None));
+    // The exact address is still signed for them; the list server signs
+    // VERP forms too.
+    let v = at_mail(
+        &cfg,
+        &client("203.0.113.7", Some("alice")),
+        Some("members-bounces@lists.example.org"),
+    );
+    assert!(matches!(v.effect, Effect::SignSender(_)), "{v:?}");
+    let v = at_mail(&cfg, &client("127.0.0.1", None), verp);
+    assert!(matches!(v.effect, Effect::SignSender(_)), "{v:?}");
+}
+
 #[test]
 fn senders_limit_who_may_send_as_a_list_and_get_it_signed() {
     let cfg = config_with("", "    senders: [\"sasl:listbot\", 10.1.2.0/24]");
