@@ -8,9 +8,9 @@
 //! while a job waits make no new job, and a job done less than
 //! [`REPEAT_AFTER`] ago is not made again (its record in `done/` is
 //! overwritten, so `done/` holds one file per member and action). Only
-//! reports whose member came out of our own signature are queued, so the
-//! number of names is at most the number of real members; [`MAX_PENDING`]
-//! is the last guard.
+//! members named inside our own signature get a job of their own, so the
+//! number of names is at most the number of real members, plus one owner
+//! notice per list; [`MAX_PENDING`] is the last guard.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -73,17 +73,17 @@ pub struct Job {
 
 impl Job {
     /// The job's stable id: same list, member and action, same id,
-    /// whatever report asked for it.
+    /// whatever report asked for it. An owner notice names a member only
+    /// the reporter vouches for (any name they like), so its id is the
+    /// list's: one notice waiting per list, one a day.
     pub fn id(&self) -> String {
-        let digest = Sha256::digest(
-            format!(
-                "{}\0{}\0{}",
-                self.list,
-                self.member.to_ascii_lowercase(),
-                self.action
-            )
-            .as_bytes(),
-        );
+        let member = if self.action == "notify_owner" {
+            String::new()
+        } else {
+            self.member.to_ascii_lowercase()
+        };
+        let digest =
+            Sha256::digest(format!("{}\0{}\0{}", self.list, member, self.action).as_bytes());
         digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
     }
 }

@@ -54,7 +54,10 @@ pub(crate) fn record(
     // whatever is done to the member. Only our signature shows that we
     // sent it: a report that names the list in text alone could be
     // written by anyone, as often as they like.
-    if a.list_signed() && settings.acts_on(&assessment.intake.feedback_type) {
+    if a.list_signed()
+        && a.signature == super::Signature::Valid
+        && settings.acts_on(&assessment.intake.feedback_type)
+    {
         observed.push(Event::Complaint {
             list: list.to_string(),
             provider: a.provider.clone(),

@@ -121,7 +121,8 @@ fn reports_anyone_can_write_are_counted_but_never_queued() {
     assert!(queue::Queue::new(&queue).is_empty());
 
     // The same with our signature on the list (the owner's address, no
-    // member in it): one owner notice, however many reports.
+    // member in it): one owner notice, however many reports and whatever
+    // members they name.
     let keys = c.signing.as_ref().unwrap();
     let owner = prvs::sign(
         &Address::parse("talk-owner@lists.example.org").unwrap(),
@@ -130,7 +131,7 @@ fn reports_anyone_can_write_are_counted_but_never_queued() {
     )
     .to_string();
     for i in 0..5 {
-        let signed = report(&owner, "<bob@example.com>")
+        let signed = report(&owner, &format!("<victim{i}@example.com>"))
             .replace("<r@example.net>", &format!("<s{i}@example.net>"));
         let mut observed = Vec::new();
         record::record(&mut observed, &c, signed.as_bytes(), today, "Q2")

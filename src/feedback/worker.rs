@@ -229,7 +229,11 @@ fn notify_owner(job: &Job, list: &List, settings: &Settings) -> Outcome {
          The member named by the report: {}\r\n\
          It was not named inside a signature of ours, so listwarden did not\r\n\
          remove it. Report: {}\r\n",
-        list.address, job.provider, job.feedback_type, job.member, job.report_id
+        list.address,
+        printable(&job.provider),
+        printable(&job.feedback_type),
+        printable(&job.member),
+        printable(&job.report_id)
     );
     let child = Command::new(&settings.sendmail)
         .args(["-i", "-f", "", "--", &owner])
@@ -249,6 +253,12 @@ fn notify_owner(job: &Job, list: &List, settings: &Settings) -> Outcome {
         Ok((false, text)) => Outcome::Retry(format!("sendmail failed: {text}")),
         Err(e) => Outcome::Retry(e),
     }
+}
+
+/// A reporter's text for the owner's notice: no control characters, and
+/// not much of it.
+fn printable(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).take(200).collect()
 }
 
 /// Runs passes over the queue until `stop` says so; `config` gives the

@@ -102,7 +102,7 @@ pub fn parse(raw: &[u8]) -> HeaderBlock<'_> {
             break;
         }
         match field_name(content) {
-            Some(name) => current = Some((name, pos, pos + name.len() + 1)),
+            Some((name, colon)) => current = Some((name, pos, pos + colon + 1)),
             None => break,
         }
         pos = end;
@@ -126,12 +126,20 @@ fn strip_newline(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-/// The name of a field line: printable ASCII up to the first colon.
-fn field_name(line: &[u8]) -> Option<&[u8]> {
+/// The name of a field line and where its colon is: printable ASCII up
+/// to the first colon, which spaces or tabs may precede (RFC 5322's
+/// obsolete `Name :` form, which Postfix still reads as a header: so must
+/// we, or a post could hide fields from us that clients will see).
+fn field_name(line: &[u8]) -> Option<(&[u8], usize)> {
     let colon = line.iter().position(|&b| b == b':')?;
     let name = line.get(..colon)?;
+    let end = name
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(0, |i| i + 1);
+    let name = name.get(..end)?;
     let valid = !name.is_empty() && name.iter().all(|&b| b.is_ascii_graphic() && b != b':');
-    valid.then_some(name)
+    valid.then_some((name, colon))
 }
 
 /// A raw value unfolded (line endings removed, so folding whitespace
@@ -177,6 +185,9 @@ mod tests {
             (b"A: b\nbad line\nC: d\n", 1),
             (b": empty name\n", 0),
             (b"A b: space in name\n", 0),
+            // The obsolete form Postfix still reads as a header.
+            (b"A : b\nC\t: d\n", 2),
+            (b" : b\n", 0),
         ];
         for (raw, want) in cases {
             assert_eq!(

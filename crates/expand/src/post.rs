@@ -692,6 +692,29 @@ mod tests {
         }
     }
 
+    /// `Name :` (space before the colon) is still a header to Postfix and
+    /// to mail clients: a poster must not hide fields from us with it.
+    #[test]
+    fn fields_written_with_a_space_before_the_colon_are_still_renamed() {
+        let spec = list(&["alice@example.com"]);
+        let raw = b"From: alice@example.com\r\nX-A : x\r\nList-Unsubscribe : <https://evil.example.net/u>\r\nList-Unsubscribe-Post\t: List-Unsubscribe=One-Click\r\n\r\nhi\r\n";
+        let (message, batches, _) = deliver(
+            prepare_post(raw, &spec, Some(&addr("alice@example.com")), DAY, &keys())
+                .expect("prepare"),
+        );
+        let full = [batches[0].headers.clone(), message.clone()].concat();
+        let block = headers::parse(&full);
+        let unsub: Vec<String> = block.named("List-Unsubscribe").map(|f| f.text()).collect();
+        assert_eq!(unsub.len(), 1, "{unsub:?}");
+        assert!(!unsub[0].contains("evil"), "{unsub:?}");
+        assert_eq!(block.named("List-Unsubscribe-Post").count(), 1);
+        let text = String::from_utf8_lossy(&message);
+        assert!(
+            text.contains("X-Original-List-Unsubscribe : <https://evil.example.net/u>"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn lf_messages_get_lf_fields_and_precedence_is_not_doubled() {
         let mut spec = list(&["alice@example.com"]);
