@@ -421,6 +421,11 @@ pub(crate) fn check_one_click(
         .position(|l| l.name == list_name)
         .ok_or(UnsubError::UnknownList)?;
     let list = lists.get(index).ok_or(UnsubError::UnknownList)?;
+    // A malformed token costs nothing: the state file is read (it can be
+    // large) only for a token that could be one of ours.
+    if !token_shape_ok(token) {
+        return Err(UnsubError::BadToken);
+    }
     let subscription = state::load(&list.state_file())?.subscription(&member.key());
     match verify_token_at(&list.address, &member, token, subscription, keys, today) {
         Ok(signed) => Ok(OneClick {
