@@ -42,7 +42,7 @@ dkim_setup() {
 	chmod 2750 "$DKIM_DIR/run"
 	opendkim-genkey -b 2048 -d "$DKIM_DOMAIN" -s "$DKIM_SELECTOR" -D "$DKIM_DIR/keys" ||
 		die "opendkim-genkey failed"
-	# opendkim refuses a key others can read (RequireSafeKeys).
+	# The key as production keeps it: the opendkim user's alone.
 	chown -R "$DKIM_USER:" "$DKIM_DIR/keys"
 	chmod 0700 "$DKIM_DIR/keys"
 	chmod 0600 "$DKIM_DIR/keys/$DKIM_SELECTOR.private"
