@@ -112,6 +112,10 @@ ensure_packages() {
 	command -v swaks >/dev/null 2>&1 || missing+=(swaks)
 	command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 	command -v "$LW_IT_PYTHON" >/dev/null 2>&1 || missing+=(python3)
+	# The expander's copies are signed by opendkim and checked with dkimpy.
+	command -v opendkim >/dev/null 2>&1 || missing+=(opendkim)
+	command -v opendkim-genkey >/dev/null 2>&1 || missing+=(opendkim-tools)
+	"$LW_IT_PYTHON" -c 'import dkim' >/dev/null 2>&1 || missing+=(python3-dkim)
 	((${#missing[@]} == 0)) && return 0
 	need=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
 	[[ $(id -u) == 0 ]] || die "missing packages ($need) and not root to install them"
@@ -120,6 +124,16 @@ ensure_packages() {
 	echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq >/dev/null
+	# No package may start its system service (opendkim, redis-server):
+	# policy-rc.d says no while apt runs, unless the machine has its own.
+	local policy=/usr/sbin/policy-rc.d ours=0 rc=0
+	if [[ ! -e $policy ]]; then
+		printf '#!/bin/sh\n# listwarden integration/run, while apt-get runs\nexit 101\n' >"$policy"
+		chmod 0755 "$policy"
+		ours=1
+	fi
 	# shellcheck disable=SC2086 # word splitting of the package list is intended
-	apt-get install -y -qq --no-install-recommends $need >/dev/null
+	apt-get install -y -qq --no-install-recommends $need >/dev/null || rc=$?
+	((ours == 0)) || rm -f -- "$policy"
+	((rc == 0)) || die "apt-get install $need failed"
 }

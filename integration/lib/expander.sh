@@ -5,7 +5,7 @@
 #   post ──▶ smtpd BASE+25 ──milter──▶ transport news@ ──▶ pipe `listwarden-expand pipe`
 #                                                            │ one envelope per member,
 #                                                            ▼ signed VERP sender
-#            smtpd BASE+30 (no milter, expander.inject) ──▶ smtp ──▶ smtp-sink
+#            smtpd BASE+30 (opendkim only, expander.inject) ──▶ smtp ──▶ smtp-sink
 #   bounce ─▶ smtpd BASE+25 ──milter (validates, tags)──▶ news-bounces@ ──▶ pipe `expand --bounces`
 #
 # exp_setup (after lw_write_config, before listwarden and Postfix start)
@@ -128,7 +128,7 @@ exp_shipped_block() {
 # substitution must take, so the shipped lines cannot drift from what the
 # test runs).
 exp_write_postfix() {
-	local shipped=$LW_IT_REPO/packaging/postfix block transport line settings=()
+	local shipped=$LW_IT_REPO/packaging/postfix block transport line settings=() dkim
 	cat >"$EXP_DIR/transport" <<EOF
 $EXP_ADDRESS listwarden:$EXP_LIST
 $EXP_LIST-bounces@$EXP_DOMAIN listwarden_bounces:$EXP_LIST
@@ -141,6 +141,17 @@ EOF
 		$(grep -c -- '--config /etc/listwarden/listwarden.yaml ' <<<"$block") == 3 &&
 		$(grep -c '^127\.0\.0\.1:10026 ' <<<"$block") == 1 ]] ||
 		die "packaging/postfix/master.cf: the expander block is not in the expected shape"
+	# The signer on the reinjection listener: the shipped override lines
+	# (lib/dkim.sh) in place of its two no-milter lines.
+	dkim=$(dkim_master_lines)
+	block=$(awk -v m="$(sed -n 1p <<<"$dkim")" -v r="$(sed -n 2p <<<"$dkim")" '
+		$0 == "  -o smtpd_milters=" { print m; n++; next }
+		/^  -o receive_override_options=no_milters,/ { print r; n++; next }
+		{ print }
+		END { exit n != 2 }' <<<"$block") ||
+		die "packaging/postfix/master.cf: the opendkim override does not fit the reinjection listener"
+	[[ $dkim == *"smtpd_milters=unix:$DKIM_SOCKET"* ]] ||
+		die "packaging/postfix/master.cf: the opendkim block names another socket than opendkim.conf"
 	{
 		echo "# listwarden's thin list expander: packaging/postfix/master.cf (lib/expander.sh)."
 		sed -e "s|argv=/usr/bin/listwarden-expand |argv=$LW_EXPAND_BIN |" \
@@ -202,6 +213,7 @@ exp_setup() {
 	chmod 0640 "$LW_KEY_FILE"
 	runuser -u "$EXP_USER" -- test -x "$LW_EXPAND_BIN" || die "$EXP_USER cannot run $LW_EXPAND_BIN (the pipe would fail)"
 	exp_write_lw_config
+	dkim_setup
 	exp_write_postfix
 	say "expander: $EXP_ADDRESS, $EXP_MEMBERS members, pipe user $EXP_USER, reinjection smtpd 127.0.0.1:$EXP_REINJECT_PORT"
 }
@@ -405,7 +417,7 @@ exp_trim_end() {
 # One line per copy of the post: "ok SENDER RCPT" when the copy has exactly
 # one recipient, a VERP sender for that recipient, and our List-* fields
 # (List-Unsubscribe with the recipient's https URL and the mailto one,
-# List-Unsubscribe-Post); otherwise "bad FILE: what".
+# List-Unsubscribe-Post, one Feedback-ID); otherwise "bad FILE: what".
 exp_audit_copies() {
 	awk -v list="$EXP_LIST" -v domain="$EXP_DOMAIN" -v url="$EXP_UNSUBSCRIBE_URL" '
 		function finish() {
@@ -428,6 +440,7 @@ exp_audit_copies() {
 			    index(tolower(u), "<" url "?list=" list "&m=" r "&t=") == 0)
 				problem = problem " List-Unsubscribe"
 			if (h["list-unsubscribe-post"] != "List-Unsubscribe=One-Click") problem = problem " List-Unsubscribe-Post"
+			if (h["feedback-id"] != list "." domain ":" domain ":listwarden") problem = problem " Feedback-ID"
 			if (problem == "") print "ok", sender, rcpt
 			else print "bad", file ":" problem
 		}
@@ -819,6 +832,7 @@ check_expander() {
 	[[ $EXP_ENABLED == 1 ]] || return 0
 	t0=$(now_ms)
 	exp_check_post
+	dkim_check_copies
 	exp_check_verp_sample
 	exp_check_nonmember
 	exp_check_hard_bounce

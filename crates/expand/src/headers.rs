@@ -1,10 +1,11 @@
 //! A read-only view of a message's header block, as byte spans.
 //!
 //! The expander rewrites no header it did not write, with one exception
-//! (a poster's `List-*` fields are renamed, see the `post` module): DKIM
-//! signatures cover the original bytes. So this module finds fields (to
-//! read `From:`, `List-Id:`, `X-Listwarden-Bounce:`), where each starts,
-//! and which line ending the message uses, for the headers we prepend.
+//! (a poster's `List-*` and `Feedback-ID` fields are renamed, see the
+//! `post` module): DKIM signatures cover the original bytes. So this
+//! module finds fields (to read `From:`, `List-Id:`,
+//! `X-Listwarden-Bounce:`), where each starts, and which line ending the
+//! message uses, for the headers we prepend.
 
 /// Most header fields examined; the rest of a huge header block is passed
 /// through untouched but not looked at.

@@ -11,8 +11,15 @@
 //! List-Id: <LIST.DOMAIN>
 //! List-Post: <mailto:LIST@DOMAIN>                     (NO for announce lists)
 //! List-Help: <mailto:LIST-request@DOMAIN?subject=help>
+//! Feedback-ID: LIST.DOMAIN:DOMAIN:listwarden
 //! Precedence: list                                    (unless the post has one)
 //! ```
+//!
+//! `Feedback-ID` is Gmail's feedback-loop key, `a:b:c:SenderId` read from
+//! the right: `listwarden` is the SenderId (5-15 characters, the same on all
+//! mail), then the list domain, then the `List-Id` value, so Postmaster
+//! Tools reports a spam rate per list and per list domain. Gmail trusts it
+//! only under a DKIM signature of the sender's domain (see README, DKIM).
 //!
 //! A post that already carries our `List-Id` has been through this list
 //! before: it is a mail loop (a member's forwarder pointing back at the
@@ -122,18 +129,33 @@ pub fn read_message(reader: impl Read, limit: usize) -> Result<Vec<u8>, PostErro
 
 /// `LIST.DOMAIN`, the RFC 2919 list identifier (without the brackets).
 pub fn list_id(list: &Address) -> String {
-    let clean = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .collect()
-    };
-    format!("{}.{}", clean(&list.local), clean(&list.domain))
+    format!("{}.{}", id_chars(&list.local), id_chars(&list.domain))
+}
+
+/// Gmail's `Feedback-ID` value: `LIST.DOMAIN:DOMAIN:listwarden` (see the
+/// module comment). Neither identifier can hold a `:`.
+pub fn feedback_id(list: &Address) -> String {
+    format!(
+        "{}:{}:{FEEDBACK_SENDER_ID}",
+        list_id(list),
+        id_chars(&list.domain)
+    )
+}
+
+/// The `SenderId` of [`feedback_id`].
+const FEEDBACK_SENDER_ID: &str = "listwarden";
+
+/// `s` with every character but letters, digits, `-`, `_` and `.` as `-`.
+fn id_chars(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 /// Decides what happens to a post (pure: no I/O). `sender` is the envelope
@@ -193,19 +215,25 @@ pub fn prepare_post(
     })
 }
 
-/// Prefix of a poster's `List-*` field names in the copies.
+/// Prefix of the names of a poster's list-owned fields in the copies.
 const ORIGINAL_PREFIX: &[u8] = b"X-Original-";
 
-/// Appends `raw` with `X-Original-` before the name of every `List-*`
-/// header field; every other byte as received.
+/// True for the fields the list writes and a poster may not: `List-*` and
+/// `Feedback-ID`.
+fn is_list_owned(name: &[u8]) -> bool {
+    name.get(..5)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"List-"))
+        || name.eq_ignore_ascii_case(b"Feedback-ID")
+}
+
+/// Appends `raw` with `X-Original-` before the name of every field the
+/// list owns ([`is_list_owned`]); every other byte as received.
 fn append_renaming_list_fields(out: &mut Vec<u8>, raw: &[u8], block: &HeaderBlock<'_>) {
     let mut copied = 0;
     for field in &block.fields {
-        let is_list = field
-            .name
-            .get(..5)
-            .is_some_and(|p| p.eq_ignore_ascii_case(b"List-"));
-        if is_list && let Some(before) = raw.get(copied..field.offset) {
+        if is_list_owned(field.name)
+            && let Some(before) = raw.get(copied..field.offset)
+        {
             out.extend_from_slice(before);
             out.extend_from_slice(ORIGINAL_PREFIX);
             copied = field.offset;
@@ -275,8 +303,10 @@ fn common_fields(
         _ => format!("<mailto:{}>", mailto_address(&list.address)),
     };
     let help = mailto_address(&list.role("request")?);
+    let feedback = feedback_id(&list.address);
     let mut out = format!(
-        "List-Id: <{id}>{nl}List-Post: {post}{nl}List-Help: <mailto:{help}?subject=help>{nl}"
+        "List-Id: <{id}>{nl}List-Post: {post}{nl}List-Help: <mailto:{help}?subject=help>{nl}\
+         Feedback-ID: {feedback}{nl}"
     );
     if block.named("Precedence").next().is_none() {
         out.push_str(&format!("Precedence: list{nl}"));
@@ -633,6 +663,7 @@ mod tests {
             "List-Id: <members.lists.example.org>\r\n\
              List-Post: <mailto:members@lists.example.org>\r\n\
              List-Help: <mailto:members-request@lists.example.org?subject=help>\r\n\
+             Feedback-ID: members.lists.example.org:lists.example.org:listwarden\r\n\
              Precedence: list\r\n"
         );
         assert_eq!(batches.len(), 2);
@@ -713,6 +744,63 @@ mod tests {
             text.contains("X-Original-List-Unsubscribe : <https://evil.example.net/u>"),
             "{text}"
         );
+    }
+
+    /// A post's own `Feedback-ID` (a forged one would file the list's
+    /// Gmail complaints under someone else's identifiers, or skew ours) is
+    /// renamed; every copy carries exactly the list's, however the
+    /// poster's is spelt or folded.
+    #[test]
+    fn poster_feedback_id_is_renamed_and_ours_is_the_only_one() {
+        let spec = list(&["alice@example.com", "bob@example.net"]);
+        let raw = b"From: alice@example.com\r\nfeedback-id: evil:x:spammer\r\nFEEDBACK-ID:\r\n other:listwarden\r\nX-Feedback-ID: kept\r\n\r\nFeedback-ID: in the body\r\n";
+        let (message, batches, _) = deliver(
+            prepare_post(raw, &spec, Some(&addr("alice@example.com")), DAY, &keys())
+                .expect("prepare"),
+        );
+        for batch in &batches {
+            let full = [batch.headers.clone(), message.clone()].concat();
+            let block = headers::parse(&full);
+            let ids: Vec<String> = block.named("Feedback-ID").map(|f| f.text()).collect();
+            assert_eq!(
+                ids,
+                ["members.lists.example.org:lists.example.org:listwarden"]
+            );
+            assert_eq!(block.named("X-Original-Feedback-ID").count(), 2);
+        }
+        let text = String::from_utf8_lossy(&message);
+        for kept in [
+            "X-Original-feedback-id: evil:x:spammer\r\n",
+            "X-Original-FEEDBACK-ID:\r\n other:listwarden\r\n",
+            "X-Feedback-ID: kept\r\n",
+            "\r\n\r\nFeedback-ID: in the body\r\n",
+        ] {
+            assert!(text.contains(kept), "{kept:?} in {text}");
+        }
+    }
+
+    /// Gmail's format: at most four `:`-separated fields, the SenderId
+    /// (5-15 characters) last; no identifier holds a `:` or repeats.
+    #[test]
+    fn feedback_id_follows_gmails_format() {
+        for (list, want) in [
+            (
+                "news@lists.example.org",
+                "news.lists.example.org:lists.example.org:listwarden",
+            ),
+            (
+                "\"odd:list\"@Lists.Example.org",
+                "odd-list.lists.example.org:lists.example.org:listwarden",
+            ),
+        ] {
+            let got = feedback_id(&addr(list));
+            assert_eq!(got, want);
+            let fields: Vec<&str> = got.split(':').collect();
+            assert_eq!(fields.len(), 3, "{got}");
+            assert!((5..=15).contains(&fields[2].len()));
+            assert!(fields.iter().all(|f| !f.is_empty()));
+            assert_ne!(fields[0], fields[1]);
+        }
     }
 
     #[test]
@@ -1106,12 +1194,12 @@ mod tests {
                 Prepared::Deliver { message, batches, .. } => {
                     // Byte for byte but for `X-Original-` before List-* names.
                     let block = headers::parse(&raw);
-                    let renamed = block.fields.iter().filter(|f| f.name.len() >= 5 && f.name[..5].eq_ignore_ascii_case(b"List-")).count();
+                    let renamed = block.fields.iter().filter(|f| is_list_owned(f.name)).count();
                     let mut undone = message.clone();
                     let start = message.len() - raw.len() - renamed * ORIGINAL_PREFIX.len();
                     let mut tail = undone.split_off(start);
-                    for f in block.fields.iter().rev().filter(|f| f.name.len() >= 5 && f.name[..5].eq_ignore_ascii_case(b"List-")) {
-                        let at = f.offset + block.fields.iter().filter(|g| g.offset < f.offset && g.name.len() >= 5 && g.name[..5].eq_ignore_ascii_case(b"List-")).count() * ORIGINAL_PREFIX.len();
+                    for f in block.fields.iter().rev().filter(|f| is_list_owned(f.name)) {
+                        let at = f.offset + block.fields.iter().filter(|g| g.offset < f.offset && is_list_owned(g.name)).count() * ORIGINAL_PREFIX.len();
                         proptest::prop_assert_eq!(&tail[at..at + ORIGINAL_PREFIX.len()], ORIGINAL_PREFIX);
                         tail.drain(at..at + ORIGINAL_PREFIX.len());
                     }
