@@ -199,4 +199,38 @@ mod tests {
         book.forget(id, keep).await;
         assert_eq!(book.read(id).await, Some(Arrivals::default()));
     }
+
+    /// The same against the Redis at `LISTWARDEN_IT_REDIS` (integration/run).
+    #[cfg(feature = "redis")]
+    #[tokio::test]
+    #[ignore = "needs Redis at LISTWARDEN_IT_REDIS"]
+    async fn redis_it_sightings_are_first_mx_then_list() {
+        use crate::ratelimit::{RedisConfig, RedisStore};
+        let url = std::env::var("LISTWARDEN_IT_REDIS")
+            .unwrap_or_else(|_| panic!("LISTWARDEN_IT_REDIS is not set"));
+        let store = RedisStore::new(RedisConfig {
+            url,
+            prefix: format!("it-canary-{}:", std::process::id()),
+            deadline: Duration::from_secs(1),
+            ..RedisConfig::default()
+        })
+        .unwrap();
+        assert!(store.wait_connected(Duration::from_secs(5)).await);
+        let book = Sightings::Redis(store);
+        let id = "00112233aabbccdd";
+        let keep = Duration::from_secs(60);
+        assert_eq!(book.read(id).await, Some(Arrivals::default()));
+        assert_eq!(book.record(id, 10, keep).await, Some(Leg::Mx));
+        assert_eq!(book.record(id, 20, keep).await, Some(Leg::List));
+        assert_eq!(book.record(id, 30, keep).await, None);
+        assert_eq!(
+            book.read(id).await,
+            Some(Arrivals {
+                mx: Some(10),
+                list: Some(20)
+            })
+        );
+        book.forget(id, keep).await;
+        assert_eq!(book.read(id).await, Some(Arrivals::default()));
+    }
 }
