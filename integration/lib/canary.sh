@@ -76,8 +76,9 @@ check_canary() {
 	((sink_after == sink_before)) || errors+=("$((sink_after - sink_before)) message(s) reached the sink during the canary runs")
 	metrics=$LW_IT_DIR/metrics-canary.txt
 	if lw_fetch_metrics "$METRICS_PORT" "$metrics"; then
-		list_seen=$(lw_metric_sum "$metrics" listwarden_canary_last_seen_timestamp_seconds 'leg="list"')
-		awk -v v="$list_seen" -v t="$(date +%s)" 'BEGIN { exit !(v > t - 120 && v <= t + 1) }' ||
+		# The raw sample: lw_metric_sum's %g would round a Unix time.
+		list_seen=$(awk '/^listwarden_canary_last_seen_timestamp_seconds\{.*leg="list"/ { print $NF }' "$metrics")
+		awk -v v="${list_seen:-0}" -v t="$(date +%s)" 'BEGIN { exit !(v > t - 120 && v <= t + 1) }' ||
 			errors+=("listwarden_canary_last_seen_timestamp_seconds{leg=list} is $list_seen")
 	else
 		errors+=("GET /metrics failed")

@@ -268,4 +268,54 @@ mod tests {
         );
         assert_eq!(rfc5322_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
     }
+
+    #[test]
+    fn exit_codes_say_how_far_the_probe_got() {
+        let wait = Duration::from_secs(20);
+        let seen = |mx, list| Some(Arrivals { mx, list });
+        assert_eq!(
+            report("id", 1000, 5, seen(Some(1010), Some(1200)), wait),
+            EXIT_OK
+        );
+        assert_eq!(
+            report("id", 1000, 5, seen(Some(1010), None), wait),
+            EXIT_NOT_SEEN
+        );
+        assert_eq!(report("id", 1000, 5, seen(None, None), wait), EXIT_NOT_SEEN);
+        assert_eq!(
+            report("id", 1000, 5, seen(None, Some(1200)), wait),
+            EXIT_NOT_SEEN
+        );
+        assert_eq!(report("id", 1000, 5, None, wait), EXIT_NOT_SEEN);
+    }
+
+    #[test]
+    fn without_a_canary_section_it_is_a_config_error() {
+        let yaml = "milter:\n  listen: inet:127.0.0.1:1\n";
+        let config = Config::parse(yaml, std::path::Path::new("t.yaml")).unwrap();
+        assert_eq!(run(&config), EXIT_CONFIG);
+    }
+
+    #[test]
+    fn a_closed_port_is_could_not_send() {
+        // A port nobody listens on: bind one, note it, close it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let key = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/keys/EXAMPLE-PUBLIC-KEY.key"
+        );
+        let yaml = format!(
+            "milter:\n  listen: inet:127.0.0.1:1\n\
+             signing:\n  keys: [{{id: 1, file: {key}}}]\n  sign_with: 1\n  demo: true\n\
+             canary:\n  address: canary@lists.example.org\n  sender: probe@ops.example.net\n  \
+             smtp: 127.0.0.1:{port}\n  dir: {}\n",
+            dir.path().display()
+        );
+        let config = Config::parse(&yaml, std::path::Path::new("t.yaml")).unwrap();
+        assert_eq!(run(&config), EXIT_NOT_SENT);
+    }
 }
