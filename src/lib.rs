@@ -62,6 +62,7 @@
 //! page lists it. A dashboard panel (`packaging/grafana/`) or an alert with
 //! its `promtool` test (`packaging/prometheus/`) is the usual companion.
 
+pub mod canary;
 pub mod config;
 pub mod daemon;
 pub mod dsn;

@@ -118,6 +118,20 @@ enum Command {
         #[arg(long, env = "LISTWARDEN_LOG", default_value = "info")]
         log: String,
     },
+    /// Send a probe through the MX to the canary list address and confirm it reached
+    /// the list server.
+    ///
+    /// The probe carries a token signed with the key ring; listwarden records it at
+    /// its first sighting (the MX) and records and discards it at its second (the list
+    /// server's smtpd), so no member receives it. Prints each leg's time. Exits 0 when
+    /// both legs saw it within `canary.wait`, 1 when it was sent but not seen in time,
+    /// 69 when it could not be sent (no connection, or refused), 78 on a config error.
+    /// Run it from a timer (packaging/systemd/listwarden-canary.timer).
+    Canary {
+        /// The YAML config file (its `canary:` section and keys).
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Write the man pages (roff): listwarden.8 and listwarden-COMMAND.8.
     #[command(hide = true)]
     Man {
@@ -149,6 +163,10 @@ fn main() -> ExitCode {
             }
         }
         Command::Sign { config, address } => sign(&config, &address),
+        Command::Canary { config } => match load(&config) {
+            Ok(c) => ExitCode::from(listwarden::canary::command::run(&c)),
+            Err(code) => code,
+        },
         Command::Verify { config, address } => verify(&config, &address),
         Command::Classify { config, files } => classify(config.as_deref(), &files),
         Command::Logwatch {

@@ -63,6 +63,7 @@ pub struct Metrics {
     pub throttle_lookups: IntCounterVec,
     pub list_inbound: IntCounterVec,
     pub list_inbound_last: prometheus::GaugeVec,
+    pub canary_last_seen: prometheus::GaugeVec,
 }
 
 /// The `result` label of `config_reloads_total`.
@@ -275,6 +276,11 @@ impl Metrics {
                 "listwarden_list_inbound_last_timestamp_seconds",
                 "Unix time of the last message accepted for a list's posting address.",
                 &["list"],
+            ),
+            canary_last_seen: r.float_gauges(
+                "listwarden_canary_last_seen_timestamp_seconds",
+                "Unix time this milter last saw a valid canary probe, per leg: mx (first sighting, passed on) and list (second sighting, at the list server, discarded).",
+                &["leg"],
             ),
             peers_mismatched: r.gauge(
                 "listwarden_peers_mismatched",

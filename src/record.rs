@@ -105,6 +105,14 @@ pub(crate) enum Event {
     },
     /// How many other hosts sharing the Redis differ in key ring or lists.
     PeersMismatched(usize),
+    /// Our canary probe, seen at one of its legs (and discarded at the last).
+    Canary {
+        leg: crate::canary::Leg,
+        id: String,
+        /// When `listwarden canary` signed it (Unix ms).
+        sent_ms: u64,
+        queue_id: Option<String>,
+    },
     /// A config (re)load, successful or not.
     ConfigLoad {
         ok: bool,
@@ -256,6 +264,25 @@ impl Recorder<'_> {
             Event::Complaint { list, provider } => {
                 self.rates()
                     .complaint_from(&list, &provider, crate::unix_now());
+            }
+            Event::Canary {
+                leg,
+                id,
+                sent_ms,
+                queue_id,
+            } => {
+                let now = crate::canary::now_ms();
+                tracing::info!(
+                    queue_id = queue_id.as_deref().unwrap_or(NO_QUEUE),
+                    leg = leg.as_str(),
+                    probe = %id,
+                    after_ms = now.saturating_sub(sent_ms),
+                    "canary probe seen{}",
+                    if leg == crate::canary::Leg::List { "; discarded" } else { "; passed on" }
+                );
+                m.canary_last_seen
+                    .with_label_values(&[leg.as_str()])
+                    .set(now as f64 / 1000.0);
             }
             Event::PeersMismatched(n) => {
                 m.peers_mismatched.set(i64::try_from(n).unwrap_or(i64::MAX))

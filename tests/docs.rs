@@ -255,6 +255,16 @@ fn man_page_defaults_are_the_code_defaults() {
             secs(std::time::Duration::from_secs(d::SHIELD_HOLD_SECS)),
         ),
         (
+            "canary.wait",
+            secs(std::time::Duration::from_secs(d::CANARY_WAIT_SECS)),
+        ),
+        (
+            "canary.max_age",
+            secs(std::time::Duration::from_secs(d::CANARY_MAX_AGE_SECS)),
+        ),
+        ("canary.dir", d::CANARY_DIR.to_string()),
+        ("canary.helo", d::CANARY_HELO.to_string()),
+        (
             "expander.max_message_bytes",
             listwarden_expand::settings::DEFAULT_MAX_MESSAGE_BYTES.to_string(),
         ),

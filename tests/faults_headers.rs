@@ -496,6 +496,11 @@ async fn h5_attacker_text_never_becomes_a_header_line_or_a_bad_reply() {
     assert!(!added.is_empty(), "a tag is added: {actions:?}");
     for a in &added {
         let parts = a.strings();
+        // The tags, and the one To: of a signed bounce (the plain address).
+        if parts[0] == b"To" {
+            assert_eq!(parts[1], b"members-bounces@lists.example.org");
+            continue;
+        }
         assert_eq!(parts[0], b"X-Listwarden-Bounce");
         assert!(parts[1].len() < 2000, "bounded: {}", parts[1].len());
     }

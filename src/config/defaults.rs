@@ -85,3 +85,11 @@ pub const INCIDENT_TRIGGER: u32 = 20;
 pub const INCIDENT_WITHIN_SECS: u64 = 600;
 pub const INCIDENT_HOLD_SECS: u64 = 3600;
 pub const INCIDENT_MAX_KEYS: usize = 1000;
+/// `canary.wait` (seconds): a probe normally takes a second or two.
+pub const CANARY_WAIT_SECS: u64 = 120;
+/// `canary.max_age` (seconds): a probe delayed longer is ordinary mail.
+pub const CANARY_MAX_AGE_SECS: u64 = 3600;
+/// `canary.dir`: where sightings are recorded without Redis.
+pub const CANARY_DIR: &str = "/var/lib/listwarden/canary";
+/// `canary.helo`.
+pub const CANARY_HELO: &str = "localhost";

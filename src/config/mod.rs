@@ -65,6 +65,8 @@ pub struct Config {
     pub expander: Option<Expander>,
     /// Adaptive outbound throttling (`None`: no socketmap is served).
     pub throttle: Option<Throttle>,
+    /// The end-to-end probe (`canary:`); `None` when not configured.
+    pub canary: Option<Canary>,
     /// Bounce classification rules: built-in provider rules plus the
     /// operator's files, which override rules of the same name.
     pub rules: crate::dsn::RuleSet,

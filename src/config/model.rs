@@ -42,6 +42,25 @@ pub struct RawConfig {
     pub feedback: Option<RawFeedback>,
     #[serde(default)]
     pub throttle: Option<RawThrottle>,
+    #[serde(default)]
+    pub canary: Option<RawCanary>,
+}
+
+/// `canary:`: the end-to-end probe of `listwarden canary`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCanary {
+    pub address: String,
+    pub sender: String,
+    pub smtp: String,
+    #[serde(default)]
+    pub helo: Option<String>,
+    #[serde(default)]
+    pub wait: Option<String>,
+    #[serde(default)]
+    pub max_age: Option<String>,
+    #[serde(default)]
+    pub dir: Option<String>,
 }
 
 /// `feedback:`: feedback-loop reports and what a complaint does.

@@ -798,3 +798,48 @@ fn the_storm_detector_memory_is_bounded_by_config() {
         "{bad:?}"
     );
 }
+
+#[test]
+fn canary_section_is_checked_with_places() {
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/keys/EXAMPLE-PUBLIC-KEY.key"
+    );
+    let base = format!(
+        "milter: {{listen: 'inet:127.0.0.1:8890'}}\nsigning: {{keys: [{{id: 1, file: {key}}}], sign_with: 1, demo: true}}\n"
+    );
+    let ok = format!(
+        "{base}canary:\n  address: canary@lists.example.org\n  sender: probe@ops.example.net\n  smtp: mx.example.org:25\n  wait: 30s\n"
+    );
+    let c = Config::parse(&ok, std::path::Path::new("/etc/lw/t.yaml")).unwrap();
+    let canary = c.canary.unwrap();
+    assert_eq!(canary.wait, std::time::Duration::from_secs(30));
+    assert_eq!(canary.max_age, std::time::Duration::from_secs(3600));
+    assert_eq!(
+        canary.dir,
+        std::path::Path::new("/var/lib/listwarden/canary")
+    );
+    assert_eq!(canary.helo, "localhost");
+    let bad = format!(
+        "{base}canary:\n  address: not an address\n  sender: probe@ops.example.net\n  smtp: mx.example.org\n  helo: two words\n  wait: 2h\n"
+    );
+    let e = Config::parse(&bad, std::path::Path::new("t.yaml"))
+        .unwrap_err()
+        .to_string();
+    for needle in [
+        "t.yaml:4:12: canary.address",
+        "t.yaml:6:9: canary.smtp: `mx.example.org` is not HOST:PORT",
+        "canary.helo: must be one word",
+        "canary.max_age: must be longer than canary.wait",
+    ] {
+        assert!(e.contains(needle), "{needle} not in {e}");
+    }
+    let unsigned = "milter: {listen: 'inet:127.0.0.1:8890'}\ncanary:\n  address: canary@lists.example.org\n  sender: probe@ops.example.net\n  smtp: 127.0.0.1:25\n";
+    let e = Config::parse(unsigned, std::path::Path::new("t.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("canary.address: the canary needs `signing:` keys"),
+        "{e}"
+    );
+}

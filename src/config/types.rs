@@ -233,3 +233,22 @@ pub struct ThrottleStep {
     /// The step lasts at least this long, and again after each new trip.
     pub hold_for: Duration,
 }
+
+/// The canary (`canary:`): `listwarden canary` sends a signed probe to `address`
+/// through `smtp`; the milter records where it saw it and discards it at the list
+/// manager's side.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Canary {
+    pub address: crate::address::Address,
+    pub sender: crate::address::Address,
+    /// `HOST:PORT` the probe is sent to (the public MX); resolved when sending.
+    pub smtp: String,
+    /// Our name in EHLO.
+    pub helo: String,
+    /// How long `listwarden canary` waits for the list manager's side.
+    pub wait: Duration,
+    /// The oldest token the milter accepts.
+    pub max_age: Duration,
+    /// Where sightings are recorded when `ratelimit.state` is not Redis.
+    pub dir: std::path::PathBuf,
+}

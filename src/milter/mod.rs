@@ -358,6 +358,24 @@ async fn eoh(cx: &mut indymilter::Context<Session>) -> Status {
         |s| s.end_of_headers(queue_id.as_deref()),
     );
     pause(session, Stage::EndOfHeaders).await;
+    if action == Action::Continue
+        && let Some(probe) = session.take_probe()
+    {
+        let config = session.config();
+        let leg = match &config.canary {
+            Some(c) => {
+                let book = crate::canary::Sightings::of(&session.shared().store, &c.dir);
+                book.record(&probe.id, crate::canary::now_ms(), c.max_age)
+                    .await
+            }
+            None => None,
+        };
+        let discard = session.canary_seen(probe, leg);
+        session.flush();
+        if discard {
+            return Status::Discard;
+        }
+    }
     to_status(action, &mut cx.reply)
 }
 

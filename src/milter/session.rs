@@ -210,6 +210,13 @@ struct Message {
     /// The list whose posting address this message goes to (inbound
     /// list traffic, for the flow alarms).
     posted_to: Option<String>,
+    /// The first `X-Listwarden-Canary` value (bounded), and how many there are.
+    canary_token: Option<String>,
+    canary_headers: u32,
+    /// A recipient is the canary address.
+    to_canary: bool,
+    /// Our own canary probe, found at end of headers, to be recorded.
+    probe: Option<crate::canary::Probe>,
 }
 
 impl Message {
@@ -374,6 +381,44 @@ impl Session {
         action
     }
 
+    /// The canary probe end of headers found, if any (to be recorded).
+    pub(crate) fn take_probe(&mut self) -> Option<crate::canary::Probe> {
+        self.msg.as_mut().and_then(|m| m.probe.take())
+    }
+
+    /// Where the recorded probe was seen: true when it is to be discarded
+    /// (the list manager's side). The MX leg keeps its token header for the
+    /// next hop; a replay (`None`) stays ordinary mail, its header removed.
+    pub(crate) fn canary_seen(
+        &mut self,
+        probe: crate::canary::Probe,
+        leg: Option<crate::canary::Leg>,
+    ) -> bool {
+        let Some(msg) = self.msg.as_mut() else {
+            return false;
+        };
+        let Some(leg) = leg else {
+            return false;
+        };
+        if leg == crate::canary::Leg::Mx {
+            // recognise() saw exactly one such header.
+            msg.spoofed
+                .retain(|(n, _)| !n.eq_ignore_ascii_case(crate::canary::HEADER));
+            msg.spoofed_total = msg.spoofed_total.saturating_sub(1);
+        }
+        self.conn.observed.push(Event::Canary {
+            leg,
+            id: probe.id,
+            sent_ms: probe.sent_ms,
+            queue_id: msg.queue_id.clone(),
+        });
+        if leg == crate::canary::Leg::List {
+            self.msg = None;
+            return true;
+        }
+        false
+    }
+
     /// A body chunk: kept (bounded) only for a trace check or
     /// classification. Returns whether more of the body is wanted.
     pub(crate) fn body(&mut self, chunk: &[u8]) -> bool {
@@ -532,6 +577,7 @@ impl Connection {
             }
             Err(_) => return RcptBegin::Done(Action::Continue),
         };
+        msg.to_canary |= crate::canary::is_canary(&self.config, &rcpt);
         if crate::feedback::is_report_address(&rcpt, &self.config) {
             msg.feedback = true;
             return RcptBegin::Done(Action::Continue);
@@ -720,6 +766,13 @@ impl Connection {
             && name.is_char_boundary(OWN_HEADER_PREFIX.len())
             && name[..OWN_HEADER_PREFIX.len()].eq_ignore_ascii_case(OWN_HEADER_PREFIX)
         {
+            if name.eq_ignore_ascii_case(crate::canary::HEADER) {
+                msg.canary_headers = msg.canary_headers.saturating_add(1);
+                if msg.canary_token.is_none() && self.config.canary.is_some() {
+                    let max = listwarden_core::canary::MAX_TOKEN_LEN + 1;
+                    msg.canary_token = Some(value.chars().take(max).collect());
+                }
+            }
             // Deleting needs only the count per name (delete count..1).
             msg.spoofed_total = msg.spoofed_total.saturating_add(1);
             let tracked = msg.spoofed.len();
@@ -770,6 +823,13 @@ impl Connection {
             };
             return self.conclude(msg, Stage::EndOfHeaders, verdict);
         }
+        let candidate = crate::canary::Candidate {
+            token: msg.canary_token.as_deref(),
+            headers: msg.canary_headers,
+            recipients: msg.recipients,
+            to_canary: msg.to_canary,
+        };
+        msg.probe = crate::canary::recognise(&self.config, &candidate, crate::canary::now_ms());
         let content_type = std::mem::take(&mut msg.content_type);
         let reports = std::mem::take(&mut msg.report_as_bounce);
         if !reports.is_empty()

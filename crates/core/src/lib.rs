@@ -8,6 +8,7 @@
 
 pub mod address;
 pub mod bounded;
+pub mod canary;
 pub mod clock;
 pub mod diag;
 pub mod signing;

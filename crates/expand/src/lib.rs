@@ -29,7 +29,7 @@ pub mod command;
 mod fsutil;
 mod headers;
 pub mod held;
-mod inject;
+pub mod inject;
 mod members;
 mod post;
 mod progress;

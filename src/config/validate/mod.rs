@@ -1,6 +1,7 @@
 //! Turns the file as read ([`super::model`]) into a [`Config`], one
 //! section per module, collecting every problem with its place.
 
+mod canary;
 mod classification;
 mod feedback;
 mod lists;
@@ -105,6 +106,7 @@ impl Validator<'_> {
         self.check_expand_lists(&raw.lists, &lists, expander.as_ref(), has_keys);
         let feedback = raw.feedback.as_ref().and_then(|f| self.feedback(f, &lists));
         let throttle = raw.throttle.as_ref().and_then(|t| self.throttle(t, &rules));
+        let canary = raw.canary.as_ref().and_then(|c| self.canary(c, has_keys));
         Config {
             milter,
             metrics_listen,
@@ -124,6 +126,7 @@ impl Validator<'_> {
             expander,
             feedback,
             throttle,
+            canary,
             protected,
             warnings: Vec::new(),
         }

@@ -110,7 +110,7 @@ impl Key {
     }
 
     /// A fresh HMAC-SHA256 state keyed with this secret, for signed VERP.
-    pub(super) fn verp_mac(&self) -> Hmac<Sha256> {
+    pub(crate) fn verp_mac(&self) -> Hmac<Sha256> {
         self.verp.clone()
     }
 }
