@@ -3,7 +3,8 @@
 //! in the queue) while its list manager is down.
 //!
 //! - Mailman 3: its core REST API (`DELETE /lists/LIST-ID/member/ADDR`;
-//!   suspend: `PATCH .../member/ADDR/preferences delivery_status=by_moderator`).
+//!   suspend: `GET .../member/ADDR` for its member_id, then `PATCH
+//!   /members/ID/preferences delivery_status=by_moderator`).
 //! - Sympa 6.2.67+: `sympa.pl del --force --quiet LIST@DOMAIN`, the address
 //!   on standard input.
 //! - The expander: its members file, as its own unsubscribe does.
@@ -75,12 +76,21 @@ fn mailman3(m: &super::Mailman3, list: &List, member: &Address, action: Action) 
     let list_id = format!("{}.{}", list.address.local, list.address.domain);
     let path = format!("lists/{list_id}/member/{}", percent(&member.to_string()));
     let answer = match action {
-        Action::Suspend => http(
-            m,
-            "PATCH",
-            &format!("{path}/preferences"),
-            Some("delivery_status=by_moderator"),
-        ),
+        // A list's member URL takes no children (Mailman 3.3 answers 404 to
+        // .../member/ADDR/preferences): the preferences are the member's,
+        // under /members/ID.
+        Action::Suspend => match http(m, "GET", &path, None) {
+            Ok((200, body)) => match member_id(&body) {
+                Some(id) => http(
+                    m,
+                    "PATCH",
+                    &format!("members/{id}/preferences"),
+                    Some("delivery_status=by_moderator"),
+                ),
+                None => Err("Mailman's member answer has no member_id".into()),
+            },
+            other => other,
+        },
         _ => http(m, "DELETE", &path, None),
     };
     match answer {
@@ -92,6 +102,19 @@ fn mailman3(m: &super::Mailman3, list: &List, member: &Address, action: Action) 
         )),
         Err(e) => Outcome::Retry(format!("mailman3: {e}")),
     }
+}
+
+/// The `member_id` of Mailman's member resource: a hex string (API 3.1)
+/// or a number (3.0).
+fn member_id(body: &str) -> Option<String> {
+    let rest = body.split_once("\"member_id\"")?.1.trim_start();
+    let rest = rest.strip_prefix(':')?.trim_start();
+    let rest = rest.strip_prefix('"').unwrap_or(rest);
+    let id: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    (!id.is_empty()).then_some(id)
 }
 
 /// One HTTP/1.1 request to Mailman's REST API on loopback (`Connection:
@@ -354,5 +377,13 @@ mod tests {
         assert_eq!(base64(b"a"), "YQ==");
         assert_eq!(base64(b"ab"), "YWI=");
         assert_eq!(percent("a+b@example.com"), "a%2Bb%40example.com");
+    }
+
+    #[test]
+    fn member_ids() {
+        let body = r#"{"address": "http://127.0.0.1:8001/3.1/addresses/a@b", "member_id": "3c1e2f0a9b8d4e6f", "role": "member"}"#;
+        assert_eq!(member_id(body).as_deref(), Some("3c1e2f0a9b8d4e6f"));
+        assert_eq!(member_id(r#"{"member_id":17}"#).as_deref(), Some("17"));
+        assert_eq!(member_id(r#"{"title": "404 Not Found"}"#), None);
     }
 }
