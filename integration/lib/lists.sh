@@ -356,7 +356,7 @@ fb_verdict() {
 scn_feedback() {
 	scn_begin feedback
 	local removed=${FB_MEMBERS[0]} forged_for=${FB_MEMBERS[1]} retry=${FB_MEMBERS[2]}
-	local m token eml qid verdict t0 secs pending t_down t_up line
+	local m token eml qid verdict t0 secs pending t_down t_up line i
 	for m in "$removed" "$forged_for" "$retry"; do
 		[[ -n ${FB_COPY[$m]:-} && -f ${FB_COPY[$m]} ]] || err "no delivered copy for $m to report"
 		lm_is_member "$FB_LIST" "$m" || err "$m is not a member of $FB_LIST before the reports"
@@ -418,7 +418,7 @@ scn_feedback() {
 		[[ $verdict == *"member=$retry"*"action=unsubscribe"* ]] || err "report 3: verdict $verdict"
 		while (($(now_ms) - t_down < FB_DOWN * 1000)); do sleep 1; done
 		pending=$(fb_pending)
-		line=$(grep -F "$retry" "$LW_IT_DIR/feedback-worker.log" | grep -F 'will retry' | tail -n 1 || true)
+		line=$(grep -F 'will retry' "$LW_IT_DIR/feedback-worker.log" | grep -F "member=\"$retry\"" | tail -n 1 || true)
 		say "  with $LISTS_NAME down ${FB_DOWN}s: $pending job(s) queued; worker: ${line:0:240}"
 		((pending == 1)) || err "with $LISTS_NAME down, $pending job(s) queued, expected 1"
 		[[ -n $line ]] || err "the worker logged no failed attempt for $retry while $LISTS_NAME was down"
@@ -428,7 +428,12 @@ scn_feedback() {
 		if secs=$(fb_wait_gone "$retry" "$FB_WAIT"); then
 			FB_SECONDS_3=$(awk -v a="$t0" -v b="$(now_ms)" 'BEGIN { printf "%.1f", (b - a) / 1000 }')
 			note "feedback: $LISTS_NAME down $(((t_up - t_down) / 1000))s; $retry gone ${secs}s after it was back (${FB_SECONDS_3}s after the report)"
-			(($(fb_pending) == 0)) || err "jobs left in the queue after $LISTS_NAME came back: $(fb_pending)"
+			# The worker moves the job to done/ once the command returned.
+			for ((i = 0; i < 50; i++)); do
+				(($(fb_pending) == 0)) && break
+				sleep 0.1
+			done
+			(($(fb_pending) == 0)) || err "jobs left in the queue 5s after $retry was removed: $(fb_pending)"
 		else
 			err "$retry still a member ${FB_WAIT}s after $LISTS_NAME came back; worker log: $(tail -n 3 "$LW_IT_DIR/feedback-worker.log" | tr '\n' '|')"
 		fi

@@ -98,7 +98,7 @@ fn mailman3(m: &super::Mailman3, list: &List, member: &Address, action: Action) 
         Ok((404, _)) => Outcome::Done(format!("mailman3: {member} is not a member (already gone)")),
         Ok((code, body)) => Outcome::Retry(format!(
             "mailman3 answered {code}: {}",
-            body.chars().take(200).collect::<String>()
+            one_line(&body, 200)
         )),
         Err(e) => Outcome::Retry(format!("mailman3: {e}")),
     }
@@ -189,16 +189,23 @@ fn sympa_del(command: &[String], list: &List, member: &Address) -> Outcome {
     }
     match wait(child) {
         Ok((true, _)) => Outcome::Done(format!("sympa: deleted {member} from {}", list.address)),
-        // Sympa says so when the address is not (or no longer) subscribed.
-        Ok((false, text)) if text.contains("not_subscriber") || text.contains("not subscribed") => {
-            Outcome::Done(format!("sympa: {member} is not a member (already gone)"))
-        }
-        Ok((false, text)) => Outcome::Retry(format!(
-            "sympa del failed: {}",
-            text.chars().take(300).collect::<String>()
+        Ok((false, text)) if sympa_not_member(&text) => Outcome::Done(format!(
+            "sympa: {member} is not a member (already gone): {}",
+            one_line(&text, 200)
         )),
+        Ok((false, text)) => Outcome::Retry(format!("sympa del failed: {}", one_line(&text, 300))),
         Err(e) => Outcome::Retry(e),
     }
+}
+
+/// Whether `sympa del` failed because the address is no member. Sympa
+/// 6.2.70 exits 1 and reports it as a user error, `del [user] E-mail
+/// address A was not found in list L.` (the sentence follows Sympa's `lang`,
+/// the `[user]` tag does not; without its template Sympa prints the entry
+/// `user_not_subscriber`). A user error is not cured by retrying; a
+/// database that is down is reported differently and is retried.
+fn sympa_not_member(text: &str) -> bool {
+    text.contains("del [user]") || text.contains("not_subscriber")
 }
 
 /// Waits for a child with [`CALL_TIMEOUT`]; (success, its output).
@@ -267,7 +274,7 @@ fn notify_owner(job: &Job, list: &List, settings: &Settings) -> Outcome {
     }
     match wait(child) {
         Ok((true, _)) => Outcome::Done(format!("notified {owner}")),
-        Ok((false, text)) => Outcome::Retry(format!("sendmail failed: {text}")),
+        Ok((false, text)) => Outcome::Retry(format!("sendmail failed: {}", one_line(&text, 300))),
         Err(e) => Outcome::Retry(e),
     }
 }
@@ -333,6 +340,17 @@ pub fn run(config: impl Fn() -> std::sync::Arc<Config>, once: bool, stop: impl F
     }
 }
 
+/// At most `max` characters of another program's output on one line, so a
+/// log line stays one line.
+fn one_line(text: &str, max: usize) -> String {
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(max)
+        .collect()
+}
+
 /// `%`-encodes what is not safe in a URL path segment.
 fn percent(text: &str) -> String {
     text.bytes()
@@ -377,6 +395,29 @@ mod tests {
         assert_eq!(base64(b"a"), "YQ==");
         assert_eq!(base64(b"ab"), "YWI=");
         assert_eq!(percent("a+b@example.com"), "a%2Bb%40example.com");
+    }
+
+    #[test]
+    fn output_on_one_line() {
+        assert_eq!(
+            one_line("setlogsock(): failed\nDatabase is unreachable\n", 200),
+            "setlogsock(): failed Database is unreachable"
+        );
+        assert_eq!(one_line("abcdef", 3), "abc");
+    }
+
+    #[test]
+    fn sympa_answers() {
+        // Sympa 6.2.70 (Debian 12), `sympa.pl del --force --quiet` of an
+        // address that is no member, and with its SQLite database unreadable.
+        assert!(sympa_not_member(
+            "del [user] E-mail address gina@yahoo.example was not found in list .\n\
+             Failed to delete email addresses from test@lists.example.org\n"
+        ));
+        assert!(!sympa_not_member(
+            "Database /var/lib/sympa/sympa.sqlite defined in sympa.conf is unreachable. \
+             verify db_xxx parameters in sympa.conf\n"
+        ));
     }
 
     #[test]
