@@ -3,7 +3,8 @@
 //! in the queue) while its list manager is down.
 //!
 //! - Mailman 3: its core REST API (`DELETE /lists/LIST-ID/member/ADDR`;
-//!   suspend: `PATCH .../member/ADDR/preferences delivery_status=by_moderator`).
+//!   suspend: `GET .../member/ADDR` for its member_id, then `PATCH
+//!   /members/ID/preferences delivery_status=by_moderator`).
 //! - Sympa 6.2.67+: `sympa.pl del --force --quiet LIST@DOMAIN`, the address
 //!   on standard input.
 //! - The expander: its members file, as its own unsubscribe does.
@@ -77,12 +78,21 @@ fn mailman3(m: &super::Mailman3, list: &List, member: &Address, action: Action) 
     let list_id = format!("{}.{}", list.address.local, list.address.domain);
     let path = format!("lists/{list_id}/member/{}", percent(&member.to_string()));
     let answer = match action {
-        Action::Suspend => http(
-            m,
-            "PATCH",
-            &format!("{path}/preferences"),
-            Some("delivery_status=by_moderator"),
-        ),
+        // A list's member URL takes no children (Mailman 3.3 answers 404 to
+        // .../member/ADDR/preferences): the preferences are the member's,
+        // under /members/ID.
+        Action::Suspend => match http(m, "GET", &path, None) {
+            Ok((200, body)) => match member_id(&body) {
+                Some(id) => http(
+                    m,
+                    "PATCH",
+                    &format!("members/{id}/preferences"),
+                    Some("delivery_status=by_moderator"),
+                ),
+                None => Err("Mailman's member answer has no member_id".into()),
+            },
+            other => other,
+        },
         _ => http(m, "DELETE", &path, None),
     };
     match answer {
@@ -90,10 +100,23 @@ fn mailman3(m: &super::Mailman3, list: &List, member: &Address, action: Action) 
         Ok((404, _)) => Outcome::Done(format!("mailman3: {member} is not a member (already gone)")),
         Ok((code, body)) => Outcome::Retry(format!(
             "mailman3 answered {code}: {}",
-            body.chars().take(200).collect::<String>()
+            one_line(&body, 200)
         )),
         Err(e) => Outcome::Retry(format!("mailman3: {e}")),
     }
+}
+
+/// The `member_id` of Mailman's member resource: a hex string (API 3.1)
+/// or a number (3.0).
+fn member_id(body: &str) -> Option<String> {
+    let rest = body.split_once("\"member_id\"")?.1.trim_start();
+    let rest = rest.strip_prefix(':')?.trim_start();
+    let rest = rest.strip_prefix('"').unwrap_or(rest);
+    let id: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    (!id.is_empty()).then_some(id)
 }
 
 /// One HTTP/1.1 request to Mailman's REST API on loopback (`Connection:
@@ -168,16 +191,23 @@ fn sympa_del(command: &[String], list: &List, member: &Address) -> Outcome {
     }
     match wait(child) {
         Ok((true, _)) => Outcome::Done(format!("sympa: deleted {member} from {}", list.address)),
-        // Sympa says so when the address is not (or no longer) subscribed.
-        Ok((false, text)) if text.contains("not_subscriber") || text.contains("not subscribed") => {
-            Outcome::Done(format!("sympa: {member} is not a member (already gone)"))
-        }
-        Ok((false, text)) => Outcome::Retry(format!(
-            "sympa del failed: {}",
-            text.chars().take(300).collect::<String>()
+        Ok((false, text)) if sympa_not_member(&text) => Outcome::Done(format!(
+            "sympa: {member} is not a member (already gone): {}",
+            one_line(&text, 200)
         )),
+        Ok((false, text)) => Outcome::Retry(format!("sympa del failed: {}", one_line(&text, 300))),
         Err(e) => Outcome::Retry(e),
     }
+}
+
+/// Whether `sympa del` failed because the address is no member. Sympa
+/// 6.2.70 exits 1 and reports it as a user error, `del [user] E-mail
+/// address A was not found in list L.` (the sentence follows Sympa's `lang`,
+/// the `[user]` tag does not; without its template Sympa prints the entry
+/// `user_not_subscriber`). A user error is not cured by retrying; a
+/// database that is down is reported differently and is retried.
+fn sympa_not_member(text: &str) -> bool {
+    text.contains("del [user]") || text.contains("not_subscriber")
 }
 
 /// Waits for a child with [`CALL_TIMEOUT`]; (success, its output).
@@ -250,7 +280,7 @@ fn notify_owner(job: &Job, list: &List, settings: &Settings) -> Outcome {
     }
     match wait(child) {
         Ok((true, _)) => Outcome::Done(format!("notified {owner}")),
-        Ok((false, text)) => Outcome::Retry(format!("sendmail failed: {text}")),
+        Ok((false, text)) => Outcome::Retry(format!("sendmail failed: {}", one_line(&text, 300))),
         Err(e) => Outcome::Retry(e),
     }
 }
@@ -322,6 +352,17 @@ pub fn run(config: impl Fn() -> std::sync::Arc<Config>, once: bool, stop: impl F
     }
 }
 
+/// At most `max` characters of another program's output on one line, so a
+/// log line stays one line.
+fn one_line(text: &str, max: usize) -> String {
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(max)
+        .collect()
+}
+
 /// `%`-encodes what is not safe in a URL path segment.
 fn percent(text: &str) -> String {
     text.bytes()
@@ -366,5 +407,36 @@ mod tests {
         assert_eq!(base64(b"a"), "YQ==");
         assert_eq!(base64(b"ab"), "YWI=");
         assert_eq!(percent("a+b@example.com"), "a%2Bb%40example.com");
+    }
+
+    #[test]
+    fn output_on_one_line() {
+        assert_eq!(
+            one_line("setlogsock(): failed\nDatabase is unreachable\n", 200),
+            "setlogsock(): failed Database is unreachable"
+        );
+        assert_eq!(one_line("abcdef", 3), "abc");
+    }
+
+    #[test]
+    fn sympa_answers() {
+        // Sympa 6.2.70 (Debian 12), `sympa.pl del --force --quiet` of an
+        // address that is no member, and with its SQLite database unreadable.
+        assert!(sympa_not_member(
+            "del [user] E-mail address gina@yahoo.example was not found in list .\n\
+             Failed to delete email addresses from test@lists.example.org\n"
+        ));
+        assert!(!sympa_not_member(
+            "Database /var/lib/sympa/sympa.sqlite defined in sympa.conf is unreachable. \
+             verify db_xxx parameters in sympa.conf\n"
+        ));
+    }
+
+    #[test]
+    fn member_ids() {
+        let body = r#"{"address": "http://127.0.0.1:8001/3.1/addresses/a@b", "member_id": "3c1e2f0a9b8d4e6f", "role": "member"}"#;
+        assert_eq!(member_id(body).as_deref(), Some("3c1e2f0a9b8d4e6f"));
+        assert_eq!(member_id(r#"{"member_id":17}"#).as_deref(), Some("17"));
+        assert_eq!(member_id(r#"{"title": "404 Not Found"}"#), None);
     }
 }

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # The list-manager scenarios against Sympa, sourced by ./run (which holds
-# the helpers: smtp_send, render, wait_*, member_bounce, report_scn, note).
+# the helpers: member_bounce, expect_outcome; lib/lists.sh: smtp_send,
+# render, wait_*, report_scn, note).
 # shellcheck disable=SC2153 # globals come from ./run and ../../lib
 
 POST_SENDER=""  # the signed envelope sender of the list's post (prvs=...=test-owner@)
@@ -13,6 +14,8 @@ REAL_SENT=0
 REAL_RECORDED=0
 MEMBERS=()
 VERP_SENDERS=() # member<TAB>signed VERP sender, from scn_verp's post
+
+SENT_QID="" # the queue ID of the last queued send (queued_id)
 
 # A DSN (template $1: dsn-hard or ts01) for member $2, answering the post
 # whose envelope sender was $3; message id token $4; written to $5.
@@ -80,7 +83,7 @@ expect_tag() {
 scn_post() {
 	local start token eml out files want got i sender senders f roles
 	start=$(now_ms)
-	token=lwsympa-$LW_IT_RUN_ID-post
+	token=lwsympa-$RUN_ID-post
 	POST_MSGID=$token@members.example
 	POST_SUBJECT="Hello from Alice $token"
 	eml=$SY/msgs/post.eml
@@ -137,10 +140,11 @@ scn_bounce() {
 		report_scn bounce-recorded "$start"
 		return 0
 	fi
-	token=lwsympa-$LW_IT_RUN_ID-bounce
+	token=lwsympa-$RUN_ID-bounce
 	eml=$SY/msgs/bounce.eml
 	make_dsn dsn-hard "$member" "$POST_SENDER" "$token" "$eml"
 	out=$(send_dsn 198.51.100.9 mx1.members.example "$eml" "$POST_SENDER")
+	SENT_QID=$(queued_id "$out" || true)
 	expect_outcome "$out" data 250 "the bounce"
 	if ((${#ERRS[@]} == 0)); then
 		expect_sympabounce "$SENT_QID" "$OWNER_ADDR"
@@ -170,11 +174,12 @@ scn_ts01() {
 	# Sent by the outbound relay that met Yahoo's deferral: Postfix itself
 	# sends no delay DSN by default (delay_warning_time = 0h), and a DSN it
 	# makes itself does not pass the milters (internal_mail_filter_classes).
-	token=lwsympa-$LW_IT_RUN_ID-ts01
+	token=lwsympa-$RUN_ID-ts01
 	eml=$SY/msgs/ts01.eml
 	make_dsn ts01 "$member" "$POST_SENDER" "$token" "$eml"
 	offset=$(sylog_size bounced)
 	out=$(send_dsn 198.51.101.9 mx-out.lists-relay.example "$eml" "$POST_SENDER")
+	SENT_QID=$(queued_id "$out" || true)
 	expect_outcome "$out" data 250 "the TS01 DSN"
 	if ((${#ERRS[@]} == 0)); then
 		expect_sympabounce "$SENT_QID" "$OWNER_ADDR"
@@ -194,10 +199,11 @@ scn_ts01() {
 	member=gina@yahoo.example
 	install_header_rules
 	pf_reload "milter_header_checks = regexp:$PF_CONF/milter_header_checks"
-	token=lwsympa-$LW_IT_RUN_ID-ts01b
+	token=lwsympa-$RUN_ID-ts01b
 	eml=$SY/msgs/ts01b.eml
 	make_dsn ts01 "$member" "$POST_SENDER" "$token" "$eml"
 	out=$(send_dsn 198.51.101.9 mx-out.lists-relay.example "$eml" "$POST_SENDER")
+	SENT_QID=$(queued_id "$out" || true)
 	expect_outcome "$out" data 250 "the TS01 DSN with the rule"
 	if [[ $out == data$'\t'250* && -n $SENT_QID ]]; then
 		[[ $(pf_wait_delivery "$SENT_QID") == sent ]] || ERRS+=("queue $SENT_QID: not sent")
@@ -248,12 +254,13 @@ scn_fault_us() {
 	fi
 	for i in "${!cases[@]}"; do
 		IFS='|' read -r member status diag remote rule <<<"${cases[$i]}"
-		token=lwsympa-$LW_IT_RUN_ID-fault-$i
+		token=lwsympa-$RUN_ID-fault-$i
 		eml=$SY/msgs/fault-$i.eml
 		render "$SY_HOME/messages/dsn-fault.eml.in" "$eml" "TO=$POST_SENDER" "RCPT=$member" "MSGID=$token" \
 			"DATE=$(LC_ALL=C date -R)" "POST_MSGID=$POST_MSGID" "SUBJECT=$POST_SUBJECT" \
 			"STATUS=$status" "DIAG=$diag" "REMOTE=$remote"
 		out=$(send_dsn 198.51.102.9 mx-out.lists-relay.example "$eml" "$POST_SENDER")
+		SENT_QID=$(queued_id "$out" || true)
 		expect_outcome "$out" data 250 "the $rule DSN"
 		[[ $out == data$'\t'250* && -n $SENT_QID ]] || continue
 		[[ $(pf_wait_delivery "$SENT_QID") == sent ]] || ERRS+=("queue $SENT_QID: not sent")
@@ -272,10 +279,11 @@ scn_fault_us() {
 	done
 	# A genuine unknown user, with the rules in place: Sympa records it.
 	member=mia@members.example
-	token=lwsympa-$LW_IT_RUN_ID-fault-them
+	token=lwsympa-$RUN_ID-fault-them
 	eml=$SY/msgs/fault-them.eml
 	make_dsn dsn-hard "$member" "$POST_SENDER" "$token" "$eml"
 	out=$(send_dsn 198.51.100.9 mx1.members.example "$eml" "$POST_SENDER")
+	SENT_QID=$(queued_id "$out" || true)
 	expect_outcome "$out" data 250 "the 5.1.1 DSN with the rules"
 	if ((${#ERRS[@]} == 0)); then
 		expect_sympabounce "$SENT_QID" "$OWNER_ADDR"
@@ -295,7 +303,7 @@ scn_fault_us() {
 scn_forged_from() {
 	local start token eml out
 	start=$(now_ms)
-	token=lwsympa-$LW_IT_RUN_ID-forged
+	token=lwsympa-$RUN_ID-forged
 	eml=$SY/msgs/forged.eml
 	cat >"$eml" <<EOF
 From: "Test list" <$LIST_ADDR>
@@ -330,7 +338,7 @@ scn_arf() {
 		form=${forms[$i]} member=${members[$i]}
 		orcpt=$member omailfrom=${POST_SENDER:-$OWNER_ADDR}
 		[[ $form == bare ]] || orcpt="<$orcpt>" omailfrom="<$omailfrom>"
-		token=lwsympa-$LW_IT_RUN_ID-arf-$form
+		token=lwsympa-$RUN_ID-arf-$form
 		eml=$SY/msgs/arf-$form.eml
 		render "$SY_HOME/messages/arf.eml.in" "$eml" "TO=$OWNER_ADDR" "RCPT=$member" "ORCPT=$orcpt" \
 			"MSGID=$token" "DATE=$(LC_ALL=C date -R)" "POST_MSGID=$POST_MSGID" \
@@ -343,6 +351,7 @@ scn_arf() {
 		fi
 		out=$(smtp_send 198.51.102.9 fbl.feedback.example.net fbl-bounces@feedback.example.net \
 			"$signed" "$SY/msgs/arf-$form.swaks" "$eml")
+		SENT_QID=$(queued_id "$out" || true)
 		expect_outcome "$out" data 250 "the ARF report ($form)"
 		[[ $out == data$'\t'250* ]] || continue
 		expect_sympabounce "$SENT_QID" "$OWNER_ADDR"
@@ -387,7 +396,7 @@ scn_verp() {
 	local start token eml out files want got i f sender rcpt lpart dom offset decision record m1 s1
 	start=$(now_ms)
 	printf '\nverp_rate 100%%\n' >>"$SY/lib/list_data/$LIST/config"
-	token=lwsympa-$LW_IT_RUN_ID-verp
+	token=lwsympa-$RUN_ID-verp
 	eml=$SY/msgs/verp-post.eml
 	cat >"$eml" <<EOF
 From: Alice <alice@members.example>
@@ -423,6 +432,7 @@ EOF
 				ERRS+=("VERP copy for $rcpt left with <$sender>, expected prvs=...=bounce+$lpart==a==$dom==$LIST@$DOMAIN")
 			"$LW_BIN" verify -c "$LW_CONFIG" "$sender" >/dev/null 2>&1 || ERRS+=("listwarden verify <$sender>: not valid")
 			VERP_SENDERS+=("$rcpt"$'\t'"$sender")
+			FB_COPY[$rcpt]=$f
 		done
 	fi
 	m1=carol@members.example
@@ -430,11 +440,12 @@ EOF
 	if ((${#ERRS[@]} == 0)) && [[ -n $s1 ]]; then
 		# listwarden restores the plain address in the envelope and in the
 		# DSN's To:, where Sympa reads the VERP member.
-		token=lwsympa-$LW_IT_RUN_ID-verp1
+		token=lwsympa-$RUN_ID-verp1
 		eml=$SY/msgs/verp1.eml
 		make_dsn dsn-hard "$m1" "$s1" "$token" "$eml"
 		offset=$(sylog_size bounced)
 		out=$(send_dsn 198.51.100.9 mx1.members.example "$eml" "$s1")
+		SENT_QID=$(queued_id "$out" || true)
 		expect_outcome "$out" data 250 "the VERP bounce"
 		expect_sympabounce "$SENT_QID" "$(sed -E 's/^prvs=[^=]+=//' <<<"$s1")"
 		if record=$(wait_member_bounce "$m1"); then
@@ -469,7 +480,7 @@ scn_flood() {
 	expired=$("$LW_IT_PYTHON" "$LW_IT_HOME/lib/prvs.py" sign "$LW_KEY_FILE" "$OWNER_ADDR" \
 		--validity "$(lw_validity_days)" --days-ago 20)
 	for k in "${!reals[@]}"; do
-		make_dsn dsn-hard "${reals[$k]}" "$POST_SENDER" "lwsympa-$LW_IT_RUN_ID-real$k" "$SY/msgs/real$k.eml"
+		make_dsn dsn-hard "${reals[$k]}" "$POST_SENDER" "lwsympa-$RUN_ID-real$k" "$SY/msgs/real$k.eml"
 	done
 	plan=$SY/flood-plan.tsv
 	results=$SY/flood-results.tsv
