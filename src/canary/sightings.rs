@@ -179,10 +179,8 @@ fn key(store: &crate::ratelimit::RedisStore, id: &str) -> String {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn first_sighting_is_the_mx_leg_second_the_list_third_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let book = Sightings::Files(dir.path().join("canary"));
+    /// One probe seen three times: the MX leg, the list leg, then nothing.
+    async fn first_mx_then_list(book: &Sightings) {
         let id = "00112233aabbccdd";
         let keep = Duration::from_secs(60);
         assert_eq!(book.read(id).await, Some(Arrivals::default()));
@@ -198,6 +196,13 @@ mod tests {
         );
         book.forget(id, keep).await;
         assert_eq!(book.read(id).await, Some(Arrivals::default()));
+    }
+
+    #[tokio::test]
+    async fn first_sighting_is_the_mx_leg_second_the_list_third_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let book = Sightings::Files(dir.path().join("canary"));
+        first_mx_then_list(&book).await;
     }
 
     /// The same against the Redis at `LISTWARDEN_IT_REDIS` (integration/run).
@@ -217,20 +222,6 @@ mod tests {
         .unwrap();
         assert!(store.wait_connected(Duration::from_secs(5)).await);
         let book = Sightings::Redis(store);
-        let id = "00112233aabbccdd";
-        let keep = Duration::from_secs(60);
-        assert_eq!(book.read(id).await, Some(Arrivals::default()));
-        assert_eq!(book.record(id, 10, keep).await, Some(Leg::Mx));
-        assert_eq!(book.record(id, 20, keep).await, Some(Leg::List));
-        assert_eq!(book.record(id, 30, keep).await, None);
-        assert_eq!(
-            book.read(id).await,
-            Some(Arrivals {
-                mx: Some(10),
-                list: Some(20)
-            })
-        );
-        book.forget(id, keep).await;
-        assert_eq!(book.read(id).await, Some(Arrivals::default()));
+        first_mx_then_list(&book).await;
     }
 }
