@@ -26,6 +26,7 @@ pub use preset::{BounceCheck, Preset};
 pub use protected::{Owner, Protected, Role};
 pub use types::*;
 pub use validate::parse_duration;
+pub(crate) use validate::plain_domain;
 
 use crate::address::KeyRing;
 use ipnet::IpNet;
