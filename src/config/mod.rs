@@ -64,7 +64,7 @@ pub struct Config {
     pub logwatch_file: Option<PathBuf>,
     /// The thin list expander, for lists with an `expand:` block.
     pub expander: Option<Expander>,
-    /// Adaptive outbound throttling (`None`: no socketmap is served).
+    /// Adaptive outbound throttling (`None`: no transport table is written).
     pub throttle: Option<Throttle>,
     /// Bounce classification rules: built-in provider rules plus the
     /// operator's files, which override rules of the same name.

@@ -12,8 +12,11 @@
 //!   config and learned from the log, never from DNS), and the glue to
 //!   the log watch, the metrics and the table.
 //!
-//! State lives in this process. [`LevelStore`] is the seam for sharing
-//! it through Redis between MX hosts later.
+//! Levels are decided in this process from its own log. With a Redis
+//! `ratelimit.state`, each host publishes its steps (provider, level, time
+//! left) and reads every host's back (src/shared_state.rs): a provider
+//! slowed on one host is slowed in every host's table. Without Redis, or
+//! while it is away, each host goes on with its own levels.
 
 pub mod decide;
 pub mod map;
@@ -39,16 +42,16 @@ const MAP_RECHECK: Duration = Duration::from_secs(30);
 /// learned (configured domains and relay suffixes still apply).
 const MAX_LEARNED: usize = 100_000;
 
-/// Where provider levels are kept. In memory today; a Redis implementation
-/// would let every MX host of a cluster answer the same (next step).
+/// Where this host's provider levels are kept (in memory; other hosts'
+/// steps arrive through [`Throttler::set_remote`]).
 pub trait LevelStore: Send {
     /// Counts one result and re-decides; returns a level change.
     fn record(&mut self, policy: &ThrottlePolicy, outcome: Outcome, now: u64) -> Option<Change>;
     /// Re-decides every provider (decay without traffic).
     fn tick(&mut self, policies: &[ThrottlePolicy], now: u64) -> Vec<Change>;
     fn level(&self, provider: &str) -> Level;
-    /// (provider, level, seconds in it).
-    fn levels(&self, now: u64) -> Vec<(String, Level, u64)>;
+    /// (provider, level, seconds it still lasts) above normal.
+    fn steps(&self, now: u64) -> Vec<(String, Level, u64)>;
 }
 
 impl LevelStore for Engine {
@@ -62,8 +65,8 @@ impl LevelStore for Engine {
     fn level(&self, provider: &str) -> Level {
         Engine::level(self, provider)
     }
-    fn levels(&self, now: u64) -> Vec<(String, Level, u64)> {
-        Engine::levels(self, now)
+    fn steps(&self, now: u64) -> Vec<(String, Level, u64)> {
+        Engine::steps(self, now)
     }
 }
 
@@ -75,6 +78,8 @@ pub struct Throttler {
     last_tick: Mutex<u64>,
     /// Signalled when the table's content may have changed.
     changed: tokio::sync::Notify,
+    /// Steps of every host, read from Redis: provider → (level, until).
+    remote: Mutex<HashMap<String, (Level, u64)>>,
 }
 
 impl Default for Throttler {
@@ -84,6 +89,7 @@ impl Default for Throttler {
             learned: Mutex::default(),
             last_tick: Mutex::new(0),
             changed: tokio::sync::Notify::new(),
+            remote: Mutex::default(),
         }
     }
 }
@@ -178,6 +184,48 @@ impl Throttler {
         change
     }
 
+    /// A provider's level: this host's, or a higher one another host
+    /// shared that has not run out.
+    fn level(&self, store: &dyn LevelStore, provider: &str, now: u64) -> Level {
+        let local = store.level(provider);
+        match lock(&self.remote).get(provider) {
+            Some(&(remote, until)) if until > now => local.max(remote),
+            _ => local,
+        }
+    }
+
+    /// This host's steps to share (none in observe mode: another host
+    /// must not act on what this one only logs).
+    pub fn local_steps(&self, t: &Throttle, now: u64) -> Vec<(String, Level, u64)> {
+        if t.observe {
+            return Vec::new();
+        }
+        lock(&self.store).steps(now)
+    }
+
+    /// Takes every host's steps as read from Redis: (provider, level,
+    /// seconds left).
+    pub fn set_remote(&self, steps: Vec<(String, Level, u64)>, now: u64) {
+        let mut next: HashMap<String, (Level, u64)> = HashMap::new();
+        for (provider, level, left) in steps {
+            let e = next.entry(provider).or_insert((level, 0));
+            if level >= e.0 {
+                *e = (level, now.saturating_add(left));
+            }
+        }
+        let mut remote = lock(&self.remote);
+        let levels = |m: &HashMap<String, (Level, u64)>| {
+            let mut v: Vec<(String, Level)> = m.iter().map(|(p, (l, _))| (p.clone(), *l)).collect();
+            v.sort();
+            v
+        };
+        if levels(&remote) != levels(&next) {
+            tracing::info!(shared = ?levels(&next), "throttle: levels shared through Redis changed");
+            self.changed.notify_one();
+        }
+        *remote = next;
+    }
+
     /// The table's entries: every configured or learned domain of a
     /// slowed or held provider. Empty in observe mode.
     pub fn entries(&self, t: &Throttle) -> BTreeMap<String, String> {
@@ -185,11 +233,12 @@ impl Throttler {
         if t.observe {
             return out;
         }
+        let now = crate::unix_now();
         let store = lock(&self.store);
         let learned = lock(&self.learned);
         let configured = t.domains.iter().map(|(d, p)| (d, p));
         for (domain, provider) in learned.iter().chain(configured) {
-            let transport = match store.level(provider) {
+            let transport = match self.level(store.as_ref(), provider, now) {
                 Level::Normal => continue,
                 Level::Slow => &t.slow_transport,
                 Level::Hold => &t.hold_transport,
@@ -217,7 +266,9 @@ impl Throttler {
             e
         };
         let m = &shared.metrics;
-        for (provider, level, _) in store.levels(now) {
+        for policy in &t.providers {
+            let provider = &policy.name;
+            let level = self.level(store.as_ref(), provider, now);
             for l in Level::ALL {
                 m.throttle_state
                     .with_label_values(&[&provider, l.as_str()])
@@ -442,6 +493,26 @@ mod tests {
             table(&th, &t),
             [("yahoo.example".to_string(), "slow:".to_string())]
         );
+    }
+
+    #[test]
+    fn a_level_shared_by_another_host_counts_until_it_runs_out() {
+        let (t, th) = (throttle(), Throttler::default());
+        let now = crate::unix_now();
+        th.set_remote(vec![("yahoo".into(), Level::Hold, 600)], now);
+        assert_eq!(
+            table(&th, &t),
+            [("yahoo.example".to_string(), "retry:4.7.0 held".to_string())]
+        );
+        assert!(
+            th.local_steps(&t, now).is_empty(),
+            "nothing of its own to share"
+        );
+        th.set_remote(
+            vec![("yahoo".into(), Level::Slow, 0)],
+            now.saturating_sub(1),
+        );
+        assert!(table(&th, &t).is_empty(), "ran out");
     }
 
     #[test]
