@@ -271,11 +271,11 @@ impl Throttler {
             let level = self.level(store.as_ref(), provider, now);
             for l in Level::ALL {
                 m.throttle_state
-                    .with_label_values(&[&provider, l.as_str()])
+                    .with_label_values(&[provider, l.as_str()])
                     .set(i64::from(l == level));
             }
             m.throttle_seconds
-                .with_label_values(&[&provider, level.as_str()])
+                .with_label_values(&[provider, level.as_str()])
                 .inc_by(elapsed);
         }
     }
