@@ -125,10 +125,16 @@ pub async fn run(path: PathBuf) -> Result<(), DaemonError> {
 
     let result = milter::run(listener, shared.clone(), shutdown_signal()).await;
     // Fail open: with listwarden gone, every domain takes the normal route.
-    if let Some(t) = shared.config.load().throttle.as_ref() {
-        let map = t.map.clone();
+    let map = shared
+        .config
+        .load()
+        .throttle
+        .as_ref()
+        .map(|t| t.map.clone());
+    if let Some(map) = map {
+        let shown = map.to_string();
         match tokio::task::spawn_blocking(move || crate::throttle::reset(&map)).await {
-            Ok(Ok(_)) => tracing::info!(map = %t.map, "throttle: transport table emptied"),
+            Ok(Ok(_)) => tracing::info!(map = %shown, "throttle: transport table emptied"),
             Ok(Err(e)) => tracing::error!("throttle: cannot empty the transport table: {e}"),
             Err(e) => tracing::error!("throttle: cannot empty the transport table: {e}"),
         }

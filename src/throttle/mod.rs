@@ -321,8 +321,9 @@ pub fn report(shared: &Shared, t: &Throttle, c: &Change) {
 pub async fn maintain_map(shared: Arc<Shared>) {
     let mut written: Option<(MapSpec, String)> = None;
     loop {
-        let config = shared.config.load();
-        let want = config
+        let want = shared
+            .config
+            .load()
             .throttle
             .as_ref()
             .map(|t| (t.map.clone(), shared.throttle.entries(t)));
