@@ -107,20 +107,11 @@ pub async fn run(path: PathBuf) -> Result<(), DaemonError> {
     );
 
     if let Some(t) = &current.throttle {
-        let l = TcpListener::bind(t.listen)
-            .await
-            .map_err(|source| DaemonError::Listen {
-                socket: format!("inet:{} (the throttle socketmap)", t.listen),
-                source,
-            })?;
-        tracing::info!(
-            "throttle socketmap on inet:{}:{} (observe: {})",
-            t.listen,
-            t.map_name,
-            t.observe
-        );
-        tokio::spawn(crate::throttle::serve(shared.clone(), l));
+        tracing::info!(map = %t.map, observe = t.observe, "throttle: writing Postfix's transport table");
     }
+    // Always running: a throttle added by a reload starts writing, one
+    // removed is emptied.
+    tokio::spawn(crate::throttle::maintain_map(shared.clone()));
     tokio::spawn(housekeeping(shared.clone()));
     #[cfg(feature = "redis")]
     tokio::spawn(crate::shared_state::run(shared.clone()));
@@ -132,7 +123,22 @@ pub async fn run(path: PathBuf) -> Result<(), DaemonError> {
     tokio::spawn(watch_signals(reloader.clone()));
     tokio::spawn(watch_file(reloader.clone()));
 
-    let result = milter::run(listener, shared, shutdown_signal()).await;
+    let result = milter::run(listener, shared.clone(), shutdown_signal()).await;
+    // Fail open: with listwarden gone, every domain takes the normal route.
+    let map = shared
+        .config
+        .load()
+        .throttle
+        .as_ref()
+        .map(|t| t.map.clone());
+    if let Some(map) = map {
+        let shown = map.to_string();
+        match tokio::task::spawn_blocking(move || crate::throttle::reset(&map)).await {
+            Ok(Ok(_)) => tracing::info!(map = %shown, "throttle: transport table emptied"),
+            Ok(Err(e)) => tracing::error!("throttle: cannot empty the transport table: {e}"),
+            Err(e) => tracing::error!("throttle: cannot empty the transport table: {e}"),
+        }
+    }
     if let Socket::Unix(p) = &current.milter.listen {
         let _ = std::fs::remove_file(p);
     }

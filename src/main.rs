@@ -132,6 +132,16 @@ enum Command {
         #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Empty the throttle's transport table: every domain takes Postfix's normal route.
+    ///
+    /// The daemon does this itself at a clean stop; the systemd unit runs
+    /// it as ExecStopPost= so a crash or kill -9 leaves no domain slowed or
+    /// held. Does nothing without a `throttle:` block.
+    ThrottleReset {
+        /// The YAML config file.
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Write the man pages (roff): listwarden.8 and listwarden-COMMAND.8.
     #[command(hide = true)]
     Man {
@@ -185,6 +195,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::ThrottleReset { config } => throttle_reset(&config),
         Command::FeedbackWorker { config, once, log } => {
             init_logging(&log);
             feedback_worker(&config, once)
@@ -210,6 +221,27 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `listwarden throttle-reset`.
+fn throttle_reset(file: &std::path::Path) -> ExitCode {
+    let config = match load(file) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let Some(t) = config.throttle.as_ref() else {
+        println!("no throttle: in {}; nothing to reset", file.display());
+        return ExitCode::SUCCESS;
+    };
+    match listwarden::throttle::reset(&t.map) {
+        Ok(true) => println!("{}: emptied", t.map),
+        Ok(false) => println!("{}: already empty", t.map),
+        Err(e) => {
+            eprintln!("listwarden: cannot empty {}: {e}", t.map);
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// `listwarden feedback-worker`: the queue, until SIGTERM (or one pass).

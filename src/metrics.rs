@@ -60,7 +60,8 @@ pub struct Metrics {
     pub throttle_state: IntGaugeVec,
     pub throttle_seconds: IntCounterVec,
     pub throttle_changes: IntCounterVec,
-    pub throttle_lookups: IntCounterVec,
+    pub throttle_map_entries: IntGauge,
+    pub throttle_map_writes: IntCounterVec,
     pub list_inbound: IntCounterVec,
     pub list_inbound_last: prometheus::GaugeVec,
     pub canary_last_seen: prometheus::GaugeVec,
@@ -262,9 +263,13 @@ impl Metrics {
                 "Throttle state changes per provider, by the state entered.",
                 &["provider", "state"],
             ),
-            throttle_lookups: r.counters(
-                "listwarden_throttle_lookups_total",
-                "transport_maps socketmap lookups by answer (notfound, normal, slow, hold, observe_slow, observe_hold, bad_request).",
+            throttle_map_entries: r.gauge(
+                "listwarden_throttle_map_entries",
+                "Recipient domains in the transport table listwarden last wrote (slowed or held).",
+            ),
+            throttle_map_writes: r.counters(
+                "listwarden_throttle_map_writes_total",
+                "Transport table writes by result (ok, error); after an error Postfix keeps the previous table.",
                 &["result"],
             ),
             list_inbound: r.counters(

@@ -14,7 +14,9 @@
 //!   (Unix hours), fields older than 24 hours deleted, key expiring after 25 hours;
 //!   `lw:rates:{LIST}:p:PROVIDER` the same for the list's mail to one provider;
 //! - `lw:peers:{_lw_peers}`: hash, instance → `UNIX_TIME RING LISTS` fingerprints, entries
-//!   older than 10 minutes deleted.
+//!   older than 10 minutes deleted;
+//! - `lw:throttle:{_lw_throttle}:slow` and `...:hold`: sorted sets, provider → time (server
+//!   ms) its throttle step lasts until, the latest any host announced.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,6 +138,70 @@ end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 return out
 "#;
+
+/// Announces this host's throttle steps and returns every host's still running.
+///
+/// `KEYS[1]`, `KEYS[2]`: the slow and hold sets. `ARGV`: (key index, provider, ms left)
+/// triples. Returns `INDEX:PROVIDER`, ms left pairs.
+const THROTTLE_SCRIPT: &str = r#"
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for j = 1, #ARGV, 3 do
+  local key = KEYS[tonumber(ARGV[j])]
+  local untilms = now + tonumber(ARGV[j + 2])
+  local cur = tonumber(redis.call('ZSCORE', key, ARGV[j + 1]) or '0')
+  if untilms > cur then redis.call('ZADD', key, untilms, ARGV[j + 1]) end
+end
+local out = {}
+for k = 1, 2 do
+  redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now)
+  local up = redis.call('ZRANGEBYSCORE', KEYS[k], now + 1, '+inf', 'WITHSCORES', 'LIMIT', 0, 1000)
+  for i = 1, #up, 2 do
+    out[#out + 1] = k .. ':' .. up[i]
+    out[#out + 1] = tonumber(up[i + 1]) - now
+  end
+  local last = redis.call('ZRANGE', KEYS[k], -1, -1, 'WITHSCORES')
+  if last[2] then redis.call('PEXPIREAT', KEYS[k], tonumber(last[2])) end
+end
+return out
+"#;
+
+/// Shares throttle steps: this host's go up, every host's come back into the throttle
+/// (a provider slowed anywhere is slowed in every host's table). While Redis is away each
+/// host keeps its own levels and what it last read, which runs out by itself.
+async fn sync_throttle(shared: &Shared, store: &RedisStore, t: &crate::config::Throttle) {
+    use crate::throttle::Level;
+    let now = crate::unix_now();
+    let script = Script::new(THROTTLE_SCRIPT);
+    let prefix = store.prefix();
+    let mut call = script.key(format!("{prefix}throttle:{{_lw_throttle}}:slow"));
+    call.key(format!("{prefix}throttle:{{_lw_throttle}}:hold"));
+    for (provider, level, left) in shared.throttle.local_steps(t, now) {
+        let index = if level == Level::Hold { 2 } else { 1 };
+        call.arg(index).arg(provider).arg(left.saturating_mul(1000));
+    }
+    let Some(up) = store.invoke::<Vec<(String, i64)>>(&call).await else {
+        return;
+    };
+    let steps = up
+        .into_iter()
+        .filter_map(|(member, ms)| {
+            let (index, provider) = member.split_once(':')?;
+            let level = if index == "2" {
+                Level::Hold
+            } else {
+                Level::Slow
+            };
+            // Only configured providers: the set is shared by every host's config.
+            t.providers.iter().any(|p| p.name == provider).then(|| {
+                let secs = u64::try_from(ms).unwrap_or(0).div_ceil(1000);
+                (provider.to_owned(), level, secs)
+            })
+        })
+        .collect();
+    shared.throttle.set_remote(steps, now);
+}
 
 /// This host's fingerprints, as peers compare them: the signing key ring (each key's
 /// [`fingerprint`](crate::address::keys::Key::fingerprint), the signing id) and the set of
@@ -329,6 +395,9 @@ pub async fn run(shared: Arc<Shared>) {
         }
         if n.is_multiple_of(slow_every) {
             sync_rates(&shared, &store).await;
+            if let Some(t) = &config.throttle {
+                sync_throttle(&shared, &store, t).await;
+            }
             if let Some(peers) = exchange_peers(&store, &config).await {
                 let mine = fingerprints(&config);
                 let differ = peers
@@ -452,5 +521,53 @@ mod redis_it {
         assert_eq!(peers.len(), 1, "{peers:?}");
         assert_eq!(differ.len(), 1, "{peers:?}");
         assert_eq!(peers[0].ring, mine.0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs Redis at LISTWARDEN_IT_REDIS"]
+    async fn redis_it_a_provider_slowed_on_one_host_is_slowed_on_every_host() {
+        let url = std::env::var("LISTWARDEN_IT_REDIS")
+            .unwrap_or_else(|_| panic!("LISTWARDEN_IT_REDIS is not set"));
+        let prefix = format!(
+            "it-throttle-{}:",
+            crate::unix_now() ^ u64::from(std::process::id())
+        );
+        let yaml = format!(
+            "milter:\n  listen: inet:127.0.0.1:1\n\
+             ratelimit:\n  state: \"{url}\"\n  redis_prefix: \"{prefix}\"\n  redis_deadline_ms: 1000\n\
+             throttle:\n  domains: {{yahoo.example: yahoo}}\n  providers:\n    - name: yahoo\n      rules: [yahoo-ts01]\n      window: 1m\n      slow: {{per_minute: 1, share: 0.05, lasts: 10m}}\n"
+        );
+        let host = || {
+            Shared::new(
+                Config::parse(&yaml, Path::new("it.yaml")).unwrap_or_else(|e| panic!("{e}")),
+            )
+        };
+        let (a, b) = (host(), host());
+        let (sa, sb) = (connected(&a).await, connected(&b).await);
+        let config = a.config.load_full();
+        let t = config
+            .throttle
+            .as_ref()
+            .unwrap_or_else(|| panic!("throttle"));
+        let line = b"Nov 27 10:00:01 lists postfix/smtp[1]: 4ABCD123: to=<m1@yahoo.example>, relay=mta5.am0.yahoodns.net[192.0.2.1]:25, delay=1, delays=0/0/0/1, dsn=4.7.0, status=deferred (host mta5.am0.yahoodns.net[192.0.2.1] said: 421 4.7.0 [TS01] Messages from 192.0.2.9 temporarily deferred due to user complaints (in reply to MAIL FROM command))";
+        let crate::logwatch::LogEvent::Delivery(d) = crate::logwatch::parse_line(line) else {
+            panic!("not a delivery")
+        };
+        let c = crate::logwatch::outbound::classify_delivery(
+            &d,
+            &crate::dsn::RuleSet::builtin().unwrap_or_else(|e| panic!("{e}")),
+        );
+        let now = crate::unix_now();
+        a.throttle.on_delivery(t, &d, &c, now);
+        a.throttle.on_delivery(t, &d, &c, now);
+        assert!(!a.throttle.entries(t).is_empty(), "a slows yahoo");
+        assert!(b.throttle.entries(t).is_empty());
+        sync_throttle(&a, &sa, t).await;
+        sync_throttle(&b, &sb, t).await;
+        let want = [("yahoo.example".to_string(), "listwarden-slow:".to_string())];
+        assert_eq!(b.throttle.entries(t).into_iter().collect::<Vec<_>>(), want);
+        // b publishes nothing of its own; a's step still stands for both.
+        sync_throttle(&a, &sa, t).await;
+        assert_eq!(a.throttle.entries(t).into_iter().collect::<Vec<_>>(), want);
     }
 }

@@ -246,6 +246,7 @@ fn man_page_defaults_are_the_code_defaults() {
         ("ratelimit.budgets.network", budget(d::BUDGET_NETWORK)),
         ("ratelimit.budgets.address", budget(d::BUDGET_ADDRESS)),
         ("shield.trigger", d::SHIELD_TRIGGER.to_string()),
+        ("throttle.map", d::THROTTLE_MAP.to_string()),
         (
             "shield.within",
             secs(std::time::Duration::from_secs(d::SHIELD_WITHIN_SECS)),

@@ -56,8 +56,14 @@ pub const SENDMAIL: &str = "/usr/sbin/sendmail";
 /// `feedback.retry` (seconds): providers give 48 hours to honour an
 /// unsubscribe; a list manager down for a while still makes that.
 pub const FEEDBACK_RETRY_SECS: u64 = 30;
-/// `throttle.name`: the socketmap name.
-pub const THROTTLE_MAP_NAME: &str = "transport";
+/// `throttle.map`: inside the directory the package makes for the milter
+/// socket (listwarden:postfix, 2750), so Postfix can read it.
+pub const THROTTLE_MAP: &str = "hash:/var/spool/postfix/listwarden/transport";
+/// `throttle.map` types: hash and btree come with Debian's postfix package;
+/// lmdb and cdb need postfix-lmdb or postfix-cdb.
+pub const THROTTLE_MAP_TYPES: [&str; 4] = ["hash", "btree", "lmdb", "cdb"];
+/// Builds the indexed table from its source file.
+pub const POSTMAP: &str = "/usr/sbin/postmap";
 /// `throttle.slow`: the transport of packaging/postfix/master.cf.
 pub const THROTTLE_SLOW: &str = "listwarden-slow:";
 /// `throttle.hold`: the error(8) agent as `retry` defers without a connection.

@@ -26,6 +26,7 @@ pub use preset::{BounceCheck, Preset};
 pub use protected::{Owner, Protected, Role};
 pub use types::*;
 pub use validate::parse_duration;
+pub(crate) use validate::plain_domain;
 
 use crate::address::KeyRing;
 use ipnet::IpNet;
@@ -63,7 +64,7 @@ pub struct Config {
     pub logwatch_file: Option<PathBuf>,
     /// The thin list expander, for lists with an `expand:` block.
     pub expander: Option<Expander>,
-    /// Adaptive outbound throttling (`None`: no socketmap is served).
+    /// Adaptive outbound throttling (`None`: no transport table is written).
     pub throttle: Option<Throttle>,
     /// The end-to-end probe (`canary:`); `None` when not configured.
     pub canary: Option<Canary>,

@@ -105,13 +105,14 @@ pub struct RawMailman3 {
     pub password_file: String,
 }
 
-/// `throttle:`: adaptive outbound throttling through a socketmap.
+/// `throttle:`: adaptive outbound throttling through a transport table
+/// listwarden writes for Postfix.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawThrottle {
-    pub listen: String,
+    /// `TYPE:/path`, as named in Postfix's transport_maps.
     #[serde(default)]
-    pub name: Option<String>,
+    pub map: Option<String>,
     #[serde(default)]
     pub observe: bool,
     #[serde(default)]

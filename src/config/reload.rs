@@ -43,11 +43,5 @@ pub fn reload(path: &Path, current: &Config) -> Result<Reloaded, ConfigError> {
         kept.push("logwatch.file changed; it applies after a restart".to_string());
         config.logwatch_file = current.logwatch_file.clone();
     }
-    let socketmap = |c: &Config| c.throttle.as_ref().map(|t| t.listen);
-    if socketmap(&config) != socketmap(current) {
-        kept.push(
-            "throttle.listen changed (or throttle was added or removed); the socketmap listener changes after a restart".to_string(),
-        );
-    }
     Ok(Reloaded { config, kept })
 }

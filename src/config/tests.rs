@@ -727,11 +727,18 @@ fn redis_deployments_and_their_mistakes_are_located() {
 fn throttle_section_is_checked_with_places() {
     let base = "milter: {listen: 'inet:127.0.0.1:8890'}\n";
     let ok = format!(
-        "{base}throttle:\n  listen: 127.0.0.1:9892\n  domains: {{yahoo.com: yahoo}}\n  providers:\n    - name: yahoo\n      rules: [yahoo-ts01, yahoo-tss04]\n      window: 2m\n      slow: {{per_minute: 5, share: 0.05, lasts: 15m}}\n      hold: {{per_minute: 50, share: 0.5, lasts: 30m}}\n"
+        "{base}throttle:\n  domains: {{yahoo.com: yahoo}}\n  providers:\n    - name: yahoo\n      rules: [yahoo-ts01, yahoo-tss04]\n      window: 2m\n      slow: {{per_minute: 5, share: 0.05, lasts: 15m}}\n      hold: {{per_minute: 50, share: 0.5, lasts: 30m}}\n"
     );
     let c = Config::parse(&ok, std::path::Path::new("t.yaml")).unwrap();
     let t = c.throttle.unwrap();
-    assert_eq!(t.map_name, "transport");
+    assert_eq!(
+        t.map.to_string(),
+        "hash:/var/spool/postfix/listwarden/transport"
+    );
+    assert_eq!(
+        t.map.index(),
+        std::path::Path::new("/var/spool/postfix/listwarden/transport.db")
+    );
     assert_eq!(t.providers[0].slow.share_permille, 50);
     assert_eq!(t.providers[0].window, std::time::Duration::from_secs(120));
     assert!(
@@ -740,14 +747,26 @@ fn throttle_section_is_checked_with_places() {
             .any(|(s, p)| s == "yahoodns.net" && p == "yahoo")
     );
     let bad = format!(
-        "{base}throttle:\n  listen: nowhere\n  slow: 'no colon'\n  providers:\n    - name: Yahoo!\n      rules: [no-such-rule]\n      slow: {{per_minute: 0, share: 2, lasts: soon}}\n"
+        "{base}throttle:\n  map: dbm:relative/transport\n  slow: 'no colon'\n  domains: {{'bad domain': yahoo}}\n  providers:\n    - name: Yahoo!\n      rules: [no-such-rule]\n      slow: {{per_minute: 0, share: 2, lasts: soon}}\n"
     );
     let e = Config::parse(&bad, std::path::Path::new("t.yaml"))
         .unwrap_err()
         .to_string();
+    let relative = "{base}throttle:\n  map: lmdb:relative/transport\n";
+    let e2 = Config::parse(
+        &relative.replace("{base}", base),
+        std::path::Path::new("t.yaml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e2.contains("t.yaml:3:8: throttle.map: `relative/transport` is not an absolute file path"),
+        "{e2}"
+    );
     for needle in [
-        "t.yaml:3:11: throttle.listen",
-        "throttle.slow",
+        "t.yaml:3:8: throttle.map: `dbm` is not a table type listwarden can write (hash, btree, lmdb, cdb)",
+        "t.yaml:4:9: throttle.slow",
+        "t.yaml:5:27: throttle.domains.bad domain: is not a plain domain name",
         "throttle.providers[0].name",
         "throttle.providers[0].rules[0]: no classification rule is named `no-such-rule`",
         "throttle.providers[0].slow.per_minute",

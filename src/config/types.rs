@@ -189,16 +189,14 @@ pub enum Sender {
     Sasl(String),
 }
 
-/// Adaptive outbound throttling (`throttle:`): a socketmap for Postfix's
-/// `transport_maps` that sends a pushing-back provider's mail through a
-/// slower transport, or holds it, and lets it decay back by itself.
+/// Adaptive outbound throttling (`throttle:`): a transport table for
+/// Postfix's `transport_maps` that sends a pushing-back provider's mail
+/// through a slower transport, or holds it, and lets it decay back by itself.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Throttle {
-    /// Where the socketmap server listens (restart to change).
-    pub listen: std::net::SocketAddr,
-    /// The socketmap name (`socketmap:inet:HOST:PORT:NAME`).
-    pub map_name: String,
-    /// Log and count what would be done; answer NOTFOUND to every lookup.
+    /// The indexed table listwarden writes.
+    pub map: MapSpec,
+    /// Log and count what would be done; the table stays empty.
     pub observe: bool,
     /// `transport:nexthop` answered while slow, e.g. `listwarden-slow:`.
     pub slow_transport: String,
@@ -209,6 +207,36 @@ pub struct Throttle {
     /// Recipient domain → provider, to start from (more are learned).
     pub domains: Vec<(String, String)>,
     pub providers: Vec<ThrottlePolicy>,
+}
+
+/// A Postfix indexed table: `hash:/var/spool/postfix/listwarden/transport`
+/// is the source file `path`, indexed by postmap(1) into `path.db`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapSpec {
+    /// hash, btree, lmdb or cdb.
+    pub kind: &'static str,
+    pub path: std::path::PathBuf,
+}
+
+impl MapSpec {
+    /// The file postmap(1) writes and Postfix reads.
+    pub fn index(&self) -> std::path::PathBuf {
+        let suffix = match self.kind {
+            "lmdb" => "lmdb",
+            "cdb" => "cdb",
+            _ => "db",
+        };
+        let mut name = self.path.clone().into_os_string();
+        name.push(".");
+        name.push(suffix);
+        name.into()
+    }
+}
+
+impl std::fmt::Display for MapSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.kind, self.path.display())
+    }
 }
 
 /// When one provider's mail is slowed or held.

@@ -55,8 +55,6 @@ struct ProviderState {
     level: Level,
     /// The level holds at least until then.
     until: u64,
-    /// When the level was entered (for time-in-state).
-    since: u64,
     attempts: SlidingCounter,
     pushbacks: SlidingCounter,
 }
@@ -83,7 +81,6 @@ impl ProviderState {
         Some(ProviderState {
             level: Level::Normal,
             until: now,
-            since: now,
             attempts: counter(w)?,
             pushbacks: counter(w)?,
         })
@@ -147,7 +144,6 @@ impl ProviderState {
             return None;
         }
         self.level = next;
-        self.since = now;
         Some((next, per_minute, share))
     }
 }
@@ -214,11 +210,13 @@ impl Engine {
             .unwrap_or(Level::Normal)
     }
 
-    /// (provider, level, seconds since it was entered), for the metrics.
-    pub fn levels(&self, now: u64) -> Vec<(String, Level, u64)> {
+    /// Providers above normal: (provider, level, seconds it still lasts
+    /// at least), for sharing with other hosts.
+    pub fn steps(&self, now: u64) -> Vec<(String, Level, u64)> {
         self.providers
             .iter()
-            .map(|(p, s)| (p.clone(), s.level, now.saturating_sub(s.since)))
+            .filter(|(_, s)| s.level > Level::Normal && s.until > now)
+            .map(|(p, s)| (p.clone(), s.level, s.until - now))
             .collect()
     }
 

@@ -1,44 +1,57 @@
-//! Adaptive outbound throttling. listwarden serves Postfix's
-//! `transport_maps` over socketmap: for a recipient domain whose provider
-//! is pushing back (Yahoo's `[TS01]`, Gmail's 4.7.28, ...) it answers a
-//! slower transport or a hold transport; otherwise NOTFOUND, so Postfix
-//! falls through to its normal route.
+//! Adaptive outbound throttling. listwarden writes a table for Postfix's
+//! `transport_maps`: each recipient domain whose provider is pushing back
+//! (Yahoo's `[TS01]`, Gmail's 4.7.28, ...) routes to a slower transport or
+//! a hold transport; every other domain is absent, so Postfix takes its
+//! normal route. Postfix reads the file itself, so listwarden being down
+//! never fails a lookup; an empty table (written at a clean stop and by
+//! `listwarden throttle-reset`) routes everything normally.
 //!
 //! * `decide`: the pure state machine (normal, slow, hold; decay);
-//! * `socketmap`: the netstring protocol and a connection loop;
+//! * `map`: writing and indexing the table;
 //! * this module: which provider a domain or relay belongs to (from the
 //!   config and learned from the log, never from DNS), and the glue to
-//!   the log watch, the metrics and the listener.
+//!   the log watch, the metrics and the table.
 //!
-//! State lives in this process. [`LevelStore`] is the seam for sharing
-//! it through Redis between MX hosts later.
+//! Levels are decided in this process from its own log. With a Redis
+//! `ratelimit.state`, each host publishes its steps (provider, level, time
+//! left) and reads every host's back (src/shared_state.rs): a provider
+//! slowed on one host is slowed in every host's table. Without Redis, or
+//! while it is away, each host goes on with its own levels.
 
 pub mod decide;
-pub mod socketmap;
+pub mod map;
 
 pub use decide::{Change, Engine, Level, Outcome};
 
 use crate::Shared;
-use crate::config::{Throttle, ThrottlePolicy};
+use crate::config::{MapSpec, Throttle, ThrottlePolicy};
 use crate::dsn::Classification;
 use crate::logwatch::{Delivery, DeliveryStatus};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// At most one table rewrite this often: each makes Postfix restart its
+/// resolver, and a switch need not apply faster.
+const MAP_MIN_GAP: Duration = Duration::from_secs(5);
+/// The table is compared with the levels this often without a change
+/// signal (decay is noticed by the housekeeping tick, which signals).
+const MAP_RECHECK: Duration = Duration::from_secs(30);
 
 /// Recipient domains learned from the log; beyond this nothing new is
 /// learned (configured domains and relay suffixes still apply).
 const MAX_LEARNED: usize = 100_000;
 
-/// Where provider levels are kept. In memory today; a Redis implementation
-/// would let every MX host of a cluster answer the same (next step).
+/// Where this host's provider levels are kept (in memory; other hosts'
+/// steps arrive through [`Throttler::set_remote`]).
 pub trait LevelStore: Send {
     /// Counts one result and re-decides; returns a level change.
     fn record(&mut self, policy: &ThrottlePolicy, outcome: Outcome, now: u64) -> Option<Change>;
     /// Re-decides every provider (decay without traffic).
     fn tick(&mut self, policies: &[ThrottlePolicy], now: u64) -> Vec<Change>;
     fn level(&self, provider: &str) -> Level;
-    /// (provider, level, seconds in it).
-    fn levels(&self, now: u64) -> Vec<(String, Level, u64)>;
+    /// (provider, level, seconds it still lasts) above normal.
+    fn steps(&self, now: u64) -> Vec<(String, Level, u64)>;
 }
 
 impl LevelStore for Engine {
@@ -52,8 +65,8 @@ impl LevelStore for Engine {
     fn level(&self, provider: &str) -> Level {
         Engine::level(self, provider)
     }
-    fn levels(&self, now: u64) -> Vec<(String, Level, u64)> {
-        Engine::levels(self, now)
+    fn steps(&self, now: u64) -> Vec<(String, Level, u64)> {
+        Engine::steps(self, now)
     }
 }
 
@@ -63,6 +76,10 @@ pub struct Throttler {
     learned: Mutex<HashMap<String, String>>,
     /// Unix time of the last tick, for time-in-state counters.
     last_tick: Mutex<u64>,
+    /// Signalled when the table's content may have changed.
+    changed: tokio::sync::Notify,
+    /// Steps of every host, read from Redis: provider → (level, until).
+    remote: Mutex<HashMap<String, (Level, u64)>>,
 }
 
 impl Default for Throttler {
@@ -71,6 +88,8 @@ impl Default for Throttler {
             store: Mutex::new(Box::new(Engine::default())),
             learned: Mutex::default(),
             last_tick: Mutex::new(0),
+            changed: tokio::sync::Notify::new(),
+            remote: Mutex::default(),
         }
     }
 }
@@ -79,11 +98,12 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The domain of a logged recipient (`"a b"@Example.COM` → `example.com`).
+/// The domain of a logged recipient (`"a b"@Example.COM` → `example.com`);
+/// only a plain domain can become a table key.
 fn domain_of(recipient: &str) -> Option<String> {
     let (_, domain) = recipient.rsplit_once('@')?;
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-    (!domain.is_empty()).then_some(domain)
+    crate::config::plain_domain(&domain).then_some(domain)
 }
 
 /// The provider a relay host belongs to, by the longest configured suffix.
@@ -119,6 +139,7 @@ impl Throttler {
         }
         if learned.len() < MAX_LEARNED || learned.contains_key(domain) {
             learned.insert(domain.to_string(), provider.to_string());
+            self.changed.notify_one();
         }
     }
 
@@ -133,13 +154,21 @@ impl Throttler {
         now: u64,
     ) -> Option<Change> {
         let relay = d.relay.as_deref()?;
-        let domain = domain_of(&d.recipient)?;
+        // An address literal or an odd domain still counts for its
+        // provider, but never becomes a table key.
+        let domain = domain_of(&d.recipient);
         let known = |p: &str| t.providers.iter().any(|q| q.name == p);
         let provider = provider_of_relay(t, relay)
             .map(str::to_string)
             .or_else(|| known(&c.provider).then(|| c.provider.clone()))
-            .or_else(|| self.provider_of_domain(t, &domain))?;
-        self.learn(t, &domain, &provider);
+            .or_else(|| {
+                domain
+                    .as_deref()
+                    .and_then(|d| self.provider_of_domain(t, d))
+            })?;
+        if let Some(domain) = &domain {
+            self.learn(t, domain, &provider);
+        }
         let policy = t.providers.iter().find(|p| p.name == provider)?;
         let counted = matches!(d.status, DeliveryStatus::Deferred | DeliveryStatus::Bounced)
             && policy.rules.contains(&c.rule);
@@ -148,30 +177,75 @@ impl Throttler {
         } else {
             Outcome::Attempt
         };
-        lock(&self.store).record(policy, outcome, now)
+        let change = lock(&self.store).record(policy, outcome, now);
+        if change.is_some() {
+            self.changed.notify_one();
+        }
+        change
     }
 
-    /// The socketmap answer for one lookup, and the metric label for it.
-    pub fn answer(&self, t: &Throttle, name: &str, key: &str) -> (String, &'static str) {
-        // Postfix sends a socketmap the full recipient address only (no
-        // partial keys, socketmap_table(5)); a bare domain is answered too
-        // (postmap -q). The route depends on the domain alone.
-        let domain = key.rsplit_once('@').map_or(key, |(_, d)| d);
-        if name != t.map_name || domain.starts_with('.') || domain == "*" || domain.is_empty() {
-            return ("NOTFOUND ".into(), "notfound");
+    /// A provider's level: this host's, or a higher one another host
+    /// shared that has not run out.
+    fn level(&self, store: &dyn LevelStore, provider: &str, now: u64) -> Level {
+        let local = store.level(provider);
+        match lock(&self.remote).get(provider) {
+            Some(&(remote, until)) if until > now => local.max(remote),
+            _ => local,
         }
-        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-        let Some(provider) = self.provider_of_domain(t, &domain) else {
-            return ("NOTFOUND ".into(), "notfound");
+    }
+
+    /// This host's steps to share (none in observe mode: another host
+    /// must not act on what this one only logs).
+    pub fn local_steps(&self, t: &Throttle, now: u64) -> Vec<(String, Level, u64)> {
+        if t.observe {
+            return Vec::new();
+        }
+        lock(&self.store).steps(now)
+    }
+
+    /// Takes every host's steps as read from Redis: (provider, level,
+    /// seconds left).
+    pub fn set_remote(&self, steps: Vec<(String, Level, u64)>, now: u64) {
+        let mut next: HashMap<String, (Level, u64)> = HashMap::new();
+        for (provider, level, left) in steps {
+            let e = next.entry(provider).or_insert((level, 0));
+            if level >= e.0 {
+                *e = (level, now.saturating_add(left));
+            }
+        }
+        let mut remote = lock(&self.remote);
+        let levels = |m: &HashMap<String, (Level, u64)>| {
+            let mut v: Vec<(String, Level)> = m.iter().map(|(p, (l, _))| (p.clone(), *l)).collect();
+            v.sort();
+            v
         };
-        let level = lock(&self.store).level(&provider);
-        match (level, t.observe) {
-            (Level::Normal, _) => ("NOTFOUND ".into(), "normal"),
-            (Level::Slow, true) => ("NOTFOUND ".into(), "observe_slow"),
-            (Level::Hold, true) => ("NOTFOUND ".into(), "observe_hold"),
-            (Level::Slow, false) => (format!("OK {}", t.slow_transport), "slow"),
-            (Level::Hold, false) => (format!("OK {}", t.hold_transport), "hold"),
+        if levels(&remote) != levels(&next) {
+            tracing::info!(shared = ?levels(&next), "throttle: levels shared through Redis changed");
+            self.changed.notify_one();
         }
+        *remote = next;
+    }
+
+    /// The table's entries: every configured or learned domain of a
+    /// slowed or held provider. Empty in observe mode.
+    pub fn entries(&self, t: &Throttle) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        if t.observe {
+            return out;
+        }
+        let now = crate::unix_now();
+        let store = lock(&self.store);
+        let learned = lock(&self.learned);
+        let configured = t.domains.iter().map(|(d, p)| (d, p));
+        for (domain, provider) in learned.iter().chain(configured) {
+            let transport = match self.level(store.as_ref(), provider, now) {
+                Level::Normal => continue,
+                Level::Slow => &t.slow_transport,
+                Level::Hold => &t.hold_transport,
+            };
+            out.insert(domain.clone(), transport.clone());
+        }
+        out
     }
 
     /// Lets levels decay and copies them into the metrics.
@@ -179,6 +253,7 @@ impl Throttler {
         let mut store = lock(&self.store);
         for change in store.tick(&t.providers, now) {
             report(shared, t, &change);
+            self.changed.notify_one();
         }
         let elapsed = {
             let mut last = lock(&self.last_tick);
@@ -191,14 +266,16 @@ impl Throttler {
             e
         };
         let m = &shared.metrics;
-        for (provider, level, _) in store.levels(now) {
+        for policy in &t.providers {
+            let provider = &policy.name;
+            let level = self.level(store.as_ref(), provider, now);
             for l in Level::ALL {
                 m.throttle_state
-                    .with_label_values(&[&provider, l.as_str()])
+                    .with_label_values(&[provider, l.as_str()])
                     .set(i64::from(l == level));
             }
             m.throttle_seconds
-                .with_label_values(&[&provider, level.as_str()])
+                .with_label_values(&[provider, level.as_str()])
                 .inc_by(elapsed);
         }
     }
@@ -237,39 +314,91 @@ pub fn report(shared: &Shared, t: &Throttle, c: &Change) {
     }
 }
 
-/// Serves the socketmap until the process stops. Each connection is its
-/// own task; a broken one is closed and logged at debug level.
-pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
+/// Keeps Postfix's table in step with the levels until the process stops:
+/// writes it at start (so it exists: Postfix defers every lookup in a
+/// missing table), rewrites it when its content changes, at most once per
+/// [`MAP_MIN_GAP`], and empties a table the config no longer names.
+pub async fn maintain_map(shared: Arc<Shared>) {
+    let mut written: Option<(MapSpec, String)> = None;
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("throttle socketmap: accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
+        let want = shared
+            .config
+            .load()
+            .throttle
+            .as_ref()
+            .map(|t| (t.map.clone(), shared.throttle.entries(t)));
+        let same = match (&want, &written) {
+            (Some((spec, entries)), Some((old, text))) => {
+                spec == old && map::render(entries) == *text
             }
+            (None, None) => true,
+            _ => false,
         };
-        let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let answer = |name: &str, key: &str| {
-                let config = shared.config.load();
-                let Some(t) = config.throttle.as_ref() else {
-                    return "NOTFOUND ".to_string();
-                };
-                let (reply, label) = shared.throttle.answer(t, name, key);
-                shared
-                    .metrics
-                    .throttle_lookups
-                    .with_label_values(&[label])
-                    .inc();
-                reply
-            };
-            if let Err(e) = socketmap::serve(stream, answer).await {
-                tracing::debug!(%peer, "throttle socketmap connection closed: {e}");
+        if !same {
+            if let Some((old, _)) = &written
+                && want.as_ref().is_none_or(|(spec, _)| spec != old)
+                && write_map(&shared, old.clone(), String::new(), 0).await
+            {
+                written = None;
             }
-        });
+            if let Some((spec, entries)) = want {
+                let text = map::render(&entries);
+                if write_map(&shared, spec.clone(), text.clone(), entries.len()).await {
+                    written = Some((spec, text));
+                }
+            }
+            tokio::time::sleep(MAP_MIN_GAP).await;
+        }
+        tokio::select! {
+            _ = shared.throttle.changed.notified() => {}
+            _ = tokio::time::sleep(MAP_RECHECK) => {}
+        }
     }
+}
+
+/// One table write off the async threads; logs and counts the result.
+async fn write_map(shared: &Shared, spec: MapSpec, text: String, entries: usize) -> bool {
+    let postmap = std::path::Path::new(crate::config::defaults::POSTMAP);
+    let started = std::time::Instant::now();
+    let shown = spec.to_string();
+    let result = tokio::task::spawn_blocking(move || map::install(&spec, &text, postmap)).await;
+    let m = &shared.metrics;
+    match result {
+        Ok(Ok(wrote)) => {
+            if wrote {
+                m.throttle_map_writes.with_label_values(&["ok"]).inc();
+                tracing::info!(
+                    map = %shown,
+                    entries,
+                    ms = started.elapsed().as_millis() as u64,
+                    "throttle: transport table written"
+                );
+            }
+            m.throttle_map_entries
+                .set(i64::try_from(entries).unwrap_or(i64::MAX));
+            true
+        }
+        Ok(Err(e)) => {
+            m.throttle_map_writes.with_label_values(&["error"]).inc();
+            tracing::error!("throttle: cannot write the transport table {shown}: {e}");
+            false
+        }
+        Err(e) => {
+            m.throttle_map_writes.with_label_values(&["error"]).inc();
+            tracing::error!("throttle: transport table writer failed: {e}");
+            false
+        }
+    }
+}
+
+/// Empties the table (a clean stop, `listwarden throttle-reset`): every
+/// domain takes Postfix's normal route again.
+pub fn reset(spec: &MapSpec) -> Result<bool, map::MapError> {
+    map::install(
+        spec,
+        "",
+        std::path::Path::new(crate::config::defaults::POSTMAP),
+    )
 }
 
 #[cfg(test)]
@@ -280,8 +409,10 @@ mod tests {
 
     fn throttle() -> Throttle {
         Throttle {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            map_name: "transport".into(),
+            map: MapSpec {
+                kind: "hash",
+                path: "/nonexistent/transport".into(),
+            },
             observe: false,
             slow_transport: "slow:".into(),
             hold_transport: "retry:4.7.0 held".into(),
@@ -314,39 +445,75 @@ mod tests {
 
     const TS01: &[u8] = b"Nov 27 10:00:01 lists postfix/smtp[1234]: 4ABCD123: to=<gina@ymail.example>, relay=mta5.am0.yahoodns.net[192.0.2.1]:25, delay=1.2, delays=0.1/0/0.5/0.6, dsn=4.7.0, status=deferred (host mta5.am0.yahoodns.net[192.0.2.1] said: 421 4.7.0 [TS01] Messages from 192.0.2.9 temporarily deferred due to user complaints (in reply to MAIL FROM command))";
 
+    fn table(th: &Throttler, t: &Throttle) -> Vec<(String, String)> {
+        th.entries(t).into_iter().collect()
+    }
+
     #[test]
     fn deferrals_learn_the_domain_and_slow_its_provider() {
         let (t, th) = (throttle(), Throttler::default());
-        assert_eq!(th.answer(&t, "transport", "ymail.example").1, "notfound");
+        assert!(table(&th, &t).is_empty(), "normal: nothing in the table");
         let (d, c) = delivery(TS01);
         assert_eq!(c.rule, "yahoo-ts01");
         assert!(th.on_delivery(&t, &d, &c, 1000).is_none());
         let change = th.on_delivery(&t, &d, &c, 1000).unwrap();
         assert_eq!(change.to, Level::Slow);
+        // The learned domain and the configured one share the level.
         assert_eq!(
-            th.answer(&t, "transport", "YMAIL.example"),
-            ("OK slow:".to_string(), "slow")
+            table(&th, &t),
+            [
+                ("yahoo.example".to_string(), "slow:".to_string()),
+                ("ymail.example".to_string(), "slow:".to_string()),
+            ]
         );
-        // The configured domain shares the provider's level.
-        assert_eq!(th.answer(&t, "transport", "yahoo.example").1, "slow");
-        // Postfix asks with the full address.
-        assert_eq!(th.answer(&t, "transport", "a+x@Yahoo.Example").1, "slow");
-        assert_eq!(th.answer(&t, "transport", ".yahoo.example").1, "notfound");
-        assert_eq!(th.answer(&t, "transport", "*").1, "notfound");
-        assert_eq!(th.answer(&t, "other", "yahoo.example").1, "notfound");
+        // Decay empties the table again.
+        let changes = lock(&th.store).tick(&t.providers, 1000 + 601);
+        assert_eq!(changes.len(), 1);
+        assert!(table(&th, &t).is_empty());
     }
 
     #[test]
-    fn observe_mode_answers_notfound() {
+    fn observe_mode_writes_an_empty_table() {
         let (mut t, th) = (throttle(), Throttler::default());
         t.observe = true;
         let (d, c) = delivery(TS01);
         th.on_delivery(&t, &d, &c, 1000);
+        assert!(th.on_delivery(&t, &d, &c, 1000).is_some());
+        assert!(table(&th, &t).is_empty());
+    }
+
+    #[test]
+    fn odd_recipient_domains_are_not_learned() {
+        let (t, th) = (throttle(), Throttler::default());
+        let line = b"Nov 27 10:00:01 lists postfix/smtp[1234]: 4ABCD123: to=<a@[192.0.2.7]>, relay=mta5.am0.yahoodns.net[192.0.2.1]:25, delay=1.2, delays=0.1/0/0.5/0.6, dsn=4.7.0, status=deferred (host mta5.am0.yahoodns.net[192.0.2.1] said: 421 4.7.0 [TS01] Messages from 192.0.2.9 temporarily deferred due to user complaints (in reply to MAIL FROM command))";
+        let (d, c) = delivery(line);
         th.on_delivery(&t, &d, &c, 1000);
+        th.on_delivery(&t, &d, &c, 1000);
+        // The provider is slowed, but only the configured domain is listed.
         assert_eq!(
-            th.answer(&t, "transport", "yahoo.example"),
-            ("NOTFOUND ".to_string(), "observe_slow")
+            table(&th, &t),
+            [("yahoo.example".to_string(), "slow:".to_string())]
         );
+    }
+
+    #[test]
+    fn a_level_shared_by_another_host_counts_until_it_runs_out() {
+        let (t, th) = (throttle(), Throttler::default());
+        let now = crate::unix_now();
+        th.set_remote(vec![("yahoo".into(), Level::Hold, 600)], now);
+        assert_eq!(
+            table(&th, &t),
+            [("yahoo.example".to_string(), "retry:4.7.0 held".to_string())]
+        );
+        assert!(
+            th.local_steps(&t, now).is_empty(),
+            "nothing of its own to share"
+        );
+        th.set_remote(
+            vec![("yahoo".into(), Level::Slow, 0)],
+            now.saturating_sub(1),
+        );
+        assert!(table(&th, &t).is_empty(), "ran out");
     }
 
     #[test]
@@ -357,7 +524,7 @@ mod tests {
         for _ in 0..10 {
             assert!(th.on_delivery(&t, &d, &c, 1000).is_none());
         }
-        assert_eq!(th.answer(&t, "transport", "yahoo.example").1, "normal");
+        assert!(table(&th, &t).is_empty());
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod lists;
 pub(super) mod milter;
 mod ratelimit;
 mod throttle;
+pub(crate) use throttle::plain_domain;
 
 use super::model::RawConfig;
 use super::{Config, MessageLimits, OnError, defaults};

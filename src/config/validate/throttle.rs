@@ -1,10 +1,10 @@
-//! The `throttle:` section: where the socketmap listens, what it answers,
-//! and per provider which replies count and when to slow or hold.
+//! The `throttle:` section: the transport table listwarden writes, what
+//! it routes, and per provider which replies count and when to slow or hold.
 
 use super::{Validator, parse_duration};
 use crate::config::defaults;
 use crate::config::model::{RawThrottle, RawThrottleStep};
-use crate::config::{Throttle, ThrottlePolicy, ThrottleStep};
+use crate::config::{MapSpec, Throttle, ThrottlePolicy, ThrottleStep};
 use listwarden_core::diag::Seg;
 use std::time::Duration;
 
@@ -27,6 +27,47 @@ fn transport_result(text: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
+/// A recipient domain as a table key: plain ASCII labels, no spaces.
+pub(crate) fn plain_domain(domain: &str) -> bool {
+    (1..=253).contains(&domain.len())
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && domain.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.' || b == b'_'
+        })
+}
+
+/// `TYPE:/absolute/path`, one word (Postfix splits transport_maps on
+/// spaces and commas).
+fn map_spec(text: &str) -> Result<MapSpec, String> {
+    let (kind, path) = text.split_once(':').ok_or_else(|| {
+        format!(
+            "`{text}` is not TYPE:/path such as {}",
+            defaults::THROTTLE_MAP
+        )
+    })?;
+    let kind = defaults::THROTTLE_MAP_TYPES
+        .into_iter()
+        .find(|k| *k == kind)
+        .ok_or_else(|| {
+            format!(
+                "`{kind}` is not a table type listwarden can write ({})",
+                defaults::THROTTLE_MAP_TYPES.join(", ")
+            )
+        })?;
+    let path = std::path::PathBuf::from(path);
+    if !path.is_absolute()
+        || path.file_name().is_none()
+        || text.contains(|c: char| c.is_whitespace() || c == ',' || c.is_control())
+    {
+        return Err(format!(
+            "`{}` is not an absolute file path without spaces or commas",
+            path.display()
+        ));
+    }
+    Ok(MapSpec { kind, path })
+}
+
 impl Validator<'_> {
     pub(super) fn throttle(
         &mut self,
@@ -34,26 +75,13 @@ impl Validator<'_> {
         rules: &crate::dsn::RuleSet,
     ) -> Option<Throttle> {
         let at = |k| [Seg::Key("throttle"), Seg::Key(k)];
-        let listen = match raw.listen.parse() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                self.error(
-                    &at("listen"),
-                    format!(
-                        "`{}` is not an IP:PORT address such as 127.0.0.1:9892",
-                        raw.listen
-                    ),
-                );
+        let map = match map_spec(raw.map.as_deref().unwrap_or(defaults::THROTTLE_MAP)) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                self.error(&at("map"), e);
                 None
             }
         };
-        let map_name = raw
-            .name
-            .clone()
-            .unwrap_or_else(|| defaults::THROTTLE_MAP_NAME.into());
-        if map_name.is_empty() || map_name.contains(|c: char| c.is_whitespace() || c == ':') {
-            self.error(&at("name"), "must be one word without `:`");
-        }
         let result = |v: &mut Self, text: &Option<String>, default: &str, key| {
             let text = text.clone().unwrap_or_else(|| default.into());
             if !transport_result(&text) {
@@ -152,11 +180,21 @@ impl Validator<'_> {
         let mut domains = Vec::new();
         for (domain, provider) in &raw.domains {
             known(self, provider, "domains");
-            domains.push((domain.to_ascii_lowercase(), provider.clone()));
+            let lower = domain.to_ascii_lowercase();
+            if !plain_domain(&lower) {
+                self.error(
+                    &[
+                        Seg::Key("throttle"),
+                        Seg::Key("domains"),
+                        Seg::Name(domain.clone()),
+                    ],
+                    "is not a plain domain name (a-z 0-9 - . _)",
+                );
+            }
+            domains.push((lower, provider.clone()));
         }
         Some(Throttle {
-            listen: listen?,
-            map_name,
+            map: map?,
             observe: raw.observe,
             slow_transport,
             hold_transport,
