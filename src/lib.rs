@@ -24,8 +24,9 @@
 //!   `milter/mod.rs` stay thin and hand those to the one recorder
 //!   (`src/record.rs`), which writes every verdict log line and metric.
 //! * [`policy`]: the decision, a pure function: [`policy::decide`] takes the
-//!   facts and the config and returns a [`policy::Verdict`] that carries its
-//!   SMTP reply. No I/O, no clock: table-driven tests in `policy/tests.rs`.
+//!   facts and what it reads of the config (a [`policy::View`]) and returns
+//!   a [`policy::Verdict`] that carries its SMTP reply. No I/O, no clock:
+//!   table-driven tests in `policy/tests.rs` on a view built in code.
 //! * [`dsn`]: reading bounces and feedback reports (`parse`, `plain`,
 //!   `fields`), classifying them with rules (`rules`, `classify`), and the
 //!   tag values (`tag`).

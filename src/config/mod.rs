@@ -30,8 +30,6 @@ pub use validate::parse_duration;
 use crate::address::KeyRing;
 use ipnet::IpNet;
 use listwarden_core::diag::{self, Checker};
-use protected::Entry;
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -72,8 +70,8 @@ pub struct Config {
     pub feedback: Option<feedback::Settings>,
     /// The bounce storm detector; `None` when turned off.
     pub incident: Option<Incident>,
-    /// Canonical protected address (`Address::key`) → what it is.
-    protected: HashMap<String, Entry>,
+    /// The addresses `lists` protect.
+    protected: protected::Index,
     /// Problems that do not stop the config from running, rendered as
     /// `FILE:LINE:COLUMN: key: message` (e.g. the public example key).
     pub warnings: Vec<String>,

@@ -3,6 +3,7 @@
 
 use super::{BounceCheck, Config, List, ListDomain, ListExpand, Preset, Sender};
 use crate::address::{Address, prvs};
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 /// What a protected address is.
@@ -117,14 +118,15 @@ impl Protected<'_> {
     }
 
     /// True when this client may send as the address's list: its
-    /// `senders:` when set, else any trusted network or SASL client.
-    pub fn may_send(&self, ip: Option<IpAddr>, login: Option<&str>, config: &Config) -> bool {
+    /// `senders:` when set, else any SASL client or one on a trusted
+    /// network (`trusted_network`).
+    pub fn may_send(&self, ip: Option<IpAddr>, login: Option<&str>, trusted_network: bool) -> bool {
         let senders = match self.owner {
             Owner::List(l) => l.senders.as_deref(),
             Owner::Domain(_) => None,
         };
         match senders {
-            None => login.is_some() || ip.is_some_and(|ip| config.is_trusted(ip)),
+            None => login.is_some() || trusted_network,
             Some(allowed) => allowed.iter().any(|s| match s {
                 Sender::Network(n) => ip.is_some_and(|ip| n.contains(&ip)),
                 Sender::Sasl(allowed) => login == Some(allowed.as_str()),
@@ -133,10 +135,59 @@ impl Protected<'_> {
     }
 }
 
-impl Config {
-    /// Finds what protects `addr`, looking through a BATV tag and a
+/// The addresses a list (`a`) protects: its posting address, one per role
+/// suffix, and its preset's shared bounce addresses, each with its role.
+pub(crate) fn claims(a: &Address, preset: Preset, roles: &[String]) -> Vec<(String, Role)> {
+    let mut out = vec![(a.key(), Role::Posting)];
+    for role in roles {
+        let key = format!(
+            "{}-{}@{}",
+            a.local.to_lowercase(),
+            role.to_lowercase(),
+            a.domain
+        );
+        out.push((key, Role::Suffix(role.clone())));
+    }
+    for shared in preset.shared_bounce_locals() {
+        out.push((
+            format!("{shared}@{}", a.domain),
+            Role::Shared(shared.to_string()),
+        ));
+    }
+    out
+}
+
+/// Canonical protected address (`Address::key`) → what it is, over one
+/// slice of lists (the entries index into it).
+#[derive(Debug, Clone, Default)]
+pub struct Index(HashMap<String, Entry>);
+
+impl Index {
+    /// Indexes what each list claims; a key claimed twice keeps its first
+    /// list (validation refuses such configs, except for shared addresses).
+    pub fn new(lists: &[List]) -> Index {
+        let mut index = Index::default();
+        for (i, l) in lists.iter().enumerate() {
+            for (key, role) in claims(&l.address, l.preset, &l.roles) {
+                index.0.entry(key).or_insert(Entry { list: i, role });
+            }
+        }
+        index
+    }
+
+    fn get(&self, key: &str) -> Option<&Entry> {
+        self.0.get(key)
+    }
+
+    /// Finds what protects `addr` among `lists` (the slice this index was
+    /// built over) and `domains`, looking through a BATV tag and a
     /// `+detail` suffix of the local part (VERP, sub-addresses).
-    pub fn protected(&self, addr: &Address) -> Option<Protected<'_>> {
+    pub fn find<'a>(
+        &self,
+        lists: &'a [List],
+        domains: &'a [ListDomain],
+        addr: &Address,
+    ) -> Option<Protected<'a>> {
         // Every tag goes, not only the outer one: Postfix applies virtual
         // aliases recursively, so the packaged prvs map turns
         // `prvs=T=prvs=T=members-bounces@` into `members-bounces@`. The
@@ -154,11 +205,10 @@ impl Config {
             None => (local, None),
         };
         let entry = self
-            .protected
             .get(&key)
-            .or_else(|| self.protected.get(&format!("{base}@{domain}")));
+            .or_else(|| self.get(&format!("{base}@{domain}")));
         if let Some(e) = entry {
-            let mut owner = Owner::List(self.lists.get(e.list)?);
+            let mut owner = Owner::List(lists.get(e.list)?);
             // Sympa's shared `bounce+member==a==dom==LIST@` names its list
             // last, or last but one after a probe or tracking suffix
             // (`==w`, `==r`, `==ENVID`).
@@ -166,9 +216,9 @@ impl Config {
                 && let Some(l) = d
                     .rsplit("==")
                     .take(2)
-                    .filter_map(|list| self.protected.get(&format!("{list}@{domain}")))
+                    .filter_map(|list| self.get(&format!("{list}@{domain}")))
                     .find(|found| found.role == Role::Posting)
-                    .and_then(|found| self.lists.get(found.list))
+                    .and_then(|found| lists.get(found.list))
             {
                 owner = Owner::List(l);
             }
@@ -178,12 +228,19 @@ impl Config {
                 base_local: base.to_string(),
             });
         }
-        let d = self.domains.iter().find(|d| d.domain == domain)?;
+        let d = domains.iter().find(|d| d.domain == domain)?;
         Some(Protected {
             owner: Owner::Domain(d),
             role: Role::DomainWide,
             base_local: base.to_string(),
         })
+    }
+}
+
+impl Config {
+    /// Finds what protects `addr` (see [`Index::find`]).
+    pub fn protected(&self, addr: &Address) -> Option<Protected<'_>> {
+        self.protected.find(&self.lists, &self.domains, addr)
     }
 
     /// True when `text` (an address listwarden could not read) names a

@@ -1,18 +1,21 @@
 //! The decision core. Pure: it takes the facts of a message known so far
-//! and a config snapshot, and returns a [`Verdict`]. No I/O, no clock, no
+//! and what it reads of the config ([`View`], which [`Config`](crate::config::Config)
+//! implements), and returns a [`Verdict`]. No I/O, no clock, no
 //! globals, so unit tests, `listwarden verify`, the benchmarks and the
 //! milter all call the same functions.
 
 mod stage;
 mod trace;
 mod verdict;
+mod view;
 
 pub use stage::Stage;
 pub use trace::trace_matches;
 pub use verdict::{Action, BounceVerdict, Budget, Cause, Charge, Effect, Reply, Verdict};
+pub use view::View;
 
 use crate::address::{Address, PrvsResult, VerpResult, prvs, verp};
-use crate::config::{BounceCheck, Config, Protected};
+use crate::config::{BounceCheck, Protected};
 use std::net::IpAddr;
 
 /// The SMTP client, as Postfix described it.
@@ -64,7 +67,7 @@ impl<'a> Facts<'a> {
 pub use listwarden_core::clock::day_of;
 
 /// Decides what to do with a message at `facts.stage`.
-pub fn decide(facts: &Facts<'_>, config: &Config) -> Verdict {
+pub fn decide(facts: &Facts<'_>, config: &impl View) -> Verdict {
     match facts.stage {
         Stage::Mail => decide_mail(facts, config),
         Stage::Rcpt => decide_rcpt(facts, config),
@@ -76,7 +79,7 @@ pub fn decide(facts: &Facts<'_>, config: &Config) -> Verdict {
 }
 
 /// True for a client that may send as a list: trusted network or SASL.
-pub fn is_privileged(client: &Client, config: &Config) -> bool {
+pub fn is_privileged(client: &Client, config: &impl View) -> bool {
     client.authenticated_as.is_some() || client.ip.is_some_and(|ip| config.is_trusted(ip))
 }
 
@@ -86,7 +89,7 @@ pub fn is_privileged(client: &Client, config: &Config) -> bool {
 /// recipient stuck in the queue. A SASL login alone is not enough: any
 /// account holder can authenticate, and a list manager acts on whatever
 /// bounce reaches it.
-pub fn is_trusted_network(client: &Client, config: &Config) -> bool {
+pub fn is_trusted_network(client: &Client, config: &impl View) -> bool {
     client.ip.is_some_and(|ip| config.is_trusted(ip))
 }
 
@@ -101,7 +104,7 @@ pub fn is_bounce_sender(sender: Option<&Address>) -> bool {
     }
 }
 
-fn decide_mail(facts: &Facts<'_>, config: &Config) -> Verdict {
+fn decide_mail(facts: &Facts<'_>, config: &impl View) -> Verdict {
     let Some((sender, p)) = facts
         .sender
         .and_then(|s| config.protected(s).map(|p| (s, p)))
@@ -113,7 +116,7 @@ fn decide_mail(facts: &Facts<'_>, config: &Config) -> Verdict {
     if !p.may_send(
         facts.client.ip,
         facts.client.authenticated_as.as_deref(),
-        config,
+        is_trusted_network(facts.client, config),
     ) {
         return forged(config, &p, Cause::ForgedEnvelopeSender, sender);
     }
@@ -121,7 +124,7 @@ fn decide_mail(facts: &Facts<'_>, config: &Config) -> Verdict {
     // every real bounce comes back carrying a signature. Only the address
     // the list manager sends from is signed; one already signed (a prvs
     // tag, or our expander's signed VERP) is left alone.
-    if let Some(keys) = &config.signing
+    if let Some(keys) = config.signing()
         && p.takes_prvs()
         && prvs::strip(sender).is_none()
         && !matches!(
@@ -139,7 +142,7 @@ fn decide_mail(facts: &Facts<'_>, config: &Config) -> Verdict {
     Verdict::cont()
 }
 
-fn decide_rcpt(facts: &Facts<'_>, config: &Config) -> Verdict {
+fn decide_rcpt(facts: &Facts<'_>, config: &impl View) -> Verdict {
     let Some(rcpt) = facts.recipient else {
         return Verdict::cont();
     };
@@ -162,13 +165,13 @@ fn decide_rcpt(facts: &Facts<'_>, config: &Config) -> Verdict {
     // a bounce that its mode would have let the trace decide is deferred
     // (451), not refused, so a genuine one is retried once the shield drops.
     let own_mode = p.owner.bounces();
-    let mode = if shielded && config.signing.is_some() {
+    let mode = if shielded && config.signing().is_some() {
         BounceCheck::Signed
     } else {
         own_mode
     };
-    let observe = config.observe || p.owner.observe();
-    let check = match (mode, &config.signing) {
+    let observe = config.observe() || p.owner.observe();
+    let check = match (mode, config.signing()) {
         // No check, but the bounce still reaches a list: it gets classified.
         (BounceCheck::Off, _) => {
             return Verdict {
@@ -228,8 +231,8 @@ fn decide_rcpt(facts: &Facts<'_>, config: &Config) -> Verdict {
             );
             let trace_eligible = matches!(own_mode, BounceCheck::Trace | BounceCheck::Either)
                 && bad != BounceVerdict::Invalid;
-            let (action, reason) = match config.shield.as_ref() {
-                Some(s) if shielded && (s.tempfail || trace_eligible) => (
+            let (action, reason) = match config.shield_tempfail() {
+                Some(tempfail) if shielded && (tempfail || trace_eligible) => (
                     Action::Tempfail(Reply::transient("451", "4.7.1", text)),
                     Cause::Shielded,
                 ),
@@ -274,7 +277,7 @@ fn decide_rcpt(facts: &Facts<'_>, config: &Config) -> Verdict {
 /// people's mail alike (Sympa's `LIST-owner@`, where Sympa scores whatever
 /// bounce arrives): the verdict it gets as a bounce, to apply at end of
 /// headers if its Content-Type shows a report (DSN or ARF).
-pub fn as_report(facts: &Facts<'_>, config: &Config) -> Option<Verdict> {
+pub fn as_report(facts: &Facts<'_>, config: &impl View) -> Option<Verdict> {
     let rcpt = facts.recipient?;
     if is_bounce_sender(facts.sender) || is_trusted_network(facts.client, config) {
         return None;
@@ -296,12 +299,8 @@ pub fn as_report(facts: &Facts<'_>, config: &Config) -> Option<Verdict> {
 /// The rate-limit key of a client's network: its address truncated to the
 /// configured prefix, so one host cannot dodge the budget by changing
 /// addresses within its /24 (IPv4) or /48 (IPv6).
-pub fn network_key(ip: IpAddr, config: &Config) -> String {
-    let prefix = match ip {
-        IpAddr::V4(_) => config.ratelimit.ipv4_prefix,
-        IpAddr::V6(_) => config.ratelimit.ipv6_prefix,
-    };
-    match ipnet::IpNet::new(ip, prefix) {
+pub fn network_key(ip: IpAddr, config: &impl View) -> String {
+    match ipnet::IpNet::new(ip, config.network_prefix(ip)) {
         Ok(net) => format!("net:{}", net.trunc()),
         Err(_) => format!("net:{ip}"),
     }
@@ -331,13 +330,12 @@ pub fn over_budget(verdict: Verdict, budget: Budget, observe: bool) -> Verdict {
 /// it concerns and whether its recipient carries a valid signature.
 pub fn report_target(
     rcpt: &Address,
-    config: &Config,
+    config: &impl View,
     today: u64,
 ) -> Option<(String, Option<BounceVerdict>)> {
     let p = config.protected(rcpt)?;
     let signature = config
-        .signing
-        .as_ref()
+        .signing()
         .and_then(|keys| check_signature(rcpt, &p, keys, today).ok())
         .map(|_| BounceVerdict::Valid);
     Some((p.owner.label().to_string(), signature))
@@ -371,7 +369,7 @@ fn check_signature(
     }
 }
 
-fn decide_from(facts: &Facts<'_>, config: &Config) -> Verdict {
+fn decide_from(facts: &Facts<'_>, config: &impl View) -> Verdict {
     // Every forged mailbox is looked at, and an enforcing list wins over
     // one in observe mode: a From: that also names an observed list must
     // not carry a forgery of another list through.
@@ -381,7 +379,7 @@ fn decide_from(facts: &Facts<'_>, config: &Config) -> Verdict {
             !p.may_send(
                 facts.client.ip,
                 facts.client.authenticated_as.as_deref(),
-                config,
+                is_trusted_network(facts.client, config),
             )
         }) else {
             continue;
@@ -402,10 +400,10 @@ fn decide_from(facts: &Facts<'_>, config: &Config) -> Verdict {
 /// End of message for a bounce that needed a trace (`facts.recipient` is
 /// its bounce recipient): it passes only if the returned original shows
 /// our mail.
-fn decide_trace(facts: &Facts<'_>, config: &Config) -> Verdict {
+fn decide_trace(facts: &Facts<'_>, config: &impl View) -> Verdict {
     let p = facts.recipient.and_then(|r| config.protected(r));
     let list = p.as_ref().map(|p| p.owner.label().to_string());
-    let observe = config.observe || p.as_ref().is_some_and(|p| p.owner.observe());
+    let observe = config.observe() || p.as_ref().is_some_and(|p| p.owner.observe());
     match facts.trace_found {
         None => Verdict::accept(Cause::Clean),
         Some(true) => Verdict {
@@ -429,7 +427,7 @@ fn decide_trace(facts: &Facts<'_>, config: &Config) -> Verdict {
     }
 }
 
-fn forged(config: &Config, p: &Protected<'_>, reason: Cause, addr: &Address) -> Verdict {
+fn forged(config: &impl View, p: &Protected<'_>, reason: Cause, addr: &Address) -> Verdict {
     let reply = Reply::permanent(
         "550",
         "5.7.1",
@@ -441,7 +439,7 @@ fn forged(config: &Config, p: &Protected<'_>, reason: Cause, addr: &Address) -> 
         action: Action::Reject(reply),
         reason,
         list: Some(p.owner.label().to_string()),
-        observe: config.observe || p.owner.observe(),
+        observe: config.observe() || p.owner.observe(),
         bounce: None,
         effect: Effect::None,
         charges: Vec::new(),

@@ -9,6 +9,7 @@ mod ratelimit;
 mod throttle;
 
 use super::model::RawConfig;
+use super::protected::Index;
 use super::{Config, MessageLimits, OnError, defaults};
 use ipnet::IpNet;
 use listwarden_core::diag::{Checker, Seg};
@@ -91,7 +92,7 @@ impl Validator<'_> {
         let signing = signing::key_ring(&mut self.check, raw.signing.as_ref());
         let trace = self.trace(&raw.trace);
         let has_keys = signing.is_some() || raw.signing.is_some();
-        let (lists, protected) = self.lists(&raw.lists, has_keys, trace.is_configured());
+        let lists = self.lists(&raw.lists, has_keys, trace.is_configured());
         let domains = self.domains(&raw.domains, has_keys, trace.is_configured());
         let ratelimit = self.ratelimit(&raw.ratelimit);
         let shield = self.shield(&raw.shield);
@@ -106,6 +107,7 @@ impl Validator<'_> {
         let feedback = raw.feedback.as_ref().and_then(|f| self.feedback(f, &lists));
         let throttle = raw.throttle.as_ref().and_then(|t| self.throttle(t, &rules));
         Config {
+            protected: Index::new(&lists),
             milter,
             metrics_listen,
             observe: raw.observe,
@@ -124,7 +126,6 @@ impl Validator<'_> {
             expander,
             feedback,
             throttle,
-            protected,
             warnings: Vec::new(),
         }
     }
