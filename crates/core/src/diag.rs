@@ -15,23 +15,32 @@ use std::path::{Path, PathBuf};
 
 /// Implements `FromStr` for an enum from the words the config file uses
 /// for it; a word it does not know is refused with the list of those it
-/// does, the same message for every such key.
+/// does ([`UnknownWord`]), the same message for every such key.
 #[macro_export]
 macro_rules! config_words {
     ($ty:ty { $($word:literal => $value:expr),+ $(,)? }) => {
         impl ::std::str::FromStr for $ty {
-            type Err = String;
-            fn from_str(text: &str) -> Result<Self, String> {
+            type Err = $crate::diag::UnknownWord;
+            fn from_str(text: &str) -> Result<Self, Self::Err> {
                 match text {
                     $($word => Ok($value),)+
-                    _ => Err(format!(
-                        "`{text}` is not one of: {}",
-                        [$($word),+].join(", ")
-                    )),
+                    _ => Err($crate::diag::UnknownWord {
+                        word: text.to_string(),
+                        known: &[$($word),+],
+                    }),
                 }
             }
         }
     };
+}
+
+/// A word that a key naming one of a few choices does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{word}` is not one of: {}", .known.join(", "))]
+pub struct UnknownWord {
+    pub word: String,
+    /// The words the key knows.
+    pub known: &'static [&'static str],
 }
 
 /// Largest config or rules file read.
@@ -384,7 +393,7 @@ impl<'s> Checker<'s> {
 
     /// A key naming one value of an enum ([`config_words!`]); absent:
     /// `default`, unknown: an error at `path` and `default`.
-    pub fn choice<T: std::str::FromStr<Err = String>>(
+    pub fn choice<T: std::str::FromStr<Err = UnknownWord>>(
         &mut self,
         raw: Option<&str>,
         default: T,
@@ -393,8 +402,8 @@ impl<'s> Checker<'s> {
         match raw.map(str::parse) {
             None => default,
             Some(Ok(value)) => value,
-            Some(Err(message)) => {
-                self.error(path, message);
+            Some(Err(e)) => {
+                self.error(path, e.to_string());
                 default
             }
         }

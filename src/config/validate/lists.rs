@@ -50,10 +50,10 @@ impl Validator<'_> {
         let mode = match raw {
             None if signing => BounceCheck::Signed,
             None => BounceCheck::Off,
-            Some(name) => match name.parse() {
+            Some(name) => match name.parse::<BounceCheck>() {
                 Ok(m) => m,
-                Err(message) => {
-                    self.error(path, message);
+                Err(e) => {
+                    self.error(path, e.to_string());
                     return BounceCheck::Off;
                 }
             },
@@ -176,9 +176,9 @@ impl Validator<'_> {
                         Some(_) => self.error(&path, "`sasl:` needs a login name"),
                         None => match parse_network(text) {
                             Ok(n) => out.push(Sender::Network(n)),
-                            Err(m) => self.error(
+                            Err(e) => self.error(
                                 &path,
-                                format!("{m} (or `sasl:LOGIN` for an authenticated sender)"),
+                                format!("{e} (or `sasl:LOGIN` for an authenticated sender)"),
                             ),
                         },
                     }

@@ -58,7 +58,10 @@ impl Validator<'_> {
         for (i, net) in raw.trusted_networks.iter().enumerate() {
             match parse_network(net) {
                 Ok(n) => trusted_networks.push(n),
-                Err(m) => self.error(&[Seg::Key("trusted_networks"), Seg::Index(i)], m),
+                Err(e) => self.error(
+                    &[Seg::Key("trusted_networks"), Seg::Index(i)],
+                    e.to_string(),
+                ),
             }
         }
         let defaults = MessageLimits::default();
@@ -158,21 +161,34 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     (secs > 0).then(|| Duration::from_secs(secs))
 }
 
-pub(super) fn parse_network(text: &str) -> Result<IpNet, String> {
+/// A value the config cannot use, as one diagnostic's message says it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ValueError {
+    #[error(
+        "`{0}` is not a socket such as inet:127.0.0.1:8890 or unix:/run/listwarden/milter.sock"
+    )]
+    NotASocket(String),
+    #[error("`{0}`: a unix socket path must be absolute")]
+    RelativeSocket(String),
+    #[error("`{text}` has host bits set; did you mean {net}?")]
+    HostBits { text: String, net: IpNet },
+    #[error("`{0}` is not a network such as 192.0.2.0/24 or 2001:db8::/48")]
+    NotANetwork(String),
+}
+
+pub(super) fn parse_network(text: &str) -> Result<IpNet, ValueError> {
     let text = text.trim();
     if let Ok(net) = text.parse::<IpNet>() {
         if net.trunc() != net {
-            return Err(format!(
-                "`{text}` has host bits set; did you mean {}?",
-                net.trunc()
-            ));
+            return Err(ValueError::HostBits {
+                text: text.to_string(),
+                net: net.trunc(),
+            });
         }
         return Ok(net);
     }
     if let Ok(ip) = text.parse::<IpAddr>() {
         return Ok(IpNet::from(ip));
     }
-    Err(format!(
-        "`{text}` is not a network such as 192.0.2.0/24 or 2001:db8::/48"
-    ))
+    Err(ValueError::NotANetwork(text.to_string()))
 }
