@@ -15,6 +15,11 @@
 //!   blocks of the config.
 //! * `listwarden` (this crate): the milter.
 //!
+//! A function or constant is `pub(crate)` unless `main.rs`, the tests in
+//! `tests/`, `benches/` or `fuzz/` call it, so the dead-code lint sees what
+//! nothing uses. What tests share (a real milter on a socket, configs,
+//! keys, a raw milter client) is the `tests/support` crate, not hooks here.
+//!
 //! In this crate, a message flows through:
 //!
 //! * [`milter`]: the protocol. `milter::session` holds one connection's

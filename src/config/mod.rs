@@ -25,7 +25,6 @@ pub use listwarden_expand::settings::{Expander, ListExpand};
 pub use preset::{BounceCheck, Preset};
 pub use protected::{Owner, Protected, Role};
 pub use types::*;
-pub use validate::parse_duration;
 
 use crate::address::KeyRing;
 use ipnet::IpNet;
@@ -97,7 +96,7 @@ impl Config {
     }
 
     /// True when the client address is in a trusted network.
-    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+    pub(crate) fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted_networks.iter().any(|n| n.contains(&ip))
     }
 }

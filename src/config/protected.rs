@@ -101,26 +101,31 @@ impl Protected<'_> {
 
     /// An address the list manager sends from, so one that listwarden signs
     /// and where real bounces come back.
-    pub fn is_sender_role(&self) -> bool {
+    pub(crate) fn is_sender_role(&self) -> bool {
         self.role_in(self.preset().sender_roles())
     }
 
     /// An address that receives only bounces (no human writes to it): every
     /// message to it gets the bounce checks, whatever its sender.
-    pub fn is_bounce_role(&self) -> bool {
+    pub(crate) fn is_bounce_role(&self) -> bool {
         self.role_in(self.preset().bounce_only_roles())
     }
 
     /// Lists delivered by listwarden's expander sign with VERP only, so a
     /// prvs tag on their addresses was never made by us.
-    pub fn takes_prvs(&self) -> bool {
+    pub(crate) fn takes_prvs(&self) -> bool {
         self.is_sender_role() && !matches!(self.owner, Owner::List(l) if l.expand.is_some())
     }
 
     /// True when this client may send as the address's list: its
     /// `senders:` when set, else any SASL client or one on a trusted
     /// network (`trusted_network`).
-    pub fn may_send(&self, ip: Option<IpAddr>, login: Option<&str>, trusted_network: bool) -> bool {
+    pub(crate) fn may_send(
+        &self,
+        ip: Option<IpAddr>,
+        login: Option<&str>,
+        trusted_network: bool,
+    ) -> bool {
         let senders = match self.owner {
             Owner::List(l) => l.senders.as_deref(),
             Owner::Domain(_) => None,
@@ -245,7 +250,7 @@ impl Config {
 
     /// True when `text` (an address listwarden could not read) names a
     /// protected domain anywhere: such an address fails closed.
-    pub fn mentions_protected_domain(&self, text: &str) -> bool {
+    pub(crate) fn mentions_protected_domain(&self, text: &str) -> bool {
         let text = text.to_lowercase();
         self.lists
             .iter()
@@ -255,7 +260,10 @@ impl Config {
     }
 
     /// An expander list's files and settings, by list name.
-    pub fn expander_list(&self, name: &str) -> Option<(listwarden_expand::ListFiles, &ListExpand)> {
+    pub(crate) fn expander_list(
+        &self,
+        name: &str,
+    ) -> Option<(listwarden_expand::ListFiles, &ListExpand)> {
         let expander = self.expander.as_ref()?;
         let list = self
             .lists
@@ -276,7 +284,7 @@ impl Config {
     }
 
     /// Every expander list's files (for one-click unsubscribe).
-    pub fn expander_lists(&self) -> Vec<listwarden_expand::ListFiles> {
+    pub(crate) fn expander_lists(&self) -> Vec<listwarden_expand::ListFiles> {
         self.lists
             .iter()
             .filter_map(|l| self.expander_list(&l.name).map(|(f, _)| f))

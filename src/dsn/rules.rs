@@ -17,16 +17,16 @@ use serde_yaml_ng::Value;
 use super::report::DsnAction;
 
 /// The shipped rules (`config/rules/providers.yaml` in listwarden).
-pub const BUILTIN_RULES_YAML: &str = include_str!(concat!(
+pub(crate) const BUILTIN_RULES_YAML: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/config/rules/providers.yaml"
 ));
 
 /// Largest rules file accepted (fault C1: a 100 MB file is refused unread).
-pub const MAX_RULES_TEXT_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_RULES_TEXT_BYTES: usize = 1024 * 1024;
 
 /// Most rules in one file.
-pub const MAX_RULES: usize = 2000;
+pub(crate) const MAX_RULES: usize = 2000;
 
 /// Compiled size limit per regex (regex's own guard against huge automata).
 const REGEX_SIZE_LIMIT: usize = 1024 * 1024;
@@ -538,7 +538,7 @@ impl RuleSet {
     }
 
     /// Parses and compiles a rules file. `origin` names it in errors.
-    pub fn from_yaml_str(text: &str, origin: &str) -> Result<Self, RulesError> {
+    pub(crate) fn from_yaml_str(text: &str, origin: &str) -> Result<Self, RulesError> {
         if text.len() > MAX_RULES_TEXT_BYTES {
             return Err(RulesError::TooLarge {
                 origin: origin.to_owned(),
@@ -645,7 +645,7 @@ impl RuleSet {
     }
 
     /// The first rule that matches.
-    pub fn first_match(&self, input: &MatchInput<'_>) -> Option<&Rule> {
+    pub(crate) fn first_match(&self, input: &MatchInput<'_>) -> Option<&Rule> {
         self.rules.iter().find(|r| r.matches(input))
     }
 

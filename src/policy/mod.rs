@@ -10,7 +10,7 @@ mod verdict;
 mod view;
 
 pub use stage::Stage;
-pub use trace::trace_matches;
+pub(crate) use trace::trace_matches;
 pub use verdict::{Action, BounceVerdict, Budget, Cause, Charge, Effect, Reply, Verdict};
 pub use view::View;
 
@@ -41,7 +41,7 @@ pub struct Facts<'a> {
     /// Days since the Unix epoch, for signature expiry.
     pub today: u64,
     /// At end of message, for a bounce that needs a trace check: whether
-    /// the returned original shows our mail (see [`trace_matches`]).
+    /// the returned original shows our mail (see `trace_matches`).
     pub trace_found: Option<bool>,
     /// Labels of the lists whose shield is up right now.
     pub shielded: &'a [String],
@@ -79,7 +79,7 @@ pub fn decide(facts: &Facts<'_>, config: &impl View) -> Verdict {
 }
 
 /// True for a client that may send as a list: trusted network or SASL.
-pub fn is_privileged(client: &Client, config: &impl View) -> bool {
+pub(crate) fn is_privileged(client: &Client, config: &impl View) -> bool {
     client.authenticated_as.is_some() || client.ip.is_some_and(|ip| config.is_trusted(ip))
 }
 
@@ -89,12 +89,12 @@ pub fn is_privileged(client: &Client, config: &impl View) -> bool {
 /// recipient stuck in the queue. A SASL login alone is not enough: any
 /// account holder can authenticate, and a list manager acts on whatever
 /// bounce reaches it.
-pub fn is_trusted_network(client: &Client, config: &impl View) -> bool {
+pub(crate) fn is_trusted_network(client: &Client, config: &impl View) -> bool {
     client.ip.is_some_and(|ip| config.is_trusted(ip))
 }
 
 /// A bounce: the null sender, or MAILER-DAEMON / postmaster.
-pub fn is_bounce_sender(sender: Option<&Address>) -> bool {
+pub(crate) fn is_bounce_sender(sender: Option<&Address>) -> bool {
     match sender {
         None => true,
         Some(a) => {
@@ -277,7 +277,7 @@ fn decide_rcpt(facts: &Facts<'_>, config: &impl View) -> Verdict {
 /// people's mail alike (Sympa's `LIST-owner@`, where Sympa scores whatever
 /// bounce arrives): the verdict it gets as a bounce, to apply at end of
 /// headers if its Content-Type shows a report (DSN or ARF).
-pub fn as_report(facts: &Facts<'_>, config: &impl View) -> Option<Verdict> {
+pub(crate) fn as_report(facts: &Facts<'_>, config: &impl View) -> Option<Verdict> {
     let rcpt = facts.recipient?;
     if is_bounce_sender(facts.sender) || is_trusted_network(facts.client, config) {
         return None;
@@ -299,7 +299,7 @@ pub fn as_report(facts: &Facts<'_>, config: &impl View) -> Option<Verdict> {
 /// The rate-limit key of a client's network: its address truncated to the
 /// configured prefix, so one host cannot dodge the budget by changing
 /// addresses within its /24 (IPv4) or /48 (IPv6).
-pub fn network_key(ip: IpAddr, config: &impl View) -> String {
+pub(crate) fn network_key(ip: IpAddr, config: &impl View) -> String {
     match ipnet::IpNet::new(ip, config.network_prefix(ip)) {
         Ok(net) => format!("net:{}", net.trunc()),
         Err(_) => format!("net:{ip}"),
@@ -307,7 +307,7 @@ pub fn network_key(ip: IpAddr, config: &impl View) -> String {
 }
 
 /// The answer when a budget is exhausted: 451, so the sender retries.
-pub fn over_budget(verdict: Verdict, budget: Budget, observe: bool) -> Verdict {
+pub(crate) fn over_budget(verdict: Verdict, budget: Budget, observe: bool) -> Verdict {
     let what = match budget {
         Budget::Network => "too many bounces from your network",
         Budget::ListValid | Budget::ListInvalid => "this list is receiving too many bounces",
@@ -328,7 +328,7 @@ pub fn over_budget(verdict: Verdict, budget: Budget, observe: bool) -> Verdict {
 
 /// For a report (ARF) from an ordinary sender to a list address: the list
 /// it concerns and whether its recipient carries a valid signature.
-pub fn report_target(
+pub(crate) fn report_target(
     rcpt: &Address,
     config: &impl View,
     today: u64,

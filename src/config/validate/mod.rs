@@ -146,7 +146,7 @@ impl Validator<'_> {
 }
 
 /// Parses `30s`, `10m`, `1h`, `2d`.
-pub fn parse_duration(text: &str) -> Option<Duration> {
+pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit())?;
     let (n, unit) = text.split_at(split);
