@@ -230,13 +230,11 @@ mod tests {
         (dir, config)
     }
 
-    #[test]
-    fn a_held_post_is_listed_released_once_and_deleted() {
-        let (addr, sink) = Sink::start(true);
-        let (dir, config) = fixture(addr);
-        let settings = Settings::load(&config).expect("settings");
+    /// Holds `raw`, sent by eve@example.org, on the fixture's list: the
+    /// held file and its id.
+    fn hold_from_eve(config: &Path, raw: &[u8]) -> (PathBuf, String) {
+        let settings = Settings::load(config).expect("settings");
         let (files, _) = settings.list("news").expect("list");
-        let raw = b"From: eve@example.org\r\nSubject: hello\r\n\r\nbody\r\n";
         let eve = crate::address::Address::parse("eve@example.org").expect("addr");
         let now = RunContext::now().now_unix;
         let path = post::hold(
@@ -254,6 +252,15 @@ mod tests {
             .and_then(|s| s.to_str())
             .expect("id")
             .to_string();
+        (path, id)
+    }
+
+    #[test]
+    fn a_held_post_is_listed_released_once_and_deleted() {
+        let (addr, sink) = Sink::start(true);
+        let (dir, config) = fixture(addr);
+        let raw = b"From: eve@example.org\r\nSubject: hello\r\n\r\nbody\r\n";
+        let (path, id) = hold_from_eve(&config, raw);
 
         let listing = held(&config, "news", HeldAction::Show).expect("show");
         assert!(listing.contains(&id), "{listing}");
@@ -272,21 +279,7 @@ mod tests {
         assert!(!path.exists());
         assert!(held(&config, "news", HeldAction::Release(id.clone())).is_err());
 
-        let path = post::hold(
-            raw,
-            &eve,
-            post::Refusal::NotAMember,
-            &files.held_dir(),
-            "news",
-            now,
-        )
-        .expect("hold")
-        .expect("room");
-        let id = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .expect("id")
-            .to_string();
+        let (path, id) = hold_from_eve(&config, raw);
         held(&config, "news", HeldAction::Delete(id)).expect("delete");
         assert!(!path.exists());
         assert_eq!(held(&config, "news", HeldAction::Show).expect("show"), "");
@@ -310,20 +303,8 @@ mod tests {
         }
         let (addr, _sink) = Sink::start(true);
         let (dir, config) = fixture(addr);
-        let settings = Settings::load(&config).expect("settings");
-        let (files, _) = settings.list("news").expect("list");
-        let eve = crate::address::Address::parse("eve@example.org").expect("addr");
         let raw = b"From: eve@example.org\r\nSubject: s\x1b]0;t\x07\r\n\r\nbody\r\n";
-        let path = post::hold(
-            raw,
-            &eve,
-            post::Refusal::NotAMember,
-            &files.held_dir(),
-            "news",
-            RunContext::now().now_unix,
-        )
-        .expect("hold")
-        .expect("room");
+        let (path, _) = hold_from_eve(&config, raw);
         let listing = held(&config, "news", HeldAction::Show).expect("show");
         assert!(listing.contains("eve@example.org"), "{listing:?}");
         let mut crafted = b"Return-Path: <\"e\x1b[2Jve\"@example.org>\r\n".to_vec();
