@@ -11,7 +11,7 @@ pub const DEFAULT_NEGOTIATE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MILTER_TIMEOUT: Duration = Duration::from_secs(330);
 
 /// Deepest `limits.max_mime_depth` accepted: real reports nest 2-3 levels.
-pub(crate) const MAX_MIME_DEPTH: usize = 32;
+pub const MAX_MIME_DEPTH: usize = 32;
 
 /// `limits.max_recipients`: Postfix's own cap is 1000.
 pub const MAX_RECIPIENTS: usize = 1000;
@@ -46,29 +46,28 @@ pub const SHIELD_TRIGGER: u32 = 500;
 pub const SHIELD_WITHIN_SECS: u64 = 600;
 pub const SHIELD_HOLD_SECS: u64 = 3600;
 /// `feedback.queue`.
-pub(crate) const FEEDBACK_QUEUE: &str = "/var/lib/listwarden/feedback";
+pub const FEEDBACK_QUEUE: &str = "/var/lib/listwarden/feedback";
 /// `feedback.act_on`: only spam complaints act on the member.
-pub(crate) const FEEDBACK_ACT_ON: &[&str] = &["abuse"];
+pub const FEEDBACK_ACT_ON: &[&str] = &["abuse"];
 /// `feedback.sympa_command`: Debian's path.
-pub(crate) const SYMPA_COMMAND: &str = "/usr/lib/sympa/bin/sympa.pl";
+pub const SYMPA_COMMAND: &str = "/usr/lib/sympa/bin/sympa.pl";
 /// `feedback.sendmail`.
-pub(crate) const SENDMAIL: &str = "/usr/sbin/sendmail";
+pub const SENDMAIL: &str = "/usr/sbin/sendmail";
 /// `feedback.retry` (seconds): providers give 48 hours to honour an
 /// unsubscribe; a list manager down for a while still makes that.
-pub(crate) const FEEDBACK_RETRY_SECS: u64 = 30;
+pub const FEEDBACK_RETRY_SECS: u64 = 30;
 /// `throttle.name`: the socketmap name.
-pub(crate) const THROTTLE_MAP_NAME: &str = "transport";
+pub const THROTTLE_MAP_NAME: &str = "transport";
 /// `throttle.slow`: the transport of packaging/postfix/master.cf.
-pub(crate) const THROTTLE_SLOW: &str = "listwarden-slow:";
+pub const THROTTLE_SLOW: &str = "listwarden-slow:";
 /// `throttle.hold`: the error(8) agent as `retry` defers without a connection.
-pub(crate) const THROTTLE_HOLD: &str =
-    "retry:4.7.0 held by listwarden while the provider pushes back";
+pub const THROTTLE_HOLD: &str = "retry:4.7.0 held by listwarden while the provider pushes back";
 /// `throttle.providers[].window`.
-pub(crate) const THROTTLE_WINDOW_SECS: u64 = 300;
+pub const THROTTLE_WINDOW_SECS: u64 = 300;
 /// `throttle.providers[].slow`: per minute, share (per mille), for (seconds).
-pub(crate) const THROTTLE_SLOW_STEP: (u32, u32, u64) = (5, 50, 900);
+pub const THROTTLE_SLOW_STEP: (u32, u32, u64) = (5, 50, 900);
 /// Relay host suffixes known without config: (suffix, provider).
-pub(crate) const THROTTLE_RELAYS: [(&str, &str); 8] = [
+pub const THROTTLE_RELAYS: [(&str, &str); 8] = [
     ("yahoodns.net", "yahoo"),
     ("aol.com", "yahoo"),
     ("protection.outlook.com", "microsoft"),
@@ -82,7 +81,7 @@ pub(crate) const THROTTLE_RELAYS: [(&str, &str); 8] = [
 /// `classification.incident.trigger`, `.within`, `.hold` (seconds) and
 /// `.max_keys`: 20 members at one provider failing with one rule within
 /// 10 minutes is a storm, held an hour past its last failure.
-pub(crate) const INCIDENT_TRIGGER: u32 = 20;
-pub(crate) const INCIDENT_WITHIN_SECS: u64 = 600;
-pub(crate) const INCIDENT_HOLD_SECS: u64 = 3600;
-pub(crate) const INCIDENT_MAX_KEYS: usize = 1000;
+pub const INCIDENT_TRIGGER: u32 = 20;
+pub const INCIDENT_WITHIN_SECS: u64 = 600;
+pub const INCIDENT_HOLD_SECS: u64 = 3600;
+pub const INCIDENT_MAX_KEYS: usize = 1000;

@@ -70,12 +70,12 @@ pub struct Settings {
 
 impl Settings {
     /// True when `addr` is one of the feedback addresses.
-    pub(crate) fn is_feedback_address(&self, addr: &Address) -> bool {
+    pub fn is_feedback_address(&self, addr: &Address) -> bool {
         self.addresses.iter().any(|a| a.same_mailbox(addr))
     }
 
     /// The action configured for a list.
-    pub(crate) fn action_for(&self, list: &str) -> Action {
+    pub fn action_for(&self, list: &str) -> Action {
         self.per_list
             .iter()
             .find(|(l, _)| l == list)
@@ -83,7 +83,7 @@ impl Settings {
     }
 
     /// True when reports of this feedback type act on the member.
-    pub(crate) fn acts_on(&self, feedback_type: &str) -> bool {
+    pub fn acts_on(&self, feedback_type: &str) -> bool {
         self.act_on
             .iter()
             .any(|t| t.eq_ignore_ascii_case(feedback_type))
