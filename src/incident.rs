@@ -63,7 +63,7 @@ impl IncidentBook {
     /// Counts one failed recipient at `provider` classified by `rule`.
     /// Returns whether an incident is up for the pair (this failure
     /// included) and, when this failure raised it, the change.
-    pub fn record(
+    pub(crate) fn record(
         &self,
         provider: &str,
         rule: &str,

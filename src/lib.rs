@@ -15,6 +15,11 @@
 //!   blocks of the config.
 //! * `listwarden` (this crate): the milter.
 //!
+//! A function or constant is `pub(crate)` unless `main.rs`, the tests in
+//! `tests/`, `benches/` or `fuzz/` call it, so the dead-code lint sees what
+//! nothing uses. What tests share (a real milter on a socket, configs,
+//! keys, a raw milter client) is the `tests/support` crate, not hooks here.
+//!
 //! In this crate, a message flows through:
 //!
 //! * [`milter`]: the protocol. `milter::session` holds one connection's
@@ -24,8 +29,9 @@
 //!   `milter/mod.rs` stay thin and hand those to the one recorder
 //!   (`src/record.rs`), which writes every verdict log line and metric.
 //! * [`policy`]: the decision, a pure function: [`policy::decide`] takes the
-//!   facts and the config and returns a [`policy::Verdict`] that carries its
-//!   SMTP reply. No I/O, no clock: table-driven tests in `policy/tests.rs`.
+//!   facts and what it reads of the config (a [`policy::View`]) and returns
+//!   a [`policy::Verdict`] that carries its SMTP reply. No I/O, no clock:
+//!   table-driven tests in `policy/tests.rs` on a view built in code.
 //! * [`dsn`]: reading bounces and feedback reports (`parse`, `plain`,
 //!   `fields`), classifying them with rules (`rules`, `classify`), and the
 //!   tag values (`tag`).

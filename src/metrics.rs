@@ -304,7 +304,7 @@ impl Metrics {
     }
 
     /// Marks a successful (re)load now.
-    pub fn config_loaded(&self) {
+    pub(crate) fn config_loaded(&self) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())

@@ -112,20 +112,20 @@ impl ComplaintRates {
 
     /// One recipient at `provider` delivered: counts for the list and for
     /// the list at that provider.
-    pub fn sent_to(&mut self, list: &str, provider: &str, now: u64) {
+    pub(crate) fn sent_to(&mut self, list: &str, provider: &str, now: u64) {
         self.sent(list, now);
         self.add(RateKey::provider(list, provider), now, 1, 0);
     }
 
     /// One complaint from a member at `provider`.
-    pub fn complaint_from(&mut self, list: &str, provider: &str, now: u64) {
+    pub(crate) fn complaint_from(&mut self, list: &str, provider: &str, now: u64) {
         self.complaint(list, now);
         self.add(RateKey::provider(list, provider), now, 0, 1);
     }
 
     /// Every key seen here, with its counts not yet sent (hour, sent,
     /// complaints); the pending counts are cleared.
-    pub fn take_pending(&mut self) -> Vec<(RateKey, Vec<HourCounts>)> {
+    pub(crate) fn take_pending(&mut self) -> Vec<(RateKey, Vec<HourCounts>)> {
         let mut pending = self
             .pending
             .as_mut()
@@ -150,14 +150,14 @@ impl ComplaintRates {
     }
 
     /// Puts back counts that could not be sent.
-    pub fn restore_pending(&mut self, key: &RateKey, hours: Vec<HourCounts>) {
+    pub(crate) fn restore_pending(&mut self, key: &RateKey, hours: Vec<HourCounts>) {
         for (hour, s, c) in hours {
             self.note(key.clone(), hour * BUCKET_SECS, s, c);
         }
     }
 
     /// Records a key's totals over every host, as Redis answered at `now`.
-    pub fn set_shared(&mut self, key: &RateKey, sent: u64, complaints: u64, now: u64) {
+    pub(crate) fn set_shared(&mut self, key: &RateKey, sent: u64, complaints: u64, now: u64) {
         if self.counts.contains_key(key) {
             self.shared.insert(key.clone(), (sent, complaints, now));
         }
@@ -193,7 +193,7 @@ impl ComplaintRates {
     }
 
     /// Per list and provider, where that provider received list mail.
-    pub fn provider_rates(&self, now: u64) -> Vec<(String, String, f64)> {
+    pub(crate) fn provider_rates(&self, now: u64) -> Vec<(String, String, f64)> {
         self.all_rates(now)
             .into_iter()
             .filter_map(|(k, r)| Some((k.list, k.provider?, r)))

@@ -2,7 +2,7 @@
 //! fingerprints, kept in step by one background task a few times a second.
 //!
 //! Every call goes through the rate-limit store's connection, deadline and circuit breaker
-//! ([`RedisStore::invoke`]): while Redis is away each host goes on with its own view (local
+//! (`RedisStore::invoke`): while Redis is away each host goes on with its own view (local
 //! shields, local rates) and sends what it kept once Redis is back. Each script touches one
 //! hash tag only, so it is slot-local in a Cluster. The key layout (with the default prefix
 //! `lw:`) is in listwarden.yaml(5):
@@ -31,7 +31,7 @@ use crate::record::Event;
 
 /// How often shields are exchanged: a shield raised on one host is up on every other within
 /// this plus one round trip.
-pub const SHIELD_SYNC: Duration = Duration::from_millis(250);
+pub(crate) const SHIELD_SYNC: Duration = Duration::from_millis(250);
 /// How often complaint windows and peer fingerprints are exchanged.
 const SLOW_SYNC: Duration = Duration::from_secs(5);
 /// Peers not heard from for this long are forgotten.
@@ -232,7 +232,7 @@ fn short_hash(text: &str) -> String {
 
 /// This instance's name among its peers: the host name and the milter socket, so that two
 /// instances on one machine differ.
-pub fn instance_name(config: &Config) -> String {
+pub(crate) fn instance_name(config: &Config) -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or
     // truncates, and we stop at the first NUL or the end.
@@ -256,7 +256,7 @@ pub struct Peer {
 
 /// Publishes this host's fingerprints and reads every fresh peer's; `None` when Redis is not
 /// usable now.
-pub async fn exchange_peers(store: &RedisStore, config: &Config) -> Option<Vec<Peer>> {
+pub(crate) async fn exchange_peers(store: &RedisStore, config: &Config) -> Option<Vec<Peer>> {
     let (ring, lists) = fingerprints(config);
     peers_call(store, &instance_name(config), &format!("{ring} {lists}")).await
 }

@@ -87,7 +87,7 @@ impl ShieldBook {
     }
 
     /// Takes what is to be sent to Redis (empty without Redis).
-    pub fn take_pending(&self) -> Pending {
+    pub(crate) fn take_pending(&self) -> Pending {
         match &self.pending {
             Some(p) => std::mem::take(&mut *p.lock().unwrap_or_else(|p| p.into_inner())),
             None => Pending::default(),
@@ -95,7 +95,7 @@ impl ShieldBook {
     }
 
     /// Puts back what could not be sent (Redis unavailable), within bounds.
-    pub fn restore_pending(&self, back: Pending) {
+    pub(crate) fn restore_pending(&self, back: Pending) {
         let Some(p) = &self.pending else { return };
         let mut p = p.lock().unwrap_or_else(|p| p.into_inner());
         for pair in back.sources {
@@ -109,7 +109,7 @@ impl ShieldBook {
 
     /// Replaces the shields raised anywhere with what Redis said: labels
     /// and how long each stays up.
-    pub fn set_remote(&self, up: Vec<(String, Duration)>) {
+    pub(crate) fn set_remote(&self, up: Vec<(String, Duration)>) {
         let now = self.clock.now();
         let map = up
             .into_iter()
@@ -125,7 +125,12 @@ impl ShieldBook {
     /// Counts one invalid bounce to `list` from `source` (a network key);
     /// raises its shield when `trigger` distinct sources sent one within
     /// `within`.
-    pub fn record_invalid(&self, list: &str, source: &str, shield: &Shield) -> Option<Change> {
+    pub(crate) fn record_invalid(
+        &self,
+        list: &str,
+        source: &str,
+        shield: &Shield,
+    ) -> Option<Change> {
         let once = Quota::new(1, shield.within, 1).ok()?;
         if !self
             .sources

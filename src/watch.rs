@@ -59,7 +59,7 @@ fn provider_for_rates(recipient: &str, classified: &str) -> String {
 
 /// Counts outbound results into the metrics and the complaint rates; runs
 /// inside `listwarden run` when `logwatch.file` is set.
-pub async fn count_into(shared: Arc<Shared>, source: Source) {
+pub(crate) async fn count_into(shared: Arc<Shared>, source: Source) {
     let config = || shared.config.load_full();
     let result = for_each_delivery(source, FollowOptions::default(), config, |d, list, c| {
         // A delivered list message counts toward the list's complaint

@@ -25,14 +25,11 @@ pub use listwarden_expand::settings::{Expander, ListExpand};
 pub use preset::{BounceCheck, Preset};
 pub use protected::{Owner, Protected, Role};
 pub use types::*;
-pub use validate::parse_duration;
 pub(crate) use validate::plain_domain;
 
 use crate::address::KeyRing;
 use ipnet::IpNet;
 use listwarden_core::diag::{self, Checker};
-use protected::Entry;
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -75,8 +72,8 @@ pub struct Config {
     pub feedback: Option<feedback::Settings>,
     /// The bounce storm detector; `None` when turned off.
     pub incident: Option<Incident>,
-    /// Canonical protected address (`Address::key`) → what it is.
-    protected: HashMap<String, Entry>,
+    /// The addresses `lists` protect.
+    protected: protected::Index,
     /// Problems that do not stop the config from running, rendered as
     /// `FILE:LINE:COLUMN: key: message` (e.g. the public example key).
     pub warnings: Vec<String>,
@@ -102,7 +99,7 @@ impl Config {
     }
 
     /// True when the client address is in a trusted network.
-    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+    pub(crate) fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted_networks.iter().any(|n| n.contains(&ip))
     }
 }

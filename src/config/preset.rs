@@ -55,7 +55,7 @@ impl Preset {
 
     /// The role suffixes the list manager sends list mail from: the
     /// addresses listwarden signs, and where real bounces come back.
-    pub fn sender_roles(self) -> &'static [&'static str] {
+    pub(crate) fn sender_roles(self) -> &'static [&'static str] {
         match self {
             Preset::Listwarden | Preset::Mailman3 => &["bounces"],
             Preset::Sympa => &["owner"],
@@ -64,7 +64,7 @@ impl Preset {
 
     /// Sender roles that receive only bounces. Sympa's `-owner@` also takes
     /// mail for the list owners from people, so it is not one of them.
-    pub fn bounce_only_roles(self) -> &'static [&'static str] {
+    pub(crate) fn bounce_only_roles(self) -> &'static [&'static str] {
         match self {
             Preset::Listwarden | Preset::Mailman3 => &["bounces"],
             Preset::Sympa => &[],
@@ -73,7 +73,7 @@ impl Preset {
 
     /// Local parts shared by every list of a domain that carry bounces,
     /// such as Sympa's `bounce+…@`. The list is named after the last `==`.
-    pub fn shared_bounce_locals(self) -> &'static [&'static str] {
+    pub(crate) fn shared_bounce_locals(self) -> &'static [&'static str] {
         match self {
             Preset::Sympa => &["bounce"],
             Preset::Listwarden | Preset::Mailman3 => &[],

@@ -3,6 +3,7 @@
 
 use super::{BounceCheck, Config, List, ListDomain, ListExpand, Preset, Sender};
 use crate::address::{Address, prvs};
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 /// What a protected address is.
@@ -100,31 +101,37 @@ impl Protected<'_> {
 
     /// An address the list manager sends from, so one that listwarden signs
     /// and where real bounces come back.
-    pub fn is_sender_role(&self) -> bool {
+    pub(crate) fn is_sender_role(&self) -> bool {
         self.role_in(self.preset().sender_roles())
     }
 
     /// An address that receives only bounces (no human writes to it): every
     /// message to it gets the bounce checks, whatever its sender.
-    pub fn is_bounce_role(&self) -> bool {
+    pub(crate) fn is_bounce_role(&self) -> bool {
         self.role_in(self.preset().bounce_only_roles())
     }
 
     /// Lists delivered by listwarden's expander sign with VERP only, so a
     /// prvs tag on their addresses was never made by us.
-    pub fn takes_prvs(&self) -> bool {
+    pub(crate) fn takes_prvs(&self) -> bool {
         self.is_sender_role() && !matches!(self.owner, Owner::List(l) if l.expand.is_some())
     }
 
     /// True when this client may send as the address's list: its
-    /// `senders:` when set, else any trusted network or SASL client.
-    pub fn may_send(&self, ip: Option<IpAddr>, login: Option<&str>, config: &Config) -> bool {
+    /// `senders:` when set, else any SASL client or one on a trusted
+    /// network (`trusted_network`).
+    pub(crate) fn may_send(
+        &self,
+        ip: Option<IpAddr>,
+        login: Option<&str>,
+        trusted_network: bool,
+    ) -> bool {
         let senders = match self.owner {
             Owner::List(l) => l.senders.as_deref(),
             Owner::Domain(_) => None,
         };
         match senders {
-            None => login.is_some() || ip.is_some_and(|ip| config.is_trusted(ip)),
+            None => login.is_some() || trusted_network,
             Some(allowed) => allowed.iter().any(|s| match s {
                 Sender::Network(n) => ip.is_some_and(|ip| n.contains(&ip)),
                 Sender::Sasl(allowed) => login == Some(allowed.as_str()),
@@ -133,10 +140,59 @@ impl Protected<'_> {
     }
 }
 
-impl Config {
-    /// Finds what protects `addr`, looking through a BATV tag and a
+/// The addresses a list (`a`) protects: its posting address, one per role
+/// suffix, and its preset's shared bounce addresses, each with its role.
+pub(crate) fn claims(a: &Address, preset: Preset, roles: &[String]) -> Vec<(String, Role)> {
+    let mut out = vec![(a.key(), Role::Posting)];
+    for role in roles {
+        let key = format!(
+            "{}-{}@{}",
+            a.local.to_lowercase(),
+            role.to_lowercase(),
+            a.domain
+        );
+        out.push((key, Role::Suffix(role.clone())));
+    }
+    for shared in preset.shared_bounce_locals() {
+        out.push((
+            format!("{shared}@{}", a.domain),
+            Role::Shared(shared.to_string()),
+        ));
+    }
+    out
+}
+
+/// Canonical protected address (`Address::key`) → what it is, over one
+/// slice of lists (the entries index into it).
+#[derive(Debug, Clone, Default)]
+pub struct Index(HashMap<String, Entry>);
+
+impl Index {
+    /// Indexes what each list claims; a key claimed twice keeps its first
+    /// list (validation refuses such configs, except for shared addresses).
+    pub fn new(lists: &[List]) -> Index {
+        let mut index = Index::default();
+        for (i, l) in lists.iter().enumerate() {
+            for (key, role) in claims(&l.address, l.preset, &l.roles) {
+                index.0.entry(key).or_insert(Entry { list: i, role });
+            }
+        }
+        index
+    }
+
+    fn get(&self, key: &str) -> Option<&Entry> {
+        self.0.get(key)
+    }
+
+    /// Finds what protects `addr` among `lists` (the slice this index was
+    /// built over) and `domains`, looking through a BATV tag and a
     /// `+detail` suffix of the local part (VERP, sub-addresses).
-    pub fn protected(&self, addr: &Address) -> Option<Protected<'_>> {
+    pub fn find<'a>(
+        &self,
+        lists: &'a [List],
+        domains: &'a [ListDomain],
+        addr: &Address,
+    ) -> Option<Protected<'a>> {
         // Every tag goes, not only the outer one: Postfix applies virtual
         // aliases recursively, so the packaged prvs map turns
         // `prvs=T=prvs=T=members-bounces@` into `members-bounces@`. The
@@ -154,11 +210,10 @@ impl Config {
             None => (local, None),
         };
         let entry = self
-            .protected
             .get(&key)
-            .or_else(|| self.protected.get(&format!("{base}@{domain}")));
+            .or_else(|| self.get(&format!("{base}@{domain}")));
         if let Some(e) = entry {
-            let mut owner = Owner::List(self.lists.get(e.list)?);
+            let mut owner = Owner::List(lists.get(e.list)?);
             // Sympa's shared `bounce+member==a==dom==LIST@` names its list
             // last, or last but one after a probe or tracking suffix
             // (`==w`, `==r`, `==ENVID`).
@@ -166,9 +221,9 @@ impl Config {
                 && let Some(l) = d
                     .rsplit("==")
                     .take(2)
-                    .filter_map(|list| self.protected.get(&format!("{list}@{domain}")))
+                    .filter_map(|list| self.get(&format!("{list}@{domain}")))
                     .find(|found| found.role == Role::Posting)
-                    .and_then(|found| self.lists.get(found.list))
+                    .and_then(|found| lists.get(found.list))
             {
                 owner = Owner::List(l);
             }
@@ -178,17 +233,24 @@ impl Config {
                 base_local: base.to_string(),
             });
         }
-        let d = self.domains.iter().find(|d| d.domain == domain)?;
+        let d = domains.iter().find(|d| d.domain == domain)?;
         Some(Protected {
             owner: Owner::Domain(d),
             role: Role::DomainWide,
             base_local: base.to_string(),
         })
     }
+}
+
+impl Config {
+    /// Finds what protects `addr` (see [`Index::find`]).
+    pub fn protected(&self, addr: &Address) -> Option<Protected<'_>> {
+        self.protected.find(&self.lists, &self.domains, addr)
+    }
 
     /// True when `text` (an address listwarden could not read) names a
     /// protected domain anywhere: such an address fails closed.
-    pub fn mentions_protected_domain(&self, text: &str) -> bool {
+    pub(crate) fn mentions_protected_domain(&self, text: &str) -> bool {
         let text = text.to_lowercase();
         self.lists
             .iter()
@@ -198,7 +260,10 @@ impl Config {
     }
 
     /// An expander list's files and settings, by list name.
-    pub fn expander_list(&self, name: &str) -> Option<(listwarden_expand::ListFiles, &ListExpand)> {
+    pub(crate) fn expander_list(
+        &self,
+        name: &str,
+    ) -> Option<(listwarden_expand::ListFiles, &ListExpand)> {
         let expander = self.expander.as_ref()?;
         let list = self
             .lists
@@ -219,7 +284,7 @@ impl Config {
     }
 
     /// Every expander list's files (for one-click unsubscribe).
-    pub fn expander_lists(&self) -> Vec<listwarden_expand::ListFiles> {
+    pub(crate) fn expander_lists(&self) -> Vec<listwarden_expand::ListFiles> {
         self.lists
             .iter()
             .filter_map(|l| self.expander_list(&l.name).map(|(f, _)| f))

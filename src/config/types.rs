@@ -76,7 +76,7 @@ pub struct Trace {
 }
 
 impl Trace {
-    pub fn is_configured(&self) -> bool {
+    pub(crate) fn is_configured(&self) -> bool {
         !self.received_by.is_empty() || !self.message_id_domains.is_empty()
     }
 }

@@ -28,8 +28,8 @@ pub use report::{
     UnparsedReason,
 };
 pub use rules::{
-    BUILTIN_RULES_YAML, Class, Fault, MAX_RULES, MAX_RULES_TEXT_BYTES, MatchInput, Reason, Retry,
-    Rule, RuleAction, RuleIssue, RuleResult, RuleSet, RulesError,
+    Class, Fault, MatchInput, Problem, Reason, Retry, Rule, RuleAction, RuleIssue, RuleResult,
+    RuleSet, RulesError,
 };
 
 /// The built-in rules, compiled once for [`fuzz_parse_classify`]. A unit test

@@ -12,6 +12,8 @@ use super::fields::{
 };
 use super::notice::{self, Hit};
 use super::report::{DsnAction, Limits, RecipientStatus};
+use aho_corasick::AhoCorasick;
+use std::sync::LazyLock;
 
 /// Lines of notice text examined.
 const MAX_NOTICE_LINES: usize = 4000;
@@ -106,12 +108,60 @@ const BOUNCE_SUBJECTS: &[&str] = &[
     "delivery status",
 ];
 
-/// Lines that introduce an inline copy of the original message (lower case).
 /// [`COPY_MARKERS`] in one pass over a line (every line of a notice is
 /// tried until the copy starts).
-static ANY_COPY_MARKER: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> =
-    std::sync::LazyLock::new(|| aho_corasick::AhoCorasick::new(COPY_MARKERS).ok());
+static ANY_COPY_MARKER: LazyLock<Option<AhoCorasick>> =
+    LazyLock::new(|| AhoCorasick::new(COPY_MARKERS).ok());
 
+/// [`BOUNCE_SUBJECTS`] in one pass over a Subject.
+static ANY_BOUNCE_SUBJECT: LazyLock<Option<AhoCorasick>> =
+    LazyLock::new(|| AhoCorasick::new(BOUNCE_SUBJECTS).ok());
+
+/// The bounce, permanent and delay markers, in this order, in one
+/// automaton: one pass over the notice instead of one per marker.
+static NOTICE_MARKERS: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
+    let all = [BOUNCE_MARKERS, PERMANENT_MARKERS, DELAY_MARKERS].concat();
+    AhoCorasick::new(all).ok()
+});
+
+/// Which kinds of marker a notice names.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Marked {
+    bounce: bool,
+    permanent: bool,
+    delayed: bool,
+}
+
+/// The markers `lower` (lower-case notice text) names. Overlapping matches
+/// count: MDaemon's "permanent fatal delivery errors" is a bounce marker
+/// that starts with the permanent marker "permanent fatal".
+fn marked(lower: &str) -> Marked {
+    let mut m = Marked::default();
+    let Some(ac) = NOTICE_MARKERS.as_ref() else {
+        // Never for these fixed patterns; one by one if it ever were.
+        let any = |set: &[&str]| set.iter().any(|p| lower.contains(p));
+        return Marked {
+            bounce: any(BOUNCE_MARKERS),
+            permanent: any(PERMANENT_MARKERS),
+            delayed: any(DELAY_MARKERS),
+        };
+    };
+    let permanent_from = BOUNCE_MARKERS.len();
+    let delay_from = permanent_from + PERMANENT_MARKERS.len();
+    for found in ac.find_overlapping_iter(lower) {
+        match found.pattern().as_usize() {
+            i if i < permanent_from => m.bounce = true,
+            i if i < delay_from => m.permanent = true,
+            _ => m.delayed = true,
+        }
+        if m.bounce && m.permanent && m.delayed {
+            break;
+        }
+    }
+    m
+}
+
+/// Lines that introduce an inline copy of the original message (lower case).
 const COPY_MARKERS: &[&str] = &[
     "this is a copy of the message",
     "below this line is a copy of the message",
@@ -218,26 +268,29 @@ pub(super) fn scan(text: &str, ctx: &Context, limits: &Limits) -> Scan {
         out.original_header_text = original_header_text(lines.get(at + 1..).unwrap_or_default());
     }
 
-    let lower_notice = notice.lower.join("\n");
+    let marks = marked(&notice.lower.join("\n"));
     let subject = ctx.subject.to_ascii_lowercase();
     let from = ctx.from.to_ascii_lowercase();
-    out.is_bounce = BOUNCE_MARKERS.iter().any(|m| lower_notice.contains(m))
-        || BOUNCE_SUBJECTS.iter().any(|m| subject.contains(m))
+    let bounce_subject = ANY_BOUNCE_SUBJECT.as_ref().map_or_else(
+        || BOUNCE_SUBJECTS.iter().any(|m| subject.contains(m)),
+        |a| a.is_match(&subject),
+    );
+    out.is_bounce = marks.bounce
+        || bounce_subject
         || from.contains("mailer-daemon")
         || from.contains("postmaster@")
         || from.contains("post_master@");
     if !out.is_bounce {
         return out;
     }
-    out.permanent = PERMANENT_MARKERS.iter().any(|m| lower_notice.contains(m));
+    out.permanent = marks.permanent;
     out.first_reply = notice
         .lines
         .iter()
         .find(|l| notice::is_failure_reply(l))
         .map(|l| l.trim().trim_start_matches(['<', '-', '>', ' ']).to_owned());
-    let notice_delayed = DELAY_MARKERS.iter().any(|m| lower_notice.contains(m))
-        || subject.contains("delayed mail")
-        || subject.contains("(delay)");
+    let notice_delayed =
+        marks.delayed || subject.contains("delayed mail") || subject.contains("(delay)");
     out.reporting_mta = reporting_mta(&notice);
 
     let mut found: Vec<Found> = Vec::new();
@@ -816,6 +869,34 @@ fn gmail(notice: &Notice<'_>) -> Vec<Found> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The one pass finds what a search per marker finds, overlaps too.
+    #[test]
+    fn one_pass_finds_every_marker_as_one_search_each_did() {
+        let one_by_one = |text: &str| Marked {
+            bounce: BOUNCE_MARKERS.iter().any(|m| text.contains(m)),
+            permanent: PERMANENT_MARKERS.iter().any(|m| text.contains(m)),
+            delayed: DELAY_MARKERS.iter().any(|m| text.contains(m)),
+        };
+        let every = [BOUNCE_MARKERS, PERMANENT_MARKERS, DELAY_MARKERS].concat();
+        for m in &every {
+            let text = format!("hello\nsaid: {m} here\nbye");
+            assert_eq!(marked(&text), one_by_one(&text), "{m}");
+        }
+        let all = every.join(" ");
+        assert_eq!(
+            marked(&all),
+            Marked {
+                bounce: true,
+                permanent: true,
+                delayed: true
+            }
+        );
+        assert_eq!(marked("nothing to see"), Marked::default());
+        // MDaemon: a bounce marker that starts with a permanent one.
+        let mdaemon = marked("the following: permanent fatal delivery errors");
+        assert!(mdaemon.bounce && mdaemon.permanent, "{mdaemon:?}");
+    }
 
     fn ctx(subject: &str, from: &str) -> Context {
         Context {

@@ -107,7 +107,7 @@ impl DsnAction {
     }
 
     /// Delivered, relayed and expanded report success, not a problem.
-    pub fn is_success(self) -> bool {
+    pub(crate) fn is_success(self) -> bool {
         matches!(self, Self::Delivered | Self::Relayed | Self::Expanded)
     }
 }

@@ -17,16 +17,16 @@ use serde_yaml_ng::Value;
 use super::report::DsnAction;
 
 /// The shipped rules (`config/rules/providers.yaml` in listwarden).
-pub const BUILTIN_RULES_YAML: &str = include_str!(concat!(
+pub(crate) const BUILTIN_RULES_YAML: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/config/rules/providers.yaml"
 ));
 
 /// Largest rules file accepted (fault C1: a 100 MB file is refused unread).
-pub const MAX_RULES_TEXT_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_RULES_TEXT_BYTES: usize = 1024 * 1024;
 
 /// Most rules in one file.
-pub const MAX_RULES: usize = 2000;
+pub(crate) const MAX_RULES: usize = 2000;
 
 /// Compiled size limit per regex (regex's own guard against huge automata).
 const REGEX_SIZE_LIMIT: usize = 1024 * 1024;
@@ -314,7 +314,7 @@ pub struct RuleSet {
 }
 
 /// One problem in a rules file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RuleIssue {
     /// Index in `rules`, when the problem is inside a rule.
     pub index: Option<usize>,
@@ -322,7 +322,51 @@ pub struct RuleIssue {
     pub name: Option<String>,
     /// Key path, e.g. `rules[3].match.diagnostic`.
     pub key: String,
-    pub message: String,
+    pub problem: Problem,
+}
+
+/// What is wrong at one key of a rules file.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Problem {
+    #[error("the file must be a mapping with a `rules` list")]
+    FileNotAMapping,
+    #[error("only version 1 is known")]
+    UnknownVersion,
+    #[error("{0} rules, more than the limit of {MAX_RULES}")]
+    TooManyRules(usize),
+    #[error("must be a list of rules")]
+    RulesNotAList,
+    #[error("unknown key, expected one of: {}", .0.join(", "))]
+    UnknownKey(&'static [&'static str]),
+    #[error("a rule must be a mapping")]
+    RuleNotAMapping,
+    #[error("duplicate rule name")]
+    DuplicateName,
+    #[error("missing")]
+    Missing,
+    #[error("must be 1 to {MAX_NAME_LEN} of A-Z a-z 0-9 . _ -")]
+    NotALabel,
+    /// A value of the wrong shape or an unknown word, in serde's words.
+    #[error("{0}")]
+    Value(String),
+    #[error(
+        "{0}; expected one of failed, delayed, delivered, relayed, expanded, or a list of them"
+    )]
+    DsnAction(String),
+    #[error("must be a mapping of match keys")]
+    MatchNotAMapping,
+    #[error("empty: a rule must match on at least one key")]
+    EmptyMatch,
+    #[error("unknown key, expected one of: {}, action", MATCH_REGEX_KEYS.join(", "))]
+    UnknownMatchKey,
+    #[error("must be a regex string (quote numbers: '^550$')")]
+    NotARegexString,
+    #[error("must be a mapping")]
+    ResultNotAMapping,
+    #[error("regex is {0} bytes, over the {MAX_PATTERN_LEN}-byte limit")]
+    PatternTooLong(usize),
+    #[error("{0}")]
+    Regex(#[from] regex::Error),
 }
 
 impl fmt::Display for RuleIssue {
@@ -331,7 +375,7 @@ impl fmt::Display for RuleIssue {
         if let Some(name) = &self.name {
             write!(f, " (rule {name:?})")?;
         }
-        write!(f, ": {}", self.message)
+        write!(f, ": {}", self.problem)
     }
 }
 
@@ -436,23 +480,18 @@ struct Issues {
 }
 
 impl Issues {
-    fn add(
-        &mut self,
-        index: Option<usize>,
-        name: Option<&str>,
-        key: String,
-        message: impl Into<String>,
-    ) {
+    fn add(&mut self, index: Option<usize>, name: Option<&str>, key: String, problem: Problem) {
         self.list.push(RuleIssue {
             index,
             name: name.map(str::to_owned),
             key,
-            message: message.into(),
+            problem,
         });
     }
 }
 
-/// serde_yaml_ng's message without its trailing location (Values have none).
+/// Why `value` is not a `T`, in serde_yaml_ng's words (a `Value` has no
+/// location, so the message carries none).
 fn value_error<T: DeserializeOwned>(value: &Value) -> Option<String> {
     serde_yaml_ng::from_value::<T>(value.clone())
         .err()
@@ -466,19 +505,16 @@ fn is_label(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-fn compile(pattern: &str) -> Result<Regex, String> {
+fn compile(pattern: &str) -> Result<Regex, Problem> {
     if pattern.len() > MAX_PATTERN_LEN {
-        return Err(format!(
-            "regex is {} bytes, over the {MAX_PATTERN_LEN}-byte limit",
-            pattern.len()
-        ));
+        return Err(Problem::PatternTooLong(pattern.len()));
     }
     RegexBuilder::new(pattern)
         .case_insensitive(true)
         .size_limit(REGEX_SIZE_LIMIT)
         .dfa_size_limit(REGEX_SIZE_LIMIT)
         .build()
-        .map_err(|e| e.to_string())
+        .map_err(Problem::from)
 }
 
 impl RuleSet {
@@ -502,7 +538,7 @@ impl RuleSet {
     }
 
     /// Parses and compiles a rules file. `origin` names it in errors.
-    pub fn from_yaml_str(text: &str, origin: &str) -> Result<Self, RulesError> {
+    pub(crate) fn from_yaml_str(text: &str, origin: &str) -> Result<Self, RulesError> {
         if text.len() > MAX_RULES_TEXT_BYTES {
             return Err(RulesError::TooLarge {
                 origin: origin.to_owned(),
@@ -524,7 +560,7 @@ impl RuleSet {
                     match key.as_str() {
                         Some("version") => {
                             if value.as_u64() != Some(1) {
-                                issues.add(None, None, "version".into(), "only version 1 is known");
+                                issues.add(None, None, "version".into(), Problem::UnknownVersion);
                             }
                         }
                         Some("rules") => match value {
@@ -532,10 +568,7 @@ impl RuleSet {
                                 None,
                                 None,
                                 "rules".into(),
-                                format!(
-                                    "{} rules, more than the limit of {MAX_RULES}",
-                                    items.len()
-                                ),
+                                Problem::TooManyRules(items.len()),
                             ),
                             Value::Sequence(items) => {
                                 let mut seen = HashSet::new();
@@ -548,7 +581,7 @@ impl RuleSet {
                                             Some(index),
                                             Some(name),
                                             format!("rules[{index}].name"),
-                                            "duplicate rule name",
+                                            Problem::DuplicateName,
                                         );
                                     }
                                     if let Some(rule) = compile_rule(index, item, &mut issues) {
@@ -557,24 +590,19 @@ impl RuleSet {
                                 }
                             }
                             Value::Null => {}
-                            _ => issues.add(None, None, "rules".into(), "must be a list of rules"),
+                            _ => issues.add(None, None, "rules".into(), Problem::RulesNotAList),
                         },
                         _ => issues.add(
                             None,
                             None,
                             key.as_str().unwrap_or("?").to_owned(),
-                            format!("unknown key, expected one of: {}", TOP_KEYS.join(", ")),
+                            Problem::UnknownKey(TOP_KEYS),
                         ),
                     }
                 }
             }
             Value::Null => {}
-            _ => issues.add(
-                None,
-                None,
-                String::new(),
-                "the file must be a mapping with a `rules` list",
-            ),
+            _ => issues.add(None, None, String::new(), Problem::FileNotAMapping),
         }
         if !issues.list.is_empty() {
             return Err(RulesError::Invalid {
@@ -617,7 +645,7 @@ impl RuleSet {
     }
 
     /// The first rule that matches.
-    pub fn first_match(&self, input: &MatchInput<'_>) -> Option<&Rule> {
+    pub(crate) fn first_match(&self, input: &MatchInput<'_>) -> Option<&Rule> {
         self.rules.iter().find(|r| r.matches(input))
     }
 
@@ -644,14 +672,19 @@ fn compile_rule(index: usize, item: &Value, issues: &mut Issues) -> Option<Rule>
     let before = issues.list.len();
     let path = format!("rules[{index}]");
     let Value::Mapping(map) = item else {
-        issues.add(Some(index), None, path, "a rule must be a mapping");
+        issues.add(Some(index), None, path, Problem::RuleNotAMapping);
         return None;
     };
     let name = map.get("name").and_then(Value::as_str);
     let name_ok = name.filter(|n| is_label(n));
     for required in ["name", "match", "result"] {
         if !map.contains_key(required) {
-            issues.add(Some(index), name, format!("{path}.{required}"), "missing");
+            issues.add(
+                Some(index),
+                name,
+                format!("{path}.{required}"),
+                Problem::Missing,
+            );
         }
     }
     if name.is_some() && name_ok.is_none() {
@@ -659,30 +692,27 @@ fn compile_rule(index: usize, item: &Value, issues: &mut Issues) -> Option<Rule>
             Some(index),
             name,
             format!("{path}.name"),
-            format!("must be 1 to {MAX_NAME_LEN} of A-Z a-z 0-9 . _ -"),
+            Problem::NotALabel,
         );
     }
-    let mut add = |key: String, message: String| issues.add(Some(index), name, key, message);
+    let mut add = |key: String, problem: Problem| issues.add(Some(index), name, key, problem);
     for (key, value) in map {
         let key_str = key.as_str().unwrap_or("?");
         let key_path = format!("{path}.{key_str}");
         match key_str {
             "name" => {
                 if let Some(e) = value_error::<String>(value) {
-                    add(key_path, e);
+                    add(key_path, Problem::Value(e));
                 }
             }
             "action" => {
                 if let Some(e) = value_error::<RuleAction>(value) {
-                    add(key_path, e);
+                    add(key_path, Problem::Value(e));
                 }
             }
             "match" => check_match(value, &key_path, &mut add),
             "result" => check_result(value, &key_path, &mut add),
-            _ => add(
-                key_path,
-                format!("unknown key, expected one of: {}", RULE_KEYS.join(", ")),
-            ),
+            _ => add(key_path, Problem::UnknownKey(RULE_KEYS)),
         }
     }
     if issues.list.len() > before {
@@ -691,7 +721,7 @@ fn compile_rule(index: usize, item: &Value, issues: &mut Issues) -> Option<Rule>
     let raw: RawRule = match serde_yaml_ng::from_value(item.clone()) {
         Ok(raw) => raw,
         Err(e) => {
-            issues.add(Some(index), name, path, e.to_string());
+            issues.add(Some(index), name, path, Problem::Value(e.to_string()));
             return None;
         }
     };
@@ -743,74 +773,54 @@ fn compile_rule(index: usize, item: &Value, issues: &mut Issues) -> Option<Rule>
     })
 }
 
-fn check_match(value: &Value, path: &str, add: &mut impl FnMut(String, String)) {
+fn check_match(value: &Value, path: &str, add: &mut impl FnMut(String, Problem)) {
     let Value::Mapping(map) = value else {
-        add(path.to_owned(), "must be a mapping of match keys".into());
+        add(path.to_owned(), Problem::MatchNotAMapping);
         return;
     };
     if map.is_empty() {
-        add(
-            path.to_owned(),
-            "empty: a rule must match on at least one key".into(),
-        );
+        add(path.to_owned(), Problem::EmptyMatch);
     }
     for (key, value) in map {
         let key_str = key.as_str().unwrap_or("?");
         let key_path = format!("{path}.{key_str}");
         if key_str == "action" {
             if let Some(e) = value_error::<OneOrMany<DsnAction>>(value) {
-                add(
-                    key_path,
-                    format!(
-                        "{e}; expected one of failed, delayed, delivered, relayed, expanded, or a list of them"
-                    ),
-                );
+                add(key_path, Problem::DsnAction(e));
             }
         } else if MATCH_REGEX_KEYS.contains(&key_str) {
             if !value.is_string() {
-                add(
-                    key_path,
-                    "must be a regex string (quote numbers: '^550$')".into(),
-                );
+                add(key_path, Problem::NotARegexString);
             }
         } else {
-            add(
-                key_path,
-                format!(
-                    "unknown key, expected one of: {}, action",
-                    MATCH_REGEX_KEYS.join(", ")
-                ),
-            );
+            add(key_path, Problem::UnknownMatchKey);
         }
     }
 }
 
-fn check_result(value: &Value, path: &str, add: &mut impl FnMut(String, String)) {
+fn check_result(value: &Value, path: &str, add: &mut impl FnMut(String, Problem)) {
     let Value::Mapping(map) = value else {
-        add(path.to_owned(), "must be a mapping".into());
+        add(path.to_owned(), Problem::ResultNotAMapping);
         return;
     };
     for required in ["class", "reason"] {
         if !map.contains_key(required) {
-            add(format!("{path}.{required}"), "missing".into());
+            add(format!("{path}.{required}"), Problem::Missing);
         }
     }
     for (key, value) in map {
         let key_str = key.as_str().unwrap_or("?");
         let key_path = format!("{path}.{key_str}");
         let error = match key_str {
-            "class" => value_error::<Class>(value),
-            "reason" => value_error::<Reason>(value),
-            "retry" => value_error::<Retry>(value),
-            "fault" => value_error::<Fault>(value),
+            "class" => value_error::<Class>(value).map(Problem::Value),
+            "reason" => value_error::<Reason>(value).map(Problem::Value),
+            "retry" => value_error::<Retry>(value).map(Problem::Value),
+            "fault" => value_error::<Fault>(value).map(Problem::Value),
             "provider" => match value.as_str() {
                 Some(p) if is_label(p) => None,
-                _ => Some(format!("must be 1 to {MAX_NAME_LEN} of A-Z a-z 0-9 . _ -")),
+                _ => Some(Problem::NotALabel),
             },
-            _ => Some(format!(
-                "unknown key, expected one of: {}",
-                RESULT_KEYS.join(", ")
-            )),
+            _ => Some(Problem::UnknownKey(RESULT_KEYS)),
         };
         if let Some(e) = error {
             add(key_path, e);
@@ -956,10 +966,13 @@ bogus_top: 1
         let bad_regex = found
             .iter()
             .find(|i| i.key == "rules[0].match.diagnostic")
-            .map(|i| i.message.clone());
-        assert!(bad_regex.unwrap_or_default().contains("unclosed"));
+            .map(|i| &i.problem);
+        assert!(
+            matches!(bad_regex, Some(Problem::Regex(e)) if e.to_string().contains("unclosed")),
+            "{bad_regex:?}"
+        );
         let dup = found.iter().find(|i| i.key == "rules[3].name");
-        assert_eq!(dup.map(|i| i.message.as_str()), Some("duplicate rule name"));
+        assert_eq!(dup.map(|i| &i.problem), Some(&Problem::DuplicateName));
         assert_eq!(dup.and_then(|i| i.name.as_deref()), Some("fine"));
         assert_eq!(
             found
@@ -997,7 +1010,8 @@ bogus_top: 1
         let text = "rules:\n  - name: drop\n    match: { diagnostic: 'x' }\n    result: { class: soft, reason: other }\n    action: discard\n";
         let found = issues(text);
         assert_eq!(found.len(), 1, "{found:?}");
-        assert!(found[0].message.contains("discard"), "{}", found[0].message);
+        let said = found[0].problem.to_string();
+        assert!(said.contains("discard"), "{said}");
     }
 
     #[test]
@@ -1012,9 +1026,9 @@ bogus_top: 1
         let found = issues(text);
         assert_eq!(found.len(), 1);
         assert!(
-            found[0].message.contains("size limit"),
+            matches!(&found[0].problem, Problem::Regex(e) if e.to_string().contains("size limit")),
             "{}",
-            found[0].message
+            found[0].problem
         );
     }
 

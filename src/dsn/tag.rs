@@ -6,7 +6,7 @@ pub use listwarden_core::tag::{HEADER, MAX_TAGS};
 use listwarden_core::tag::{clean, write};
 
 /// One header value per classification: `key=value` pairs joined by `; `.
-pub fn bounce_tags(
+pub(crate) fn bounce_tags(
     report: &Report,
     cls: &[Classification],
     list: &str,

@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use super::MAX_LINE_BYTES;
 
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
+pub(crate) const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// Bytes read per system call.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -78,7 +78,7 @@ pub async fn follow(
 }
 
 /// Reads `reader` to its end; a last line without a newline is sent too.
-pub async fn follow_reader<R: AsyncRead + Unpin>(
+pub(crate) async fn follow_reader<R: AsyncRead + Unpin>(
     mut reader: R,
     tx: mpsc::Sender<Vec<u8>>,
 ) -> Result<(), FollowError> {

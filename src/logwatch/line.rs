@@ -11,7 +11,7 @@ use super::MAX_LINE_BYTES;
 
 /// Longest detail text kept, in bytes; remote replies beyond this add nothing the
 /// classifier uses.
-pub const MAX_TEXT_BYTES: usize = 4 * 1024;
+pub(crate) const MAX_TEXT_BYTES: usize = 4 * 1024;
 /// Tokens (timestamp parts, host, year) that may precede the `name[pid]:` tag.
 const MAX_HEADER_TOKENS: usize = 6;
 /// `key=value` fields looked at after `to=<..>` before giving up; Postfix writes about six.
@@ -66,7 +66,7 @@ pub enum DeliveryStatus {
 
 /// Parses one log line (without or with its trailing newline). Lines longer than
 /// `MAX_LINE_BYTES` are cut; invalid UTF-8 is replaced.
-pub fn parse_line(raw: &[u8]) -> LogEvent {
+pub(crate) fn parse_line(raw: &[u8]) -> LogEvent {
     let cut = raw.get(..MAX_LINE_BYTES).unwrap_or(raw);
     let line = String::from_utf8_lossy(cut);
     let line = line.trim_end_matches(['\r', '\n']);

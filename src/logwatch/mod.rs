@@ -11,12 +11,11 @@ mod line;
 pub mod outbound;
 mod window;
 
-pub use follow::{
-    DEFAULT_POLL_INTERVAL, FollowError, FollowOptions, Source, StartAt, follow, follow_reader,
-};
-pub use line::{Delivery, DeliveryStatus, LogEvent, MAX_TEXT_BYTES, parse_line};
+pub use follow::{FollowError, FollowOptions, Source, StartAt, follow};
+pub(crate) use line::parse_line;
+pub use line::{Delivery, DeliveryStatus, LogEvent};
 pub use window::{QueueMap, SlidingCounter, WindowError};
 
 /// Longest log line kept, in bytes. Postfix's own lines are far shorter; a
 /// longer one is cut so a hostile or broken writer cannot grow our buffers.
-pub const MAX_LINE_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_LINE_BYTES: usize = 16 * 1024;

@@ -12,7 +12,7 @@ use crate::dsn::{
 const QUEUE_CAPACITY: usize = 100_000;
 
 /// Classifies one delivery result as if it were a DSN recipient group.
-pub fn classify_delivery(d: &Delivery, rules: &RuleSet) -> Classification {
+pub(crate) fn classify_delivery(d: &Delivery, rules: &RuleSet) -> Classification {
     let action = match d.status {
         DeliveryStatus::Sent => DsnAction::Delivered,
         DeliveryStatus::Deferred => DsnAction::Delayed,

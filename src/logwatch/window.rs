@@ -63,7 +63,7 @@ impl SlidingCounter {
             .fold(0, |sum, (_, count)| sum.saturating_add(*count))
     }
 
-    pub fn window_secs(&self) -> u64 {
+    pub(crate) fn window_secs(&self) -> u64 {
         self.bucket_secs.saturating_mul(self.slots.len() as u64)
     }
 }

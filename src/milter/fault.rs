@@ -18,7 +18,7 @@ use std::time::Duration;
 const PREFIX: &str = "listwarden-fault-";
 
 /// Longest injected pause: beyond any MTA timeout a test needs.
-pub const MAX_SLEEP_SECS: u64 = 120;
+pub(crate) const MAX_SLEEP_SECS: u64 = 120;
 
 /// A fault planned for the current message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,14 +58,14 @@ impl Fault {
     }
 
     /// Panics when this is a panic planned for `stage`.
-    pub fn panic_at(fault: Option<Fault>, stage: Stage) {
+    pub(crate) fn panic_at(fault: Option<Fault>, stage: Stage) {
         if fault == Some(Fault::Panic(stage)) {
             panic!("injected fault at {}", stage.as_str());
         }
     }
 
     /// How long to hold the reply of `stage`.
-    pub fn sleep_at(fault: Option<Fault>, stage: Stage) -> Option<Duration> {
+    pub(crate) fn sleep_at(fault: Option<Fault>, stage: Stage) -> Option<Duration> {
         match fault {
             Some(Fault::Sleep(s, d)) if s == stage => Some(d),
             _ => None,

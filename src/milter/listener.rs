@@ -58,7 +58,7 @@ impl MilterListener {
     }
 
     /// Sets how long a new connection has to negotiate.
-    pub fn set_negotiate_timeout(&mut self, timeout: Duration) {
+    pub(crate) fn set_negotiate_timeout(&mut self, timeout: Duration) {
         self.negotiate_timeout = timeout;
     }
 }
@@ -76,10 +76,10 @@ fn is_transient(e: &io::Error) -> bool {
 
 /// The few errno values we retry on (Linux numbering).
 mod libc_errno {
-    pub const ENOMEM: i32 = 12;
-    pub const ENFILE: i32 = 23;
+    pub(crate) const ENOMEM: i32 = 12;
+    pub(crate) const ENFILE: i32 = 23;
     pub const EMFILE: i32 = 24;
-    pub const ENOBUFS: i32 = 105;
+    pub(crate) const ENOBUFS: i32 = 105;
 }
 
 fn poll_with_backoff<S>(

@@ -514,7 +514,7 @@ impl Connection {
             sender: msg.sender.as_ref(),
             ..Facts::new(Stage::Mail, &self.client, msg.today)
         };
-        let verdict = policy::decide(&facts, &self.config);
+        let verdict = policy::decide(&facts, &*self.config);
         if let Effect::SignSender(signed) = &verdict.effect {
             msg.sign_as = Some(signed.clone());
             msg.list = verdict.list.clone();
@@ -545,10 +545,10 @@ impl Connection {
         rcpt_arg: &str,
         rcpt_macro: Option<&str>,
     ) -> RcptBegin {
-        let privileged = policy::is_privileged(&self.client, &self.config);
+        let privileged = policy::is_privileged(&self.client, &*self.config);
         // Bounce checks are skipped for the list server's networks only
         // (see `policy::is_trusted_network`), not for any SASL login.
-        let trusted = policy::is_trusted_network(&self.client, &self.config);
+        let trusted = policy::is_trusted_network(&self.client, &*self.config);
         let max = self.config.limits.max_recipients;
         msg.recipients += 1;
         if msg.recipients > max && !privileged {
@@ -604,14 +604,14 @@ impl Connection {
             shielded: &shielded,
             ..Facts::new(Stage::Rcpt, &self.client, msg.today)
         };
-        let verdict = policy::decide(&facts, &self.config);
+        let verdict = policy::decide(&facts, &*self.config);
         if verdict.list.is_none() && verdict.charges.is_empty() {
             // Not a bounce to a list: nothing to count or check. Feedback
             // reports come from ordinary senders, though.
             if !trusted && msg.report_candidate.is_none() {
-                msg.report_candidate = policy::report_target(&rcpt, &self.config, msg.today);
+                msg.report_candidate = policy::report_target(&rcpt, &*self.config, msg.today);
             }
-            if let Some(v) = policy::as_report(&facts, &self.config) {
+            if let Some(v) = policy::as_report(&facts, &*self.config) {
                 msg.report_as_bounce.push((rcpt, rcpt_arg.to_string(), v));
             }
             return RcptBegin::Done(Action::Continue);
@@ -703,7 +703,7 @@ impl Connection {
         let source = self
             .client
             .ip
-            .map(|ip| policy::network_key(ip, &self.config))
+            .map(|ip| policy::network_key(ip, &*self.config))
             .unwrap_or_else(|| "unknown".into());
         let change = self.shared.shields.record_invalid(list, &source, shield);
         self.observed.extend(change.map(Event::Shield));
@@ -750,7 +750,11 @@ impl Connection {
                 let keep = match config.protected(&a) {
                     Some(p) => {
                         let enforced = !*from_enforced
-                            && !p.may_send(client.ip, client.authenticated_as.as_deref(), config)
+                            && !p.may_send(
+                                client.ip,
+                                client.authenticated_as.as_deref(),
+                                policy::is_trusted_network(client, &**config),
+                            )
                             && !config.observe
                             && !p.owner.observe();
                         *from_enforced |= enforced;
@@ -850,7 +854,7 @@ impl Connection {
             from: &msg.from,
             ..Facts::new(Stage::EndOfHeaders, &self.client, msg.today)
         };
-        let verdict = policy::decide(&facts, &self.config);
+        let verdict = policy::decide(&facts, &*self.config);
         if verdict.action == Action::Accept && msg.needs_eom() {
             // Signing, tag removal, trace checks and tagging happen at end
             // of message; the final verdict is logged there.
@@ -919,7 +923,7 @@ impl Connection {
             trace_found: Some(found),
             ..Facts::new(Stage::EndOfMessage, &self.client, msg.today)
         };
-        let verdict = policy::decide(&facts, &self.config);
+        let verdict = policy::decide(&facts, &*self.config);
         if let (Some(b), Some(list)) = (verdict.bounce, verdict.list.as_deref()) {
             self.observed.push(Event::BounceChecked {
                 list: list.to_string(),

@@ -1,18 +1,21 @@
 //! The decision core. Pure: it takes the facts of a message known so far
-//! and a config snapshot, and returns a [`Verdict`]. No I/O, no clock, no
+//! and what it reads of the config ([`View`], which [`Config`](crate::config::Config)
+//! implements), and returns a [`Verdict`]. No I/O, no clock, no
 //! globals, so unit tests, `listwarden verify`, the benchmarks and the
 //! milter all call the same functions.
 
 mod stage;
 mod trace;
 mod verdict;
+mod view;
 
 pub use stage::Stage;
-pub use trace::trace_matches;
+pub(crate) use trace::trace_matches;
 pub use verdict::{Action, BounceVerdict, Budget, Cause, Charge, Effect, Reply, Verdict};
+pub use view::View;
 
 use crate::address::{Address, PrvsResult, VerpResult, prvs, verp};
-use crate::config::{BounceCheck, Config, Protected};
+use crate::config::{BounceCheck, Protected};
 use std::net::IpAddr;
 
 /// The SMTP client, as Postfix described it.
@@ -38,7 +41,7 @@ pub struct Facts<'a> {
     /// Days since the Unix epoch, for signature expiry.
     pub today: u64,
     /// At end of message, for a bounce that needs a trace check: whether
-    /// the returned original shows our mail (see [`trace_matches`]).
+    /// the returned original shows our mail (see `trace_matches`).
     pub trace_found: Option<bool>,
     /// Labels of the lists whose shield is up right now.
     pub shielded: &'a [String],
@@ -64,7 +67,7 @@ impl<'a> Facts<'a> {
 pub use listwarden_core::clock::day_of;
 
 /// Decides what to do with a message at `facts.stage`.
-pub fn decide(facts: &Facts<'_>, config: &Config) -> Verdict {
+pub fn decide(facts: &Facts<'_>, config: &impl View) -> Verdict {
     match facts.stage {
         Stage::Mail => decide_mail(facts, config),
         Stage::Rcpt => decide_rcpt(facts, config),
@@ -76,7 +79,7 @@ pub fn decide(facts: &Facts<'_>, config: &Config) -> Verdict {
 }
 
 /// True for a client that may send as a list: trusted network or SASL.
-pub fn is_privileged(client: &Client, config: &Config) -> bool {
+pub(crate) fn is_privileged(client: &Client, config: &impl View) -> bool {
     client.authenticated_as.is_some() || client.ip.is_some_and(|ip| config.is_trusted(ip))
 }
 
@@ -86,12 +89,12 @@ pub fn is_privileged(client: &Client, config: &Config) -> bool {
 /// recipient stuck in the queue. A SASL login alone is not enough: any
 /// account holder can authenticate, and a list manager acts on whatever
 /// bounce reaches it.
-pub fn is_trusted_network(client: &Client, config: &Config) -> bool {
+pub(crate) fn is_trusted_network(client: &Client, config: &impl View) -> bool {
     client.ip.is_some_and(|ip| config.is_trusted(ip))
 }
 
 /// A bounce: the null sender, or MAILER-DAEMON / postmaster.
-pub fn is_bounce_sender(sender: Option<&Address>) -> bool {
+pub(crate) fn is_bounce_sender(sender: Option<&Address>) -> bool {
     match sender {
         None => true,
         Some(a) => {
@@ -101,7 +104,7 @@ pub fn is_bounce_sender(sender: Option<&Address>) -> bool {
     }
 }
 
-fn decide_mail(facts: &Facts<'_>, config: &Config) -> Verdict {
+fn decide_mail(facts: &Facts<'_>, config: &impl View) -> Verdict {
     let Some((sender, p)) = facts
         .sender
         .and_then(|s| config.protected(s).map(|p| (s, p)))
@@ -113,7 +116,7 @@ fn decide_mail(facts: &Facts<'_>, config: &Config) -> Verdict {
     if !p.may_send(
         facts.client.ip,
         facts.client.authenticated_as.as_deref(),
-        config,
+        is_trusted_network(facts.client, config),
     ) {
         return forged(config, &p, Cause::ForgedEnvelopeSender, sender);
     }
@@ -128,7 +131,7 @@ fn decide_mail(facts: &Facts<'_>, config: &Config) -> Verdict {
     // trusted network, or a sender the list names) writes those.
     let names_a_member = sender.folded_local().contains('+');
     let named_sender = matches!(p.owner, crate::config::Owner::List(l) if l.senders.is_some());
-    if let Some(keys) = &config.signing
+    if let Some(keys) = config.signing()
         && p.takes_prvs()
         && (!names_a_member || named_sender || is_trusted_network(facts.client, config))
         && prvs::strip(sender).is_none()
@@ -147,7 +150,7 @@ fn decide_mail(facts: &Facts<'_>, config: &Config) -> Verdict {
     Verdict::cont()
 }
 
-fn decide_rcpt(facts: &Facts<'_>, config: &Config) -> Verdict {
+fn decide_rcpt(facts: &Facts<'_>, config: &impl View) -> Verdict {
     let Some(rcpt) = facts.recipient else {
         return Verdict::cont();
     };
@@ -170,13 +173,13 @@ fn decide_rcpt(facts: &Facts<'_>, config: &Config) -> Verdict {
     // a bounce that its mode would have let the trace decide is deferred
     // (451), not refused, so a genuine one is retried once the shield drops.
     let own_mode = p.owner.bounces();
-    let mode = if shielded && config.signing.is_some() {
+    let mode = if shielded && config.signing().is_some() {
         BounceCheck::Signed
     } else {
         own_mode
     };
-    let observe = config.observe || p.owner.observe();
-    let check = match (mode, &config.signing) {
+    let observe = config.observe() || p.owner.observe();
+    let check = match (mode, config.signing()) {
         // No check, but the bounce still reaches a list: it gets classified.
         (BounceCheck::Off, _) => {
             return Verdict {
@@ -236,8 +239,8 @@ fn decide_rcpt(facts: &Facts<'_>, config: &Config) -> Verdict {
             );
             let trace_eligible = matches!(own_mode, BounceCheck::Trace | BounceCheck::Either)
                 && bad != BounceVerdict::Invalid;
-            let (action, reason) = match config.shield.as_ref() {
-                Some(s) if shielded && (s.tempfail || trace_eligible) => (
+            let (action, reason) = match config.shield_tempfail() {
+                Some(tempfail) if shielded && (tempfail || trace_eligible) => (
                     Action::Tempfail(Reply::transient("451", "4.7.1", text)),
                     Cause::Shielded,
                 ),
@@ -282,7 +285,7 @@ fn decide_rcpt(facts: &Facts<'_>, config: &Config) -> Verdict {
 /// people's mail alike (Sympa's `LIST-owner@`, where Sympa scores whatever
 /// bounce arrives): the verdict it gets as a bounce, to apply at end of
 /// headers if its Content-Type shows a report (DSN or ARF).
-pub fn as_report(facts: &Facts<'_>, config: &Config) -> Option<Verdict> {
+pub(crate) fn as_report(facts: &Facts<'_>, config: &impl View) -> Option<Verdict> {
     let rcpt = facts.recipient?;
     if is_bounce_sender(facts.sender) || is_trusted_network(facts.client, config) {
         return None;
@@ -304,19 +307,15 @@ pub fn as_report(facts: &Facts<'_>, config: &Config) -> Option<Verdict> {
 /// The rate-limit key of a client's network: its address truncated to the
 /// configured prefix, so one host cannot dodge the budget by changing
 /// addresses within its /24 (IPv4) or /48 (IPv6).
-pub fn network_key(ip: IpAddr, config: &Config) -> String {
-    let prefix = match ip {
-        IpAddr::V4(_) => config.ratelimit.ipv4_prefix,
-        IpAddr::V6(_) => config.ratelimit.ipv6_prefix,
-    };
-    match ipnet::IpNet::new(ip, prefix) {
+pub(crate) fn network_key(ip: IpAddr, config: &impl View) -> String {
+    match ipnet::IpNet::new(ip, config.network_prefix(ip)) {
         Ok(net) => format!("net:{}", net.trunc()),
         Err(_) => format!("net:{ip}"),
     }
 }
 
 /// The answer when a budget is exhausted: 451, so the sender retries.
-pub fn over_budget(verdict: Verdict, budget: Budget, observe: bool) -> Verdict {
+pub(crate) fn over_budget(verdict: Verdict, budget: Budget, observe: bool) -> Verdict {
     let what = match budget {
         Budget::Network => "too many bounces from your network",
         Budget::ListValid | Budget::ListInvalid => "this list is receiving too many bounces",
@@ -337,15 +336,14 @@ pub fn over_budget(verdict: Verdict, budget: Budget, observe: bool) -> Verdict {
 
 /// For a report (ARF) from an ordinary sender to a list address: the list
 /// it concerns and whether its recipient carries a valid signature.
-pub fn report_target(
+pub(crate) fn report_target(
     rcpt: &Address,
-    config: &Config,
+    config: &impl View,
     today: u64,
 ) -> Option<(String, Option<BounceVerdict>)> {
     let p = config.protected(rcpt)?;
     let signature = config
-        .signing
-        .as_ref()
+        .signing()
         .and_then(|keys| check_signature(rcpt, &p, keys, today).ok())
         .map(|_| BounceVerdict::Valid);
     Some((p.owner.label().to_string(), signature))
@@ -379,7 +377,7 @@ fn check_signature(
     }
 }
 
-fn decide_from(facts: &Facts<'_>, config: &Config) -> Verdict {
+fn decide_from(facts: &Facts<'_>, config: &impl View) -> Verdict {
     // Every forged mailbox is looked at, and an enforcing list wins over
     // one in observe mode: a From: that also names an observed list must
     // not carry a forgery of another list through.
@@ -389,7 +387,7 @@ fn decide_from(facts: &Facts<'_>, config: &Config) -> Verdict {
             !p.may_send(
                 facts.client.ip,
                 facts.client.authenticated_as.as_deref(),
-                config,
+                is_trusted_network(facts.client, config),
             )
         }) else {
             continue;
@@ -410,10 +408,10 @@ fn decide_from(facts: &Facts<'_>, config: &Config) -> Verdict {
 /// End of message for a bounce that needed a trace (`facts.recipient` is
 /// its bounce recipient): it passes only if the returned original shows
 /// our mail.
-fn decide_trace(facts: &Facts<'_>, config: &Config) -> Verdict {
+fn decide_trace(facts: &Facts<'_>, config: &impl View) -> Verdict {
     let p = facts.recipient.and_then(|r| config.protected(r));
     let list = p.as_ref().map(|p| p.owner.label().to_string());
-    let observe = config.observe || p.as_ref().is_some_and(|p| p.owner.observe());
+    let observe = config.observe() || p.as_ref().is_some_and(|p| p.owner.observe());
     match facts.trace_found {
         None => Verdict::accept(Cause::Clean),
         Some(true) => Verdict {
@@ -437,7 +435,7 @@ fn decide_trace(facts: &Facts<'_>, config: &Config) -> Verdict {
     }
 }
 
-fn forged(config: &Config, p: &Protected<'_>, reason: Cause, addr: &Address) -> Verdict {
+fn forged(config: &impl View, p: &Protected<'_>, reason: Cause, addr: &Address) -> Verdict {
     let reply = Reply::permanent(
         "550",
         "5.7.1",
@@ -449,7 +447,7 @@ fn forged(config: &Config, p: &Protected<'_>, reason: Cause, addr: &Address) -> 
         action: Action::Reject(reply),
         reason,
         list: Some(p.owner.label().to_string()),
-        observe: config.observe || p.owner.observe(),
+        observe: config.observe() || p.owner.observe(),
         bounce: None,
         effect: Effect::None,
         charges: Vec::new(),

@@ -40,7 +40,8 @@ impl Stage {
     }
 
     /// The stage named `name` (as [`Stage::as_str`] writes it).
-    pub fn from_name(name: &str) -> Option<Stage> {
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub(crate) fn from_name(name: &str) -> Option<Stage> {
         Stage::ALL.into_iter().find(|s| s.as_str() == name)
     }
 

@@ -1,48 +1,120 @@
 use super::*;
-use crate::address::KeyRing;
+use crate::address::{Key, KeyRing};
+use crate::config::protected::Index;
+use crate::config::{DEFAULT_VALIDITY_DAYS, List, ListDomain, Preset, Sender};
+use ipnet::IpNet;
 
 const TODAY: u64 = 20_000;
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
-/// A config with two lists, a key ring and trace marks; `extra` is
-/// prepended (top-level keys) and `list_extra` goes into the first list.
-fn config_with(extra: &str, list_extra: &str) -> Config {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("k1.key"), SECRET).unwrap();
-    std::fs::write(
-        dir.path().join("k2.key"),
-        "fedcba9876543210fedcba9876543210",
-    )
-    .unwrap();
-    let lists = [
-        "lists:",
-        "  - address: members@lists.example.org",
-        list_extra,
-        "  - address: quiet@lists.example.org",
-        "    observe: true",
-        "  - address: traced@lists.example.org",
-        "    bounces: trace",
-        "  - address: either@lists.example.org",
-        "    bounces: either",
-        "  - address: sym@lists.example.org",
-        "    preset: sympa",
-        "domains:",
-        "  - domain: big.example.org",
-        "    preset: mailman3",
-    ]
-    .join("\n");
-    let src = format!(
-        "milter:\n  listen: inet:127.0.0.1:8890\n\
-         trusted_networks: [127.0.0.1/32, \"::1/128\", 192.0.2.0/24]\n\
-         signing:\n  keys:\n    - {{id: 1, file: k1.key}}\n    - {{id: 2, file: k2.key}}\n  sign_with: 2\n\
-         trace:\n  received_by: [lists.example.org]\n\
-         {extra}{lists}\n"
-    );
-    Config::parse(&src, &dir.path().join("listwarden.yaml")).expect("test config")
+/// What the decision reads, built in code: no YAML, no key files.
+struct Site {
+    lists: Vec<List>,
+    domains: Vec<ListDomain>,
+    index: Index,
+    keys: KeyRing,
+    trusted: Vec<IpNet>,
+    observe: bool,
 }
 
-fn config() -> Config {
-    config_with("", "")
+impl View for Site {
+    fn protected(&self, addr: &Address) -> Option<Protected<'_>> {
+        self.index.find(&self.lists, &self.domains, addr)
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|n| n.contains(&ip))
+    }
+
+    fn signing(&self) -> Option<&KeyRing> {
+        Some(&self.keys)
+    }
+
+    fn observe(&self) -> bool {
+        self.observe
+    }
+
+    /// The default shield: it refuses with 550.
+    fn shield_tempfail(&self) -> Option<bool> {
+        Some(false)
+    }
+
+    fn network_prefix(&self, ip: IpAddr) -> u8 {
+        match ip {
+            IpAddr::V4(_) => crate::config::defaults::IPV4_PREFIX,
+            IpAddr::V6(_) => crate::config::defaults::IPV6_PREFIX,
+        }
+    }
+}
+
+fn list(address: &str, preset: Preset, bounces: BounceCheck) -> List {
+    let address = addr(address);
+    List {
+        name: address.local.clone(),
+        address,
+        preset,
+        roles: preset.roles().iter().map(|r| r.to_string()).collect(),
+        bounces,
+        observe: false,
+        senders: None,
+        expand: None,
+    }
+}
+
+/// Five lists (the first one changed by `first`), a protected Mailman
+/// domain, two keys signing with key 2, and trusted networks.
+fn site_with(observe: bool, first: impl FnOnce(&mut List)) -> Site {
+    let mut lists = vec![
+        list(
+            "members@lists.example.org",
+            Preset::Listwarden,
+            BounceCheck::Signed,
+        ),
+        List {
+            observe: true,
+            ..list(
+                "quiet@lists.example.org",
+                Preset::Listwarden,
+                BounceCheck::Signed,
+            )
+        },
+        list(
+            "traced@lists.example.org",
+            Preset::Listwarden,
+            BounceCheck::Trace,
+        ),
+        list(
+            "either@lists.example.org",
+            Preset::Listwarden,
+            BounceCheck::Either,
+        ),
+        list("sym@lists.example.org", Preset::Sympa, BounceCheck::Signed),
+    ];
+    first(&mut lists[0]);
+    let keys = vec![
+        Key::new(1, SECRET.as_bytes()).unwrap(),
+        Key::new(2, b"fedcba9876543210fedcba9876543210").unwrap(),
+    ];
+    Site {
+        index: Index::new(&lists),
+        lists,
+        domains: vec![ListDomain {
+            domain: "big.example.org".into(),
+            preset: Preset::Mailman3,
+            bounces: BounceCheck::Signed,
+            observe: false,
+        }],
+        keys: KeyRing::new(keys, 2, DEFAULT_VALIDITY_DAYS).unwrap(),
+        trusted: ["127.0.0.1/32", "::1/128", "192.0.2.0/24"]
+            .iter()
+            .map(|n| n.parse().unwrap())
+            .collect(),
+        observe,
+    }
+}
+
+fn site() -> Site {
+    site_with(false, |_| {})
 }
 
 fn addr(s: &str) -> Address {
@@ -56,8 +128,8 @@ fn client(ip: &str, auth: Option<&str>) -> Client {
     }
 }
 
-fn keys(cfg: &Config) -> &KeyRing {
-    cfg.signing.as_ref().unwrap()
+fn keys(site: &Site) -> &KeyRing {
+    &site.keys
 }
 
 /// (verdict label, reason, list)
@@ -65,7 +137,7 @@ fn summary(v: &Verdict) -> (String, &'static str, Option<String>) {
     (v.label().to_string(), v.reason.as_str(), v.list.clone())
 }
 
-fn at_mail(cfg: &Config, c: &Client, sender: Option<&str>) -> Verdict {
+fn at_mail(cfg: &Site, c: &Client, sender: Option<&str>) -> Verdict {
     let sender = sender.map(addr);
     decide(
         &Facts {
@@ -76,7 +148,7 @@ fn at_mail(cfg: &Config, c: &Client, sender: Option<&str>) -> Verdict {
     )
 }
 
-fn at_eoh(cfg: &Config, c: &Client, from: &[&str]) -> Verdict {
+fn at_eoh(cfg: &Site, c: &Client, from: &[&str]) -> Verdict {
     let from: Vec<Address> = from.iter().map(|a| addr(a)).collect();
     decide(
         &Facts {
@@ -87,7 +159,7 @@ fn at_eoh(cfg: &Config, c: &Client, from: &[&str]) -> Verdict {
     )
 }
 
-fn at_rcpt(cfg: &Config, c: &Client, sender: Option<&str>, rcpt: &Address) -> Verdict {
+fn at_rcpt(cfg: &Site, c: &Client, sender: Option<&str>, rcpt: &Address) -> Verdict {
     let sender = sender.map(addr);
     decide(
         &Facts {
@@ -111,7 +183,7 @@ type Case<'a> = (
 
 #[test]
 fn forged_sender_table() {
-    let cfg = config();
+    let cfg = site();
     let stranger = client("203.0.113.7", None);
     let v6_stranger = client("2001:db8::7", None);
     let trusted_net = client("192.0.2.99", None);
@@ -271,7 +343,7 @@ fn forged_sender_table() {
 
 #[test]
 fn an_observed_list_in_from_does_not_cover_a_forgery_of_another() {
-    let cfg = config();
+    let cfg = site();
     let stranger = client("203.0.113.7", None);
     for from in [
         vec!["quiet@lists.example.org", "members@lists.example.org"],
@@ -294,7 +366,7 @@ fn an_observed_list_in_from_does_not_cover_a_forgery_of_another() {
 
 #[test]
 fn global_observe_marks_every_rejection() {
-    let cfg = config_with("observe: true\n", "");
+    let cfg = site_with(true, |_| {});
     let v = at_mail(
         &cfg,
         &client("203.0.113.7", None),
@@ -306,7 +378,7 @@ fn global_observe_marks_every_rejection() {
 #[test]
 fn rejection_reply_says_why() {
     let v = at_mail(
-        &config(),
+        &site(),
         &client("203.0.113.7", None),
         Some("members@lists.example.org"),
     );
@@ -325,7 +397,7 @@ fn rejection_reply_says_why() {
 
 #[test]
 fn list_mail_from_the_list_server_is_signed() {
-    let cfg = config();
+    let cfg = site();
     let v = at_mail(
         &cfg,
         &client("127.0.0.1", None),
@@ -373,7 +445,7 @@ fn list_mail_from_the_list_server_is_signed() {
 /// VERP form for them would hand out a signature naming any member.
 #[test]
 fn a_sasl_login_alone_gets_no_signed_address_that_names_a_member() {
-    let cfg = config();
+    let cfg = site();
     let verp = Some("members-bounces+victim=example.com@lists.example.org");
     let v = at_mail(&cfg, &client("203.0.113.7", Some("alice")), verp);
     assert_eq!((v.action, v.effect), (Action::Continue, Effect::None));
@@ -391,7 +463,12 @@ fn a_sasl_login_alone_gets_no_signed_address_that_names_a_member() {
 
 #[test]
 fn senders_limit_who_may_send_as_a_list_and_get_it_signed() {
-    let cfg = config_with("", "    senders: [\"sasl:listbot\", 10.1.2.0/24]");
+    let cfg = site_with(false, |members| {
+        members.senders = Some(vec![
+            Sender::Sasl("listbot".into()),
+            Sender::Network("10.1.2.0/24".parse().unwrap()),
+        ])
+    });
     let bounces = Some("members-bounces@lists.example.org");
     // A trusted network that the list does not name is a forger for it.
     let v = at_mail(&cfg, &client("192.0.2.99", None), bounces);
@@ -424,7 +501,7 @@ fn senders_limit_who_may_send_as_a_list_and_get_it_signed() {
 
 #[test]
 fn prvs_counts_only_on_the_address_a_list_sends_from() {
-    let cfg = config();
+    let cfg = site();
     let stranger = client("198.51.100.9", None);
     // Valid tags, but on addresses no list mail ever leaves from.
     for plain in [
@@ -445,7 +522,7 @@ fn prvs_counts_only_on_the_address_a_list_sends_from() {
 
 #[test]
 fn bounce_addresses_are_checked_whatever_the_sender() {
-    let cfg = config();
+    let cfg = site();
     let stranger = client("198.51.100.9", None);
     let good = prvs::sign(
         &addr("members-bounces@lists.example.org"),
@@ -479,7 +556,7 @@ fn bounce_addresses_are_checked_whatever_the_sender() {
 
 #[test]
 fn a_shielded_list_defers_what_its_trace_would_have_decided() {
-    let cfg = config();
+    let cfg = site();
     let stranger = client("198.51.100.9", None);
     let shielded = vec!["traced".to_string(), "members".to_string()];
     let at = |rcpt: &Address| {
@@ -506,7 +583,7 @@ fn a_shielded_list_defers_what_its_trace_would_have_decided() {
 
 #[test]
 fn bounces_in_signed_mode() {
-    let cfg = config();
+    let cfg = site();
     let stranger = client("198.51.100.9", None);
     let plain = addr("members-bounces@lists.example.org");
     let good = prvs::sign(&plain, keys(&cfg), TODAY - 3);
@@ -559,7 +636,7 @@ fn bounces_in_signed_mode() {
 
 #[test]
 fn what_is_not_a_list_bounce_passes_the_rcpt_check() {
-    let cfg = config();
+    let cfg = site();
     let plain = addr("members-bounces@lists.example.org");
     // Not a bounce: an ordinary sender may write to a role address that
     // people write to (not a bounce address).
@@ -585,7 +662,7 @@ fn what_is_not_a_list_bounce_passes_the_rcpt_check() {
 
 #[test]
 fn trace_and_either_modes_defer_to_end_of_message() {
-    let cfg = config();
+    let cfg = site();
     let stranger = client("198.51.100.9", None);
     let traced = addr("traced-bounces@lists.example.org");
     let v = at_rcpt(&cfg, &stranger, None, &traced);
@@ -627,7 +704,7 @@ fn trace_and_either_modes_defer_to_end_of_message() {
 
 #[test]
 fn signed_verp_of_our_expander_is_valid() {
-    let cfg = config();
+    let cfg = site();
     let bounce = addr("members-bounces@lists.example.org");
     let member = addr("bob@example.net");
     let tagged = crate::address::verp::sign_verp(&bounce, &member, keys(&cfg), TODAY).unwrap();
@@ -649,7 +726,7 @@ fn key_rotation_keeps_old_signatures_valid() {
     )
     .unwrap();
     let old = prvs::sign(&plain, &old_ring, TODAY - 1);
-    let v = at_rcpt(&config(), &client("198.51.100.9", None), None, &old);
+    let v = at_rcpt(&site(), &client("198.51.100.9", None), None, &old);
     assert_eq!(v.bounce, Some(BounceVerdict::Valid));
 }
 

@@ -11,7 +11,7 @@ use crate::config::Trace;
 const MAX_LINES: usize = 5_000;
 
 /// True when the (bounded) bounce text holds a trace of our mail.
-pub fn trace_matches(text: &[u8], trace: &Trace) -> bool {
+pub(crate) fn trace_matches(text: &[u8], trace: &Trace) -> bool {
     let text = String::from_utf8_lossy(text);
     let mut current = String::new();
     for line in text.lines().take(MAX_LINES) {

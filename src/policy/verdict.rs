@@ -158,7 +158,7 @@ pub enum Effect {
 }
 
 impl Verdict {
-    pub fn cont() -> Verdict {
+    pub(crate) fn cont() -> Verdict {
         Verdict {
             action: Action::Continue,
             reason: Cause::Pending,
@@ -200,7 +200,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn permanent(code: &'static str, status: &'static str, text: String) -> Reply {
+    pub(crate) fn permanent(code: &'static str, status: &'static str, text: String) -> Reply {
         debug_assert!(code.starts_with('5') && status.starts_with('5'));
         Reply {
             code,
@@ -209,7 +209,7 @@ impl Reply {
         }
     }
 
-    pub fn transient(code: &'static str, status: &'static str, text: String) -> Reply {
+    pub(crate) fn transient(code: &'static str, status: &'static str, text: String) -> Reply {
         debug_assert!(code.starts_with('4') && status.starts_with('4'));
         Reply {
             code,

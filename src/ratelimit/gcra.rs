@@ -29,7 +29,7 @@ use std::time::Duration;
 ///
 /// Keeps every `now + τ + T` far from overflow, in nanoseconds (`u64`) and in the Redis script's
 /// microseconds (exact doubles below 2^53 ≈ 285 years of microseconds since 1970).
-pub const MAX_HORIZON: Duration = Duration::from_secs(3650 * 24 * 3600);
+pub(crate) const MAX_HORIZON: Duration = Duration::from_secs(3650 * 24 * 3600);
 
 const NANOS_PER_MICRO: u64 = 1_000;
 
@@ -110,22 +110,8 @@ impl Quota {
         self.count
     }
 
-    pub fn period(&self) -> Duration {
-        self.period
-    }
-
     pub fn burst(&self) -> u32 {
         self.burst
-    }
-
-    /// The emission interval `T`.
-    pub fn interval(&self) -> Duration {
-        Duration::from_nanos(self.interval_ns)
-    }
-
-    /// The tolerance `τ = T · (burst − 1)`.
-    pub fn tolerance(&self) -> Duration {
-        Duration::from_nanos(self.tolerance_ns)
     }
 
     /// This quota's share on one of `nodes` hosts: count and burst divided, each at least 1.
@@ -134,7 +120,7 @@ impl Quota {
     /// together admit roughly what the shared quota would. Never fails: a share never needs a
     /// longer horizon than one request per `period` with the original burst, and the tolerance
     /// is clamped to [`MAX_HORIZON`] in any case.
-    pub fn divided(&self, nodes: u32) -> Quota {
+    pub(crate) fn divided(&self, nodes: u32) -> Quota {
         let nodes = nodes.max(1);
         if nodes == 1 {
             return *self;
@@ -181,12 +167,12 @@ pub struct Decision {
 }
 
 impl Decision {
-    pub const ALLOW: Decision = Decision {
+    pub(crate) const ALLOW: Decision = Decision {
         allowed: true,
         retry_after: Duration::ZERO,
     };
 
-    pub fn deny(retry_after: Duration) -> Decision {
+    pub(crate) fn deny(retry_after: Duration) -> Decision {
         Decision {
             allowed: false,
             retry_after,
@@ -345,7 +331,7 @@ mod tests {
         for ((count, burst, nodes), (want_count, want_burst)) in cases {
             let q = quota(count, 60_000, burst).divided(nodes);
             assert_eq!((q.count(), q.burst()), (want_count, want_burst));
-            assert_eq!(q.period(), Duration::from_secs(60));
+            assert_eq!(q.period, Duration::from_secs(60));
             assert_eq!(
                 q.params_nanos().tolerance,
                 q.params_nanos().interval * u64::from(want_burst - 1)

@@ -24,7 +24,7 @@ use super::gcra::{Decision, Quota, decide};
 use super::lru::{LruTable, MAX_CAPACITY};
 
 /// Most shards a store uses. More only helps with more cores than listwarden expects.
-pub const MAX_SHARDS: usize = 64;
+pub(crate) const MAX_SHARDS: usize = 64;
 
 /// Fewest keys per shard before the store uses fewer shards, so small stores stay exact LRU.
 const MIN_KEYS_PER_SHARD: usize = 1024;
@@ -70,7 +70,7 @@ impl MemoryStore {
 
     /// As [`MemoryStore::with_clock`] with an explicit shard count, rounded down to a power of
     /// two and clamped to `1..=min(MAX_SHARDS, max_keys)`. One shard gives exact LRU order.
-    pub fn with_shards(max_keys: usize, shards: usize, clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn with_shards(max_keys: usize, shards: usize, clock: Arc<dyn Clock>) -> Self {
         let max_keys = max_keys.clamp(1, MAX_KEYS);
         let shards = shards.clamp(1, MAX_SHARDS.min(max_keys));
         // Round down to a power of two so the shard is a bit field of the hash.
@@ -122,7 +122,7 @@ impl MemoryStore {
 
     /// Decides a request's budgets in order, stopping at the first denial (see
     /// [`Store::check_all`](super::Store::check_all)); an over-long key is allowed uncharged.
-    pub fn check_all(&self, budgets: &[(&str, Quota)]) -> Vec<Decision> {
+    pub(crate) fn check_all(&self, budgets: &[(&str, Quota)]) -> Vec<Decision> {
         let mut decisions = Vec::with_capacity(budgets.len());
         for (key, quota) in budgets {
             let decision = if key.len() > MAX_KEY_LEN {
@@ -152,7 +152,8 @@ impl MemoryStore {
         self.inner.max_keys
     }
 
-    pub fn shards(&self) -> usize {
+    #[cfg(test)]
+    fn shards(&self) -> usize {
         self.inner.shards.len()
     }
 }

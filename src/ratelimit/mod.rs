@@ -30,12 +30,14 @@ use std::path::PathBuf;
 pub use backend::{BackendErrorKind, BackendStats, MAX_KEY_LEN};
 pub use breaker::BreakerConfig;
 pub use clock::{Clock, ManualClock, MonotonicClock};
-pub use gcra::{Decision, MAX_HORIZON, Quota, QuotaError, decide};
-pub use memory::{MAX_KEYS, MAX_SHARDS, MemoryStore};
+pub use gcra::{Decision, Quota, QuotaError, decide};
+pub use memory::{MAX_KEYS, MemoryStore};
 #[cfg(feature = "redis")]
-pub use redis_store::{GCRA_SCRIPT, REFUND_SCRIPT, RedisConfig, RedisStore, RedisStoreError};
+pub use redis_store::{RedisConfig, RedisStore, RedisStoreError};
 #[cfg(feature = "redis")]
-pub use target::{TargetError, check_target};
+pub use target::TargetError;
+#[cfg(feature = "redis")]
+pub(crate) use target::check_target;
 
 /// TLS files for `rediss` URLs (PEM).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -87,7 +89,7 @@ impl Store {
     ///
     /// The Redis store makes one round trip for the whole decision. An over-long key is never
     /// a reason to refuse mail: it is allowed and charges nothing.
-    pub async fn check_all(&self, budgets: &[(&str, Quota)]) -> Vec<Decision> {
+    pub(crate) async fn check_all(&self, budgets: &[(&str, Quota)]) -> Vec<Decision> {
         match self {
             Store::Memory(store) => store.check_all(budgets),
             #[cfg(feature = "redis")]

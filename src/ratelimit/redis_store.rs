@@ -62,7 +62,7 @@ use super::target::{Connection, Target, TargetError};
 ///
 /// `KEYS[i]`: the i-th bucket. `ARGV[2i-1]`: its `T` and `ARGV[2i]`: its `τ`, in microseconds.
 /// Returns `{0, 0}` when every budget allowed, else `{i, retry_after_us}` for the first denial.
-pub const GCRA_SCRIPT: &str = r#"
+pub(crate) const GCRA_SCRIPT: &str = r#"
 -- listwarden GCRA (see gcra.rs): budgets in order, server time, microseconds.
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 local time = redis.call('TIME')
@@ -89,7 +89,7 @@ return {0, 0}
 /// charged at once: the budgets after the first denial that were charged anyway are refunded.
 ///
 /// `KEYS[1]`: the bucket. `ARGV[1]`: `T` in microseconds.
-pub const REFUND_SCRIPT: &str = r#"
+pub(crate) const REFUND_SCRIPT: &str = r#"
 -- listwarden GCRA refund (see redis_store.rs): undo one allowed request.
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 local time = redis.call('TIME')
@@ -297,7 +297,7 @@ impl RedisStore {
     /// A budget Redis did not answer is decided by the local fallback (quota divided by
     /// `node_count`), still in order. An over-long key (a bug upstream, never a reason to
     /// refuse mail) is allowed uncharged.
-    pub async fn check_all(&self, budgets: &[(&str, Quota)]) -> Vec<Decision> {
+    pub(crate) async fn check_all(&self, budgets: &[(&str, Quota)]) -> Vec<Decision> {
         let inner = &*self.inner;
         let sent: Vec<usize> = (0..budgets.len())
             .filter(|&i| {
@@ -408,7 +408,10 @@ impl RedisStore {
     ///
     /// Every script listwarden runs touches keys of one hash tag only, so it is slot-local in
     /// a Cluster (the decision script's several keys are sent together only outside a Cluster).
-    pub async fn invoke<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> Option<T> {
+    pub(crate) async fn invoke<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Option<T> {
         match self.call(invocation).await {
             Call::Done(value) => Some(value),
             Call::Failed | Call::Skipped => None,
@@ -480,7 +483,7 @@ impl RedisStore {
     }
 
     /// Keys held by the local fallback (Redis keys are not counted: they expire there).
-    pub fn fallback_len(&self) -> usize {
+    pub(crate) fn fallback_len(&self) -> usize {
         self.inner.fallback.len()
     }
 

@@ -82,7 +82,7 @@ pub enum TargetError {
 }
 
 /// Checks a URL and reads its TLS files, as [`RedisStore::new`](super::RedisStore::new) will.
-pub fn check_target(url: &str, tls: &TlsFiles) -> Result<(), TargetError> {
+pub(crate) fn check_target(url: &str, tls: &TlsFiles) -> Result<(), TargetError> {
     Target::parse(url, tls).map(drop)
 }
 

@@ -15,23 +15,32 @@ use std::path::{Path, PathBuf};
 
 /// Implements `FromStr` for an enum from the words the config file uses
 /// for it; a word it does not know is refused with the list of those it
-/// does, the same message for every such key.
+/// does ([`UnknownWord`]), the same message for every such key.
 #[macro_export]
 macro_rules! config_words {
     ($ty:ty { $($word:literal => $value:expr),+ $(,)? }) => {
         impl ::std::str::FromStr for $ty {
-            type Err = String;
-            fn from_str(text: &str) -> Result<Self, String> {
+            type Err = $crate::diag::UnknownWord;
+            fn from_str(text: &str) -> Result<Self, Self::Err> {
                 match text {
                     $($word => Ok($value),)+
-                    _ => Err(format!(
-                        "`{text}` is not one of: {}",
-                        [$($word),+].join(", ")
-                    )),
+                    _ => Err($crate::diag::UnknownWord {
+                        word: text.to_string(),
+                        known: &[$($word),+],
+                    }),
                 }
             }
         }
     };
+}
+
+/// A word that a key naming one of a few choices does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{word}` is not one of: {}", .known.join(", "))]
+pub struct UnknownWord {
+    pub word: String,
+    /// The words the key knows.
+    pub known: &'static [&'static str],
 }
 
 /// Largest config or rules file read.
@@ -292,12 +301,12 @@ impl fmt::Display for ConfigError {
 
 /// Reads a config file: regular, bounded, UTF-8, not too deeply nested.
 pub fn read_config(path: &Path) -> Result<String, ConfigError> {
-    read_text(path).map_err(|m| ConfigError::single(path, m))
+    read_text(path).map_err(|e| ConfigError::single(path, e.to_string()))
 }
 
 /// Deserialises YAML source; a syntax or type error comes with its place.
 pub fn parse_yaml<T: DeserializeOwned>(source: &str, origin: &Path) -> Result<T, ConfigError> {
-    check_nesting(source).map_err(|m| ConfigError::single(origin, m))?;
+    check_nesting(source).map_err(|e| ConfigError::single(origin, e.to_string()))?;
     serde_yaml_ng::from_str(source).map_err(|e| ConfigError {
         file: origin.to_path_buf(),
         diagnostics: vec![Diagnostic::from_yaml(&e)],
@@ -384,7 +393,7 @@ impl<'s> Checker<'s> {
 
     /// A key naming one value of an enum ([`config_words!`]); absent:
     /// `default`, unknown: an error at `path` and `default`.
-    pub fn choice<T: std::str::FromStr<Err = String>>(
+    pub fn choice<T: std::str::FromStr<Err = UnknownWord>>(
         &mut self,
         raw: Option<&str>,
         default: T,
@@ -393,8 +402,8 @@ impl<'s> Checker<'s> {
         match raw.map(str::parse) {
             None => default,
             Some(Ok(value)) => value,
-            Some(Err(message)) => {
-                self.error(path, message);
+            Some(Err(e)) => {
+                self.error(path, e.to_string());
                 default
             }
         }
@@ -442,28 +451,39 @@ impl<'s> Checker<'s> {
     }
 }
 
+/// Why a file named by the config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("cannot read file: {0}")]
+    Read(#[from] std::io::Error),
+    #[error("not a regular file")]
+    NotRegular,
+    #[error("file is larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("file is not UTF-8: {0}")]
+    NotUtf8(#[from] std::string::FromUtf8Error),
+    #[error("nested deeper than {MAX_NESTING} levels")]
+    TooDeep,
+}
+
 /// Reads a regular file of at most `max` bytes. FIFOs, devices and /proc
 /// files report a size of 0, so the bound is applied while reading.
-pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, FileError> {
     use crate::bounded::{ReadError, read_at_most};
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read file: {e}"))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot read file: {e}"))?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
+    let file = std::fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(FileError::NotRegular);
     }
     read_at_most(file, usize::try_from(max).unwrap_or(usize::MAX)).map_err(|e| match e {
-        ReadError::TooLarge { .. } => format!("file is larger than {max} bytes"),
-        ReadError::Io(e) => format!("cannot read file: {e}"),
+        ReadError::TooLarge { .. } => FileError::TooLarge(max),
+        ReadError::Io(e) => FileError::Read(e),
     })
 }
 
 /// A config or rules file: regular, at most [`MAX_FILE_BYTES`], UTF-8, and
 /// not nested deeper than YAML needs (see [`check_nesting`]).
-pub fn read_text(path: &Path) -> Result<String, String> {
-    let bytes = read_bounded(path, MAX_FILE_BYTES)?;
-    let text = String::from_utf8(bytes).map_err(|e| format!("file is not UTF-8: {e}"))?;
+pub fn read_text(path: &Path) -> Result<String, FileError> {
+    let text = String::from_utf8(read_bounded(path, MAX_FILE_BYTES)?)?;
     check_nesting(&text)?;
     Ok(text)
 }
@@ -475,7 +495,7 @@ const MAX_NESTING: usize = 64;
 
 /// Refuses flow nesting (`[`/`{` outside quotes and comments) deeper than
 /// `MAX_NESTING`. Block nesting is bounded by the line length anyway.
-pub fn check_nesting(text: &str) -> Result<(), String> {
+pub fn check_nesting(text: &str) -> Result<(), FileError> {
     let mut depth = 0usize;
     for line in text.lines() {
         let mut quote: Option<char> = None;
@@ -492,7 +512,7 @@ pub fn check_nesting(text: &str) -> Result<(), String> {
                 (None, '[' | '{') => {
                     depth += 1;
                     if depth > MAX_NESTING {
-                        return Err(format!("nested deeper than {MAX_NESTING} levels"));
+                        return Err(FileError::TooDeep);
                     }
                 }
                 (None, ']' | '}') => depth = depth.saturating_sub(1),

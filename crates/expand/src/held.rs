@@ -169,9 +169,11 @@ fn show(dir: &Path) -> Result<String, HeldError> {
                 let subject = headers::parse(&raw)
                     .named("Subject")
                     .next()
-                    .map(|f| one_line(&f.text()))
+                    .map(|f| printable(&f.text(), 80))
                     .unwrap_or_default();
-                let sender = sender.map_or("<>".to_string(), |s| s.to_string());
+                // Addresses refuse control characters; this holds even if
+                // that ever changes.
+                let sender = sender.map_or("<>".to_string(), |s| printable(&s.to_string(), 256));
                 (sender, subject)
             }
             // Larger than the preview bound, or unreadable: the id still shows.
@@ -190,11 +192,12 @@ fn age(secs: u64) -> String {
     }
 }
 
-/// Printable, one line, bounded: a subject is the poster's text.
-fn one_line(text: &str) -> String {
+/// Printable, one line, at most `max` characters: the sender and subject
+/// are the poster's text, shown on the admin's terminal.
+fn printable(text: &str, max: usize) -> String {
     text.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
-        .take(80)
+        .take(max)
         .collect()
 }
 
@@ -227,13 +230,11 @@ mod tests {
         (dir, config)
     }
 
-    #[test]
-    fn a_held_post_is_listed_released_once_and_deleted() {
-        let (addr, sink) = Sink::start(true);
-        let (dir, config) = fixture(addr);
-        let settings = Settings::load(&config).expect("settings");
+    /// Holds `raw`, sent by eve@example.org, on the fixture's list: the
+    /// held file and its id.
+    fn hold_from_eve(config: &Path, raw: &[u8]) -> (PathBuf, String) {
+        let settings = Settings::load(config).expect("settings");
         let (files, _) = settings.list("news").expect("list");
-        let raw = b"From: eve@example.org\r\nSubject: hello\r\n\r\nbody\r\n";
         let eve = crate::address::Address::parse("eve@example.org").expect("addr");
         let now = RunContext::now().now_unix;
         let path = post::hold(
@@ -251,6 +252,15 @@ mod tests {
             .and_then(|s| s.to_str())
             .expect("id")
             .to_string();
+        (path, id)
+    }
+
+    #[test]
+    fn a_held_post_is_listed_released_once_and_deleted() {
+        let (addr, sink) = Sink::start(true);
+        let (dir, config) = fixture(addr);
+        let raw = b"From: eve@example.org\r\nSubject: hello\r\n\r\nbody\r\n";
+        let (path, id) = hold_from_eve(&config, raw);
 
         let listing = held(&config, "news", HeldAction::Show).expect("show");
         assert!(listing.contains(&id), "{listing}");
@@ -269,24 +279,44 @@ mod tests {
         assert!(!path.exists());
         assert!(held(&config, "news", HeldAction::Release(id.clone())).is_err());
 
-        let path = post::hold(
-            raw,
-            &eve,
-            post::Refusal::NotAMember,
-            &files.held_dir(),
-            "news",
-            now,
-        )
-        .expect("hold")
-        .expect("room");
-        let id = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .expect("id")
-            .to_string();
+        let (path, id) = hold_from_eve(&config, raw);
         held(&config, "news", HeldAction::Delete(id)).expect("delete");
         assert!(!path.exists());
         assert_eq!(held(&config, "news", HeldAction::Show).expect("show"), "");
+        drop(dir);
+    }
+
+    /// A sender can carry no terminal escape or line break into the
+    /// listing: addresses refuse control characters, and the listing
+    /// filters what a held file says, even one written by hand.
+    #[test]
+    fn the_listing_prints_no_control_characters_of_a_sender() {
+        for sender in [
+            "\"eve\x1b[2J\x1b]0;owned\x07\"@example.org",
+            "\"eve\rbob\"@example.org",
+            "\"eve\u{9b}31m\"@example.org",
+        ] {
+            assert!(
+                crate::address::Address::parse(sender).is_err(),
+                "{sender:?}"
+            );
+        }
+        let (addr, _sink) = Sink::start(true);
+        let (dir, config) = fixture(addr);
+        let raw = b"From: eve@example.org\r\nSubject: s\x1b]0;t\x07\r\n\r\nbody\r\n";
+        let (path, _) = hold_from_eve(&config, raw);
+        let listing = held(&config, "news", HeldAction::Show).expect("show");
+        assert!(listing.contains("eve@example.org"), "{listing:?}");
+        let mut crafted = b"Return-Path: <\"e\x1b[2Jve\"@example.org>\r\n".to_vec();
+        crafted.extend_from_slice(raw);
+        std::fs::write(&path, crafted).expect("craft");
+        let listing = held(&config, "news", HeldAction::Show).expect("show");
+        let bad: Vec<char> = listing
+            .chars()
+            .filter(|c| c.is_control() && *c != '\n')
+            .collect();
+        assert!(bad.is_empty(), "{bad:?} in {listing:?}");
+        assert_eq!(listing.lines().count(), 1, "{listing:?}");
         drop(dir);
     }
 }

@@ -210,15 +210,5 @@ fn print_or_fail(result: Result<String, impl std::fmt::Display>) -> ExitCode {
 /// listwarden-expand(8) and one page per command.
 fn write_man_pages(dir: &std::path::Path) -> std::io::Result<()> {
     use clap::CommandFactory;
-    std::fs::create_dir_all(dir)?;
-    let top = Cli::command();
-    let write = |cmd: clap::Command, name: &str| -> std::io::Result<()> {
-        let mut file = std::fs::File::create(dir.join(format!("{name}.8")))?;
-        clap_mangen::Man::new(cmd).section("8").render(&mut file)
-    };
-    for sub in top.get_subcommands().filter(|s| !s.is_hide_set()) {
-        let name = format!("listwarden-expand-{}", sub.get_name());
-        write(sub.clone().name(name.clone()), &name)?;
-    }
-    write(top, "listwarden-expand")
+    listwarden_core::man::write_pages(Cli::command(), "listwarden-expand", dir)
 }

@@ -39,8 +39,8 @@ impl Validator<'_> {
                     Err(RulesError::Invalid { issues, .. }) => {
                         for issue in issues {
                             let named = match &issue.name {
-                                Some(name) => format!("(rule {name:?}) {}", issue.message),
-                                None => issue.message.clone(),
+                                Some(name) => format!("(rule {name:?}) {}", issue.problem),
+                                None => issue.problem.to_string(),
                             };
                             self.check
                                 .error_in(&path, &text, &parse_path(&issue.key), named);

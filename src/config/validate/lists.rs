@@ -4,7 +4,7 @@
 use super::{Validator, parse_network};
 use crate::address::Address;
 use crate::config::model::{self, RawDomain, RawList};
-use crate::config::protected::{Entry, Role};
+use crate::config::protected::{Role, claims};
 use crate::config::{BounceCheck, Expander, List, ListDomain, Preset, Sender, Trace};
 use listwarden_core::diag::Seg;
 use std::collections::HashMap;
@@ -50,10 +50,10 @@ impl Validator<'_> {
         let mode = match raw {
             None if signing => BounceCheck::Signed,
             None => BounceCheck::Off,
-            Some(name) => match name.parse() {
+            Some(name) => match name.parse::<BounceCheck>() {
                 Ok(m) => m,
-                Err(message) => {
-                    self.error(path, message);
+                Err(e) => {
+                    self.error(path, e.to_string());
                     return BounceCheck::Off;
                 }
             },
@@ -71,14 +71,11 @@ impl Validator<'_> {
         mode
     }
 
-    pub(super) fn lists(
-        &mut self,
-        raw: &[RawList],
-        signing: bool,
-        trace: bool,
-    ) -> (Vec<List>, HashMap<String, Entry>) {
+    pub(super) fn lists(&mut self, raw: &[RawList], signing: bool, trace: bool) -> Vec<List> {
         let mut lists: Vec<List> = Vec::new();
-        let mut protected: HashMap<String, Entry> = HashMap::new();
+        // Every key claimed so far, and by which list, for refusing a
+        // second claim.
+        let mut claimed: HashMap<String, (usize, Role)> = HashMap::new();
         for (i, r) in raw.iter().enumerate() {
             let at = |k| [Seg::Key("lists"), Seg::Index(i), Seg::Key(k)];
             let address = match Address::parse(&r.address) {
@@ -104,31 +101,40 @@ impl Validator<'_> {
                 Some(roles) => roles.clone(),
                 None => preset.roles().iter().map(|s| s.to_string()).collect(),
             };
-            let owner = lists.len();
-            let mut claim = |v: &mut Self, key: String, role: Role, path: &[Seg]| {
-                if let Some(Entry {
-                    list: other,
-                    role: other_role,
-                    ..
-                }) = protected.get(&key)
-                {
-                    // Shared addresses (Sympa's bounce@) may repeat per domain.
-                    if matches!(role, Role::Shared(_)) && matches!(other_role, Role::Shared(_)) {
-                        return;
+            // The suffix claims come in the order of `roles`.
+            let mut suffix = 0;
+            for (key, role) in claims(&address, preset, &roles) {
+                let path = match &role {
+                    Role::Posting => at("address").to_vec(),
+                    Role::Suffix(_) => {
+                        suffix += 1;
+                        vec![
+                            Seg::Key("lists"),
+                            Seg::Index(i),
+                            Seg::Key("roles"),
+                            Seg::Index(suffix - 1),
+                        ]
                     }
-                    let other = lists
-                        .get(*other)
-                        .map(|l| l.address.to_string())
-                        .unwrap_or_default();
-                    v.error(
-                        path,
-                        format!("`{key}` is already protected by list `{other}`"),
-                    );
-                } else {
-                    protected.insert(key, Entry { list: owner, role });
+                    Role::Shared(_) | Role::DomainWide => at("preset").to_vec(),
+                };
+                match claimed.get(&key) {
+                    // Shared addresses (Sympa's bounce@) may repeat per domain.
+                    Some((_, Role::Shared(_))) if matches!(role, Role::Shared(_)) => {}
+                    Some((other, _)) => {
+                        let other = lists
+                            .get(*other)
+                            .map(|l| l.address.to_string())
+                            .unwrap_or_default();
+                        self.error(
+                            &path,
+                            format!("`{key}` is already protected by list `{other}`"),
+                        );
+                    }
+                    None => {
+                        claimed.insert(key, (lists.len(), role));
+                    }
                 }
-            };
-            claim(self, address.key(), Role::Posting, &at("address"));
+            }
             for (j, role) in roles.iter().enumerate() {
                 let path = [
                     Seg::Key("lists"),
@@ -144,19 +150,7 @@ impl Validator<'_> {
                         &path,
                         format!("`{role}` is not a role suffix such as `owner`"),
                     );
-                    continue;
                 }
-                let key = format!(
-                    "{}-{}@{}",
-                    address.local.to_lowercase(),
-                    role.to_lowercase(),
-                    address.domain
-                );
-                claim(self, key, Role::Suffix(role.clone()), &path);
-            }
-            for shared in preset.shared_bounce_locals() {
-                let key = format!("{shared}@{}", address.domain);
-                claim(self, key, Role::Shared(shared.to_string()), &at("preset"));
             }
             if r.expand.is_some() && !listwarden_expand::safe_list_name(&address.local) {
                 self.error(
@@ -182,16 +176,16 @@ impl Validator<'_> {
                         Some(_) => self.error(&path, "`sasl:` needs a login name"),
                         None => match parse_network(text) {
                             Ok(n) => out.push(Sender::Network(n)),
-                            Err(m) => self.error(
+                            Err(e) => self.error(
                                 &path,
-                                format!("{m} (or `sasl:LOGIN` for an authenticated sender)"),
+                                format!("{e} (or `sasl:LOGIN` for an authenticated sender)"),
                             ),
                         },
                     }
                 }
                 out
             });
-            lists.push(List {
+            let list = List {
                 name: address.local.clone(),
                 address,
                 preset,
@@ -200,9 +194,10 @@ impl Validator<'_> {
                 observe: r.observe,
                 senders,
                 expand,
-            });
+            };
+            lists.push(list);
         }
-        (lists, protected)
+        lists
     }
 
     pub(super) fn domains(

@@ -1,7 +1,7 @@
 //! The `milter:` section.
 
-use super::Validator;
 use super::parse_duration;
+use super::{Validator, ValueError};
 use crate::config::defaults;
 use crate::config::model;
 use crate::config::{MilterSettings, Socket};
@@ -13,8 +13,8 @@ impl Validator<'_> {
     pub(super) fn milter(&mut self, raw: &model::RawMilter) -> MilterSettings {
         let listen = match parse_socket(&raw.listen) {
             Ok(s) => s,
-            Err(m) => {
-                self.error(&[Seg::Key("milter"), Seg::Key("listen")], m);
+            Err(e) => {
+                self.error(&[Seg::Key("milter"), Seg::Key("listen")], e.to_string());
                 Socket::Inet {
                     host: "127.0.0.1".into(),
                     port: 8890,
@@ -78,15 +78,11 @@ impl Validator<'_> {
     }
 }
 
-pub(in crate::config) fn parse_socket(text: &str) -> Result<Socket, String> {
-    let bad = || {
-        format!(
-            "`{text}` is not a socket such as inet:127.0.0.1:8890 or unix:/run/listwarden/milter.sock"
-        )
-    };
+pub(in crate::config) fn parse_socket(text: &str) -> Result<Socket, ValueError> {
+    let bad = || ValueError::NotASocket(text.to_string());
     if let Some(path) = text.strip_prefix("unix:") {
         if !path.starts_with('/') {
-            return Err(format!("`{text}`: a unix socket path must be absolute"));
+            return Err(ValueError::RelativeSocket(text.to_string()));
         }
         return Ok(Socket::Unix(PathBuf::from(path)));
     }

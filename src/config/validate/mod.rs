@@ -11,6 +11,7 @@ mod throttle;
 pub(crate) use throttle::plain_domain;
 
 use super::model::RawConfig;
+use super::protected::Index;
 use super::{Config, MessageLimits, OnError, defaults};
 use ipnet::IpNet;
 use listwarden_core::diag::{Checker, Seg};
@@ -59,7 +60,10 @@ impl Validator<'_> {
         for (i, net) in raw.trusted_networks.iter().enumerate() {
             match parse_network(net) {
                 Ok(n) => trusted_networks.push(n),
-                Err(m) => self.error(&[Seg::Key("trusted_networks"), Seg::Index(i)], m),
+                Err(e) => self.error(
+                    &[Seg::Key("trusted_networks"), Seg::Index(i)],
+                    e.to_string(),
+                ),
             }
         }
         let defaults = MessageLimits::default();
@@ -93,7 +97,7 @@ impl Validator<'_> {
         let signing = signing::key_ring(&mut self.check, raw.signing.as_ref());
         let trace = self.trace(&raw.trace);
         let has_keys = signing.is_some() || raw.signing.is_some();
-        let (lists, protected) = self.lists(&raw.lists, has_keys, trace.is_configured());
+        let lists = self.lists(&raw.lists, has_keys, trace.is_configured());
         let domains = self.domains(&raw.domains, has_keys, trace.is_configured());
         let ratelimit = self.ratelimit(&raw.ratelimit);
         let shield = self.shield(&raw.shield);
@@ -109,6 +113,7 @@ impl Validator<'_> {
         let throttle = raw.throttle.as_ref().and_then(|t| self.throttle(t, &rules));
         let canary = raw.canary.as_ref().and_then(|c| self.canary(c, has_keys));
         Config {
+            protected: Index::new(&lists),
             milter,
             metrics_listen,
             observe: raw.observe,
@@ -128,7 +133,6 @@ impl Validator<'_> {
             feedback,
             throttle,
             canary,
-            protected,
             warnings: Vec::new(),
         }
     }
@@ -146,7 +150,7 @@ impl Validator<'_> {
 }
 
 /// Parses `30s`, `10m`, `1h`, `2d`.
-pub fn parse_duration(text: &str) -> Option<Duration> {
+pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit())?;
     let (n, unit) = text.split_at(split);
@@ -161,21 +165,34 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     (secs > 0).then(|| Duration::from_secs(secs))
 }
 
-pub(super) fn parse_network(text: &str) -> Result<IpNet, String> {
+/// A value the config cannot use, as one diagnostic's message says it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ValueError {
+    #[error(
+        "`{0}` is not a socket such as inet:127.0.0.1:8890 or unix:/run/listwarden/milter.sock"
+    )]
+    NotASocket(String),
+    #[error("`{0}`: a unix socket path must be absolute")]
+    RelativeSocket(String),
+    #[error("`{text}` has host bits set; did you mean {net}?")]
+    HostBits { text: String, net: IpNet },
+    #[error("`{0}` is not a network such as 192.0.2.0/24 or 2001:db8::/48")]
+    NotANetwork(String),
+}
+
+pub(super) fn parse_network(text: &str) -> Result<IpNet, ValueError> {
     let text = text.trim();
     if let Ok(net) = text.parse::<IpNet>() {
         if net.trunc() != net {
-            return Err(format!(
-                "`{text}` has host bits set; did you mean {}?",
-                net.trunc()
-            ));
+            return Err(ValueError::HostBits {
+                text: text.to_string(),
+                net: net.trunc(),
+            });
         }
         return Ok(net);
     }
     if let Ok(ip) = text.parse::<IpAddr>() {
         return Ok(IpNet::from(ip));
     }
-    Err(format!(
-        "`{text}` is not a network such as 192.0.2.0/24 or 2001:db8::/48"
-    ))
+    Err(ValueError::NotANetwork(text.to_string()))
 }
