@@ -120,7 +120,9 @@ mod tests {
 
     #[test]
     fn one_stage_knows_its_stages() {
-        for s in ["none", "connect", "helo", "mail", "rcpt", "data", "eoh", "eom"] {
+        for s in [
+            "none", "connect", "helo", "mail", "rcpt", "data", "eoh", "eom",
+        ] {
             assert!(one_stage_callbacks(s).is_some(), "{s}");
         }
         assert!(one_stage_callbacks("body").is_none());
