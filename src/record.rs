@@ -412,6 +412,11 @@ fn log_verdict(
     client: Option<IpAddr>,
     rcpt: Option<Address>,
 ) {
+    // The strings below cost allocations on every message; build them only
+    // when the line is written (not under LISTWARDEN_LOG=warn).
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return;
+    }
     let queue_id = queue_id.as_deref().unwrap_or(NO_QUEUE);
     let sender = sender.map(|a| a.to_string()).unwrap_or_default();
     let client = client

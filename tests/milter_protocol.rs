@@ -19,9 +19,10 @@ fn reply(status: &Status) -> String {
 
 async fn open(m: &Milter, ip: [u8; 4]) -> TestConnection {
     let mut conn = TestConnection::open(m.addr()).await.unwrap();
+    // Connect only records the client: Postfix does not wait for it.
     assert_eq!(
         conn.connect("client.example", (ip, 40000)).await.unwrap(),
-        Status::Continue
+        Status::Noreply
     );
     conn
 }
@@ -46,6 +47,7 @@ async fn negotiation_takes_only_what_it_needs() {
         );
     }
     assert!(opts.contains(ProtoOpts::NOREPLY_HEADER));
+    assert!(opts.contains(ProtoOpts::NOREPLY_CONNECT));
     let mail_macros = conn
         .requested_macros()
         .get(&MacroStage::Mail)
@@ -398,5 +400,49 @@ async fn a_post_to_a_list_moves_its_inbound_counter_and_timestamp() {
             > 1.7e9
     );
     conn.close().await.unwrap();
+    m.stop().await;
+}
+
+/// Connect only records the client, so it is answered without a reply
+/// where the MTA offers that (one round trip less per SMTP session), and
+/// as before where it does not. Either way the address it carries decides
+/// trust exactly as before: the same verdicts.
+#[tokio::test]
+async fn connect_needs_no_reply_and_still_decides_trust() {
+    let m = Milter::start_tcp(CONFIG).await;
+    for offered in [true, false] {
+        let mut opts = ProtoOpts::all();
+        if !offered {
+            opts.remove(ProtoOpts::NOREPLY_CONNECT);
+        }
+        for (ip, trusted) in [([127, 0, 0, 1], true), (STRANGER, false)] {
+            let mut conn = TestConnection::configure()
+                .available_opts(opts)
+                .open_tcp(m.addr())
+                .await
+                .unwrap();
+            assert_eq!(
+                conn.negotiated_opts().contains(ProtoOpts::NOREPLY_CONNECT),
+                offered
+            );
+            let connected = conn.connect("client.example", (ip, 40000)).await.unwrap();
+            let expected = if offered {
+                Status::Noreply
+            } else {
+                Status::Continue
+            };
+            assert_eq!(connected, expected);
+            let mail = conn.mail(["<members@lists.example.org>"]).await.unwrap();
+            if trusted {
+                assert_eq!(mail, Status::Continue, "{offered}");
+            } else {
+                assert!(
+                    reply(&mail).starts_with("550 5.7.1 <members@lists.example.org>"),
+                    "{offered}: {mail:?}"
+                );
+            }
+            conn.close().await.unwrap();
+        }
+    }
     m.stop().await;
 }

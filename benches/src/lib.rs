@@ -29,6 +29,25 @@ pub fn noop_callbacks() -> Callbacks<()> {
         .on_unknown(|_, _| Box::pin(async { Status::Continue }))
 }
 
+/// A milter that answers `Continue` to one stage only and opts out of every
+/// other (Postfix then skips them): `none` takes nothing after the
+/// negotiation. Against each other, `none` and one stage give the cost of
+/// that stage's round trip. `None` for a stage name it does not know.
+pub fn one_stage_callbacks(stage: &str) -> Option<Callbacks<()>> {
+    let cb = Callbacks::new();
+    Some(match stage {
+        "none" => cb,
+        "connect" => cb.on_connect(|_, _, _| Box::pin(async { Status::Continue })),
+        "helo" => cb.on_helo(|_, _| Box::pin(async { Status::Continue })),
+        "mail" => cb.on_mail(|_, _| Box::pin(async { Status::Continue })),
+        "rcpt" => cb.on_rcpt(|_, _| Box::pin(async { Status::Continue })),
+        "data" => cb.on_data(|_| Box::pin(async { Status::Continue })),
+        "eoh" => cb.on_eoh(|_| Box::pin(async { Status::Continue })),
+        "eom" => cb.on_eom(|_| Box::pin(async { Status::Continue })),
+        _ => return None,
+    })
+}
+
 /// Largest body chunk one milter BODY packet may carry (Postfix sends at
 /// most 65535 bytes per chunk).
 pub const MAX_BODY_CHUNK: usize = 65_535;
@@ -98,6 +117,16 @@ pub fn dsn_fixture(name: &str) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_stage_knows_its_stages() {
+        for s in [
+            "none", "connect", "helo", "mail", "rcpt", "data", "eoh", "eom",
+        ] {
+            assert!(one_stage_callbacks(s).is_some(), "{s}");
+        }
+        assert!(one_stage_callbacks("body").is_none());
+    }
 
     #[test]
     fn split_keeps_folding_and_crlf_body() {

@@ -113,6 +113,12 @@ async fn negotiate(
         cx.requested_opts |= ProtoOpts::NOREPLY_HEADER;
         session.header_noreply = true;
     }
+    // Connect only records the client's address (every verdict waits for
+    // MAIL): one round trip less per SMTP session.
+    if opts.contains(ProtoOpts::NOREPLY_CONNECT) {
+        cx.requested_opts |= ProtoOpts::NOREPLY_CONNECT;
+        session.connect_noreply = true;
+    }
     session.skip_ok = cx.requested_opts.contains(ProtoOpts::SKIP);
     let macros = [
         // Postfix's own reading of the MAIL and RCPT arguments: listwarden
@@ -193,6 +199,8 @@ fn macro_str<'a>(macros: &'a indymilter::Macros, name: &CStr) -> Option<std::bor
 
 async fn connect(cx: &mut indymilter::Context<Session>, socket: SocketInfo) -> Status {
     let Some(session) = cx.data.as_mut() else {
+        // Not reached (negotiate sets it). Under NOREPLY_CONNECT
+        // indymilter sends nothing, and MAIL tempfails.
         return Status::Tempfail;
     };
     let ip = match socket {
@@ -200,7 +208,11 @@ async fn connect(cx: &mut indymilter::Context<Session>, socket: SocketInfo) -> S
         _ => None,
     };
     session.connect(ip);
-    Status::Continue
+    if session.connect_noreply {
+        Status::Noreply
+    } else {
+        Status::Continue
+    }
 }
 
 async fn mail(cx: &mut indymilter::Context<Session>, args: Vec<CString>) -> Status {

@@ -128,6 +128,8 @@ pub struct Session {
     msg: Option<Message>,
     /// Whether Postfix agreed not to wait for replies to headers.
     pub(crate) header_noreply: bool,
+    /// Whether Postfix agreed not to wait for a reply to connect.
+    pub(crate) connect_noreply: bool,
     /// Whether Postfix accepts a Skip reply to body chunks.
     pub(crate) skip_ok: bool,
     /// A failure in a stage that cannot answer (headers under NOREPLY),
@@ -249,6 +251,7 @@ impl Session {
             },
             msg: None,
             header_noreply: false,
+            connect_noreply: false,
             skip_ok: false,
             pending_failure: None,
             #[cfg(any(test, feature = "fault-injection"))]

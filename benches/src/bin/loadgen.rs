@@ -251,7 +251,7 @@ async fn play(
     let wants = conn.requested_macros().clone();
     let st = conn.connect("client.example", (m.client, 40000)).await?;
     lat[0].push(us(t));
-    if st != Status::Continue {
+    if !matches!(st, Status::Continue | Status::Noreply) {
         conn.close().await?;
         return Ok(("conn", status_name(&st)));
     }

@@ -1,16 +1,27 @@
 //! A milter that does nothing: registers every callback and answers
 //! `Continue`. The baseline "Postfix + a milter" in `benches/postfix-e2e`.
+//! With `--only STAGE` it takes that one stage only (`none`: nothing after
+//! the negotiation) and listens through listwarden's own listener (TCP
+//! QUICKACK, so the stages it opts out of cannot stall on Nagle): the
+//! difference between `--only none` and `--only rcpt` is the cost of one
+//! RCPT round trip.
 //!
-//! Usage: noop-milter inet:HOST:PORT | unix:/PATH [SOCKET_MODE_OCTAL]
+//! Usage: noop-milter [--only STAGE] inet:HOST:PORT | unix:/PATH [SOCKET_MODE_OCTAL]
 
 use std::os::unix::fs::PermissionsExt;
 
+const USAGE: &str = "usage: noop-milter [--only none|connect|helo|mail|rcpt|data|eoh|eom] inet:HOST:PORT | unix:/PATH [MODE]";
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let listen = args
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("usage: noop-milter inet:HOST:PORT | unix:/PATH [MODE]"))?;
+    let mut args = std::env::args().skip(1).peekable();
+    let only = if args.peek().map(String::as_str) == Some("--only") {
+        args.next();
+        Some(args.next().ok_or_else(|| anyhow::anyhow!(USAGE))?)
+    } else {
+        None
+    };
+    let listen = args.next().ok_or_else(|| anyhow::anyhow!(USAGE))?;
     let mode = match args.next() {
         Some(m) => u32::from_str_radix(&m, 8)?,
         None => 0o660,
@@ -27,6 +38,18 @@ async fn main() -> anyhow::Result<()> {
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
         }
     };
+    if let Some(stage) = only {
+        let callbacks = listwarden_benches::one_stage_callbacks(&stage)
+            .ok_or_else(|| anyhow::anyhow!("unknown stage {stage}; {USAGE}"))?;
+        let listener = match listen.strip_prefix("inet:") {
+            Some(addr) => {
+                listwarden::milter::MilterListener::tcp(tokio::net::TcpListener::bind(addr).await?)
+            }
+            None => anyhow::bail!("--only listens on inet:HOST:PORT only"),
+        };
+        indymilter::run(listener, callbacks, config, shutdown).await?;
+        return Ok(());
+    }
     let callbacks = listwarden_benches::noop_callbacks();
     if let Some(addr) = listen.strip_prefix("inet:") {
         let listener = tokio::net::TcpListener::bind(addr).await?;

@@ -20,7 +20,7 @@ use listwarden::config::{Config, Socket};
 use listwarden::milter::MilterListener;
 pub use raw::{
     NoReply, REPLY_TIMEOUT, RawConn, SILENCE, finish_news_message_then_refused, has_code,
-    hold_news_message, is_550, message_to_eoh, text,
+    hold_news_message, is_550, message_to_eoh, noreply_connect, text,
 };
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -53,11 +53,15 @@ impl RawConn {
         }
     }
 
-    /// Negotiation and CONNECT from `ip` on a fresh connection.
+    /// Negotiation and CONNECT from `ip` on a fresh connection. CONNECT
+    /// is answered only when the milter did not ask for NOREPLY_CONNECT.
     pub async fn start_session(mut c: RawConn, ip: &str) -> RawConn {
         c.send(&frames::session_start(ip)).await;
-        assert_eq!(c.reply().await.map(|r| r.cmd), Ok(b'O'), "negotiation");
-        assert_eq!(c.reply().await.map(|r| r.cmd), Ok(b'c'), "connect");
+        let neg = c.reply().await.expect("negotiation");
+        assert_eq!(neg.cmd, b'O', "negotiation");
+        if !noreply_connect(&neg) {
+            assert_eq!(c.reply().await.map(|r| r.cmd), Ok(b'c'), "connect");
+        }
         c
     }
 
@@ -190,6 +194,18 @@ async fn read_reply(
 }
 
 /// A `y` reply (a custom SMTP reply) with a 550.
+/// Whether a negotiation reply asks Postfix not to wait for connect's
+/// reply (SMFIP_NR_CONN in its protocol flags).
+pub fn noreply_connect(neg: &Reply) -> bool {
+    neg.payload
+        .get(8..12)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .is_some_and(|b| u32::from_be_bytes(b) & NR_CONN != 0)
+}
+
+/// SMFIP_NR_CONN.
+pub const NR_CONN: u32 = 0x1000;
+
 pub fn is_550(r: &Reply) -> bool {
     r.cmd == b'y' && r.payload.starts_with(b"550 ")
 }
