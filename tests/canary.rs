@@ -39,9 +39,10 @@ fn last_seen(m: &Milter, leg: &str) -> f64 {
 /// Sends one message up to end of headers; returns the connection and the EOH status.
 async fn send(m: &Milter, ip: [u8; 4], rcpts: &[&str], canary: &str) -> (TestConnection, Status) {
     let mut conn = TestConnection::open(m.addr()).await.unwrap();
+    // Connect is answered without a reply (SMFIP_NR_CONN).
     assert_eq!(
         conn.connect("client.example", (ip, 40000)).await.unwrap(),
-        Status::Continue
+        Status::Noreply
     );
     assert_eq!(
         conn.mail(["<probe@ops.example.net>"]).await.unwrap(),
