@@ -2,7 +2,7 @@
 //! (`listwarden_core::canary`) to the configured canary address through the public MX,
 //! and waits until the milter reports it at the list manager's side.
 //!
-//! The milter recognises its own probe at end of headers ([`recognise`], pure): a valid,
+//! The milter recognises its own probe at end of headers (`recognise`, pure): a valid,
 //! fresh token, exactly one `X-Listwarden-Canary` header, and the canary address as the
 //! message's only recipient (a discard drops every recipient). It then notes the
 //! sighting in the [`Sightings`] book, which answers which hop this is: the first

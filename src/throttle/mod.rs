@@ -317,7 +317,7 @@ pub fn report(shared: &Shared, t: &Throttle, c: &Change) {
 /// Keeps Postfix's table in step with the levels until the process stops:
 /// writes it at start (so it exists: Postfix defers every lookup in a
 /// missing table), rewrites it when its content changes, at most once per
-/// [`MAP_MIN_GAP`], and empties a table the config no longer names.
+/// `MAP_MIN_GAP`, and empties a table the config no longer names.
 pub async fn maintain_map(shared: Arc<Shared>) {
     let mut written: Option<(MapSpec, String)> = None;
     loop {
