@@ -77,13 +77,7 @@ pub(crate) fn is_canary(config: &Config, rcpt: &Address) -> bool {
         .is_some_and(|c| c.address.same_mailbox(rcpt))
 }
 
-/// Unix time in milliseconds.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
+pub use listwarden_core::clock::unix_now_ms as now_ms;
 
 #[cfg(test)]
 mod tests {

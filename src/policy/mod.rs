@@ -129,7 +129,7 @@ fn decide_mail(facts: &Facts<'_>, config: &impl View) -> Verdict {
     // a member, and whoever holds a signed one can make bounces and
     // complaints about that member look like ours. The list server (a
     // trusted network, or a sender the list names) writes those.
-    let names_a_member = sender.folded_local().contains('+');
+    let names_a_member = sender.local.contains('+');
     let named_sender = matches!(p.owner, crate::config::Owner::List(l) if l.senders.is_some());
     if let Some(keys) = config.signing()
         && p.takes_prvs()

@@ -10,6 +10,15 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Milliseconds since the Unix epoch (0 if the clock is before it): the
+/// canary's times, compared between hosts.
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// Days since the Unix epoch for a Unix time in seconds.
 pub fn day_of(unix_seconds: u64) -> u64 {
     unix_seconds / 86_400
