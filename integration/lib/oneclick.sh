@@ -2,7 +2,7 @@
 # One-click unsubscribe for a list-manager list (Sympa, Mailman 3), through
 # the private Postfix with the milters in the shipped order:
 #
-#   Mailman-style copy ──▶ smtpd BASE+32 ──milter──▶ listwarden (signs, one-click headers)
+#   Mailman-style copy ──▶ smtpd BASE+33 ──milter──▶ listwarden (signs, one-click headers)
 #   (trusted 127.0.0.1,                   ──milter──▶ opendkim (signs) ──▶ smtp-sink
 #    VERP sender, one member)
 #   POST its URL ──▶ listwarden's one-click listener ──▶ a job in feedback.queue
@@ -21,14 +21,14 @@
 
 OC_LIST=mm
 OC_DOMAIN=lists.example.org
-OC_URL=https://$OC_DOMAIN/mm-unsubscribe
+OC_URL=https://$OC_DOMAIN/unsubscribe
 OC_MEMBER=oc-member@site77.example.net
 OC_PORT="" OC_DIR="" OC_QUEUE=""
 
 oc_setup() {
 	[[ ${EXP_ENABLED:-0} == 1 ]] || return 0
 	local tmp=$LW_CONFIG.tmp shipped milters
-	OC_PORT=$(($1 + 32))
+	OC_PORT=$(($1 + 33))
 	require_free_port "$OC_PORT" "one-click smtpd"
 	OC_DIR=$LW_IT_DIR/oneclick
 	OC_QUEUE=$OC_DIR/queue
@@ -83,7 +83,7 @@ check_list_manager_one_click() {
 	[[ ${EXP_ENABLED:-0} == 1 ]] || return 0
 	local start errors=() token=lwit-$LW_IT_RUN_ID-oneclick eml=$OC_DIR/sent/copy.eml
 	local verp=$OC_LIST-bounces+${OC_MEMBER%@*}=${OC_MEMBER#*@}@$OC_DOMAIN
-	local file="" i hdrs unsub out url path status n bad
+	local file="" i hdrs unsub out url path status n bad job text
 	start=$(now_ms)
 	cat >"$eml" <<EOF
 From: Alice <alice@example.com>
@@ -111,7 +111,8 @@ EOF
 		sleep 0.1
 	done
 	if [[ -z $file ]]; then
-		report list-manager-one-click "$start" "${errors[@]}" "no copy reached the sink within 30s"
+		say "one-click (list manager): copy via listwarden then opendkim: $(grep -c '^ok ' <<<"$out" || true) of 1 verifies with dkimpy; POST $([[ -n $url ]] && echo "200/200/403 (good, repeat, broken)" || echo "not made"); $(oc_jobs | wc -l) job(s) queued"
+	report list-manager-one-click "$start" "${errors[@]}" "no copy reached the sink within 30s"
 		return 0
 	fi
 	# Let Postfix finish writing before the file is read whole.
@@ -155,13 +156,15 @@ EOF
 		[[ $status == 403 ]] || errors+=("POST with a broken token answered $status, expected 403")
 		n=$(oc_jobs | wc -l)
 		((n == 1)) || errors+=("$n jobs in $OC_QUEUE, expected 1")
-		grep -qF "\"member\": \"$OC_MEMBER\"" "$(oc_jobs | head -n 1)" 2>/dev/null &&
-			grep -qF "\"list\": \"$OC_LIST\"" "$(oc_jobs | head -n 1)" &&
-			grep -qF '"action": "unsubscribe"' "$(oc_jobs | head -n 1)" ||
-			errors+=("the job is not (list $OC_LIST, member $OC_MEMBER, unsubscribe): $(tr -d '\n' <"$(oc_jobs | head -n 1)" 2>/dev/null)")
+		job=$(oc_jobs | head -n 1)
+		[[ -n $job ]] && text=$(tr -d '\n' <"$job") || text=""
+		[[ $text == *"\"list\": \"$OC_LIST\""* && $text == *"\"member\": \"$OC_MEMBER\""* &&
+			$text == *'"action": "unsubscribe"'* ]] ||
+			errors+=("the job is not (list $OC_LIST, member $OC_MEMBER, unsubscribe): ${text:-none}")
 		grep -qF "one-click unsubscribe list=$OC_LIST member=$OC_MEMBER queued=true client=127.0.0.1" "$LW_LOG" ||
 			errors+=("no audit line in the log")
 	fi
+	say "one-click (list manager): copy via listwarden then opendkim: $(grep -c '^ok ' <<<"$out" || true) of 1 verifies with dkimpy; POST $([[ -n $url ]] && echo "200/200/403 (good, repeat, broken)" || echo "not made"); $(oc_jobs | wc -l) job(s) queued"
 	report list-manager-one-click "$start" "${errors[@]}"
 }
 
