@@ -83,7 +83,7 @@ check_list_manager_one_click() {
 	[[ ${EXP_ENABLED:-0} == 1 ]] || return 0
 	local start errors=() token=lwit-$LW_IT_RUN_ID-oneclick eml=$OC_DIR/sent/copy.eml
 	local verp=$OC_LIST-bounces+${OC_MEMBER%@*}=${OC_MEMBER#*@}@$OC_DOMAIN
-	local file="" i hdrs unsub out url path status n bad job text
+	local file="" i hdrs unsub out url path status n bad job text answers=""
 	start=$(now_ms)
 	cat >"$eml" <<EOF
 From: Alice <alice@example.com>
@@ -111,8 +111,7 @@ EOF
 		sleep 0.1
 	done
 	if [[ -z $file ]]; then
-		say "one-click (list manager): copy via listwarden then opendkim: $(grep -c '^ok ' <<<"$out" || true) of 1 verifies with dkimpy; POST $([[ -n $url ]] && echo "200/200/403 (good, repeat, broken)" || echo "not made"); $(oc_jobs | wc -l) job(s) queued"
-	report list-manager-one-click "$start" "${errors[@]}" "no copy reached the sink within 30s"
+		report list-manager-one-click "$start" "${errors[@]}" "no copy reached the sink within 30s"
 		return 0
 	fi
 	# Let Postfix finish writing before the file is read whole.
@@ -149,11 +148,14 @@ EOF
 		[[ -z $(oc_jobs) ]] || errors+=("a GET queued a job")
 		status=$(exp_http POST "$path" "List-Unsubscribe=One-Click")
 		[[ $status == 200 ]] || errors+=("POST $path answered $status, expected 200")
+		answers=$status
 		status=$(exp_http POST "$path" "List-Unsubscribe=One-Click")
 		[[ $status == 200 ]] || errors+=("a repeated POST answered $status, expected 200")
+		answers+=/$status
 		bad=${path%?????}aaaaa
 		status=$(exp_http POST "$bad" "List-Unsubscribe=One-Click")
 		[[ $status == 403 ]] || errors+=("POST with a broken token answered $status, expected 403")
+		answers+=/$status
 		n=$(oc_jobs | wc -l)
 		((n == 1)) || errors+=("$n jobs in $OC_QUEUE, expected 1")
 		job=$(oc_jobs | head -n 1)
@@ -164,7 +166,7 @@ EOF
 		grep -qF "one-click unsubscribe list=$OC_LIST member=$OC_MEMBER queued=true client=127.0.0.1" "$LW_LOG" ||
 			errors+=("no audit line in the log")
 	fi
-	say "one-click (list manager): copy via listwarden then opendkim: $(grep -c '^ok ' <<<"$out" || true) of 1 verifies with dkimpy; POST $([[ -n $url ]] && echo "200/200/403 (good, repeat, broken)" || echo "not made"); $(oc_jobs | wc -l) job(s) queued"
+	say "one-click (list manager): copy via listwarden then opendkim: $(grep -c '^ok ' <<<"$out" || true) of 1 verifies with dkimpy; POSTs answered ${answers:-nothing} (good, repeat, broken token); $(oc_jobs | wc -l) job(s) queued"
 	report list-manager-one-click "$start" "${errors[@]}"
 }
 
