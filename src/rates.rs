@@ -79,7 +79,7 @@ impl RateKey {
 
 /// Counts of one hour not yet sent to Redis.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct HourCounts {
+pub(crate) struct HourCounts {
     /// Unix hour.
     pub hour: u64,
     pub sent: u64,
