@@ -56,9 +56,10 @@ pub(crate) enum Event {
     Classified {
         queue_id: Option<String>,
         list: String,
-        /// Whether it came back to a validly signed address (only then
-        /// does a complaint move the complaint rate).
-        signed: bool,
+        /// When it came back to a validly signed address (only then does
+        /// a complaint move the complaint rate): its mark, from that
+        /// address and the original's Message-ID (a copy counts once).
+        signed: Option<crate::rates::Mark>,
         classes: Vec<Classification>,
     },
     /// Inbound `X-Listwarden-*` headers about to be removed.
@@ -98,10 +99,11 @@ pub(crate) enum Event {
         result: &'static str,
     },
     /// A complaint about list mail we sent: moves the list's complaint
-    /// rates (overall and for the provider).
+    /// rates (overall and for the provider), once per mark.
     Complaint {
         list: String,
         provider: String,
+        mark: crate::rates::Mark,
     },
     /// How many other hosts sharing the Redis differ in key ring or lists.
     PeersMismatched(usize),
@@ -261,9 +263,13 @@ impl Recorder<'_> {
                 .feedback_reports
                 .with_label_values(&[&list, &provider, result])
                 .inc(),
-            Event::Complaint { list, provider } => {
+            Event::Complaint {
+                list,
+                provider,
+                mark,
+            } => {
                 self.rates()
-                    .complaint_from(&list, &provider, crate::unix_now());
+                    .complaint(&list, Some(&provider), mark, crate::unix_now());
             }
             Event::Canary {
                 leg,
@@ -353,11 +359,13 @@ impl Recorder<'_> {
             .inc();
     }
 
+    /// `signed`: the mark of a report that came back to a validly signed
+    /// address.
     fn classified(
         &self,
         queue_id: Option<String>,
         list: &str,
-        signed: bool,
+        signed: Option<crate::rates::Mark>,
         classes: &[Classification],
     ) {
         for c in classes {
@@ -365,7 +373,7 @@ impl Recorder<'_> {
             // Anyone can send a feedback report: only one that came back
             // to a validly signed address moves the complaint rate that
             // alerts read; the others are counted under their own class.
-            let class = if arf_complaint && !signed {
+            let class = if arf_complaint && signed.is_none() {
                 "complaint_unsigned"
             } else {
                 c.class.as_str()
@@ -381,8 +389,8 @@ impl Recorder<'_> {
                     c.fault.as_str(),
                 ])
                 .inc();
-            if arf_complaint && signed {
-                self.rates().complaint(list, crate::unix_now());
+            if arf_complaint && let Some(mark) = signed {
+                self.rates().complaint(list, None, mark, crate::unix_now());
             }
         }
         let queue_id = queue_id.as_deref().unwrap_or(NO_QUEUE);

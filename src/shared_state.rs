@@ -13,6 +13,8 @@
 //! - `lw:rates:{LIST}`: hash, `s:HOUR` / `c:HOUR` → deliveries / complaints in that hour
 //!   (Unix hours), fields older than 24 hours deleted, key expiring after 25 hours;
 //!   `lw:rates:{LIST}:p:PROVIDER` the same for the list's mail to one provider;
+//!   `...:once:MARK` (after either): a complaint counted in that hash, set only if absent,
+//!   expiring after 25 hours;
 //! - `lw:peers:{_lw_peers}`: hash, instance → `UNIX_TIME RING LISTS` fingerprints, entries
 //!   older than 10 minutes deleted;
 //! - `lw:throttle:{_lw_throttle}:slow` and `...:hold`: sorted sets, provider → time (server
@@ -27,6 +29,7 @@ use sha2::{Digest, Sha256};
 use crate::Shared;
 use crate::config::{Config, Shield};
 use crate::ratelimit::{RedisStore, Store};
+use crate::rates::{HourCounts, Mark};
 use crate::record::Event;
 
 /// How often shields are exchanged: a shield raised on one host is up on every other within
@@ -84,18 +87,26 @@ if last[2] then redis.call('PEXPIREAT', KEYS[1], tonumber(last[2])) end
 return out
 "#;
 
-/// Adds one list's counts and returns its totals over the last 24 hours.
+/// Adds one list's counts and returns its totals over the last 24 hours. A complaint comes
+/// with its mark's key, set only if absent: a copy another host (or this one) counted already
+/// is not counted again.
 ///
-/// `KEYS[1]`: the list's hash. `ARGV[1]`: the current Unix hour, then (hour, sent,
-/// complaints) triples.
+/// `KEYS[1]`: the list's hash; `KEYS[1+i]`: mark i. `ARGV[1]`: the current Unix hour,
+/// `ARGV[2]`: n, then n (hour, sent, complaints) triples, then the hour of each mark.
 const RATES_SCRIPT: &str = r#"
-local hour = tonumber(ARGV[1])
-for j = 2, #ARGV, 3 do
+local hour, n = tonumber(ARGV[1]), tonumber(ARGV[2])
+local function add(kind, h, v)
+  if h > hour - 24 and v > 0 then redis.call('HINCRBY', KEYS[1], kind .. ':' .. h, v) end
+end
+for j = 3, 2 + 3 * n, 3 do
   local h = tonumber(ARGV[j])
-  if h > hour - 24 then
-    local s, c = tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
-    if s > 0 then redis.call('HINCRBY', KEYS[1], 's:' .. h, s) end
-    if c > 0 then redis.call('HINCRBY', KEYS[1], 'c:' .. h, c) end
+  add('s', h, tonumber(ARGV[j + 1]))
+  add('c', h, tonumber(ARGV[j + 2]))
+end
+for i = 2, #KEYS do
+  local h = tonumber(ARGV[1 + 3 * n + i])
+  if h > hour - 24 and redis.call('SET', KEYS[i], h, 'NX', 'PX', 25 * 3600 * 1000) then
+    add('c', h, 1)
   end
 end
 local all = redis.call('HGETALL', KEYS[1])
@@ -343,6 +354,9 @@ async fn sync_shields(shared: &Shared, store: &RedisStore, shield: &Shield) -> b
     }
 }
 
+/// Marks sent in one script call at most (each is a key of the call).
+const MARKS_PER_CALL: usize = 500;
+
 /// Sends each list's pending counts and records its totals over every host.
 async fn sync_rates(shared: &Shared, store: &RedisStore) {
     let now = crate::unix_now();
@@ -354,23 +368,77 @@ async fn sync_rates(shared: &Shared, store: &RedisStore) {
     let script = Script::new(RATES_SCRIPT);
     for (key, hours) in keys {
         let list = &key.list;
-        // One hash per list and one per (list, provider), in the list's slot.
+        // One hash per list and one per (list, provider), in the list's slot; so are the
+        // marks.
         let name = match &key.provider {
             None => format!("{}rates:{{{list}}}", store.prefix()),
             Some(p) => format!("{}rates:{{{list}}}:p:{p}", store.prefix()),
         };
-        let mut call = script.key(name);
-        call.arg(now / 3600);
-        for (hour, sent, complaints) in &hours {
-            call.arg(*hour).arg(*sent).arg(*complaints);
+        let counts: Vec<(u64, u64, u64)> = hours
+            .iter()
+            .filter(|h| h.sent > 0 || h.complaints > 0)
+            .map(|h| (h.hour, h.sent, h.complaints))
+            .collect();
+        let marks: Vec<(u64, Mark)> = hours
+            .iter()
+            .flat_map(|h| h.marks.iter().map(|m| (h.hour, *m)))
+            .collect();
+        // The counts go with the first call; the marks a few hundred a call.
+        let mut answer = None;
+        let mut done = 0;
+        loop {
+            let chunk = &marks[done..marks.len().min(done + MARKS_PER_CALL)];
+            let first = done == 0;
+            let mut call = script.key(&name);
+            for (_, m) in chunk {
+                call.key(format!("{name}:once:{}", hex(m)));
+            }
+            let n = if first { counts.len() } else { 0 };
+            call.arg(now / 3600).arg(n);
+            for (hour, s, c) in counts.iter().take(n) {
+                call.arg(*hour).arg(*s).arg(*c);
+            }
+            for (hour, _) in chunk {
+                call.arg(*hour);
+            }
+            match store.invoke::<(u64, u64)>(&call).await {
+                Some(totals) => answer = Some(totals),
+                None => {
+                    let mut unsent: Vec<HourCounts> = marks[done..]
+                        .iter()
+                        .map(|&(hour, m)| HourCounts {
+                            hour,
+                            marks: vec![m],
+                            ..HourCounts::default()
+                        })
+                        .collect();
+                    if first {
+                        unsent.extend(counts.iter().map(|&(hour, sent, complaints)| HourCounts {
+                            hour,
+                            sent,
+                            complaints,
+                            ..HourCounts::default()
+                        }));
+                    }
+                    let mut rates = shared.rates.lock().unwrap_or_else(|p| p.into_inner());
+                    rates.restore_pending(&key, unsent, now);
+                    break;
+                }
+            }
+            done += chunk.len();
+            if done >= marks.len() {
+                break;
+            }
         }
-        let answer: Option<(u64, u64)> = store.invoke(&call).await;
-        let mut rates = shared.rates.lock().unwrap_or_else(|p| p.into_inner());
-        match answer {
-            Some((sent, complaints)) => rates.set_shared(&key, sent, complaints, now),
-            None => rates.restore_pending(&key, hours),
+        if let Some((sent, complaints)) = answer {
+            let mut rates = shared.rates.lock().unwrap_or_else(|p| p.into_inner());
+            rates.set_shared(&key, sent, complaints, now);
         }
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Keeps shields, complaint windows and peer fingerprints in step through Redis; runs for the
@@ -489,10 +557,17 @@ mod redis_it {
                 rates.sent("members", now);
             }
         }
+        let original = |n: u32| {
+            crate::rates::mark(
+                "members",
+                "prvs=1234abcdef=members-bounces@lists.example.org",
+                Some(&format!("<m{n}@lists.example.org>")),
+            )
+        };
         {
             let mut rates = b.rates.lock().unwrap_or_else(|p| p.into_inner());
-            rates.complaint("members", now);
-            rates.complaint("members", now);
+            rates.complaint("members", None, original(1), now);
+            rates.complaint("members", None, original(2), now);
         }
         sync_rates(&a, &sa).await;
         sync_rates(&b, &sb).await;
@@ -521,6 +596,102 @@ mod redis_it {
         assert_eq!(peers.len(), 1, "{peers:?}");
         assert_eq!(differ.len(), 1, "{peers:?}");
         assert_eq!(peers[0].ring, mine.0);
+    }
+
+    /// The same complained-of copy, reported to both hosts and again and again: one complaint
+    /// over every host (the list's total and the provider's). Another original of the same
+    /// member is another complaint.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs Redis at LISTWARDEN_IT_REDIS"]
+    async fn redis_it_one_copy_reported_to_two_hosts_counts_once() {
+        let url = std::env::var("LISTWARDEN_IT_REDIS")
+            .unwrap_or_else(|_| panic!("LISTWARDEN_IT_REDIS is not set"));
+        let prefix = format!(
+            "it-once-{}:",
+            crate::unix_now() ^ u64::from(std::process::id())
+        );
+        let a = host(&url, &prefix, "members@lists.example.org");
+        let b = host(&url, &prefix, "members@lists.example.org");
+        let (sa, sb) = (connected(&a).await, connected(&b).await);
+        let signed = "bounce+ann==a==yahoo.com==members-1234abcdef@lists.example.org";
+        let copy = |n: u32| {
+            crate::rates::mark(
+                "members",
+                signed,
+                Some(&format!("<m{n}@lists.example.org>")),
+            )
+        };
+        let now = crate::unix_now();
+        {
+            let mut rates = a.rates.lock().unwrap_or_else(|p| p.into_inner());
+            for _ in 0..1000 {
+                rates.sent_to("members", "yahoo", now);
+            }
+        }
+        // Five reports of copy 1 to each host; each host counts it once itself.
+        for host in [&a, &b] {
+            let mut rates = host.rates.lock().unwrap_or_else(|p| p.into_inner());
+            let counted = (0..5)
+                .filter(|_| rates.complaint("members", Some("yahoo"), copy(1), now))
+                .count();
+            assert_eq!(counted, 1);
+        }
+        let read = |host: &Arc<Shared>| {
+            let rates = host.rates.lock().unwrap_or_else(|p| p.into_inner());
+            (rates.rates(now), rates.provider_rates(now))
+        };
+        let want = |rate: f64| {
+            (
+                vec![("members".to_string(), rate)],
+                vec![("members".to_string(), "yahoo".to_string(), rate)],
+            )
+        };
+        sync_rates(&a, &sa).await;
+        sync_rates(&b, &sb).await;
+        sync_rates(&a, &sa).await;
+        assert_eq!(read(&a), want(0.001), "one complaint over both hosts");
+        assert_eq!(read(&b), want(0.001));
+        // Copy 1 again on b after the marks reached Redis (b forgot it: a restart), and
+        // copy 2: one more.
+        b.rates.lock().unwrap_or_else(|p| p.into_inner()).complaint(
+            "members",
+            Some("yahoo"),
+            copy(2),
+            now,
+        );
+        {
+            let mut rates = b.rates.lock().unwrap_or_else(|p| p.into_inner());
+            *rates = crate::rates::ComplaintRates::shared();
+            rates.complaint("members", Some("yahoo"), copy(1), now);
+            rates.complaint("members", Some("yahoo"), copy(2), now);
+        }
+        sync_rates(&b, &sb).await;
+        sync_rates(&a, &sa).await;
+        assert_eq!(read(&a), want(0.002), "copy 2 is another complaint");
+        let keys = Script::new("return redis.call('KEYS', ARGV[1])");
+        let mut call = keys.key(format!("{prefix}rates:{{members}}"));
+        call.arg(format!("{prefix}rates:{{members}}*:once:*"));
+        let marks: Vec<String> = sa.invoke(&call).await.unwrap_or_default();
+        assert_eq!(marks.len(), 4, "two marks in each hash: {marks:?}");
+        // More marks than one call carries, sent twice (as after a failed call).
+        {
+            let mut rates = a.rates.lock().unwrap_or_else(|p| p.into_inner());
+            for n in 3..1203 {
+                rates.complaint("members", None, copy(n), now);
+            }
+        }
+        let pending = a
+            .rates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_pending();
+        for (key, hours) in &pending {
+            let mut rates = a.rates.lock().unwrap_or_else(|p| p.into_inner());
+            rates.restore_pending(key, hours.clone(), now);
+            rates.restore_pending(key, hours.clone(), now);
+        }
+        sync_rates(&a, &sa).await;
+        assert_eq!(read(&a).0, want(1.202).0, "1200 more, each once");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

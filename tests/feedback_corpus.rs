@@ -335,13 +335,40 @@ fn the_worker_retries_until_the_list_manager_is_back() {
         }
         requests
     });
-    let cfg = config.clone();
-    listwarden::feedback::worker::run(move || cfg.clone(), true, || false);
-    assert_eq!(queue.len(), 1, "kept while the manager is down");
-    std::thread::sleep(std::time::Duration::from_millis(1100));
-    let cfg = config.clone();
-    listwarden::feedback::worker::run(move || cfg.clone(), true, || false);
+    // The worker's log lines, as the daemon writes them.
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let sink = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || Capture(sink.clone()))
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let cfg = config.clone();
+        listwarden::feedback::worker::run(move || cfg.clone(), true, || false);
+        assert_eq!(queue.len(), 1, "kept while the manager is down");
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let cfg = config.clone();
+        listwarden::feedback::worker::run(move || cfg.clone(), true, || false);
+    });
     assert_eq!(queue.len(), 0, "done once it is back");
+    // Each line names the list and the member once, as fields.
+    let log = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(
+        lines[0].contains("will retry: mailman3 answered 503"),
+        "{log}"
+    );
+    assert!(
+        lines[1].contains("complaint handled: mailman3 answered 204"),
+        "{log}"
+    );
+    for line in lines {
+        assert_eq!(line.matches("ann+x@yahoo.com").count(), 1, "{line}");
+        assert_eq!(line.matches("member=").count(), 1, "{line}");
+        assert_eq!(line.matches("list=").count(), 1, "{line}");
+        assert!(line.contains("list=\"members\""), "{line}");
+    }
     let requests = server.join().unwrap();
     assert!(
         requests[1].starts_with(
@@ -351,4 +378,18 @@ fn the_worker_retries_until_the_list_manager_is_back() {
         requests[1]
     );
     assert!(requests[1].contains("Authorization: Basic cmVzdGFkbWluOnJlc3RwYXNz"));
+}
+
+/// A log writer into memory.
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

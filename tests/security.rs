@@ -368,6 +368,21 @@ async fn item13_unsigned_reports_do_not_move_the_complaint_rate() {
     c.close().await;
     assert!(rate() > 0.0, "a signed report must count");
     assert_eq!(classified("complaint"), 1);
+    // The same report again (its copy to the same signed address): classified
+    // again, but the rate counts one complaint per signed address and
+    // original message.
+    let once = rate();
+    let mut c = m.session(STRANGER).await;
+    whole_message(
+        &mut c,
+        "<fbl@feedback.example.net>",
+        &format!("<{signed}>"),
+        &arf,
+    )
+    .await;
+    c.close().await;
+    assert_eq!(classified("complaint"), 2);
+    assert_eq!(rate(), once, "the same copy reported twice counted twice");
     m.stop().await;
 }
 

@@ -53,7 +53,8 @@ pub(crate) fn record(
     // A complaint about mail we sent moves the rate (list and provider),
     // whatever is done to the member. Only our signature shows that we
     // sent it: a report that names the list in text alone could be
-    // written by anyone, as often as they like.
+    // written by anyone, as often as they like. One copy counts once,
+    // however many reports carry it (see `rates::mark`).
     if a.list_signed()
         && a.signature == super::Signature::Valid
         && settings.acts_on(&assessment.intake.feedback_type)
@@ -61,6 +62,7 @@ pub(crate) fn record(
         observed.push(Event::Complaint {
             list: list.to_string(),
             provider: a.provider.clone(),
+            mark: mark(list, &assessment.intake.original),
         });
     }
     if matches!(
@@ -93,4 +95,16 @@ pub(crate) fn record(
     }
     count(observed, assessment.result());
     Ok(Some(assessment.tag()))
+}
+
+/// The complaint's mark: the complained-of copy's signed Return-Path (as
+/// an address, so its spelling in the report does not matter) and its
+/// Message-ID.
+fn mark(list: &str, original: &super::intake::Original) -> crate::rates::Mark {
+    let rp = original.return_path.as_deref().unwrap_or("");
+    let signed = match crate::address::parse_path(rp.trim()) {
+        Ok(Some(addr)) => addr.key(),
+        _ => rp.to_string(),
+    };
+    crate::rates::mark(list, &signed, original.message_id.as_deref())
 }

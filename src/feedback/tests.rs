@@ -146,3 +146,65 @@ fn reports_anyone_can_write_are_counted_but_never_queued() {
     }
     assert_eq!(queue::Queue::new(&queue).len(), 1);
 }
+
+/// One member's valid signed copy reported ten times (the report resent,
+/// or wrapped in new reports: another report Message-ID, another
+/// Original-Rcpt-To) moves the complaint rate once; another original to
+/// the same member moves it again.
+#[test]
+fn one_copy_reported_ten_times_counts_once_in_the_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    let c = config(dir.path(), &format!("  queue: {}\n", queue.display()));
+    let today = crate::today();
+    let keys = c.signing.as_ref().unwrap();
+    let verp = Address::parse("bounce+ann==a==example.com==talk@lists.example.org").unwrap();
+    let signed = prvs::sign(&verp, keys, today).to_string();
+    let copy = |original: &str, i: usize| {
+        report(&signed, &format!("<r{i}@example.com>"))
+            .replace("<r@example.net>", &format!("<report{i}@example.net>"))
+            .replace(
+                "List-Id: <talk.lists.example.org>\r\n",
+                &format!("List-Id: <talk.lists.example.org>\r\nMessage-ID: <{original}>\r\n"),
+            )
+    };
+    let shared = crate::Shared::new(c.clone());
+    let now = crate::unix_now();
+    for _ in 0..1000 {
+        shared.rates.lock().unwrap().sent("talk", now);
+    }
+    let rate = || shared.rates.lock().unwrap().rates(crate::unix_now());
+    let mut complaints = 0;
+    for i in 0..10 {
+        let mut observed = Vec::new();
+        record::record(
+            &mut observed,
+            &c,
+            copy("m1@lists.example.org", i).as_bytes(),
+            today,
+            "Q",
+        )
+        .unwrap()
+        .unwrap();
+        complaints += observed
+            .iter()
+            .filter(|e| matches!(e, crate::record::Event::Complaint { .. }))
+            .count();
+        shared.recorder().record_all(observed);
+    }
+    assert_eq!(complaints, 10, "each report is still a complaint event");
+    assert_eq!(rate(), [("talk".to_string(), 0.001)]);
+    assert_eq!(queue::Queue::new(&queue).len(), 1, "one job");
+    let mut observed = Vec::new();
+    record::record(
+        &mut observed,
+        &c,
+        copy("m2@lists.example.org", 10).as_bytes(),
+        today,
+        "Q",
+    )
+    .unwrap()
+    .unwrap();
+    shared.recorder().record_all(observed);
+    assert_eq!(rate(), [("talk".to_string(), 0.002)], "another original");
+}

@@ -44,13 +44,10 @@ pub fn apply(job: &Job, config: &Config) -> Outcome {
         return Outcome::Retry("no feedback section in the config".into());
     };
     let Some(list) = config.lists.iter().find(|l| l.name == job.list) else {
-        return Outcome::Done(format!(
-            "list {} is no longer configured; dropped",
-            job.list
-        ));
+        return Outcome::Done("the list is no longer configured; dropped".into());
     };
     let Ok(member) = Address::parse(&job.member) else {
-        return Outcome::Done(format!("unreadable member {:?}; dropped", job.member));
+        return Outcome::Done("unreadable member; dropped".into());
     };
     let action: Action = match job.action.parse() {
         Ok(a) => a,
@@ -67,10 +64,9 @@ pub fn apply(job: &Job, config: &Config) -> Outcome {
         (Action::Unsubscribe, Preset::Listwarden) => expander_remove(config, list, &member),
         // The config refuses `suspend` for these lists; a job queued
         // before a reload changed the list would otherwise retry forever.
-        (Action::Suspend, _) => Outcome::Done(format!(
-            "suspend is not offered for {} (Mailman 3 only); dropped",
-            list.name
-        )),
+        (Action::Suspend, _) => {
+            Outcome::Done("suspend is not offered for this list (Mailman 3 only); dropped".into())
+        }
     }
 }
 
@@ -96,8 +92,8 @@ fn mailman3(m: &super::Mailman3, list: &List, member: &Address, action: Action) 
         _ => http(m, "DELETE", &path, None),
     };
     match answer {
-        Ok((200..=299, _)) => Outcome::Done(format!("mailman3: {} {member}", action.as_str())),
-        Ok((404, _)) => Outcome::Done(format!("mailman3: {member} is not a member (already gone)")),
+        Ok((code @ 200..=299, _)) => Outcome::Done(format!("mailman3 answered {code}")),
+        Ok((404, _)) => Outcome::Done("mailman3: not a member (already gone)".into()),
         Ok((code, body)) => Outcome::Retry(format!(
             "mailman3 answered {code}: {}",
             one_line(&body, 200)
@@ -190,9 +186,9 @@ fn sympa_del(command: &[String], list: &List, member: &Address) -> Outcome {
         let _ = writeln!(stdin, "{member}");
     }
     match wait(child) {
-        Ok((true, _)) => Outcome::Done(format!("sympa: deleted {member} from {}", list.address)),
+        Ok((true, _)) => Outcome::Done(format!("sympa: deleted from {}", list.address)),
         Ok((false, text)) if sympa_not_member(&text) => Outcome::Done(format!(
-            "sympa: {member} is not a member (already gone): {}",
+            "sympa: not a member (already gone): {}",
             one_line(&text, 200)
         )),
         Ok((false, text)) => Outcome::Retry(format!("sympa del failed: {}", one_line(&text, 300))),
@@ -238,11 +234,11 @@ fn wait(mut child: std::process::Child) -> Result<(bool, String), String> {
 
 fn expander_remove(config: &Config, list: &List, member: &Address) -> Outcome {
     let Some((files, _)) = config.expander_list(&list.name) else {
-        return Outcome::Done(format!("{} is not an expander list; dropped", list.name));
+        return Outcome::Done("not an expander list; dropped".into());
     };
     match listwarden_expand::unsubscribe::remove_member(&files, member, CALL_TIMEOUT) {
-        Ok(true) => Outcome::Done(format!("expander: removed {member}")),
-        Ok(false) => Outcome::Done(format!("expander: {member} is not a member (already gone)")),
+        Ok(true) => Outcome::Done("expander: removed".into()),
+        Ok(false) => Outcome::Done("expander: not a member (already gone)".into()),
         Err(e) => Outcome::Retry(format!("expander: {e}")),
     }
 }
@@ -291,6 +287,22 @@ fn printable(text: &str) -> String {
     text.chars().filter(|c| !c.is_control()).take(200).collect()
 }
 
+/// One log line about a job: the job's fields once (list, member, action,
+/// report, attempts), then the rest; an outcome's text names neither the
+/// list nor the member again.
+macro_rules! job_event {
+    ($level:ident, $job:expr, $($rest:tt)+) => {
+        tracing::$level!(
+            list = $job.list,
+            member = $job.member,
+            action = $job.action,
+            report = $job.report_id,
+            attempts = $job.attempts + 1,
+            $($rest)+
+        )
+    };
+}
+
 /// Runs passes over the queue until `stop` says so; `config` gives the
 /// current config each pass (reloads apply). Returns after one pass when
 /// `once`.
@@ -312,12 +324,9 @@ pub fn run(config: impl Fn() -> std::sync::Arc<Config>, once: bool, stop: impl F
                     }
                     match apply(&job, &cfg) {
                         Outcome::Done(detail) => {
-                            tracing::info!(
-                                list = job.list,
-                                member = job.member,
-                                action = job.action,
-                                report = job.report_id,
-                                attempts = job.attempts + 1,
+                            job_event!(
+                                info,
+                                job,
                                 waited_s = crate::unix_now().saturating_sub(job.received),
                                 "complaint handled: {detail}"
                             );
@@ -327,14 +336,7 @@ pub fn run(config: impl Fn() -> std::sync::Arc<Config>, once: bool, stop: impl F
                             }
                         }
                         Outcome::Retry(why) => {
-                            tracing::warn!(
-                                list = job.list,
-                                member = job.member,
-                                action = job.action,
-                                report = job.report_id,
-                                attempts = job.attempts + 1,
-                                "complaint not handled yet, will retry: {why}"
-                            );
+                            job_event!(warn, job, "complaint not handled yet, will retry: {why}");
                             next_try.insert(id, Instant::now() + settings.retry);
                             if let Err(e) = queue.failed(&path, &mut job, &why) {
                                 tracing::error!("{e}");

@@ -1053,7 +1053,13 @@ impl Connection {
         self.observed.push(Event::Classified {
             queue_id: msg.queue_id.clone(),
             list: list.to_string(),
-            signed: msg.signature == Some(BounceVerdict::Valid),
+            signed: (msg.signature == Some(BounceVerdict::Valid)).then(|| {
+                let id = report
+                    .original
+                    .as_ref()
+                    .and_then(|o| o.message_id.as_deref());
+                crate::rates::mark(list, msg.signed_rcpt.as_deref().unwrap_or(list), id)
+            }),
             classes,
         });
         (tags, action.unwrap_or(RuleAction::Accept))
