@@ -374,9 +374,10 @@ fn with_carried(
             queue_id,
             client,
             "client is not trusted (not in trusted_networks, no SASL login) but Postfix \
-             sent it to milter.trusted_listen: answered 451 at {}; fix Postfix's \
+             sent it to milter.trusted_listen: answered at {}: {}; fix Postfix's \
              smtpd_milter_maps (or listwarden's trusted_networks)",
-            stage.as_str()
+            stage.as_str(),
+            describe(&answer)
         ),
         carry::Why::Carried => tracing::info!(
             queue_id,
