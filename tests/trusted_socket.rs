@@ -247,6 +247,15 @@ async fn an_untrusted_client_on_the_trusted_socket_gets_451_never_an_accept() {
     let trusted = play(&pair.1, &forged).await;
     assert!(plain.end.starts_with("550 5.7.1"), "{plain:?}");
     assert_eq!(trusted.end, plain.end);
+
+    // A forged From: refused for good at end of headers stays so: the
+    // stronger answer wins over the carried 451.
+    let mut from = Msg::new(STRANGER, "<alice@example.net>", &["<bob@example.com>"]);
+    from.headers = vec![("From", "members@lists.example.org")];
+    let plain = play(&pair.0, &from).await;
+    let trusted = play(&pair.1, &from).await;
+    assert!(plain.end.starts_with("550 5.7.1"), "{plain:?}");
+    assert_eq!(trusted.end, plain.end);
     stop(pair).await;
 }
 

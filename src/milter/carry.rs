@@ -90,10 +90,10 @@ impl Carried {
         }
     }
 
-    /// Whether end of headers must leave the answer to end of message (it
-    /// must not accept or discard over a carried answer).
-    pub(crate) fn is_empty(&self) -> bool {
-        self.answer().is_none()
+    /// Whether there is an answer to give: end of headers must then not
+    /// accept or discard over it.
+    pub(crate) fn has_answer(&self) -> bool {
+        self.answer().is_some()
     }
 
     /// The whole message's answer for what MAIL and RCPT found, if any.

@@ -489,7 +489,7 @@ async fn eoh(cx: &mut indymilter::Context<Session>) -> Status {
         |s| s.end_of_headers(queue_id.as_deref()),
     );
     pause(session, Stage::EndOfHeaders).await;
-    if session.envelope_noreply && !session.carried.is_empty() {
+    if session.envelope_noreply && session.carried.has_answer() {
         // A refusal here ends the message: give it with the carried one.
         // Anything else (an accept, a canary discard) must not end the
         // message before end of message gives the carried answer.
