@@ -5,6 +5,16 @@
 //! they would have answered is carried here and given at end of message,
 //! for the whole message. The socket grants no trust.
 //!
+//! What MAIL and RCPT can answer other than continue (all carried alike,
+//! whatever the cause): at MAIL, a forged list sender (550), an unreadable
+//! sender that may name a list domain (451), an internal error
+//! (`on_error`); at RCPT, too many recipients (452, not for trusted
+//! networks or SASL), an unreadable recipient that may name a list domain
+//! (451, not for trusted networks), a bounce to a list that is not ours
+//! (550), a shielded list (451 or 550), an exhausted budget (451), an
+//! internal error. A trusted network's recipients are never refused
+//! (`policy::decide_rcpt`); a SASL client's bounces are checked.
+//!
 //! Why the outcome is never weaker and never loses mail:
 //!
 //! - A MAIL refusal (a forged list sender) refused every recipient: the
