@@ -79,6 +79,10 @@ pub async fn run(path: PathBuf) -> Result<(), DaemonError> {
     let current = shared.config.load_full();
 
     let listener = bind(&current.milter.listen, current.milter.socket_mode).await?;
+    let trusted = match &current.milter.trusted_listen {
+        Some(socket) => Some(bind(socket, current.milter.socket_mode).await?),
+        None => None,
+    };
     if let Some(addr) = current.metrics_listen {
         let bound = crate::metrics::spawn_http(addr, shared.metrics.clone()).map_err(|source| {
             DaemonError::Http {
@@ -97,6 +101,9 @@ pub async fn run(path: PathBuf) -> Result<(), DaemonError> {
                 source,
             })?;
         tracing::info!("one-click unsubscribe on http://{bound}/unsubscribe");
+    }
+    if let Some(socket) = &current.milter.trusted_listen {
+        tracing::info!(%socket, "list server's milter socket: MAIL and RCPT answered at end of message");
     }
     tracing::info!(
         milter = %current.milter.listen,
@@ -123,7 +130,35 @@ pub async fn run(path: PathBuf) -> Result<(), DaemonError> {
     tokio::spawn(watch_signals(reloader.clone()));
     tokio::spawn(watch_file(reloader.clone()));
 
-    let result = milter::run(listener, shared.clone(), shutdown_signal()).await;
+    let result = match trusted {
+        None => milter::run(listener, shared.clone(), shutdown_signal()).await,
+        Some(trusted) => {
+            // One signal stops both sockets; so does either one ending.
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let stop = Arc::new(stop);
+            let on_signal = stop.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = on_signal.send(true);
+            });
+            let (a, b) = tokio::join!(
+                then_stop(
+                    milter::run(listener, shared.clone(), until(stopped.clone())),
+                    stop.clone()
+                ),
+                then_stop(
+                    milter::run_door(
+                        trusted,
+                        shared.clone(),
+                        milter::Door::ListServer,
+                        until(stopped)
+                    ),
+                    stop
+                ),
+            );
+            a.and(b)
+        }
+    };
     // Fail open: with listwarden gone, every domain takes the normal route.
     let map = shared
         .config
@@ -139,8 +174,10 @@ pub async fn run(path: PathBuf) -> Result<(), DaemonError> {
             Err(e) => tracing::error!("throttle: cannot empty the transport table: {e}"),
         }
     }
-    if let Socket::Unix(p) = &current.milter.listen {
-        let _ = std::fs::remove_file(p);
+    for socket in std::iter::once(&current.milter.listen).chain(&current.milter.trusted_listen) {
+        if let Socket::Unix(p) = socket {
+            let _ = std::fs::remove_file(p);
+        }
     }
     tracing::info!("listwarden stopped");
     result.map_err(DaemonError::Milter)
@@ -317,6 +354,21 @@ async fn watch_file(reloader: Arc<Reloader>) {
             let _ = tokio::task::spawn_blocking(move || r.reload_now()).await;
         }
     }
+}
+
+/// Completes once `stop` says so.
+async fn until(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Runs one socket's milter; when it ends, so does the other.
+async fn then_stop(
+    run: impl std::future::Future<Output = std::io::Result<()>>,
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
+) -> std::io::Result<()> {
+    let result = run.await;
+    let _ = stop.send(true);
+    result
 }
 
 async fn shutdown_signal() {

@@ -72,7 +72,7 @@ tp_write_lw_config() {
 	sed -e "s|^  listen: \"inet:[^\"]*\"|  listen: \"$listen\"\\n  socket_mode: \"0660\"|" \
 		-e 's|^  listen: "127\.0\.0\.1:[0-9]*"|  listen: "off"|' \
 		-e 's|^  unsubscribe_listen: "127\.0\.0\.1:[0-9]*"|  unsubscribe_listen: "127.0.0.1:0"|' \
-		-e 's|^trusted_networks:.*|trusted_networks: []|' "$LW_CONFIG" >"$out"
+		-e 's|^trusted_networks:.*|trusted_networks: []|' -e '/^  trusted_listen: /d' "$LW_CONFIG" >"$out"
 	if ! grep -qF "listen: \"$listen\"" "$out" || ! grep -qF 'listen: "off"' "$out" ||
 		! grep -qF 'trusted_networks: []' "$out"; then
 		die "could not derive $out from $LW_CONFIG (did listwarden.yaml.in change shape?)"

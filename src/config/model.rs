@@ -290,6 +290,10 @@ pub struct RawDomain {
 #[serde(deny_unknown_fields)]
 pub struct RawMilter {
     pub listen: String,
+    /// A second socket for the list server's own clients only (Postfix
+    /// picks it with smtpd_milter_maps / non_smtpd_milters).
+    #[serde(default)]
+    pub trusted_listen: Option<String>,
     #[serde(default)]
     pub socket_mode: Option<String>,
     #[serde(default)]

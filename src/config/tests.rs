@@ -189,6 +189,29 @@ lists:
 }
 
 #[test]
+fn the_list_servers_socket_is_checked_where_it_is_written() {
+    let c = Config::parse(
+        "milter:\n  listen: inet:127.0.0.1:8890\n  trusted_listen: unix:/run/listwarden/list.sock\n",
+        std::path::Path::new("t.yaml"),
+    )
+    .unwrap();
+    assert_eq!(
+        c.milter.trusted_listen,
+        Some(Socket::Unix("/run/listwarden/list.sock".into()))
+    );
+    assert_eq!(
+        errors("milter:\n  listen: inet:127.0.0.1:8890\n  trusted_listen: 127.0.0.1:8891\n"),
+        [
+            "3:19: milter.trusted_listen: `127.0.0.1:8891` is not a socket such as inet:127.0.0.1:8890 or unix:/run/listwarden/milter.sock"
+        ]
+    );
+    assert_eq!(
+        errors("milter:\n  listen: inet:127.0.0.1:8890\n  trusted_listen: inet:127.0.0.1:8890\n"),
+        ["3:19: milter.trusted_listen: must differ from milter.listen"]
+    );
+}
+
+#[test]
 fn unknown_keys_and_wrong_types_are_located() {
     let e = errors("milter:\n  listen: inet:127.0.0.1:1\n  lissten: x\n");
     assert_eq!(e.len(), 1);

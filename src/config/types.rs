@@ -96,6 +96,10 @@ pub struct ListDomain {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MilterSettings {
     pub listen: Socket,
+    /// The list server's socket: MAIL and RCPT are not answered there
+    /// (their answers are carried to end of message), so a list post
+    /// costs no round trip per recipient. It grants no trust.
+    pub trusted_listen: Option<Socket>,
     /// File mode of a unix socket (default 0660).
     pub socket_mode: u32,
     pub max_connections: usize,

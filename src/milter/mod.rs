@@ -5,6 +5,7 @@
 //! panic in one message's handling becomes that message's tempfail (or
 //! accept, per `on_error`); the process and other sessions carry on.
 
+mod carry;
 #[cfg(any(test, feature = "fault-injection"))]
 mod fault;
 mod listener;
@@ -27,10 +28,33 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Runs the milter until `shutdown` completes.
+/// Which socket a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// `milter.listen`: any client; every stage that can refuse is
+    /// answered.
+    Any,
+    /// `milter.trusted_listen`: the list server's own clients, picked by
+    /// Postfix (`smtpd_milter_maps`, `non_smtpd_milters`). MAIL and RCPT
+    /// are not answered; their answers are carried to end of message
+    /// (see `carry`). It grants no trust.
+    ListServer,
+}
+
+/// Runs the milter on `milter.listen` until `shutdown` completes.
 pub async fn run(
+    listener: MilterListener,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    run_door(listener, shared, Door::Any, shutdown).await
+}
+
+/// Runs the milter on one socket until `shutdown` completes.
+pub async fn run_door(
     mut listener: MilterListener,
     shared: Arc<Shared>,
+    door: Door,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let settings = shared.config.load().milter.clone();
@@ -40,16 +64,23 @@ pub async fn run(
         ..Default::default()
     };
     listener.set_negotiate_timeout(settings.negotiate_timeout);
-    indymilter::run(listener, callbacks(shared), config, shutdown).await
+    indymilter::run(listener, callbacks_for(shared, door), config, shutdown).await
 }
 
 /// The callbacks listwarden registers. Stages no capability needs (HELO,
 /// DATA, UNKNOWN) are left out, so Postfix never sends them; the body is
 /// skipped unless a bounce needs a trace check.
 pub fn callbacks(shared: Arc<Shared>) -> Callbacks<Session> {
+    callbacks_for(shared, Door::Any)
+}
+
+/// The callbacks for connections on `door`.
+pub fn callbacks_for(shared: Arc<Shared>, door: Door) -> Callbacks<Session> {
     let s1 = shared.clone();
     Callbacks::new()
-        .on_negotiate(move |cx, actions, opts| Box::pin(negotiate(s1.clone(), cx, actions, opts)))
+        .on_negotiate(move |cx, actions, opts| {
+            Box::pin(negotiate(s1.clone(), door, cx, actions, opts))
+        })
         .on_connect(|cx, _host, socket| Box::pin(connect(cx, socket)))
         .on_mail(|cx, args| Box::pin(mail(cx, args)))
         .on_rcpt(|cx, args| Box::pin(rcpt(cx, args)))
@@ -82,6 +113,7 @@ fn needed_actions(config: &crate::config::Config) -> Actions {
 
 async fn negotiate(
     shared: Arc<Shared>,
+    door: Door,
     cx: &mut NegotiateContext<Session>,
     actions: Actions,
     opts: ProtoOpts,
@@ -118,6 +150,21 @@ async fn negotiate(
     if opts.contains(ProtoOpts::NOREPLY_CONNECT) {
         cx.requested_opts |= ProtoOpts::NOREPLY_CONNECT;
         session.connect_noreply = true;
+    }
+    // The list server's socket: MAIL and RCPT answers wait for end of
+    // message, so a post to 500 members costs no round trip per member.
+    // Both or neither: an MTA that offers only one keeps every answer.
+    let envelope = ProtoOpts::NOREPLY_MAIL | ProtoOpts::NOREPLY_RCPT;
+    if door == Door::ListServer {
+        if opts.contains(envelope) {
+            cx.requested_opts |= envelope;
+            session.envelope_noreply = true;
+        } else {
+            tracing::warn!(
+                "milter.trusted_listen: the MTA cannot leave MAIL and RCPT unanswered \
+                 (old milter_protocol?); answering them as on milter.listen"
+            );
+        }
     }
     session.skip_ok = cx.requested_opts.contains(ProtoOpts::SKIP);
     let macros = [
@@ -245,13 +292,25 @@ async fn mail(cx: &mut indymilter::Context<Session>, args: Vec<CString>) -> Stat
         },
     );
     pause(session, Stage::Mail).await;
+    if session.envelope_noreply {
+        let privileged = session.privileged();
+        session.carried.mail(action, privileged);
+        return Status::Noreply;
+    }
     to_status(action, &mut cx.reply)
 }
 
 async fn rcpt(cx: &mut indymilter::Context<Session>, args: Vec<CString>) -> Status {
     let Some(session) = cx.data.as_mut() else {
+        // Under NOREPLY_RCPT indymilter sends nothing (not reached:
+        // negotiate sets the session).
         return Status::Tempfail;
     };
+    if session.envelope_noreply && session.carried.is_settled() {
+        // MAIL (or an earlier recipient's internal error) already decided
+        // the message; Postfix would not have asked about this recipient.
+        return Status::Noreply;
+    }
     let rcpt = args
         .first()
         .map(|a| a.to_string_lossy())
@@ -262,7 +321,7 @@ async fn rcpt(cx: &mut indymilter::Context<Session>, args: Vec<CString>) -> Stat
     });
     pause(session, Stage::Rcpt).await;
     let (rcpt, as_sent, verdict) = match begin {
-        RcptBegin::Done(action) => return to_status(action, &mut cx.reply),
+        RcptBegin::Done(action) => return rcpt_answer(session, action, &mut cx.reply),
         RcptBegin::Check {
             rcpt,
             as_sent,
@@ -276,7 +335,67 @@ async fn rcpt(cx: &mut indymilter::Context<Session>, args: Vec<CString>) -> Stat
         |a| a,
         |s| s.rcpt_finish(rcpt, as_sent, *verdict, exhausted),
     );
-    to_status(action, &mut cx.reply)
+    rcpt_answer(session, action, &mut cx.reply)
+}
+
+/// A recipient's answer: given now, or on the list server's socket
+/// carried to end of message.
+fn rcpt_answer(session: &mut Session, action: Action, reply: &mut impl SetErrorReply) -> Status {
+    if session.envelope_noreply {
+        let ended = !session.has_message();
+        session.carried.rcpt(action, ended);
+        return Status::Noreply;
+    }
+    to_status(action, reply)
+}
+
+/// On the list server's socket: the answer MAIL and RCPT could not give,
+/// made no weaker by `own` (what this stage found), logged. `None`: nothing
+/// was carried, `own` stands.
+fn with_carried(
+    session: &mut Session,
+    stage: Stage,
+    own: &Action,
+    queue_id: Option<&str>,
+) -> Option<Action> {
+    if !session.envelope_noreply {
+        return None;
+    }
+    let (carried, why) = session.carried.answer()?;
+    let answer = carry::stronger(carried, own.clone());
+    // The message ends with this answer.
+    session.reset();
+    let queue_id = queue_id.unwrap_or(crate::record::NO_QUEUE);
+    let client = session
+        .client_ip()
+        .map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+    match why {
+        carry::Why::Misrouted => tracing::warn!(
+            queue_id,
+            client,
+            "client is not trusted (not in trusted_networks, no SASL login) but Postfix \
+             sent it to milter.trusted_listen: answered at {}: {}; fix Postfix's \
+             smtpd_milter_maps (or listwarden's trusted_networks)",
+            stage.as_str(),
+            describe(&answer)
+        ),
+        carry::Why::Carried => tracing::info!(
+            queue_id,
+            client,
+            "milter.trusted_listen: the MAIL/RCPT answer given at {}: {}",
+            stage.as_str(),
+            describe(&answer)
+        ),
+    }
+    Some(answer)
+}
+
+fn describe(action: &Action) -> String {
+    match action {
+        Action::Continue => "continue".into(),
+        Action::Accept => "accept".into(),
+        Action::Reject(r) | Action::Tempfail(r) => format!("{} {} {}", r.code, r.status, r.text),
+    }
 }
 
 /// Charges the budgets in order; returns the first one exhausted. One
@@ -370,6 +489,18 @@ async fn eoh(cx: &mut indymilter::Context<Session>) -> Status {
         |s| s.end_of_headers(queue_id.as_deref()),
     );
     pause(session, Stage::EndOfHeaders).await;
+    if session.envelope_noreply && session.carried.has_answer() {
+        // A refusal here ends the message: give it with the carried one.
+        // Anything else (an accept, a canary discard) must not end the
+        // message before end of message gives the carried answer.
+        if matches!(action, Action::Reject(_) | Action::Tempfail(_))
+            && let Some(answer) =
+                with_carried(session, Stage::EndOfHeaders, &action, queue_id.as_deref())
+        {
+            return to_status(answer, &mut cx.reply);
+        }
+        return Status::Continue;
+    }
     if action == Action::Continue
         && let Some(probe) = session.take_probe()
     {
@@ -400,6 +531,15 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
         s.end_of_message(queue_id.as_deref())
     });
     pause(session, Stage::EndOfMessage).await;
+    let own = match &eom {
+        Eom::Answer(action) => action.clone(),
+        Eom::Apply(_) => Action::Continue,
+    };
+    // A carried answer is a refusal, or an internal error's accept (whose
+    // message had nothing left to change): the plan is not applied.
+    if let Some(answer) = with_carried(session, Stage::EndOfMessage, &own, queue_id.as_deref()) {
+        return to_status(answer, &mut cx.reply);
+    }
     let plan = match eom {
         Eom::Answer(action) => return to_status(action, &mut cx.reply),
         Eom::Apply(plan) => plan,

@@ -135,6 +135,10 @@ pub struct Session {
     pub(crate) connect_noreply: bool,
     /// Whether Postfix accepts a Skip reply to body chunks.
     pub(crate) skip_ok: bool,
+    /// The list server's socket: Postfix agreed not to wait for replies
+    /// to MAIL and RCPT, whose answers are carried to end of message.
+    pub(crate) envelope_noreply: bool,
+    pub(crate) carried: super::carry::Carried,
     /// A failure in a stage that cannot answer (headers under NOREPLY),
     /// to be given at end of headers.
     pending_failure: Option<Action>,
@@ -260,6 +264,8 @@ impl Session {
             header_noreply: false,
             connect_noreply: false,
             skip_ok: false,
+            envelope_noreply: false,
+            carried: super::carry::Carried::default(),
             pending_failure: None,
             #[cfg(any(test, feature = "fault-injection"))]
             fault: None,
@@ -272,6 +278,23 @@ impl Session {
 
     pub(crate) fn shared(&self) -> &Shared {
         &self.conn.shared
+    }
+
+    /// A client that may send as a list (trusted network or SASL), as
+    /// known after MAIL.
+    pub(crate) fn privileged(&self) -> bool {
+        policy::is_privileged(&self.conn.client, &*self.conn.config)
+    }
+
+    /// The client's address, for the log.
+    pub(crate) fn client_ip(&self) -> Option<std::net::IpAddr> {
+        self.conn.client.ip
+    }
+
+    /// Whether a message is in progress (a refusal or an internal error
+    /// drops it).
+    pub(crate) fn has_message(&self) -> bool {
+        self.msg.is_some()
     }
 
     /// Hands what the handlers observed to the recorder.
@@ -472,6 +495,7 @@ impl Session {
     pub(crate) fn reset(&mut self) {
         self.msg = None;
         self.pending_failure = None;
+        self.carried = super::carry::Carried::default();
     }
 
     /// The answer to an internal error (a panic in a handler).

@@ -13,13 +13,29 @@ async fn start(
     Arc<Shared>,
     tokio::sync::oneshot::Sender<()>,
 ) {
+    start_door(yaml, Door::Any).await
+}
+
+async fn start_door(
+    yaml: &str,
+    door: Door,
+) -> (
+    std::net::SocketAddr,
+    Arc<Shared>,
+    tokio::sync::oneshot::Sender<()>,
+) {
     let shared = Shared::new(Config::parse(yaml, Path::new("t.yaml")).unwrap());
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(run(MilterListener::tcp(l), shared.clone(), async {
-        let _ = rx.await;
-    }));
+    tokio::spawn(run_door(
+        MilterListener::tcp(l),
+        shared.clone(),
+        door,
+        async {
+            let _ = rx.await;
+        },
+    ));
     (addr, shared, tx)
 }
 
@@ -145,4 +161,57 @@ async fn a_planned_pause_holds_the_reply() {
     assert!(started.elapsed() >= std::time::Duration::from_secs(1));
     assert_eq!(status, TestStatus::Continue);
     conn.close().await.unwrap();
+}
+
+/// On the list server's socket an internal error at MAIL or RCPT cannot
+/// be answered there: the same answer comes at end of message, for the
+/// whole message, and nothing of it is skipped.
+#[tokio::test]
+async fn on_the_trusted_socket_an_internal_error_is_answered_at_end_of_message() {
+    let trusted = "trusted_networks: [127.0.0.1/32]\n";
+    for (extra, want) in [("", "451 4.3.0"), ("on_error: accept\n", "accept")] {
+        let yaml = format!("{BASE}{trusted}{extra}");
+        let (plain, _s1, _stop1) = start(&yaml).await;
+        let (list, shared, _stop2) = start_door(&yaml, Door::ListServer).await;
+        for stage in ["mail", "rcpt"] {
+            let sender = format!("<listwarden-fault-panic-{stage}@example.net>");
+            // The other socket answers at the stage itself.
+            let mut conn = TestConnection::open(plain).await.unwrap();
+            conn.connect("c", ([127, 0, 0, 1], 1)).await.unwrap();
+            let mut status = conn.mail([sender.as_str()]).await.unwrap();
+            if stage == "rcpt" {
+                status = conn.rcpt(["<bob@example.com>"]).await.unwrap();
+            }
+            assert!(shows(&status, want), "{extra}{stage}: {status:?}");
+            conn.close().await.unwrap();
+
+            let mut conn = TestConnection::open(list).await.unwrap();
+            conn.connect("c", ([127, 0, 0, 1], 1)).await.unwrap();
+            assert_eq!(
+                conn.mail([sender.as_str()]).await.unwrap(),
+                TestStatus::Noreply
+            );
+            for r in ["<bob@example.com>", "<carol@example.com>"] {
+                assert_eq!(conn.rcpt([r]).await.unwrap(), TestStatus::Noreply);
+            }
+            conn.header("From", "alice@example.net").await.unwrap();
+            assert_eq!(conn.eoh().await.unwrap(), TestStatus::Continue);
+            conn.body("hi\r\n").await.unwrap();
+            let (actions, status) = conn.eom().await.unwrap();
+            assert!(shows(&status, want), "{extra}{stage}: {status:?}");
+            assert!(actions.actions.is_empty());
+            conn.close().await.unwrap();
+        }
+        if extra.is_empty() {
+            assert_eq!(internal_errors(&shared), 2);
+        }
+    }
+}
+
+fn shows(status: &TestStatus, want: &str) -> bool {
+    match status {
+        TestStatus::Tempfail { message: Some(m) } => m.to_string_lossy().starts_with(want),
+        TestStatus::Accept => want == "accept",
+        _ => false,
+    }
 }

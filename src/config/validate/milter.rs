@@ -21,6 +21,20 @@ impl Validator<'_> {
                 }
             }
         };
+        let trusted_listen = raw.trusted_listen.as_deref().and_then(|text| {
+            let key = [Seg::Key("milter"), Seg::Key("trusted_listen")];
+            match parse_socket(text) {
+                Ok(s) if s == listen => {
+                    self.error(&key, "must differ from milter.listen");
+                    None
+                }
+                Ok(s) => Some(s),
+                Err(e) => {
+                    self.error(&key, e.to_string());
+                    None
+                }
+            }
+        });
         let socket_mode = match raw.socket_mode.as_deref() {
             None => defaults::SOCKET_MODE,
             Some(text) => match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
@@ -70,6 +84,7 @@ impl Validator<'_> {
         );
         MilterSettings {
             listen,
+            trusted_listen,
             socket_mode,
             max_connections,
             negotiate_timeout,

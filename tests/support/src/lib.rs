@@ -17,7 +17,7 @@ pub mod frames;
 
 use listwarden::Shared;
 use listwarden::config::{Config, Socket};
-use listwarden::milter::MilterListener;
+use listwarden::milter::{Door, MilterListener};
 pub use raw::{
     NoReply, REPLY_TIMEOUT, RawConn, SILENCE, finish_news_message_then_refused, has_code,
     hold_news_message, is_550, message_to_eoh, noreply_connect, text,
@@ -96,7 +96,13 @@ impl Milter {
         let listener = listwarden::daemon::bind(&Socket::Unix(path.clone()), 0o600)
             .await
             .expect("bind a unix socket");
-        Milter::run(parse(yaml), listener, Target::Unix(path), Some(dir))
+        Milter::run(
+            parse(yaml),
+            listener,
+            Target::Unix(path),
+            Some(dir),
+            Door::Any,
+        )
     }
 
     /// On loopback TCP (the listener that re-arms TCP_QUICKACK).
@@ -106,11 +112,28 @@ impl Milter {
 
     /// On loopback TCP over prepared shared state (e.g. a manual clock).
     pub async fn start_shared(shared: Arc<Shared>) -> Milter {
+        Milter::start_door(shared, Door::Any).await
+    }
+
+    /// On loopback TCP, as the socket `door` (`Door::ListServer`: the
+    /// list server's socket, `milter.trusted_listen`).
+    pub async fn start_door(shared: Arc<Shared>, door: Door) -> Milter {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
         let addr = l.local_addr().expect("local addr");
-        Milter::run(shared, MilterListener::tcp(l), Target::Tcp(addr), None)
+        Milter::run(
+            shared,
+            MilterListener::tcp(l),
+            Target::Tcp(addr),
+            None,
+            door,
+        )
+    }
+
+    /// The same config parsed for one test (two milters side by side).
+    pub fn shared(yaml: &str) -> Arc<Shared> {
+        parse(yaml)
     }
 
     fn run(
@@ -118,11 +141,17 @@ impl Milter {
         listener: MilterListener,
         target: Target,
         dir: Option<tempfile::TempDir>,
+        door: Door,
     ) -> Milter {
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(listwarden::milter::run(listener, shared.clone(), async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(listwarden::milter::run_door(
+            listener,
+            shared.clone(),
+            door,
+            async {
+                let _ = stopped.await;
+            },
+        ));
         Milter {
             shared,
             target,
