@@ -89,7 +89,7 @@ pub async fn run(path: PathBuf) -> Result<(), DaemonError> {
         })?;
         tracing::info!("metrics on http://{bound}/metrics");
     }
-    if let Some(addr) = current.expander.as_ref().and_then(|e| e.unsubscribe_listen) {
+    if let Some(addr) = current.unsubscribe_listen {
         let bound = crate::metrics::spawn_unsubscribe_http(addr, unsubscribe_handler(&shared))
             .map_err(|source| DaemonError::Http {
                 what: "one-click unsubscribe",
@@ -148,16 +148,21 @@ pub async fn run(path: PathBuf) -> Result<(), DaemonError> {
 
 /// The one-click unsubscribe handler. Answers carry no detail (one status
 /// and body for "no such list" and "bad token", no file paths); the log
-/// gets the detail and an audit line per unsubscribe.
-fn unsubscribe_handler(shared: &Arc<Shared>) -> crate::metrics::UnsubscribeHandler {
+/// gets the detail and an audit line per unsubscribe. A list-manager
+/// list's request queues a feedback job ([`crate::unsubscribe`]); an
+/// expander list's removes the member here.
+pub fn unsubscribe_handler(shared: &Arc<Shared>) -> crate::metrics::UnsubscribeHandler {
     let shared = shared.clone();
     Arc::new(move |query: &str, body: &[u8], client: std::net::IpAddr| {
         let config = shared.config.load_full();
+        let today = crate::today();
+        if let Some(answer) = crate::unsubscribe::one_click(&config, query, body, client, today) {
+            return answer;
+        }
         let Some(keys) = config.signing.as_ref() else {
             return (503, "try again later\n".into());
         };
         let lists = config.expander_lists();
-        let today = crate::today();
         match listwarden_expand::unsubscribe::one_click(
             query,
             body,

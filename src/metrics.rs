@@ -370,7 +370,7 @@ pub fn spawn_http(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<So
     spawn(addr, Site::Metrics(metrics), "listwarden-http")
 }
 
-/// Binds the one-click unsubscribe endpoint (`expander.unsubscribe_listen`)
+/// Binds the one-click unsubscribe endpoint (`unsubscribe_listen`)
 /// and serves it on a thread of its own.
 pub fn spawn_unsubscribe_http(
     addr: SocketAddr,

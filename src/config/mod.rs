@@ -40,6 +40,9 @@ pub struct Config {
     pub milter: MilterSettings,
     /// Where `/metrics` and `/healthz` are served; `None` turns HTTP off.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where one-click unsubscribe is served (`unsubscribe_listen`, or
+    /// the older `expander.unsubscribe_listen`); `None`: no one-click.
+    pub unsubscribe_listen: Option<SocketAddr>,
     /// Global observe mode: no refusals, verdicts logged and counted;
     /// signing and tag hygiene stay on.
     pub observe: bool,

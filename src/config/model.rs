@@ -44,6 +44,9 @@ pub struct RawConfig {
     pub throttle: Option<RawThrottle>,
     #[serde(default)]
     pub canary: Option<RawCanary>,
+    /// `IP:PORT` of the one-click unsubscribe listener.
+    #[serde(default)]
+    pub unsubscribe_listen: Option<String>,
 }
 
 /// `canary:`: the end-to-end probe of `listwarden canary`.
@@ -337,4 +340,7 @@ pub struct RawList {
     pub senders: Option<Vec<String>>,
     #[serde(default)]
     pub expand: Option<RawListExpand>,
+    /// One-click unsubscribe base URL of a list-manager list.
+    #[serde(default)]
+    pub unsubscribe_url: Option<String>,
 }

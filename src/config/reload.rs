@@ -24,12 +24,9 @@ pub fn reload(path: &Path, current: &Config) -> Result<Reloaded, ConfigError> {
         ));
         config.milter = current.milter.clone();
     }
-    let listen = |c: &Config| c.expander.as_ref().and_then(|e| e.unsubscribe_listen);
-    if listen(&config) != listen(current) {
-        kept.push("expander.unsubscribe_listen changed; it applies after a restart".to_string());
-        if let Some(e) = config.expander.as_mut() {
-            e.unsubscribe_listen = listen(current);
-        }
+    if config.unsubscribe_listen != current.unsubscribe_listen {
+        kept.push("unsubscribe_listen changed; it applies after a restart".to_string());
+        config.unsubscribe_listen = current.unsubscribe_listen;
     }
     if config.metrics_listen != current.metrics_listen {
         kept.push("metrics.listen changed; it applies after a restart".to_string());

@@ -578,7 +578,12 @@ fn one_click_needs_its_own_listener() {
 
     let (_dir, r) = parse_in_dir(&config(""), &[("k.key", KEY)]);
     let shown = r.expect_err("no listener").to_string();
-    assert!(shown.contains("lists[0].expand.unsubscribe_url: a one-click unsubscribe_url needs expander.unsubscribe_listen"), "{shown}");
+    assert!(
+        shown.contains(
+            "lists[0].expand.unsubscribe_url: a one-click unsubscribe_url needs unsubscribe_listen"
+        ),
+        "{shown}"
+    );
 
     let (_dir, r) = parse_in_dir(&config(", unsubscribe_listen: nope"), &[("k.key", KEY)]);
     let shown = r.expect_err("bad address").to_string();

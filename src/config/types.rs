@@ -179,6 +179,9 @@ pub struct List {
     pub senders: Option<Vec<Sender>>,
     /// Delivered by listwarden's own expander (`None`: Sympa, Mailman, ...).
     pub expand: Option<ListExpand>,
+    /// A list-manager list's one-click base URL (`https://...`): its
+    /// per-member copies get listwarden's one-click `List-Unsubscribe`.
+    pub unsubscribe_url: Option<String>,
 }
 
 /// One entry of a list's `senders:`.

@@ -193,9 +193,15 @@ fn from_return_path(
     // Under a valid prvs tag: the list manager's own VERP, if any.
     let member = match verp::verify_verp(&inner, keys, today, keys.validity_days()) {
         VerpResult::Valid { member, .. } => Some(member),
-        _ => sympa_verp(&inner).or_else(|| verp::decode(&inner).map(|v| v.member)),
+        _ => list_manager_member(&inner),
     };
     (Signature::Valid, list, member)
+}
+
+/// The member a list manager's own per-member VERP sender names: Sympa's
+/// `bounce+m==a==d==LIST@`, or Mailman's `LIST-bounces+m=d@`.
+pub(crate) fn list_manager_member(addr: &Address) -> Option<Address> {
+    sympa_verp(addr).or_else(|| verp::decode(addr).map(|v| v.member))
 }
 
 /// Sympa's VERP: `bounce+LOCAL==a==DOMAIN==LIST@` (with an optional

@@ -459,6 +459,9 @@ async fn apply_plan(
             .add_header(crate::feedback::HEADER, tag.as_str())
             .await?;
     }
+    for (name, value) in &plan.add_headers {
+        actions.add_header(name.as_str(), value.as_str()).await?;
+    }
     if let Some(reason) = &plan.quarantine {
         actions.quarantine(reason.as_str()).await?;
     }

@@ -106,6 +106,9 @@ pub(crate) struct EomPlan {
     pub quarantine: Option<String>,
     /// The `X-Listwarden-Feedback` value of a feedback-loop report.
     pub feedback_tag: Option<String>,
+    /// Headers to add last (one-click unsubscribe of a list manager's
+    /// per-member copy); the ones they replace are in `delete_headers`.
+    pub add_headers: Vec<(String, String)>,
 }
 
 /// What classification adds at end of message.
@@ -219,6 +222,10 @@ struct Message {
     to_canary: bool,
     /// Our own canary probe, found at end of headers, to be recorded.
     probe: Option<crate::canary::Probe>,
+    /// A list manager's per-member copy that may get one-click
+    /// unsubscribe, and its first recipient.
+    one_click: Option<crate::unsubscribe::Candidate>,
+    first_rcpt: Option<Address>,
 }
 
 impl Message {
@@ -521,6 +528,10 @@ impl Connection {
         if let Effect::SignSender(signed) = &verdict.effect {
             msg.sign_as = Some(signed.clone());
             msg.list = verdict.list.clone();
+            msg.one_click = msg
+                .sender
+                .as_ref()
+                .and_then(|s| crate::unsubscribe::candidate(&self.config, s, true));
         }
         verdict
     }
@@ -580,6 +591,9 @@ impl Connection {
             }
             Err(_) => return RcptBegin::Done(Action::Continue),
         };
+        if msg.one_click.is_some() && msg.first_rcpt.is_none() {
+            msg.first_rcpt = Some(rcpt.clone());
+        }
         msg.to_canary |= crate::canary::is_canary(&self.config, &rcpt);
         if crate::feedback::is_report_address(&rcpt, &self.config) {
             msg.feedback = true;
@@ -713,6 +727,9 @@ impl Connection {
     }
 
     fn header(&self, msg: &mut Message, name: &str, value: &str) {
+        if let Some(c) = msg.one_click.as_mut() {
+            c.seen.header(name, value);
+        }
         let max = self.config.limits.max_header_bytes;
         let keep = msg.classify || msg.report_candidate.is_some() || msg.feedback;
         if keep && msg.header_bytes + name.len() + value.len() <= max {
@@ -1138,6 +1155,20 @@ impl Connection {
             }
             plain.join(", ")
         });
+        let mut add_headers = Vec::new();
+        if let (Some(c), Some(keys)) = (msg.one_click.take(), self.config.signing.as_ref())
+            && let Some(r) = crate::unsubscribe::rewrite(
+                &self.config,
+                &c,
+                msg.recipients,
+                msg.first_rcpt.as_ref(),
+                keys,
+                msg.today,
+            )
+        {
+            deletions.extend(r.delete);
+            add_headers = r.add;
+        }
         if let Some(signed) = &msg.sign_as {
             self.observed.push(Event::Signing {
                 queue_id: msg.queue_id.clone(),
@@ -1154,6 +1185,7 @@ impl Connection {
             tags: tags.bounce,
             quarantine: tags.quarantine,
             feedback_tag: tags.feedback,
+            add_headers,
         }
     }
 

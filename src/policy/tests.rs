@@ -58,6 +58,7 @@ fn list(address: &str, preset: Preset, bounces: BounceCheck) -> List {
         observe: false,
         senders: None,
         expand: None,
+        unsubscribe_url: None,
     }
 }
 

@@ -32,6 +32,7 @@ pub mod held;
 pub mod inject;
 mod members;
 mod post;
+pub use post::feedback_id;
 mod progress;
 pub mod settings;
 pub mod state;

@@ -118,8 +118,7 @@ pub(crate) fn unsubscribe_address(
 }
 
 /// The token alone (`lw-…`, [`TOKEN_LEN`] characters), for URLs.
-#[cfg(test)]
-fn unsubscribe_token(
+pub fn unsubscribe_token(
     list: &Address,
     member: &Address,
     subscription: u32,
@@ -271,12 +270,7 @@ fn role_of(list: &Address) -> Result<Address, UnsubError> {
 }
 
 /// The one-click URL for `member`: `BASE?list=NAME&m=MEMBER&t=TOKEN`.
-pub(crate) fn unsubscribe_url(
-    base: &str,
-    list_name: &str,
-    member: &Address,
-    token: &str,
-) -> String {
+pub fn unsubscribe_url(base: &str, list_name: &str, member: &Address, token: &str) -> String {
     let sep = if base.contains('?') { '&' } else { '?' };
     format!(
         "{base}{sep}list={}&m={}&t={}",
@@ -375,6 +369,59 @@ fn body_is_one_click(body: &[u8]) -> bool {
     urlencoded || multipart
 }
 
+/// A one-click request as read, nothing verified yet: the list's name,
+/// the member and the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub list: String,
+    pub member: Address,
+    pub token: String,
+}
+
+/// Reads a one-click request: the body must be `List-Unsubscribe=One-Click`,
+/// the query `list=..&m=..&t=..`, each once.
+pub fn read_request(query: &str, body: &[u8]) -> Result<Request, UnsubError> {
+    if body.len() > MAX_BODY_BYTES || !body_is_one_click(body) {
+        return Err(UnsubError::BadRequest(
+            "the body must be List-Unsubscribe=One-Click",
+        ));
+    }
+    if query.len() > MAX_QUERY_BYTES {
+        return Err(UnsubError::BadRequest("query too long"));
+    }
+    let query = query.strip_prefix('?').unwrap_or(query);
+    let pairs = form_pairs(query).ok_or(UnsubError::BadRequest("bad escape in query"))?;
+    let one = |name: &str| -> Result<&str, UnsubError> {
+        let mut found = pairs.iter().filter(|(k, _)| k == name);
+        match (found.next(), found.next()) {
+            (Some((_, v)), None) => Ok(v.as_str()),
+            (None, _) => Err(UnsubError::BadRequest("list, m and t are required")),
+            (Some(_), Some(_)) => Err(UnsubError::BadRequest("a parameter is repeated")),
+        }
+    };
+    let (list, member, token) = (one("list")?, one("m")?, one("t")?);
+    let member =
+        Address::parse(member).map_err(|_| UnsubError::BadRequest("m is not an address"))?;
+    Ok(Request {
+        list: list.to_string(),
+        member,
+        token: token.to_string(),
+    })
+}
+
+/// Checks the token of a list whose list manager keeps no subscription
+/// numbers (Sympa, Mailman 3: the plain role, number 0). Returns the
+/// member as signed. The shape is checked first, as for expander lists.
+pub fn verify_plain(
+    list: &Address,
+    member: &Address,
+    token: &str,
+    keys: &KeyRing,
+    today: u64,
+) -> Result<Address, UnsubError> {
+    verify_token_at(list, member, token, 0, keys, today)
+}
+
 /// A verified one-click request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OneClick {
@@ -395,27 +442,12 @@ pub(crate) fn check_one_click(
     keys: &KeyRing,
     today: u64,
 ) -> Result<OneClick, UnsubError> {
-    if body.len() > MAX_BODY_BYTES || !body_is_one_click(body) {
-        return Err(UnsubError::BadRequest(
-            "the body must be List-Unsubscribe=One-Click",
-        ));
-    }
-    if query.len() > MAX_QUERY_BYTES {
-        return Err(UnsubError::BadRequest("query too long"));
-    }
-    let query = query.strip_prefix('?').unwrap_or(query);
-    let pairs = form_pairs(query).ok_or(UnsubError::BadRequest("bad escape in query"))?;
-    let one = |name: &str| -> Result<&str, UnsubError> {
-        let mut found = pairs.iter().filter(|(k, _)| k == name);
-        match (found.next(), found.next()) {
-            (Some((_, v)), None) => Ok(v.as_str()),
-            (None, _) => Err(UnsubError::BadRequest("list, m and t are required")),
-            (Some(_), Some(_)) => Err(UnsubError::BadRequest("a parameter is repeated")),
-        }
-    };
-    let (list_name, member, token) = (one("list")?, one("m")?, one("t")?);
-    let member =
-        Address::parse(member).map_err(|_| UnsubError::BadRequest("m is not an address"))?;
+    let Request {
+        list: list_name,
+        member,
+        token,
+    } = read_request(query, body)?;
+    let (list_name, token) = (list_name.as_str(), token.as_str());
     let index = lists
         .iter()
         .position(|l| l.name == list_name)

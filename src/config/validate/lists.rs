@@ -5,7 +5,7 @@ use super::{Validator, parse_network};
 use crate::address::Address;
 use crate::config::model::{self, RawDomain, RawList};
 use crate::config::protected::{Role, claims};
-use crate::config::{BounceCheck, Expander, List, ListDomain, Preset, Sender, Trace};
+use crate::config::{BounceCheck, List, ListDomain, Preset, Sender, Trace};
 use listwarden_core::diag::Seg;
 use std::collections::HashMap;
 
@@ -194,6 +194,7 @@ impl Validator<'_> {
                 observe: r.observe,
                 senders,
                 expand,
+                unsubscribe_url: self.unsubscribe_url(r, i),
             };
             lists.push(list);
         }
@@ -241,7 +242,8 @@ impl Validator<'_> {
         &mut self,
         raw: &[RawList],
         lists: &[List],
-        expander: Option<&Expander>,
+        unsubscribe_listen: Option<std::net::SocketAddr>,
+        has_expander: bool,
         keys: bool,
     ) {
         for (i, r) in raw.iter().enumerate() {
@@ -249,9 +251,10 @@ impl Validator<'_> {
                 continue;
             }
             let at = [Seg::Key("lists"), Seg::Index(i), Seg::Key("expand")];
-            if let (Some(e), Some(x)) = (expander, &r.expand)
+            if has_expander
+                && let Some(x) = &r.expand
                 && x.unsubscribe_url.is_some()
-                && e.unsubscribe_listen.is_none()
+                && unsubscribe_listen.is_none()
             {
                 self.error(
                     &[
@@ -260,10 +263,10 @@ impl Validator<'_> {
                         Seg::Key("expand"),
                         Seg::Key("unsubscribe_url"),
                     ],
-                    "a one-click unsubscribe_url needs expander.unsubscribe_listen (one-click has a listener of its own)",
+                    "a one-click unsubscribe_url needs unsubscribe_listen (one-click has a listener of its own)",
                 );
             }
-            if expander.is_none() {
+            if !has_expander {
                 self.error(
                     &at,
                     "an expand: list needs the top-level expander: block (state_dir, inject)",

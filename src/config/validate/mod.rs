@@ -8,6 +8,7 @@ mod lists;
 pub(super) mod milter;
 mod ratelimit;
 mod throttle;
+mod unsubscribe;
 pub(crate) use throttle::plain_domain;
 
 use super::model::RawConfig;
@@ -108,14 +109,29 @@ impl Validator<'_> {
             .expander
             .as_ref()
             .and_then(|e| listwarden_expand::settings::expander(&mut self.check, e));
-        self.check_expand_lists(&raw.lists, &lists, expander.as_ref(), has_keys);
+        let unsubscribe_listen = self.unsubscribe_listen(&raw, expander.as_ref());
+        self.check_expand_lists(
+            &raw.lists,
+            &lists,
+            unsubscribe_listen,
+            expander.is_some(),
+            has_keys,
+        );
         let feedback = raw.feedback.as_ref().and_then(|f| self.feedback(f, &lists));
+        self.check_one_click(
+            &raw.lists,
+            &lists,
+            unsubscribe_listen,
+            feedback.as_ref(),
+            has_keys,
+        );
         let throttle = raw.throttle.as_ref().and_then(|t| self.throttle(t, &rules));
         let canary = raw.canary.as_ref().and_then(|c| self.canary(c, has_keys));
         Config {
             protected: Index::new(&lists),
             milter,
             metrics_listen,
+            unsubscribe_listen,
             observe: raw.observe,
             on_error,
             trusted_networks,
