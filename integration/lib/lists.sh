@@ -21,7 +21,7 @@
 #   lm_unmount             optional: undoes what the runner mounted, last
 #   LISTS_COPIES           sink files of the copies its scenarios saw
 #                          delivered to members (scn_dkim verifies them)
-# and, for scn_feedback and scn_oneclick, the FB_* and OC_* variables
+# and, for scn_feedback and scn_oneclick, the FB_* and UNSUB_* variables
 # described there.
 # shellcheck disable=SC2153 # globals come from the runner and ../lib
 
@@ -74,7 +74,7 @@ lists_print_logs() {
 lists_report() {
 	printf 'lists-report: program=%s forged_sent=%d forged_refused=%d forged_reached=%d real_sent=%d real_recorded=%d dkim_verified=%d dkim_delivered=%d oneclick_seconds=%s seconds=%d\n' \
 		"$LISTS_NAME" "$FORGED_SENT" "$FORGED_REFUSED" "$FORGED_REACHED" "$REAL_SENT" "$REAL_RECORDED" \
-		"$DKIM_VERIFIED" "$DKIM_DELIVERED" "${OC_SECONDS:--}" "$1"
+		"$DKIM_VERIFIED" "$DKIM_DELIVERED" "${UNSUB_SECONDS:--}" "$1"
 }
 
 # --- Files and logs --------------------------------------------------------------
@@ -549,27 +549,26 @@ scn_feedback() {
 # queues nothing; a tampered token is refused (403) and removes nobody.
 #
 # The runner sets:
-#   OC_ENABLED   1 when its listwarden config turns one-click on
-#   OC_LIST      the list's address
-#   OC_POSTER    a member who posts (no moderation)
-#   OC_MEMBERS   every member of OC_LIST (each gets a copy)
-#   OC_LEAVER    the member whose URL is POSTed
-#   OC_TAMPERED  the member whose URL is POSTed with a tampered token
-#   OC_ENDPOINT  listwarden's endpoint, http://127.0.0.1:PORT (the URL's
+#   UNSUB_LIST      the list's address
+#   UNSUB_POSTER    a member who posts (no moderation)
+#   UNSUB_MEMBERS   every member of UNSUB_LIST (each gets a copy)
+#   UNSUB_LEAVER    the member whose URL is POSTed
+#   UNSUB_TAMPERED  the member whose URL is POSTed with a tampered token
+#   UNSUB_ENDPOINT  listwarden's endpoint, http://127.0.0.1:PORT (the URL's
 #                path and query are sent there, as a TLS proxy would)
 
-OC_SECONDS=""
-declare -A OC_URL=()
+UNSUB_SECONDS=""
+declare -A UNSUB_URL=()
 
 # "LIST MEMBER TOKEN" from the query of URL $1, percent-decoded.
-oc_query() {
+unsub_query() {
 	"$LW_IT_PYTHON" -c 'import sys, urllib.parse as p
 q = p.parse_qs(p.urlsplit(sys.argv[1]).query)
 print(*(q.get(k, ["-"])[0] for k in ("list", "m", "t")))' "$1"
 }
 
 # URL $1 with one character of its t= value changed (same length).
-oc_tamper() {
+unsub_tamper() {
 	"$LW_IT_PYTHON" -c 'import sys, urllib.parse as p
 u = p.urlsplit(sys.argv[1])
 q = p.parse_qsl(u.query, keep_blank_values=True)
@@ -579,53 +578,51 @@ print(p.urlunsplit(u._replace(query=p.urlencode(q, safe="@"))))' "$1"
 
 # POSTs the one-click body to the endpoint for URL $1; prints the HTTP
 # status (000: no answer). The body goes to $LW_IT_DIR/oneclick.body.
-oc_post() {
+unsub_post() {
 	local path=/${1#https://*/}
 	curl -s -o "$LW_IT_DIR/oneclick.body" -w '%{http_code}' --max-time 10 -X POST \
 		-H 'Content-Type: application/x-www-form-urlencoded' --data-raw 'List-Unsubscribe=One-Click' \
-		"$OC_ENDPOINT$path" || true
+		"$UNSUB_ENDPOINT$path" || true
 }
 
 # Feedback jobs ever queued (waiting, done or bad: the worker keeps them).
-oc_jobs() { find "$FB_QUEUE" -type f -name '*.json' 2>/dev/null | wc -l; }
+unsub_jobs() { find "$FB_QUEUE" -type f -name '*.json' 2>/dev/null | wc -l; }
 
-# Errs for each member of OC_MEMBERS other than those in $@ that is gone.
-oc_others_stay() {
+# Errs for each member of UNSUB_MEMBERS other than those in $@ that is gone.
+unsub_others_stay() {
 	local m skip x
-	for m in "${OC_MEMBERS[@]}"; do
+	for m in "${UNSUB_MEMBERS[@]}"; do
 		skip=0
 		for x in "$@"; do [[ $m == "$x" ]] && skip=1; done
-		((skip)) || lm_is_member "$OC_LIST" "$m" || err "$m is no longer a member of $OC_LIST"
+		((skip)) || lm_is_member "$UNSUB_LIST" "$m" || err "$m is no longer a member of $UNSUB_LIST"
 	done
 }
 
 scn_oneclick() {
-	if [[ ${OC_ENABLED:-0} != 1 ]]; then
-		note "one-click: not enabled in this run's listwarden config; scenario not played"
-		return 0
-	fi
 	scn_begin one-click
-	local token eml out want got files f i rcpt lu lup fid u q list m t code secs t0 jobs tampered n=0
+	local token eml out want got files f i rcpt lu lup fid u q list m t code secs t0 jobs tampered n=0 offset line
+	local mailto_re="^<https://[^>]+>[[:space:]]*,[[:space:]]*<mailto:[^>]*@${UNSUB_LIST#*@}[^>]*>\$"
+	local post_re='^List-Unsubscribe-Post:[[:space:]]*List-Unsubscribe=One-Click[[:space:]]*$'
 	token=lwoc-$RUN_ID
 	eml=$LW_IT_DIR/msgs/oneclick-post.eml
 	cat >"$eml" <<-MSG
-		From: <$OC_POSTER>
-		To: <$OC_LIST>
+		From: <$UNSUB_POSTER>
+		To: <$UNSUB_LIST>
 		Subject: one-click post $token
 		Date: $(LC_ALL=C date -R)
-		Message-ID: <$token@${OC_POSTER#*@}>
+		Message-ID: <$token@${UNSUB_POSTER#*@}>
 		MIME-Version: 1.0
 		Content-Type: text/plain; charset=us-ascii
 
 		A post whose copies carry one-click unsubscribe links ($token).
 	MSG
-	out=$(smtp_send 203.0.113.52 "mx.${OC_POSTER#*@}" "$OC_POSTER" "$OC_LIST" "${eml%.eml}.swaks" "$eml")
+	out=$(smtp_send 203.0.113.52 "mx.${UNSUB_POSTER#*@}" "$UNSUB_POSTER" "$UNSUB_LIST" "${eml%.eml}.swaks" "$eml")
 	if ! queued_id "$out" >/dev/null; then
-		err "the post to $OC_LIST was not queued: $out"
+		err "the post to $UNSUB_LIST was not queued: $out"
 		scn_end
 		return
 	fi
-	want=$(printf '%s\n' "${OC_MEMBERS[@]}" | tr '[:upper:]' '[:lower:]' | sort -u)
+	want=$(printf '%s\n' "${UNSUB_MEMBERS[@]}" | tr '[:upper:]' '[:lower:]' | sort -u)
 	got=""
 	for ((i = 0; i < LISTS_WAIT_TENTHS; i++)); do
 		files=$(scn_sink_files "$token")
@@ -645,7 +642,7 @@ scn_oneclick() {
 	# Each copy: one List-Unsubscribe, its https URL first and naming the
 	# copy's member, the list manager's mailto after it; the Post field; a
 	# Feedback-ID.
-	OC_URL=()
+	UNSUB_URL=()
 	for f in $files; do
 		rcpt=$(sink_rcpts "$f")
 		if [[ $(wc -l <<<"$rcpt") != 1 ]]; then
@@ -662,57 +659,61 @@ scn_oneclick() {
 			err "copy for $rcpt: List-Unsubscribe does not start with an https URL: $lu"
 			continue
 		fi
-		[[ $lu =~ \>[[:space:]]*,[[:space:]]*\<mailto:[^\>]*@${OC_LIST#*@} ]] ||
-			err "copy for $rcpt: no list manager's mailto after the URL: $lu"
-		[[ $lup =~ ^List-Unsubscribe-Post:[[:space:]]*List-Unsubscribe=One-Click[[:space:]]*$ ]] ||
+		[[ $(sed -E 's/^[^:]*:[[:space:]]*//' <<<"$lu") =~ $mailto_re ]] ||
+			err "copy for $rcpt: not <https URL>, <the list manager's mailto>: $lu"
+		[[ $lup =~ $post_re ]] ||
 			err "copy for $rcpt: List-Unsubscribe-Post is '$lup'"
 		[[ -n $fid ]] || err "copy for $rcpt: no Feedback-ID"
-		q=$(oc_query "$u")
+		q=$(unsub_query "$u")
 		read -r list m t <<<"$q"
 		[[ ${m,,} == "$rcpt" && $t != - && $list != - ]] || err "copy for $rcpt: the URL names list=$list m=$m t=$t"
-		[[ ${OC_URL[$rcpt]:-} == "" ]] || err "two copies for $rcpt"
-		OC_URL[$rcpt]=$u
+		[[ ${UNSUB_URL[$rcpt]:-} == "" ]] || err "two copies for $rcpt"
+		UNSUB_URL[$rcpt]=$u
 	done
 	say "  one-click: $n copies; e.g. $(sink_header "$(head -n 1 <<<"$files")" List-Unsubscribe: | cut -c 1-200)"
 	# shellcheck disable=SC2086 # one file name per word
 	lists_dkim_check one-click $files
 	((${DKIM_PRESENT[list-unsubscribe-post]:-0} == n && ${DKIM_PRESENT[feedback-id]:-0} == n)) ||
 		err "signed copies with List-Unsubscribe-Post: ${DKIM_PRESENT[list-unsubscribe-post]:-0}, with Feedback-ID: ${DKIM_PRESENT[feedback-id]:-0}, of $n"
-	if [[ -z ${OC_URL[$OC_LEAVER]:-} || -z ${OC_URL[$OC_TAMPERED]:-} ]]; then
-		err "no URL for $OC_LEAVER or $OC_TAMPERED"
+	if [[ -z ${UNSUB_URL[$UNSUB_LEAVER]:-} || -z ${UNSUB_URL[$UNSUB_TAMPERED]:-} ]]; then
+		err "no URL for $UNSUB_LEAVER or $UNSUB_TAMPERED"
 		scn_end
 		return
 	fi
 	fb_worker_start
 	# 1. The provider's POST: the member leaves, nobody else.
 	t0=$(now_ms)
-	code=$(oc_post "${OC_URL[$OC_LEAVER]}")
+	code=$(unsub_post "${UNSUB_URL[$UNSUB_LEAVER]}")
 	[[ $code == 200 || $code == 202 || $code == 204 ]] ||
-		err "POST of $OC_LEAVER's URL: HTTP $code $(head -c 200 "$LW_IT_DIR/oneclick.body" 2>/dev/null | tr '\n' ' ')"
-	if secs=$(fb_wait_gone "$OC_LEAVER" "$FB_WAIT"); then
-		OC_SECONDS=$(awk -v a="$t0" -v b="$(now_ms)" 'BEGIN { printf "%.1f", (b - a) / 1000 }')
-		note "one-click: POST answered $code -> $OC_LEAVER gone from $OC_LIST in ${OC_SECONDS}s"
-		if declare -F lm_check_removed >/dev/null; then lm_check_removed "$OC_LEAVER"; fi
+		err "POST of $UNSUB_LEAVER's URL: HTTP $code $(head -c 200 "$LW_IT_DIR/oneclick.body" 2>/dev/null | tr '\n' ' ')"
+	if secs=$(fb_wait_gone "$UNSUB_LEAVER" "$FB_WAIT"); then
+		UNSUB_SECONDS=$(awk -v a="$t0" -v b="$(now_ms)" 'BEGIN { printf "%.1f", (b - a) / 1000 }')
+		note "one-click: POST answered $code -> $UNSUB_LEAVER gone from $UNSUB_LIST in ${UNSUB_SECONDS}s"
+		if declare -F lm_check_removed >/dev/null; then lm_check_removed "$UNSUB_LEAVER"; fi
 	else
-		err "$OC_LEAVER is still a member ${FB_WAIT}s after the POST (HTTP $code); worker log: $(tail -n 3 "$LW_IT_DIR/feedback-worker.log" | tr '\n' '|')"
+		err "$UNSUB_LEAVER is still a member ${FB_WAIT}s after the POST (HTTP $code); worker log: $(tail -n 3 "$LW_IT_DIR/feedback-worker.log" | tr '\n' '|')"
 	fi
-	oc_others_stay "$OC_LEAVER"
+	unsub_others_stay "$UNSUB_LEAVER"
 	# 2. The same POST again (providers retry): 200, no new job.
-	jobs=$(oc_jobs)
-	code=$(oc_post "${OC_URL[$OC_LEAVER]}")
-	[[ $code == 200 ]] || err "the second POST of $OC_LEAVER's URL: HTTP $code (want 200)"
+	jobs=$(unsub_jobs)
+	offset=$(scn_file_size "$LW_LOG")
+	code=$(unsub_post "${UNSUB_URL[$UNSUB_LEAVER]}")
+	[[ $code == 200 ]] || err "the second POST of $UNSUB_LEAVER's URL: HTTP $code (want 200)"
 	sleep 3
-	(($(oc_jobs) == jobs)) || err "the second POST queued $(($(oc_jobs) - jobs)) more job(s)"
-	oc_others_stay "$OC_LEAVER"
+	(($(unsub_jobs) == jobs)) || err "the second POST queued $(($(unsub_jobs) - jobs)) more job(s)"
+	line=$(lines_after "$LW_LOG" "$offset" "one-click unsubscribe" | tr -d '"' | tail -n 1)
+	[[ $line == *"member=$UNSUB_LEAVER queued=false"* ]] ||
+		err "listwarden's log for the second POST: '${line:-nothing}' (want queued=false)"
+	unsub_others_stay "$UNSUB_LEAVER"
 	# 3. A tampered token: 403, no job, nobody leaves.
-	tampered=$(oc_tamper "${OC_URL[$OC_TAMPERED]}")
-	[[ $tampered != "${OC_URL[$OC_TAMPERED]}" ]] || err "oc_tamper changed nothing"
-	jobs=$(oc_jobs)
-	code=$(oc_post "$tampered")
-	[[ $code == 403 ]] || err "POST with a tampered token for $OC_TAMPERED: HTTP $code (want 403)"
+	tampered=$(unsub_tamper "${UNSUB_URL[$UNSUB_TAMPERED]}")
+	[[ $tampered != "${UNSUB_URL[$UNSUB_TAMPERED]}" ]] || err "unsub_tamper changed nothing"
+	jobs=$(unsub_jobs)
+	code=$(unsub_post "$tampered")
+	[[ $code == 403 ]] || err "POST with a tampered token for $UNSUB_TAMPERED: HTTP $code (want 403)"
 	sleep 3
-	(($(oc_jobs) == jobs)) || err "the tampered POST queued $(($(oc_jobs) - jobs)) job(s)"
-	oc_others_stay "$OC_LEAVER"
+	(($(unsub_jobs) == jobs)) || err "the tampered POST queued $(($(unsub_jobs) - jobs)) job(s)"
+	unsub_others_stay "$UNSUB_LEAVER"
 	fb_worker_stop
 	note "one-click: $n copies, each with both fields and its member's URL; repeat POST 200, tampered 403"
 	scn_end
