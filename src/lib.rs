@@ -85,7 +85,7 @@ mod record;
 pub mod shared_state;
 mod shield;
 pub mod throttle;
-pub mod unsubscribe;
+mod unsubscribe;
 pub mod watch;
 
 /// Addresses and signatures, shared with the expander.

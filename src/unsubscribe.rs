@@ -98,14 +98,11 @@ pub(crate) struct Rewrite {
     pub add: Vec<(String, String)>,
 }
 
-/// At MAIL: a candidate when `sender` (as the list manager wrote it, before
-/// our signature) is a per-member VERP address of a list-manager list
-/// with one-click configured. `signed` says listwarden signs this sender,
-/// which it does only for a client that may name a member.
-pub(crate) fn candidate(config: &Config, sender: &Address, signed: bool) -> Option<Candidate> {
-    if !signed {
-        return None;
-    }
+/// At MAIL, for a sender listwarden signs (which it does only for a
+/// client that may name a member): a candidate when `sender`, as the list
+/// manager wrote it, is a per-member VERP address of a list-manager list
+/// with one-click configured.
+pub(crate) fn candidate(config: &Config, sender: &Address) -> Option<Candidate> {
     let list = list_of(config, sender)?;
     list.unsubscribe_url.as_ref()?;
     let member = crate::feedback::attribute::list_manager_member(sender)?;
@@ -218,7 +215,7 @@ fn mailtos(value: &str) -> Vec<String> {
 /// the HTTP status and body: 200 once the job is queued (durably), 403 for
 /// a bad token (as for expander lists), 503 when the queue cannot be
 /// written.
-pub fn one_click(
+pub(crate) fn one_click(
     config: &Config,
     query: &str,
     body: &[u8],

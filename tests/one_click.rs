@@ -197,6 +197,34 @@ async fn other_copies_are_untouched_and_signed_as_before() {
         assert!(added(&actions).is_empty(), "{sender} {rcpts:?}");
         assert!(deleted(&actions).is_empty(), "{sender} {rcpts:?}");
     }
+    // A SASL client that only the default lets send as the list: its
+    // member-naming sender is not signed, so no one-click either.
+    let mut conn = TestConnection::open(m.addr()).await.unwrap();
+    conn.connect("x.example", ([203, 0, 113, 7], 40000))
+        .await
+        .unwrap();
+    conn.macros(
+        indymilter_test::MacroStage::Mail,
+        [("{auth_authen}", "mallory")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        conn.mail(["<test-bounces+bob=example.net@lists.example.org>"])
+            .await
+            .unwrap(),
+        Status::Continue
+    );
+    assert_eq!(
+        conn.rcpt(["<bob@example.net>"]).await.unwrap(),
+        Status::Continue
+    );
+    for (n, v) in MAILMAN_HEADERS {
+        conn.header(*n, *v).await.unwrap();
+    }
+    // Accepted at end of headers: nothing is left to change at the end.
+    assert_eq!(conn.eoh().await.unwrap(), Status::Accept);
+    conn.close().await.unwrap();
     // An untrusted client may not send as the list at all.
     let mut conn = TestConnection::open(m.addr()).await.unwrap();
     conn.connect("x.example", ([203, 0, 113, 7], 40000))

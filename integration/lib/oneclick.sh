@@ -2,45 +2,53 @@
 # One-click unsubscribe for a list-manager list (Sympa, Mailman 3), through
 # the private Postfix with the milters in the shipped order:
 #
-#   Mailman-style copy ──▶ smtpd BASE+32 ──milter──▶ listwarden (signs, one-click headers)
+#   Mailman-style copy ──▶ smtpd BASE+33 ──milter──▶ listwarden (signs, one-click headers)
 #   (trusted 127.0.0.1,                   ──milter──▶ opendkim (signs) ──▶ smtp-sink
 #    VERP sender, one member)
 #   POST its URL ──▶ listwarden's one-click listener ──▶ a job in feedback.queue
 #
 # oc_setup (after exp_setup, which starts opendkim and the one-click
-# listener, before listwarden and Postfix start) adds a mailman3 list with
-# unsubscribe_url and a feedback: section to the test config, and a smtpd
+# listener, before listwarden and Postfix start) adds a mailman3 and a sympa
+# list with unsubscribe_url and a feedback: section to the test config, and a smtpd
 # listener whose smtpd_milters are the shipped main.cf line (listwarden
 # first, opendkim last) with the test's sockets. check_list_manager_one_click
-# sends one copy and checks the delivered headers, the DKIM signature
-# (lib/dkimcheck.py, dkimpy) and the POST. Needs the expander's setup
+# sends one copy per list, written as Mailman 3.3 and Sympa 6.2 write
+# theirs (their List-Unsubscribe, their VERP sender), and checks the
+# delivered headers, the DKIM signature (lib/dkimcheck.py, dkimpy) and the
+# POST. Needs the expander's setup
 # (LW_IT_EXPANDER=1): opendkim and the listener come from there.
 # Uses SMTPD_PORT, MILTER_PORT, SINK_DIR, PF_CONF, LW_BIN, LW_CONFIG,
 # LW_LOG, LW_IT_DIR, DKIM_* and EXP_UNSUB_PORT from the harness.
 # shellcheck disable=SC2153
 
-OC_LIST=mm
 OC_DOMAIN=lists.example.org
-OC_URL=https://$OC_DOMAIN/mm-unsubscribe
-OC_MEMBER=oc-member@site77.example.net
+OC_URL=https://$OC_DOMAIN/unsubscribe
+# A Mailman 3 list and a Sympa list, a member each.
+OC_MM_LIST=mm
+OC_MM_MEMBER=oc-member@site77.example.net
+OC_SY_LIST=sy
+OC_SY_MEMBER=oc-sympa@site78.example.net
 OC_PORT="" OC_DIR="" OC_QUEUE=""
 
 oc_setup() {
 	[[ ${EXP_ENABLED:-0} == 1 ]] || return 0
 	local tmp=$LW_CONFIG.tmp shipped milters
-	OC_PORT=$(($1 + 32))
+	OC_PORT=$(($1 + 33))
 	require_free_port "$OC_PORT" "one-click smtpd"
 	OC_DIR=$LW_IT_DIR/oneclick
 	OC_QUEUE=$OC_DIR/queue
 	mkdir -p "$OC_DIR/sent"
 	printf 'secret\n' >"$OC_DIR/mailman.pass"
 	chmod 0600 "$OC_DIR/mailman.pass"
-	awk -v list="$OC_LIST@$OC_DOMAIN" -v url="$OC_URL" '
+	awk -v mm="$OC_MM_LIST@$OC_DOMAIN" -v sy="$OC_SY_LIST@$OC_DOMAIN" -v url="$OC_URL" '
 		{ print }
 		$0 == "lists:" && !done {
-			print "  # A Mailman 3 list with one-click (integration/lib/oneclick.sh)."
-			print "  - address: " list
+			print "  # A Mailman 3 and a Sympa list with one-click (integration/lib/oneclick.sh)."
+			print "  - address: " mm
 			print "    preset: mailman3"
+			print "    unsubscribe_url: \"" url "\""
+			print "  - address: " sy
+			print "    preset: sympa"
 			print "    unsubscribe_url: \"" url "\""
 			done = 1
 		}' "$LW_CONFIG" >"$tmp"
@@ -75,26 +83,43 @@ EOF
   -o syslog_name=postfix/oneclick
   -o smtpd_milters=$milters
 EOF
-	say "one-click: $OC_LIST@$OC_DOMAIN (mailman3), smtpd 127.0.0.1:$OC_PORT with milters $milters"
+	say "one-click: $OC_MM_LIST@ (mailman3) and $OC_SY_LIST@ (sympa), smtpd 127.0.0.1:$OC_PORT with milters $milters"
 }
 
-# The delivered copy checks out (headers, DKIM) and its URL queues one job.
 check_list_manager_one_click() {
 	[[ ${EXP_ENABLED:-0} == 1 ]] || return 0
-	local start errors=() token=lwit-$LW_IT_RUN_ID-oneclick eml=$OC_DIR/sent/copy.eml
-	local verp=$OC_LIST-bounces+${OC_MEMBER%@*}=${OC_MEMBER#*@}@$OC_DOMAIN
-	local file="" i hdrs unsub out url path status n bad
+	local m=$OC_MM_MEMBER s=$OC_SY_MEMBER
+	# Mailman 3.3's fields, and its VERP sender.
+	oc_check_copy list-manager-one-click-mailman "$OC_MM_LIST" "$m" \
+		"$OC_MM_LIST-bounces+${m%@*}=${m#*@}@$OC_DOMAIN" \
+		"<https://$OC_DOMAIN/mailman3/lists/$OC_MM_LIST.$OC_DOMAIN>,"$'\n'" <mailto:$OC_MM_LIST-leave@$OC_DOMAIN>" \
+		"<mailto:$OC_MM_LIST-leave@$OC_DOMAIN>"
+	# Sympa 6.2's field (the robot's address, the command in the subject),
+	# and its shared VERP sender.
+	oc_check_copy list-manager-one-click-sympa "$OC_SY_LIST" "$s" \
+		"bounce+${s%@*}==a==${s#*@}==$OC_SY_LIST@$OC_DOMAIN" \
+		"<mailto:sympa@$OC_DOMAIN?subject=unsubscribe%20$OC_SY_LIST>" \
+		"<mailto:sympa@$OC_DOMAIN?subject=unsubscribe%20$OC_SY_LIST>"
+}
+
+# One copy of list $2 for member $3 from VERP sender $4 with
+# List-Unsubscribe value $5: the delivered copy has the one-click fields
+# (and the mailto $6 kept), verifies with dkimpy, and its URL queues one
+# job for the member. Reports as check $1.
+oc_check_copy() {
+	local name=$1 list=$2 member=$3 verp=$4 theirs=$5 mailto=$6
+	local start errors=() token=lwit-$LW_IT_RUN_ID-$1 eml=$OC_DIR/sent/$1.eml
+	local file="" i hdrs unsub out url path status n bad job text answers=""
 	start=$(now_ms)
 	cat >"$eml" <<EOF
 From: Alice <alice@example.com>
-To: $OC_LIST@$OC_DOMAIN
+To: $list@$OC_DOMAIN
 Subject: one-click $token
 Date: $(LC_ALL=C date -R)
 Message-ID: <$token@$OC_DOMAIN>
-List-Id: <$OC_LIST.$OC_DOMAIN>
-List-Post: <mailto:$OC_LIST@$OC_DOMAIN>
-List-Unsubscribe: <https://$OC_DOMAIN/mailman3/lists/$OC_LIST.$OC_DOMAIN>,
- <mailto:$OC_LIST-leave@$OC_DOMAIN>
+List-Id: <$list.$OC_DOMAIN>
+List-Post: <mailto:$list@$OC_DOMAIN>
+List-Unsubscribe: $theirs
 List-Unsubscribe-Post: List-Unsubscribe=One-Click
 Feedback-ID: forged:by:the:poster
 
@@ -102,37 +127,37 @@ A list manager's per-member copy ($token).
 EOF
 	# swaks ends the data with CRLF . CRLF itself: no last newline.
 	swaks --server 127.0.0.1 --port "$OC_PORT" --timeout 30 --helo "$OC_DOMAIN" \
-		--from "$verp" --to "$OC_MEMBER" --data - < <(head -c -1 "$eml") >"$OC_DIR/sent/copy.swaks" 2>&1 || true
-	grep -qE '^<- +250 .*queued as' "$OC_DIR/sent/copy.swaks" ||
-		errors+=("Postfix did not queue the copy: $(grep -E '^<(-|\*\*) ' "$OC_DIR/sent/copy.swaks" | tail -n 2 | tr '\n' '|')")
+		--from "$verp" --to "$member" --data - < <(head -c -1 "$eml") >"$OC_DIR/sent/$name.swaks" 2>&1 || true
+	grep -qE '^<- +250 .*queued as' "$OC_DIR/sent/$name.swaks" ||
+		errors+=("Postfix did not queue the copy: $(grep -E '^<(-|\*\*) ' "$OC_DIR/sent/$name.swaks" | tail -n 2 | tr '\n' '|')")
 	for ((i = 0; i < 300; i++)); do
 		file=$({ grep -rlF -- "$token" "$SINK_DIR" 2>/dev/null || true; } | head -n 1)
 		[[ -z $file ]] || break
 		sleep 0.1
 	done
 	if [[ -z $file ]]; then
-		report list-manager-one-click "$start" "${errors[@]}" "no copy reached the sink within 30s"
+		report "$name" "$start" "${errors[@]}" "no copy reached the sink within 30s"
 		return 0
 	fi
 	# Let Postfix finish writing before the file is read whole.
 	for ((i = 0; i < 50; i++)); do pf_queue_empty >/dev/null && break; sleep 0.1; done
-	grep -qiE "^X-Mail-Args: <?prvs=[0-9a-f]{10}=$OC_LIST-bounces\+" "$file" ||
+	grep -qiE "^X-Mail-Args: <?prvs=[0-9a-f]{10}=${verp%%+*}\+" "$file" ||
 		errors+=("the envelope sender is not signed: $(grep -i '^X-Mail-Args:' "$file")")
 	hdrs=$(scn_sink_headers "$file")
 	n=$(grep -ci '^List-Unsubscribe:' <<<"$hdrs" || true)
 	((n == 1)) || errors+=("$n List-Unsubscribe fields, expected 1")
 	unsub=$(grep -i '^List-Unsubscribe:' <<<"$hdrs" | head -n 1)
 	url=$(grep -oE "<$OC_URL\?[^>]*>" <<<"$unsub" | tr -d '<>' | head -n 1 || true)
-	[[ $url == "$OC_URL?list=$OC_LIST&m=$OC_MEMBER&t=lw-"* ]] ||
-		errors+=("List-Unsubscribe has no one-click URL for $OC_MEMBER: $unsub")
-	[[ $unsub == *"<mailto:$OC_LIST-leave@$OC_DOMAIN>"* ]] ||
+	[[ $url == "$OC_URL?list=$list&m=$member&t=lw-"* ]] ||
+		errors+=("List-Unsubscribe has no one-click URL for $member: $unsub")
+	[[ $unsub == *", $mailto"* ]] ||
 		errors+=("List-Unsubscribe lost the list manager's mailto: $unsub")
-	[[ $unsub != *"/mailman3/lists/"* ]] ||
-		errors+=("List-Unsubscribe kept the list manager's https URI: $unsub")
+	(($(grep -o 'https://' <<<"$unsub" | wc -l) == 1)) ||
+		errors+=("List-Unsubscribe kept another https URI: $unsub")
 	n=$(grep -ci '^List-Unsubscribe-Post: List-Unsubscribe=One-Click$' <<<"$hdrs" || true)
 	((n == 1 && $(grep -ci '^List-Unsubscribe-Post:' <<<"$hdrs") == 1)) ||
 		errors+=("List-Unsubscribe-Post: $(grep -i '^List-Unsubscribe-Post:' <<<"$hdrs" | tr '\n' '|')")
-	[[ $(grep -i '^Feedback-ID:' <<<"$hdrs") == "Feedback-ID: $OC_LIST.$OC_DOMAIN:$OC_DOMAIN:listwarden" ]] ||
+	[[ $(grep -i '^Feedback-ID:' <<<"$hdrs") == "Feedback-ID: $list.$OC_DOMAIN:$OC_DOMAIN:listwarden" ]] ||
 		errors+=("Feedback-ID: $(grep -i '^Feedback-ID:' <<<"$hdrs" | tr '\n' '|')")
 	# dkimpy, independent of opendkim: the signature verifies and covers
 	# (oversigned) List-Unsubscribe, List-Unsubscribe-Post and Feedback-ID.
@@ -145,27 +170,33 @@ EOF
 		path=/${url#https://*/}
 		status=$(exp_http GET "$path" "")
 		[[ $status != 2* ]] || errors+=("GET $path answered $status")
-		[[ -z $(oc_jobs) ]] || errors+=("a GET queued a job")
+		[[ -z $(oc_jobs "$member") ]] || errors+=("a GET queued a job")
 		status=$(exp_http POST "$path" "List-Unsubscribe=One-Click")
 		[[ $status == 200 ]] || errors+=("POST $path answered $status, expected 200")
+		answers=$status
 		status=$(exp_http POST "$path" "List-Unsubscribe=One-Click")
 		[[ $status == 200 ]] || errors+=("a repeated POST answered $status, expected 200")
+		answers+=/$status
 		bad=${path%?????}aaaaa
 		status=$(exp_http POST "$bad" "List-Unsubscribe=One-Click")
 		[[ $status == 403 ]] || errors+=("POST with a broken token answered $status, expected 403")
-		n=$(oc_jobs | wc -l)
-		((n == 1)) || errors+=("$n jobs in $OC_QUEUE, expected 1")
-		grep -qF "\"member\": \"$OC_MEMBER\"" "$(oc_jobs | head -n 1)" 2>/dev/null &&
-			grep -qF "\"list\": \"$OC_LIST\"" "$(oc_jobs | head -n 1)" &&
-			grep -qF '"action": "unsubscribe"' "$(oc_jobs | head -n 1)" ||
-			errors+=("the job is not (list $OC_LIST, member $OC_MEMBER, unsubscribe): $(tr -d '\n' <"$(oc_jobs | head -n 1)" 2>/dev/null)")
-		grep -qF "one-click unsubscribe list=$OC_LIST member=$OC_MEMBER queued=true client=127.0.0.1" "$LW_LOG" ||
+		answers+=/$status
+		n=$(oc_jobs "$member" | wc -l)
+		((n == 1)) || errors+=("$n jobs for $member in $OC_QUEUE, expected 1")
+		job=$(oc_jobs "$member" | head -n 1)
+		[[ -n $job ]] && text=$(tr -d '\n' <"$job") || text=""
+		[[ $text == *"\"list\": \"$list\""* && $text == *"\"member\": \"$member\""* &&
+			$text == *'"action": "unsubscribe"'* ]] ||
+			errors+=("the job is not (list $list, member $member, unsubscribe): ${text:-none}")
+		grep -qF "one-click unsubscribe list=$list member=$member queued=true client=127.0.0.1" "$LW_LOG" ||
 			errors+=("no audit line in the log")
 	fi
-	report list-manager-one-click "$start" "${errors[@]}"
+	say "$name: copy via listwarden then opendkim: $(grep -c '^ok ' <<<"$out" || true) of 1 verifies with dkimpy; POSTs answered ${answers:-nothing} (good, repeat, broken token); $(oc_jobs "$member" | wc -l) job(s) queued for $member"
+	report "$name" "$start" "${errors[@]}"
 }
 
-# The queued job files.
+# The queued job files that name member $1.
 oc_jobs() {
-	find "$OC_QUEUE" -maxdepth 1 -name '*.json' 2>/dev/null || true
+	[[ -d $OC_QUEUE ]] || return 0
+	find "$OC_QUEUE" -maxdepth 1 -name '*.json' -exec grep -lF -- "\"member\": \"$1\"" {} + 2>/dev/null || true
 }

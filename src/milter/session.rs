@@ -531,7 +531,7 @@ impl Connection {
             msg.one_click = msg
                 .sender
                 .as_ref()
-                .and_then(|s| crate::unsubscribe::candidate(&self.config, s, true));
+                .and_then(|s| crate::unsubscribe::candidate(&self.config, s));
         }
         verdict
     }
