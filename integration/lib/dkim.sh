@@ -12,6 +12,8 @@
 # own user. No system service: nothing under /etc is read or written. exp_write_postfix puts
 # the shipped master.cf override (lib/expander.sh) on the reinjection
 # listener. dkim_check_copies verifies the post's copies (EXP_POST_FILES).
+# The list-manager runs (lib/lists.sh) start the same opendkim after
+# listwarden on their outbound milter path and verify with dkim_verify.
 # Uses LW_IT_DIR, LW_IT_REPO and LW_IT_PYTHON from the harness.
 # shellcheck disable=SC2153
 
@@ -101,6 +103,14 @@ dkim_master_lines() {
 		sed "s|=unix:/var/spool/postfix/opendkim/opendkim\.sock$|=unix:$DKIM_SOCKET|"
 }
 
+# lib/dkimcheck.py on sink files $@ with the key opendkim-genkey made: one
+# "ok FILE present=..." or "bad FILE: what" line per file, then the
+# forgery controls. Fails only when the checker itself fails.
+dkim_verify() {
+	"$LW_IT_PYTHON" "$LW_IT_HOME/lib/dkimcheck.py" "$DKIM_DIR/keys/$DKIM_SELECTOR.txt" \
+		"$DKIM_DOMAIN" "$DKIM_SELECTOR" "$@"
+}
+
 # Every copy of the post verifies with dkimpy against the key opendkim-genkey
 # made, with From, List-Id, List-Unsubscribe, List-Unsubscribe-Post and
 # Feedback-ID in h= (oversigned), and two forgeries of a copy fail.
@@ -112,8 +122,7 @@ dkim_check_copies() {
 		return 0
 	fi
 	n=${#EXP_POST_FILES[@]}
-	out=$("$LW_IT_PYTHON" "$LW_IT_HOME/lib/dkimcheck.py" "$DKIM_DIR/keys/$DKIM_SELECTOR.txt" \
-		"$DKIM_DOMAIN" "$DKIM_SELECTOR" "${EXP_POST_FILES[@]}" 2>&1) || errors+=("dkimcheck.py failed: $(tail -n 3 <<<"$out")")
+	out=$(dkim_verify "${EXP_POST_FILES[@]}" 2>&1) || errors+=("dkimcheck.py failed: $(tail -n 3 <<<"$out")")
 	ok=$(grep -c '^ok ' <<<"$out" || true)
 	bad=$(grep '^bad ' <<<"$out" | head -n 5 || true)
 	((ok == n)) || errors+=("$ok of $n copies verify with dkimpy")

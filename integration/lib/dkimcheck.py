@@ -4,10 +4,12 @@ from the TXT record file opendkim-genkey wrote, not from DNS.
 
 Usage: dkimcheck.py TXTFILE DOMAIN SELECTOR FILE...
 
-Prints one line per file, "ok FILE" or "bad FILE: what", then "control
-ok|bad: what" for two forgeries made from the first good copy (a second
+Prints one line per file, "ok FILE present=NAMES" (which of the COVERED
+fields the copy carries) or "bad FILE: what", then "control ok|bad: what"
+for two forgeries made from the first good copy (a second
 List-Unsubscribe added above the signature, a changed Feedback-ID): the
-verifier must refuse both, or its "ok" lines mean nothing.
+verifier must refuse both, or its "ok" lines mean nothing. A copy without
+Feedback-ID (a list manager's own) gets "control skip" for the second.
 """
 
 import re
@@ -93,7 +95,11 @@ def main(argv):
         with open(path, "rb") as f:
             raw = crlf(f.read())
         problem = check(raw, domain, selector, dnsfunc)
-        print(f"ok {path}" if problem is None else f"bad {path}: {problem}")
+        if problem is None:
+            present = [n for n in COVERED if n in field_names(raw)]
+            print(f"ok {path} present={','.join(present) or '-'}")
+        else:
+            print(f"bad {path}: {problem}")
         if problem is None and control is None:
             control = raw
     if control is None:
@@ -107,7 +113,7 @@ def main(argv):
         else:
             print(f"control ok: the {what} fails")
     if tried < 2:
-        print("control bad: no Feedback-ID to change")
+        print("control skip: no Feedback-ID to change")
 
 
 if __name__ == "__main__":

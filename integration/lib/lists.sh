@@ -2,9 +2,10 @@
 # What the list-manager runners (integration/lists/sympa/run and
 # integration/lists/mailman3/run) share: scenario bookkeeping, SMTP sends,
 # waits on logs and on the sink, the listwarden config, cleanup, the report
-# line, and the complaint scenario (scn_feedback) every list manager is
-# checked with. Sourced after common.sh, postfix.sh, listwarden.sh and
-# scenario.sh.
+# line, the DKIM check of the copies delivered to members (scn_dkim), and
+# the complaint (scn_feedback) and one-click (scn_oneclick) scenarios every
+# list manager is checked with. Sourced after common.sh, postfix.sh,
+# listwarden.sh, scenario.sh and dkim.sh.
 #
 # The adapter: what each runner sets and defines before using these.
 #   LISTS_NAME             its name in messages (sympa, mailman3)
@@ -18,7 +19,10 @@
 #                          the list manager's database, so also while it
 #                          is down)
 #   lm_unmount             optional: undoes what the runner mounted, last
-# and, for scn_feedback, the FB_* variables described there.
+#   LISTS_COPIES           sink files of the copies its scenarios saw
+#                          delivered to members (scn_dkim verifies them)
+# and, for scn_feedback and scn_oneclick, the FB_* and UNSUB_* variables
+# described there.
 # shellcheck disable=SC2153 # globals come from the runner and ../lib
 
 say() { printf 'lists/%s: %s\n' "$LISTS_NAME" "$*" >&2; }
@@ -68,8 +72,9 @@ lists_print_logs() {
 
 # The `lists-report:` line integration/lists/run reads.
 lists_report() {
-	printf 'lists-report: program=%s forged_sent=%d forged_refused=%d forged_reached=%d real_sent=%d real_recorded=%d seconds=%d\n' \
-		"$LISTS_NAME" "$FORGED_SENT" "$FORGED_REFUSED" "$FORGED_REACHED" "$REAL_SENT" "$REAL_RECORDED" "$1"
+	printf 'lists-report: program=%s forged_sent=%d forged_refused=%d forged_reached=%d real_sent=%d real_recorded=%d dkim_verified=%d dkim_delivered=%d oneclick_seconds=%s seconds=%d\n' \
+		"$LISTS_NAME" "$FORGED_SENT" "$FORGED_REFUSED" "$FORGED_REACHED" "$REAL_SENT" "$REAL_RECORDED" \
+		"$DKIM_VERIFIED" "$DKIM_DELIVERED" "${UNSUB_SECONDS:--}" "$1"
 }
 
 # --- Files and logs --------------------------------------------------------------
@@ -203,6 +208,7 @@ lists_cleanup() {
 	fi
 	lm_stop
 	fb_worker_stop
+	dkim_stop
 	if [[ -n $LW_PID ]]; then lw_stop >/dev/null 2>&1; fi
 	pf_stop
 	sink_stop
@@ -223,6 +229,86 @@ lists_traps() {
 	trap 'exit 130' INT
 	trap 'exit 143' TERM
 	trap 'exit 129' HUP
+}
+
+# --- DKIM on the way out ---------------------------------------------------------------
+#
+# The private opendkim of lib/dkim.sh (the shipped opendkim.conf lines)
+# after listwarden on the list manager's outbound milter path, as
+# packaging/postfix/main.cf lists them: Postfix hands opendkim the header
+# listwarden left, so what listwarden adds or replaces is what gets signed.
+# scn_dkim verifies every copy in LISTS_COPIES with dkimpy.
+
+LISTS_COPIES=()
+DKIM_VERIFIED=0  # member deliveries (recipients) whose copy verified
+DKIM_DELIVERED=0 # member deliveries checked
+
+# Starts opendkim and appends it to Postfix parameter $1 (non_smtpd_milters
+# for a list manager that submits with sendmail, smtpd_milters for one that
+# sends over SMTP from localhost). Before pf_start.
+lists_dkim_setup() {
+	local param=$1 milters
+	dkim_setup
+	milters=$(postconf -c "$PF_CONF" -h "$param")
+	[[ $milters == *"127.0.0.1:$MILTER_PORT"* ]] || die "$param has no listwarden milter: '$milters'"
+	postconf -c "$PF_CONF" -e "$param = $milters, unix:$DKIM_SOCKET"
+	say "$param = $milters, unix:$DKIM_SOCKET (listwarden, then opendkim)"
+}
+
+# Verifies sink files $2... (copies delivered to members) with dkimpy and
+# adds their recipients to DKIM_VERIFIED/DKIM_DELIVERED. Errs unless each
+# verifies with d= the list domain and From, List-Id, List-Unsubscribe,
+# List-Unsubscribe-Post and Feedback-ID in h=, oversigned (lib/dkimcheck.py),
+# and unless a second List-Unsubscribe added to a copy (and a changed
+# Feedback-ID, when the copies have one) breaks the signature. $1 names the
+# copies in messages. Sets DKIM_LAST (a summary) and DKIM_PRESENT (field
+# name -> copies that carry it).
+declare -A DKIM_PRESENT=()
+DKIM_LAST=""
+lists_dkim_check() {
+	local what=$1 out n=0 ok=0 files=0 okfiles=0 i r f line name
+	local -a results=()
+	shift
+	DKIM_PRESENT=()
+	out=$(dkim_verify "$@" 2>&1) || err "$what: dkimcheck.py failed: $(tail -n 3 <<<"$out" | tr '\n' '|')"
+	mapfile -t results < <(grep -E '^(ok|bad) ' <<<"$out")
+	((${#results[@]} == $#)) || err "$what: dkimcheck.py answered for ${#results[@]} of $# files"
+	i=0
+	for f in "$@"; do
+		r=$(sink_rcpts "$f" | wc -l)
+		line=${results[$i]:-}
+		i=$((i + 1))
+		files=$((files + 1))
+		n=$((n + r))
+		if [[ $line == "ok $f present="* ]]; then
+			okfiles=$((okfiles + 1))
+			ok=$((ok + r))
+			for name in $(tr ',' ' ' <<<"${line##* present=}"); do
+				DKIM_PRESENT[$name]=$((${DKIM_PRESENT[$name]:-0} + 1))
+			done
+		else
+			err "$what: $(basename "$f") (to $(sink_rcpts "$f" | tr '\n' ' ')): ${line:-no answer}"
+		fi
+	done
+	grep -q '^control ok: the second List-Unsubscribe fails' <<<"$out" ||
+		err "$what: a copy with a second List-Unsubscribe still verifies: $(grep '^control' <<<"$out" | tr '\n' '|')"
+	! grep -q '^control bad' <<<"$out" || err "$what: $(grep '^control bad' <<<"$out" | tr '\n' '|')"
+	DKIM_VERIFIED=$((DKIM_VERIFIED + ok))
+	DKIM_DELIVERED=$((DKIM_DELIVERED + n))
+	DKIM_LAST="$ok of $n member deliveries ($okfiles of $files copies) verify with dkimpy; copies carrying List-Unsubscribe ${DKIM_PRESENT[list-unsubscribe]:-0}, List-Unsubscribe-Post ${DKIM_PRESENT[list-unsubscribe-post]:-0}, Feedback-ID ${DKIM_PRESENT[feedback-id]:-0}; forgery controls: $(grep -c '^control ok' <<<"$out" || true) refused"
+	note "dkim ($what): $DKIM_LAST"
+	((ok == n && n > 0)) || err "$what: only $ok of $n member deliveries verify"
+}
+
+# Every copy the scenarios saw delivered to members (LISTS_COPIES).
+scn_dkim() {
+	scn_begin dkim
+	if ((${#LISTS_COPIES[@]} == 0)); then
+		err "no copies delivered to members were collected"
+	else
+		lists_dkim_check "posts" "${LISTS_COPIES[@]}"
+	fi
+	scn_end
 }
 
 # --- The complaint loop ----------------------------------------------------------------
@@ -446,5 +532,189 @@ scn_feedback() {
 	fb_worker_stop
 	grep -c 'complaint handled' "$LW_IT_DIR/feedback-worker.log" >/dev/null ||
 		err "the worker logged no handled complaint"
+	scn_end
+}
+
+# --- One-click unsubscribe (RFC 8058) ------------------------------------------------
+#
+# scn_oneclick: a member posts to a list that sends one copy per member
+# (VERP). listwarden gives each copy `List-Unsubscribe: <https://...
+# /unsubscribe?list=...&m=...&t=...>, <mailto:...>` naming that member,
+# `List-Unsubscribe-Post: List-Unsubscribe=One-Click` and a Feedback-ID;
+# opendkim signs them after it and every copy verifies with dkimpy, both
+# fields in h=. Then, as a mailbox provider would, a POST of one member's
+# URL (body List-Unsubscribe=One-Click) to listwarden's endpoint: the
+# feedback worker removes that member through the list manager within
+# FB_WAIT s, and nobody else; the same POST again is answered 200 and
+# queues nothing; a tampered token is refused (403) and removes nobody.
+#
+# The runner sets:
+#   UNSUB_LIST      the list's address
+#   UNSUB_POSTER    a member who posts (no moderation)
+#   UNSUB_MEMBERS   every member of UNSUB_LIST (each gets a copy)
+#   UNSUB_LEAVER    the member whose URL is POSTed
+#   UNSUB_TAMPERED  the member whose URL is POSTed with a tampered token
+#   UNSUB_ENDPOINT  listwarden's endpoint, http://127.0.0.1:PORT (the URL's
+#                path and query are sent there, as a TLS proxy would)
+
+UNSUB_SECONDS=""
+declare -A UNSUB_URL=()
+
+# "LIST MEMBER TOKEN" from the query of URL $1, percent-decoded.
+unsub_query() {
+	"$LW_IT_PYTHON" -c 'import sys, urllib.parse as p
+q = p.parse_qs(p.urlsplit(sys.argv[1]).query)
+print(*(q.get(k, ["-"])[0] for k in ("list", "m", "t")))' "$1"
+}
+
+# URL $1 with one character of its t= value changed (same length).
+unsub_tamper() {
+	"$LW_IT_PYTHON" -c 'import sys, urllib.parse as p
+u = p.urlsplit(sys.argv[1])
+q = p.parse_qsl(u.query, keep_blank_values=True)
+q = [(k, (("B" if v[0] == "A" else "A") + v[1:]) if k == "t" and v else v) for k, v in q]
+print(p.urlunsplit(u._replace(query=p.urlencode(q, safe="@"))))' "$1"
+}
+
+# POSTs the one-click body to the endpoint for URL $1; prints the HTTP
+# status (000: no answer). The body goes to $LW_IT_DIR/oneclick.body.
+unsub_post() {
+	local path=/${1#https://*/}
+	curl -s -o "$LW_IT_DIR/oneclick.body" -w '%{http_code}' --max-time 10 -X POST \
+		-H 'Content-Type: application/x-www-form-urlencoded' --data-raw 'List-Unsubscribe=One-Click' \
+		"$UNSUB_ENDPOINT$path" || true
+}
+
+# Feedback jobs ever queued (waiting, done or bad: the worker keeps them).
+unsub_jobs() { find "$FB_QUEUE" -type f -name '*.json' 2>/dev/null | wc -l; }
+
+# Errs for each member of UNSUB_MEMBERS other than those in $@ that is gone.
+unsub_others_stay() {
+	local m skip x
+	for m in "${UNSUB_MEMBERS[@]}"; do
+		skip=0
+		for x in "$@"; do [[ $m == "$x" ]] && skip=1; done
+		((skip)) || lm_is_member "$UNSUB_LIST" "$m" || err "$m is no longer a member of $UNSUB_LIST"
+	done
+}
+
+scn_oneclick() {
+	scn_begin one-click
+	local token eml out want got files f i rcpt lu lup fid u q list m t code secs t0 jobs tampered n=0 offset line
+	local mailto_re="^<https://[^>]+>[[:space:]]*,[[:space:]]*<mailto:[^>]*@${UNSUB_LIST#*@}[^>]*>\$"
+	local post_re='^List-Unsubscribe-Post:[[:space:]]*List-Unsubscribe=One-Click[[:space:]]*$'
+	token=lwoc-$RUN_ID
+	eml=$LW_IT_DIR/msgs/oneclick-post.eml
+	cat >"$eml" <<-MSG
+		From: <$UNSUB_POSTER>
+		To: <$UNSUB_LIST>
+		Subject: one-click post $token
+		Date: $(LC_ALL=C date -R)
+		Message-ID: <$token@${UNSUB_POSTER#*@}>
+		MIME-Version: 1.0
+		Content-Type: text/plain; charset=us-ascii
+
+		A post whose copies carry one-click unsubscribe links ($token).
+	MSG
+	out=$(smtp_send 203.0.113.52 "mx.${UNSUB_POSTER#*@}" "$UNSUB_POSTER" "$UNSUB_LIST" "${eml%.eml}.swaks" "$eml")
+	if ! queued_id "$out" >/dev/null; then
+		err "the post to $UNSUB_LIST was not queued: $out"
+		scn_end
+		return
+	fi
+	want=$(printf '%s\n' "${UNSUB_MEMBERS[@]}" | tr '[:upper:]' '[:lower:]' | sort -u)
+	got=""
+	for ((i = 0; i < LISTS_WAIT_TENTHS; i++)); do
+		files=$(scn_sink_files "$token")
+		if [[ -n $files ]]; then
+			# shellcheck disable=SC2086 # one file name per word
+			got=$(for f in $files; do sink_rcpts "$f"; done | sort -u)
+			[[ $got == "$want" ]] && break
+		fi
+		sleep 0.1
+	done
+	sleep 0.2
+	if [[ $got != "$want" ]]; then
+		err "copies for [$(tr '\n' ' ' <<<"$got")], expected [$(tr '\n' ' ' <<<"$want")]"
+		scn_end
+		return
+	fi
+	# Each copy: one List-Unsubscribe, its https URL first and naming the
+	# copy's member, the list manager's mailto after it; the Post field; a
+	# Feedback-ID.
+	UNSUB_URL=()
+	for f in $files; do
+		rcpt=$(sink_rcpts "$f")
+		if [[ $(wc -l <<<"$rcpt") != 1 ]]; then
+			err "a copy has several recipients: $(tr '\n' ' ' <<<"$rcpt")"
+			continue
+		fi
+		n=$((n + 1))
+		lu=$(sink_header "$f" List-Unsubscribe:)
+		lup=$(sink_header "$f" List-Unsubscribe-Post:)
+		fid=$(sink_header "$f" Feedback-ID:)
+		[[ $(grep -c . <<<"$lu") == 1 ]] || err "copy for $rcpt: $(grep -c . <<<"$lu") List-Unsubscribe fields"
+		u=$(grep -oiE '^List-Unsubscribe:[[:space:]]*<https://[^>]+>' <<<"$lu" | head -n 1 | sed -E 's/^[^<]*<//; s/>$//')
+		if [[ -z $u ]]; then
+			err "copy for $rcpt: List-Unsubscribe does not start with an https URL: $lu"
+			continue
+		fi
+		[[ $(sed -E 's/^[^:]*:[[:space:]]*//' <<<"$lu") =~ $mailto_re ]] ||
+			err "copy for $rcpt: not <https URL>, <the list manager's mailto>: $lu"
+		[[ $lup =~ $post_re ]] ||
+			err "copy for $rcpt: List-Unsubscribe-Post is '$lup'"
+		[[ -n $fid ]] || err "copy for $rcpt: no Feedback-ID"
+		q=$(unsub_query "$u")
+		read -r list m t <<<"$q"
+		[[ ${m,,} == "$rcpt" && $t != - && $list != - ]] || err "copy for $rcpt: the URL names list=$list m=$m t=$t"
+		[[ ${UNSUB_URL[$rcpt]:-} == "" ]] || err "two copies for $rcpt"
+		UNSUB_URL[$rcpt]=$u
+	done
+	say "  one-click: $n copies; e.g. $(sink_header "$(head -n 1 <<<"$files")" List-Unsubscribe: | cut -c 1-200)"
+	# shellcheck disable=SC2086 # one file name per word
+	lists_dkim_check one-click $files
+	((${DKIM_PRESENT[list-unsubscribe-post]:-0} == n && ${DKIM_PRESENT[feedback-id]:-0} == n)) ||
+		err "signed copies with List-Unsubscribe-Post: ${DKIM_PRESENT[list-unsubscribe-post]:-0}, with Feedback-ID: ${DKIM_PRESENT[feedback-id]:-0}, of $n"
+	if [[ -z ${UNSUB_URL[$UNSUB_LEAVER]:-} || -z ${UNSUB_URL[$UNSUB_TAMPERED]:-} ]]; then
+		err "no URL for $UNSUB_LEAVER or $UNSUB_TAMPERED"
+		scn_end
+		return
+	fi
+	fb_worker_start
+	# 1. The provider's POST: the member leaves, nobody else.
+	t0=$(now_ms)
+	code=$(unsub_post "${UNSUB_URL[$UNSUB_LEAVER]}")
+	[[ $code == 200 || $code == 202 || $code == 204 ]] ||
+		err "POST of $UNSUB_LEAVER's URL: HTTP $code $(head -c 200 "$LW_IT_DIR/oneclick.body" 2>/dev/null | tr '\n' ' ')"
+	if secs=$(fb_wait_gone "$UNSUB_LEAVER" "$FB_WAIT"); then
+		UNSUB_SECONDS=$(awk -v a="$t0" -v b="$(now_ms)" 'BEGIN { printf "%.1f", (b - a) / 1000 }')
+		note "one-click: POST answered $code -> $UNSUB_LEAVER gone from $UNSUB_LIST in ${UNSUB_SECONDS}s"
+		if declare -F lm_check_removed >/dev/null; then lm_check_removed "$UNSUB_LEAVER"; fi
+	else
+		err "$UNSUB_LEAVER is still a member ${FB_WAIT}s after the POST (HTTP $code); worker log: $(tail -n 3 "$LW_IT_DIR/feedback-worker.log" | tr '\n' '|')"
+	fi
+	unsub_others_stay "$UNSUB_LEAVER"
+	# 2. The same POST again (providers retry): 200, no new job.
+	jobs=$(unsub_jobs)
+	offset=$(scn_file_size "$LW_LOG")
+	code=$(unsub_post "${UNSUB_URL[$UNSUB_LEAVER]}")
+	[[ $code == 200 ]] || err "the second POST of $UNSUB_LEAVER's URL: HTTP $code (want 200)"
+	sleep 3
+	(($(unsub_jobs) == jobs)) || err "the second POST queued $(($(unsub_jobs) - jobs)) more job(s)"
+	line=$(lines_after "$LW_LOG" "$offset" "one-click unsubscribe" | tr -d '"' | tail -n 1)
+	[[ $line == *"member=$UNSUB_LEAVER queued=false"* ]] ||
+		err "listwarden's log for the second POST: '${line:-nothing}' (want queued=false)"
+	unsub_others_stay "$UNSUB_LEAVER"
+	# 3. A tampered token: 403, no job, nobody leaves.
+	tampered=$(unsub_tamper "${UNSUB_URL[$UNSUB_TAMPERED]}")
+	[[ $tampered != "${UNSUB_URL[$UNSUB_TAMPERED]}" ]] || err "unsub_tamper changed nothing"
+	jobs=$(unsub_jobs)
+	code=$(unsub_post "$tampered")
+	[[ $code == 403 ]] || err "POST with a tampered token for $UNSUB_TAMPERED: HTTP $code (want 403)"
+	sleep 3
+	(($(unsub_jobs) == jobs)) || err "the tampered POST queued $(($(unsub_jobs) - jobs)) job(s)"
+	unsub_others_stay "$UNSUB_LEAVER"
+	fb_worker_stop
+	note "one-click: $n copies, each with both fields and its member's URL; repeat POST 200, tampered 403"
 	scn_end
 }

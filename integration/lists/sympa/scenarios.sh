@@ -120,6 +120,8 @@ EOF
 				ERRS+=("listwarden verify <$sender>: not valid")
 		done
 		POST_SENDER=$(head -n 1 <<<"$senders")
+		# shellcheck disable=SC2206 # one file name per word
+		LISTS_COPIES+=($files)
 		f=$(head -n 1 <<<"$files")
 		grep -q "^List-Id: <$LIST.$DOMAIN>" "$f" || ERRS+=("no List-Id in the copy $f")
 		! grep -qi '^X-Listwarden' "$f" || ERRS+=("a copy carries an X-Listwarden header")
@@ -433,6 +435,7 @@ EOF
 			"$LW_BIN" verify -c "$LW_CONFIG" "$sender" >/dev/null 2>&1 || ERRS+=("listwarden verify <$sender>: not valid")
 			VERP_SENDERS+=("$rcpt"$'\t'"$sender")
 			FB_COPY[$rcpt]=$f
+			LISTS_COPIES+=("$f")
 		done
 	fi
 	m1=carol@members.example
