@@ -297,7 +297,7 @@ pub(crate) fn one_click(
         .iter()
         .find(|l| l.name == request.list && l.expand.is_none() && l.unsubscribe_url.is_some())?;
     let refuse = |e: UnsubError| {
-        tracing::info!(%client, list = %list.name, "one-click unsubscribe refused: {e}");
+        log_refusal(client, Some(&list.name), &e);
         let (status, text) = e.public_reply();
         Some((status, text.to_string()))
     };
@@ -335,6 +335,66 @@ pub(crate) fn one_click(
             tracing::error!(%client, list = %list.name, %member, "one-click unsubscribe: cannot queue the job: {e}");
             Some((503, "try again later\n".into()))
         }
+    }
+}
+
+/// Refusal log lines per client per minute; more are counted and
+/// summed up in one line when the minute is over.
+const REFUSALS_LOGGED: u32 = 5;
+/// Clients tracked per minute; the others share the count of suppressed
+/// lines (memory stays bounded under a flood from many addresses).
+const REFUSAL_CLIENTS: usize = 1024;
+
+/// Who got a refusal logged this minute: a flood of bad POSTs costs at
+/// most [`REFUSALS_LOGGED`] lines per client per minute.
+#[derive(Debug, Default)]
+pub(crate) struct RefusalLog {
+    minute: u64,
+    logged: std::collections::HashMap<std::net::IpAddr, u32>,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    /// For a refusal to `client` in `minute`: whether to log it, and the
+    /// lines suppressed in the minute before, to log once.
+    pub(crate) fn admit(&mut self, client: std::net::IpAddr, minute: u64) -> (bool, u64) {
+        let mut earlier = 0;
+        if minute != self.minute {
+            earlier = std::mem::take(&mut self.suppressed);
+            self.logged.clear();
+            self.minute = minute;
+        }
+        let room = self.logged.len() < REFUSAL_CLIENTS || self.logged.contains_key(&client);
+        let log = room && {
+            let count = self.logged.entry(client).or_default();
+            *count = count.saturating_add(1);
+            *count <= REFUSALS_LOGGED
+        };
+        if !log {
+            self.suppressed = self.suppressed.saturating_add(1);
+        }
+        (log, earlier)
+    }
+}
+
+/// Logs a one-click refusal (an expander list's too), bounded per client.
+pub(crate) fn log_refusal(client: std::net::IpAddr, list: Option<&str>, e: &UnsubError) {
+    static LOG: std::sync::LazyLock<std::sync::Mutex<RefusalLog>> =
+        std::sync::LazyLock::new(Default::default);
+    let minute = crate::unix_now() / 60;
+    let (log, earlier) = LOG
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .admit(client, minute);
+    if earlier > 0 {
+        tracing::warn!(
+            "one-click unsubscribe: {earlier} more refusals not logged (more than {REFUSALS_LOGGED} per client per minute)"
+        );
+    }
+    match (log, list) {
+        (true, Some(list)) => tracing::info!(%client, list, "one-click unsubscribe refused: {e}"),
+        (true, None) => tracing::info!(%client, "one-click unsubscribe refused: {e}"),
+        (false, _) => {}
     }
 }
 

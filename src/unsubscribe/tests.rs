@@ -437,3 +437,24 @@ fn config_errors_name_the_key() {
         Some("127.0.0.1:8082".parse().unwrap())
     );
 }
+
+/// review2 L8: bad POSTs cost at most REFUSALS_LOGGED log lines per client
+/// per minute; the rest are summed up once, and memory stays bounded.
+#[test]
+fn refusal_lines_are_bounded_per_client() {
+    let mut log = RefusalLog::default();
+    let a: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+    let b: std::net::IpAddr = "192.0.2.2".parse().unwrap();
+    let logged = (0..100).filter(|_| log.admit(a, 7).0).count();
+    assert_eq!(logged, REFUSALS_LOGGED as usize);
+    assert!(log.admit(b, 7).0, "another client still gets its lines");
+    // The next minute: the suppressed count once, then lines again.
+    assert_eq!(log.admit(a, 8), (true, 95));
+    assert_eq!(log.admit(a, 8), (true, 0));
+    // A flood from many addresses tracks at most REFUSAL_CLIENTS of them.
+    for i in 0..5000u32 {
+        log.admit(std::net::IpAddr::from(i.to_be_bytes()), 9);
+    }
+    assert_eq!(log.logged.len(), REFUSAL_CLIENTS);
+    assert_eq!(log.admit(a, 10), (true, 5000 - REFUSAL_CLIENTS as u64));
+}
