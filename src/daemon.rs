@@ -216,7 +216,7 @@ pub fn unsubscribe_handler(shared: &Arc<Shared>) -> crate::metrics::UnsubscribeH
                 (200, "unsubscribed\n".into())
             }
             Err(e) => {
-                tracing::info!(%client, "one-click unsubscribe refused: {e}");
+                crate::unsubscribe::log_refusal(client, None, &e);
                 let (status, text) = e.public_reply();
                 (status, text.to_string())
             }

@@ -12,12 +12,16 @@
 //! Feedback-ID: LIST.DOMAIN:DOMAIN:listwarden
 //! ```
 //!
-//! replacing the list manager's `List-Unsubscribe` and any
-//! `List-Unsubscribe-Post` and `Feedback-ID`. The token is the expander's
-//! (a signed VERP tag for the list's `-unsubscribe` role, subscription
-//! number 0: the list manager keeps no numbers). A POST of the URL
-//! queues a feedback job (list, member, unsubscribe) that
-//! `listwarden feedback-worker` carries out through the list manager.
+//! replacing every `List-Unsubscribe`, `List-Unsubscribe-Post` and
+//! `Feedback-ID` (a poster's too, when the list manager passed them on;
+//! only the mailto URIs on the list's own domain are kept). The token is
+//! the expander's (a signed VERP tag for the list's `-unsubscribe` role,
+//! subscription number 0: the list manager keeps no numbers), good for
+//! [`unsub::PLAIN_TOKEN_DAYS`]. A POST of the URL queues a feedback job
+//! (list, member, unsubscribe) that `listwarden feedback-worker` carries
+//! out through the list manager. Lists are named by their local part;
+//! validation makes those names unique wherever one-click or `feedback:`
+//! is used.
 //!
 //! Deciding and rewriting are pure; the endpoint's only I/O is the queue.
 
@@ -30,9 +34,6 @@ use listwarden_expand::unsubscribe::{self as unsub, UnsubError};
 const LIST_UNSUBSCRIBE: &str = "List-Unsubscribe";
 const LIST_UNSUBSCRIBE_POST: &str = "List-Unsubscribe-Post";
 const FEEDBACK_ID: &str = "Feedback-ID";
-/// More of those headers than this: not the list manager's ordinary
-/// copy; it is left alone (each one would be one removal).
-const MAX_HEADERS: i32 = 8;
 /// The list manager's mailto URIs kept, and how long one may be.
 const MAX_MAILTOS: usize = 4;
 const MAX_URI: usize = 512;
@@ -48,17 +49,25 @@ const MAX_VALUE: usize = 900;
 pub(crate) struct Candidate {
     /// The list's name (its label).
     pub list: String,
+    /// The list's address: what the rewrite looks the list up by.
+    pub address: Address,
     pub member: Address,
     /// What the headers held, collected as they arrive.
     pub seen: Seen,
 }
 
 /// The replaced headers as they arrived: (name as first sent, how many),
-/// and the list manager's mailto URIs.
+/// their size, and the mailto URIs on the list's domain.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Seen {
+    /// The list's domain: only mailto URIs to it are kept, so a poster's
+    /// own List-Unsubscribe passed on by the list manager is never
+    /// promoted into the header written.
+    domain: String,
     names: Vec<(String, i32)>,
     total: i32,
+    /// Bytes of their names and values: bounds the removals.
+    bytes: usize,
     mailtos: Vec<String>,
 }
 
@@ -72,6 +81,7 @@ impl Seen {
             return;
         };
         self.total = self.total.saturating_add(1);
+        self.bytes = self.bytes.saturating_add(name.len() + value.len());
         match self
             .names
             .iter_mut()
@@ -81,7 +91,7 @@ impl Seen {
             None => self.names.push((name.to_string(), 1)),
         }
         if wanted == LIST_UNSUBSCRIBE {
-            for uri in mailtos(value) {
+            for uri in mailtos(value, &self.domain) {
                 if self.mailtos.len() < MAX_MAILTOS && !self.mailtos.contains(&uri) {
                     self.mailtos.push(uri);
                 }
@@ -108,17 +118,47 @@ pub(crate) fn candidate(config: &Config, sender: &Address) -> Option<Candidate> 
     let member = crate::feedback::attribute::list_manager_member(sender)?;
     Some(Candidate {
         list: list.name.clone(),
+        address: list.address.clone(),
         member,
-        seen: Seen::default(),
+        seen: Seen {
+            domain: list.address.domain.clone(),
+            ..Seen::default()
+        },
     })
 }
 
-/// The list-manager list (no `expand:`) an address belongs to.
+/// The list-manager list (no `expand:`) an address belongs to. Sympa's
+/// shared `bounce+m==a==d==LIST@` counts only when LIST is the list
+/// itself: the lookup falls back to the first list on the domain for a
+/// list listwarden does not know, whose member must not get a token for
+/// another list.
 fn list_of<'a>(config: &'a Config, addr: &Address) -> Option<&'a List> {
-    match config.protected(addr)?.owner {
-        crate::config::Owner::List(l) if l.expand.is_none() => Some(l),
-        _ => None,
+    let found = config.protected(addr)?;
+    let crate::config::Owner::List(l) = found.owner else {
+        return None;
+    };
+    if l.expand.is_some() {
+        return None;
     }
+    match found.role {
+        crate::config::Role::Shared(_) => (l.preset == crate::config::Preset::Sympa
+            && sympa_list_is(addr, &l.address.local))
+        .then_some(l),
+        _ => Some(l),
+    }
+}
+
+/// True when Sympa's VERP `bounce+LOCAL==a==DOMAIN==LIST[==SUFFIX]@`
+/// names `list`.
+fn sympa_list_is(addr: &Address, list: &str) -> bool {
+    let Some((_, detail)) = addr.local.split_once('+') else {
+        return false;
+    };
+    let Some((_, rest)) = detail.split_once("==a==") else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split("==").collect();
+    (2..=3).contains(&parts.len()) && parts.get(1).is_some_and(|l| l.eq_ignore_ascii_case(list))
 }
 
 /// At end of message: the rewrite, when the copy has exactly one
@@ -135,10 +175,20 @@ pub(crate) fn rewrite(
     if recipients != 1 || !first.is_some_and(|r| r.same_mailbox(&c.member)) {
         return None;
     }
-    if c.seen.total > MAX_HEADERS {
+    // Every such header goes, however many a poster added (each is one
+    // removal, so their size is bounded by `limits.max_header_bytes`).
+    if c.seen.bytes > config.limits.max_header_bytes {
+        tracing::warn!(
+            list = %c.list,
+            count = c.seen.total,
+            "one-click: too many List-Unsubscribe/Feedback-ID headers to remove; copy left as written"
+        );
         return None;
     }
-    let list = config.lists.iter().find(|l| l.name == c.list)?;
+    let list = config
+        .lists
+        .iter()
+        .find(|l| l.address.same_mailbox(&c.address))?;
     let base = list.unsubscribe_url.as_deref()?;
     let token = unsub::unsubscribe_token(&list.address, &c.member, 0, keys, today).ok()?;
     let url = format!(
@@ -177,10 +227,12 @@ pub(crate) fn rewrite(
     })
 }
 
-/// The well-formed `mailto:` URIs of a `List-Unsubscribe` value, in order:
-/// each `<...>` whose content starts with `mailto:`, names an address and
+/// The well-formed `mailto:` URIs of a `List-Unsubscribe` value to an
+/// address on `domain`, in order: each `<...>` whose content starts with
+/// `mailto:`, names one plain address (no percent-encoding) on `domain`,
+/// asks for no other recipient (only `subject` and `body` fields) and
 /// holds only printable ASCII with nothing that would break the header.
-fn mailtos(value: &str) -> Vec<String> {
+fn mailtos(value: &str, domain: &str) -> Vec<String> {
     let mut end = value.len().min(MAX_SCAN);
     while !value.is_char_boundary(end) {
         end -= 1;
@@ -203,11 +255,28 @@ fn mailtos(value: &str) -> Vec<String> {
             && uri
                 .chars()
                 .all(|c| c.is_ascii_graphic() && !"<>\"\\,".contains(c));
-        if well_formed && out.len() < MAX_MAILTOS {
+        if well_formed && to_domain(uri, domain) && out.len() < MAX_MAILTOS {
             out.push(uri.to_string());
         }
     }
     out
+}
+
+/// True when the mailto URI `uri` (well formed) writes to one address on
+/// `domain` and nobody else.
+fn to_domain(uri: &str, domain: &str) -> bool {
+    let rest = uri.get(7..).unwrap_or_default();
+    let (to, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let one_address = !to.contains('%')
+        && to.matches('@').count() == 1
+        && to
+            .rsplit_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && d.eq_ignore_ascii_case(domain));
+    let fields_ok = query.split('&').filter(|f| !f.is_empty()).all(|f| {
+        let name = f.split_once('=').map_or(f, |(n, _)| n);
+        name.eq_ignore_ascii_case("subject") || name.eq_ignore_ascii_case("body")
+    });
+    one_address && fields_ok
 }
 
 /// A one-click POST for a list-manager list: `None` when the request is
@@ -228,7 +297,7 @@ pub(crate) fn one_click(
         .iter()
         .find(|l| l.name == request.list && l.expand.is_none() && l.unsubscribe_url.is_some())?;
     let refuse = |e: UnsubError| {
-        tracing::info!(%client, list = %list.name, "one-click unsubscribe refused: {e}");
+        log_refusal(client, Some(&list.name), &e);
         let (status, text) = e.public_reply();
         Some((status, text.to_string()))
     };
@@ -266,6 +335,66 @@ pub(crate) fn one_click(
             tracing::error!(%client, list = %list.name, %member, "one-click unsubscribe: cannot queue the job: {e}");
             Some((503, "try again later\n".into()))
         }
+    }
+}
+
+/// Refusal log lines per client per minute; more are counted and
+/// summed up in one line when the minute is over.
+const REFUSALS_LOGGED: u32 = 5;
+/// Clients tracked per minute; the others share the count of suppressed
+/// lines (memory stays bounded under a flood from many addresses).
+const REFUSAL_CLIENTS: usize = 1024;
+
+/// Who got a refusal logged this minute: a flood of bad POSTs costs at
+/// most [`REFUSALS_LOGGED`] lines per client per minute.
+#[derive(Debug, Default)]
+pub(crate) struct RefusalLog {
+    minute: u64,
+    logged: std::collections::HashMap<std::net::IpAddr, u32>,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    /// For a refusal to `client` in `minute`: whether to log it, and the
+    /// lines suppressed in the minute before, to log once.
+    pub(crate) fn admit(&mut self, client: std::net::IpAddr, minute: u64) -> (bool, u64) {
+        let mut earlier = 0;
+        if minute != self.minute {
+            earlier = std::mem::take(&mut self.suppressed);
+            self.logged.clear();
+            self.minute = minute;
+        }
+        let room = self.logged.len() < REFUSAL_CLIENTS || self.logged.contains_key(&client);
+        let log = room && {
+            let count = self.logged.entry(client).or_default();
+            *count = count.saturating_add(1);
+            *count <= REFUSALS_LOGGED
+        };
+        if !log {
+            self.suppressed = self.suppressed.saturating_add(1);
+        }
+        (log, earlier)
+    }
+}
+
+/// Logs a one-click refusal (an expander list's too), bounded per client.
+pub(crate) fn log_refusal(client: std::net::IpAddr, list: Option<&str>, e: &UnsubError) {
+    static LOG: std::sync::LazyLock<std::sync::Mutex<RefusalLog>> =
+        std::sync::LazyLock::new(Default::default);
+    let minute = crate::unix_now() / 60;
+    let (log, earlier) = LOG
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .admit(client, minute);
+    if earlier > 0 {
+        tracing::warn!(
+            "one-click unsubscribe: {earlier} more refusals not logged (more than {REFUSALS_LOGGED} per client per minute)"
+        );
+    }
+    match (log, list) {
+        (true, Some(list)) => tracing::info!(%client, list, "one-click unsubscribe refused: {e}"),
+        (true, None) => tracing::info!(%client, "one-click unsubscribe refused: {e}"),
+        (false, _) => {}
     }
 }
 

@@ -272,6 +272,11 @@ fn jobs(queue: &Path) -> Vec<(PathBuf, serde_json::Value)> {
 }
 
 fn token(shared: &Shared, list: &str, member: &str) -> String {
+    token_on(shared, list, member, support::today())
+}
+
+/// A token minted on day `day`.
+fn token_on(shared: &Shared, list: &str, member: &str, day: u64) -> String {
     let config = shared.config.load();
     let keys = config.signing.as_ref().unwrap();
     listwarden_expand::unsubscribe::unsubscribe_token(
@@ -279,7 +284,7 @@ fn token(shared: &Shared, list: &str, member: &str) -> String {
         &Address::parse(member).unwrap(),
         0,
         keys,
-        support::today(),
+        day,
     )
     .unwrap()
 }
@@ -325,7 +330,20 @@ fn bad_and_foreign_tokens_queue_nothing() {
     let other = token(&shared, "other@lists.example.org", "bob@example.net");
     // The expander list's token for the same member (its own role).
     let expander = token(&shared, "members@lists.example.org", "bob@example.net");
+    // review2 M1: a list manager keeps no subscription numbers, so its
+    // tokens end by age: 60 days is still good, 61 is not.
+    let days = u64::from(listwarden_expand::unsubscribe::PLAIN_TOKEN_DAYS);
+    let aged = |d| {
+        token_on(
+            &shared,
+            "test@lists.example.org",
+            "bob@example.net",
+            support::today() - d,
+        )
+    };
+    let (young, old) = (aged(days), aged(days + 1));
     for (query, status) in [
+        (format!("list=test&m=bob%40example.net&t={old}"), "403"),
         (format!("list=test&m=bob%40example.net&t={broken}"), "403"),
         (format!("list=test&m=bob%40example.net&t={other}"), "403"),
         (format!("list=test&m=bob%40example.net&t={expander}"), "403"),
@@ -349,6 +367,9 @@ fn bad_and_foreign_tokens_queue_nothing() {
         assert!(!answer.contains("test@"), "no detail: {answer}");
     }
     assert!(jobs(&dir.path().join("queue")).is_empty());
+    let answer = post(addr, &format!("list=test&m=bob%40example.net&t={young}"));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(jobs(&dir.path().join("queue")).len(), 1);
 }
 
 #[test]

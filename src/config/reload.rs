@@ -28,6 +28,23 @@ pub fn reload(path: &Path, current: &Config) -> Result<Reloaded, ConfigError> {
         kept.push("unsubscribe_listen changed; it applies after a restart".to_string());
         config.unsubscribe_listen = current.unsubscribe_listen;
     }
+    // No listener runs (it starts only at launch): copies must not
+    // advertise one-click URLs nobody answers. Until a restart, lists
+    // keep the list manager's own headers.
+    if config.unsubscribe_listen.is_none() {
+        let mut off = Vec::new();
+        for l in &mut config.lists {
+            if l.unsubscribe_url.take().is_some() {
+                off.push(l.address.to_string());
+            }
+        }
+        if !off.is_empty() {
+            kept.push(format!(
+                "unsubscribe_url of {} not used until a restart starts the unsubscribe_listen listener",
+                off.join(", ")
+            ));
+        }
+    }
     if config.metrics_listen != current.metrics_listen {
         kept.push("metrics.listen changed; it applies after a restart".to_string());
         config.metrics_listen = current.metrics_listen;

@@ -24,6 +24,10 @@
 //! the VERP validity window still unsubscribes (the stamp only says when it
 //! was minted). Mail without a valid token unsubscribes nobody: its sender
 //! may be forged, and a reply to it would be backscatter.
+//!
+//! Lists run by Sympa or Mailman 3 have no subscription numbers, so
+//! nothing would end their tokens ([`verify_plain`]): theirs are good for
+//! [`PLAIN_TOKEN_DAYS`] after minting, then refused (403).
 
 use std::time::Duration;
 
@@ -45,6 +49,12 @@ pub(crate) const MAX_QUERY_BYTES: usize = 4096;
 pub(crate) const MAX_SCAN_BYTES: usize = 64 * 1024;
 /// Token addresses tried per mail.
 const MAX_CANDIDATES: usize = 10;
+/// How long a token without a subscription number (Sympa, Mailman 3
+/// lists) stays good: long enough for a member to click in an old
+/// message and for a mailbox provider to retry for days, short enough
+/// that a leaked copy does not unsubscribe its member again after each
+/// re-subscription for ever.
+pub const PLAIN_TOKEN_DAYS: u32 = 60;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnsubError {
@@ -54,6 +64,8 @@ pub enum UnsubError {
     UnknownList,
     #[error("the unsubscribe token is not valid")]
     BadToken,
+    #[error("the unsubscribe token is older than its {0} days")]
+    TooOld(u32),
     #[error("no unsubscribe token found")]
     NoToken,
     #[error("cannot sign an unsubscribe token: {0}")]
@@ -74,9 +86,10 @@ impl UnsubError {
     pub fn public_reply(&self) -> (u16, &'static str) {
         match self {
             UnsubError::BadRequest(_) => (400, "bad request\n"),
-            UnsubError::UnknownList | UnsubError::BadToken | UnsubError::NoToken => {
-                (403, "this unsubscribe link is not valid\n")
-            }
+            UnsubError::UnknownList
+            | UnsubError::BadToken
+            | UnsubError::TooOld(_)
+            | UnsubError::NoToken => (403, "this unsubscribe link is not valid\n"),
             UnsubError::Sign(_)
             | UnsubError::Role(_)
             | UnsubError::Members(_)
@@ -159,10 +172,11 @@ fn verify_token(
     today: u64,
 ) -> Result<Address, UnsubError> {
     let subscription = subscriptions.subscription(&member.key());
-    verify_token_at(list, member, token, subscription, keys, today)
+    verify_token_at(list, member, token, subscription, keys, today, None)
 }
 
-/// `verify_token` for a given subscription number.
+/// `verify_token` for a given subscription number; `max_age` days, when
+/// given, bounds the stamp's age (see [`verify_address_at`]).
 fn verify_token_at(
     list: &Address,
     member: &Address,
@@ -170,6 +184,7 @@ fn verify_token_at(
     subscription: u32,
     keys: &KeyRing,
     today: u64,
+    max_age: Option<u32>,
 ) -> Result<Address, UnsubError> {
     if !token_shape_ok(token) {
         return Err(UnsubError::BadToken);
@@ -187,7 +202,7 @@ fn verify_token_at(
         ),
         domain: role.domain.clone(),
     };
-    let signed = verify_address_at(&rebuilt, &role, subscription, keys, today)?;
+    let signed = verify_address_at(&rebuilt, &role, subscription, keys, today, max_age)?;
     if signed.same_mailbox(member) {
         Ok(signed)
     } else {
@@ -206,15 +221,19 @@ fn verify_address(
 ) -> Result<Address, UnsubError> {
     // The member as the address names it; the HMAC says whether it is right.
     let subscription = signed_member(addr).map_or(0, |m| subscriptions.subscription(&m.key()));
-    verify_address_at(addr, role, subscription, keys, today)
+    verify_address_at(addr, role, subscription, keys, today, None)
 }
 
+/// Without `max_age` a stamp of any age is accepted (the subscription
+/// number ends the token); with it, only a stamp at most that many days
+/// old.
 fn verify_address_at(
     addr: &Address,
     role: &Address,
     subscription: u32,
     keys: &KeyRing,
     today: u64,
+    max_age: Option<u32>,
 ) -> Result<Address, UnsubError> {
     let ours = verp::base_address(addr).is_some_and(|base| base.same_mailbox(role));
     if !ours {
@@ -229,8 +248,9 @@ fn verify_address_at(
         local: format!("{}{ext}", signing.local),
         domain: addr.domain.clone(),
     };
-    match verify_verp(&rebuilt, keys, today, MAX_VALIDITY_DAYS) {
+    match verify_verp(&rebuilt, keys, today, max_age.unwrap_or(MAX_VALIDITY_DAYS)) {
         VerpResult::Valid { member, .. } => Ok(member),
+        VerpResult::Expired if let Some(days) = max_age => Err(UnsubError::TooOld(days)),
         // The HMAC is right; only the stamp is old. See the module doc.
         VerpResult::Expired => signed_member(addr).ok_or(UnsubError::BadToken),
         VerpResult::Unsigned => Err(UnsubError::NoToken),
@@ -410,8 +430,9 @@ pub fn read_request(query: &str, body: &[u8]) -> Result<Request, UnsubError> {
 }
 
 /// Checks the token of a list whose list manager keeps no subscription
-/// numbers (Sympa, Mailman 3: the plain role, number 0). Returns the
-/// member as signed. The shape is checked first, as for expander lists.
+/// numbers (Sympa, Mailman 3: the plain role, number 0), minted at most
+/// [`PLAIN_TOKEN_DAYS`] ago. Returns the member as signed. The shape is
+/// checked first, as for expander lists.
 pub fn verify_plain(
     list: &Address,
     member: &Address,
@@ -419,7 +440,7 @@ pub fn verify_plain(
     keys: &KeyRing,
     today: u64,
 ) -> Result<Address, UnsubError> {
-    verify_token_at(list, member, token, 0, keys, today)
+    verify_token_at(list, member, token, 0, keys, today, Some(PLAIN_TOKEN_DAYS))
 }
 
 /// A verified one-click request.
@@ -459,7 +480,15 @@ pub(crate) fn check_one_click(
         return Err(UnsubError::BadToken);
     }
     let subscription = state::load(&list.state_file())?.subscription(&member.key());
-    match verify_token_at(&list.address, &member, token, subscription, keys, today) {
+    match verify_token_at(
+        &list.address,
+        &member,
+        token,
+        subscription,
+        keys,
+        today,
+        None,
+    ) {
         Ok(signed) => Ok(OneClick {
             index,
             member: signed,
@@ -468,8 +497,15 @@ pub(crate) fn check_one_click(
         // The subscription this token was for has just ended: a retry of
         // the request that ended it, fine unless the member is back.
         Err(UnsubError::BadToken) if subscription > 0 => {
-            let signed =
-                verify_token_at(&list.address, &member, token, subscription - 1, keys, today)?;
+            let signed = verify_token_at(
+                &list.address,
+                &member,
+                token,
+                subscription - 1,
+                keys,
+                today,
+                None,
+            )?;
             Ok(OneClick {
                 index,
                 member: signed,
@@ -683,6 +719,27 @@ mod tests {
             address.to_string(),
             format!("members-unsubscribe+{token}=Alice+tag=x=example.com@lists.example.org")
         );
+    }
+
+    /// review2 M1: a token without a subscription number (Sympa, Mailman 3)
+    /// is good for PLAIN_TOKEN_DAYS after minting, then refused.
+    #[test]
+    fn plain_tokens_expire() {
+        let keys = keys();
+        let member = addr("alice@example.com");
+        let token = unsubscribe_token(&list(), &member, 0, &keys, DAY).expect("token");
+        let days = u64::from(PLAIN_TOKEN_DAYS);
+        for later in [0, 7, days] {
+            verify_plain(&list(), &member, &token, &keys, DAY + later).expect("young token");
+        }
+        for later in [days + 1, 400, 3000] {
+            let err =
+                verify_plain(&list(), &member, &token, &keys, DAY + later).expect_err("old token");
+            assert!(matches!(err, UnsubError::TooOld(_)), "{later}: {err:?}");
+            assert_eq!(err.public_reply().0, 403);
+        }
+        // The expander's tokens still live as long as their subscription.
+        verify_token(&list(), &member, &token, &none(), &keys, DAY + 400).expect("expander");
     }
 
     #[test]

@@ -125,6 +125,7 @@ impl Validator<'_> {
             feedback.as_ref(),
             has_keys,
         );
+        self.check_unique_names(&raw.lists, raw.feedback.is_some());
         let throttle = raw.throttle.as_ref().and_then(|t| self.throttle(t, &rules));
         let canary = raw.canary.as_ref().and_then(|c| self.canary(c, has_keys));
         Config {

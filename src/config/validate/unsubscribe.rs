@@ -106,3 +106,36 @@ impl Validator<'_> {
         }
     }
 }
+
+impl Validator<'_> {
+    /// A list's name is its local part, and one-click URLs, feedback jobs
+    /// and the expander find lists by name: two lists with the same name
+    /// on different domains would let one act on the other. Refused where
+    /// a name is used that way.
+    pub(super) fn check_unique_names(&mut self, raw: &[RawList], feedback: bool) {
+        let by_name = |r: &RawList| r.unsubscribe_url.is_some() || r.expand.is_some();
+        let parsed: Vec<Option<crate::address::Address>> = raw
+            .iter()
+            .map(|r| crate::address::Address::parse(&r.address).ok())
+            .collect();
+        for (i, r) in raw.iter().enumerate() {
+            let Some(Some(a)) = parsed.get(i) else {
+                continue;
+            };
+            let earlier = parsed.iter().take(i).enumerate().find(|(j, b)| {
+                b.as_ref()
+                    .is_some_and(|b| b.local.eq_ignore_ascii_case(&a.local))
+                    && (feedback || by_name(r) || raw.get(*j).is_some_and(by_name))
+            });
+            if let Some((j, Some(b))) = earlier {
+                self.error(
+                    &[Seg::Key("lists"), Seg::Index(i), Seg::Key("address")],
+                    format!(
+                        "list name `{}` is also that of `{b}` (lists[{j}]): names (local parts) must differ when feedback:, unsubscribe_url or expand: is used, which find lists by name",
+                        a.local
+                    ),
+                );
+            }
+        }
+    }
+}
