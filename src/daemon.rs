@@ -33,6 +33,8 @@ pub enum DaemonError {
     },
     #[error("{} exists and is not a socket; refusing to replace it", .0.display())]
     NotASocket(PathBuf),
+    #[error("{} is a live socket (something answers on it); refusing to replace it", .0.display())]
+    SocketInUse(PathBuf),
     #[error("cannot set mode {mode:o} on {}", path.display())]
     SocketMode {
         path: PathBuf,
@@ -243,6 +245,11 @@ pub async fn bind(socket: &Socket, mode: u32) -> Result<MilterListener, DaemonEr
                 if !meta.file_type().is_socket() {
                     return Err(DaemonError::NotASocket(path.clone()));
                 }
+                // Only a stale socket is removed: one that answers belongs
+                // to a running process (or to our other socket).
+                if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                    return Err(DaemonError::SocketInUse(path.clone()));
+                }
                 std::fs::remove_file(path).map_err(|source| DaemonError::RemoveStale {
                     path: path.clone(),
                     source,
@@ -383,5 +390,25 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: stopping"),
         _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// review2 L3: binding never deletes a socket that something serves.
+    #[tokio::test]
+    async fn a_live_socket_is_not_replaced_a_stale_one_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("milter.sock");
+        let live = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let socket = Socket::Unix(path.clone());
+        let err = bind(&socket, 0o660).await.err().expect("refused");
+        assert!(matches!(err, DaemonError::SocketInUse(_)), "{err}");
+        // The first listener still owns the file.
+        assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
+        drop(live);
+        assert!(bind(&socket, 0o660).await.is_ok());
     }
 }

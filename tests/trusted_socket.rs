@@ -10,6 +10,7 @@ use listwarden_test_support as support;
 
 use indymilter_test::{MacroStage, ProtoOpts, Status, TestConnection};
 use listwarden::milter::Door;
+use listwarden_core::address::{Address, prvs};
 use support::Milter;
 
 const STRANGER: [u8; 4] = [203, 0, 113, 7];
@@ -260,9 +261,12 @@ async fn an_untrusted_client_on_the_trusted_socket_gets_451_never_an_accept() {
 }
 
 #[tokio::test]
-async fn a_refused_recipient_is_never_dropped_silently() {
-    // A SASL client is trusted to send, but its bounces are checked: one
-    // refused recipient among accepted ones tempfails the whole message.
+async fn a_sasl_only_client_is_misrouted_not_held_forever() {
+    // review2 M3: a SASL login is not enough here. Its bounces are checked,
+    // and one recipient always refused (550) among good ones would make
+    // the whole message 451 on every retry, holding the good ones until
+    // the client gives up. So it is misrouted like any stranger: 451
+    // 4.3.5 and the log line naming smtpd_milter_maps.
     let pair = both(&config("")).await;
     let mut msg = Msg::new(
         STRANGER,
@@ -274,13 +278,57 @@ async fn a_refused_recipient_is_never_dropped_silently() {
     let trusted = play(&pair.1, &msg).await;
     assert!(plain.envelope[1].starts_with("550"), "{plain:?}");
     assert_eq!(plain.envelope[2], "continue");
-    assert!(
-        trusted
-            .end
-            .starts_with("451 4.7.1 1 of 2 recipients refused (550 "),
-        "{trusted:?}"
-    );
+    assert!(trusted.end.starts_with("451 4.3.5"), "{trusted:?}");
     assert!(trusted.actions.is_empty(), "nothing deleted: {trusted:?}");
+
+    // Its clean message is misrouted too.
+    let mut clean = Msg::new(STRANGER, "<alice@example.net>", &["<bob@example.com>"]);
+    clean.auth = Some("moderator");
+    assert_eq!(play(&pair.0, &clean).await.end, "accept");
+    assert!(play(&pair.1, &clean).await.end.starts_with("451 4.3.5"));
+    stop(pair).await;
+}
+
+/// The `listwarden_messages_total` samples counted `accept`, summed.
+fn accepted(m: &Milter) -> u64 {
+    m.shared
+        .metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("listwarden_messages_total{") && l.contains("verdict=\"accept\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test]
+async fn a_carried_refusal_is_decided_before_end_of_message_acts() {
+    // review2 L2: a misrouted stranger's DSN to a signed bounce address
+    // reaches end of message; the carried 451 is given there before
+    // anything is classified, tagged, written or counted as accepted.
+    let pair = both(&config("")).await;
+    let ring = pair.0.shared.config.load().signing.clone().unwrap();
+    let bounce = format!(
+        "<{}>",
+        prvs::sign(
+            &Address::parse("members-bounces@lists.example.org").unwrap(),
+            &ring,
+            support::today()
+        )
+    );
+    let mut msg = Msg::new(STRANGER, "<>", &[bounce.as_str()]);
+    msg.headers = vec![
+        ("From", "MAILER-DAEMON@example.net"),
+        (
+            "Content-Type",
+            "multipart/report; report-type=delivery-status; boundary=b",
+        ),
+    ];
+    msg.body = "--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; x\r\n\r\nFinal-Recipient: rfc822; gone@example.net\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n--b--\r\n";
+    let plain = play(&pair.0, &msg).await;
+    assert_eq!(accepted(&pair.0), 1, "{plain:?}");
+    let trusted = play(&pair.1, &msg).await;
+    assert!(trusted.end.starts_with("451 4.3.5"), "{trusted:?}");
+    assert_eq!(accepted(&pair.1), 0, "{}", pair.1.shared.metrics.render());
     stop(pair).await;
 }
 
@@ -313,17 +361,18 @@ async fn a_session_reset_forgets_the_carried_answer() {
     conn.connect("c", (STRANGER, 1)).await.unwrap();
     conn.mail(["<members@lists.example.org>"]).await.unwrap();
     conn.abort().await.unwrap();
-    // A SASL client's clean message on the same connection goes through.
-    conn.macros(MacroStage::Mail, [("{auth_authen}", "moderator")])
-        .await
-        .unwrap();
+    // The next message is judged afresh: misrouted (451 4.3.5), not the
+    // forged sender's 550.
     assert_eq!(
         conn.mail(["<alice@example.net>"]).await.unwrap(),
         Status::Noreply
     );
     conn.rcpt(["<bob@example.com>"]).await.unwrap();
     conn.header("From", "alice@example.net").await.unwrap();
-    assert_eq!(conn.eoh().await.unwrap(), Status::Accept);
+    assert_eq!(conn.eoh().await.unwrap(), Status::Continue);
+    conn.body(b"hi\r\n".to_vec()).await.unwrap();
+    let (_, status) = conn.eom().await.unwrap();
+    assert!(show(&status).starts_with("451 4.3.5"), "{status:?}");
     conn.close().await.unwrap();
     stop(pair).await;
 }

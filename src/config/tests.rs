@@ -191,7 +191,7 @@ lists:
 #[test]
 fn the_list_servers_socket_is_checked_where_it_is_written() {
     let c = Config::parse(
-        "milter:\n  listen: inet:127.0.0.1:8890\n  trusted_listen: unix:/run/listwarden/list.sock\n",
+        "milter:\n  listen: inet:127.0.0.1:8890\n  trusted_listen: unix:/run/listwarden/list.sock\ntrusted_networks: [127.0.0.1/32]\n",
         std::path::Path::new("t.yaml"),
     )
     .unwrap();
@@ -209,6 +209,80 @@ fn the_list_servers_socket_is_checked_where_it_is_written() {
         errors("milter:\n  listen: inet:127.0.0.1:8890\n  trusted_listen: inet:127.0.0.1:8890\n"),
         ["3:19: milter.trusted_listen: must differ from milter.listen"]
     );
+}
+
+/// review2 M4: the socket serves only trusted_networks, and Postfix shows
+/// sendmail(1) submissions to non_smtpd_milters as 127.0.0.1.
+#[test]
+fn the_list_servers_socket_needs_trusted_networks_with_the_sendmail_path() {
+    let sock = "milter:\n  listen: inet:127.0.0.1:8890\n  trusted_listen: inet:127.0.0.1:8891\n";
+    assert_eq!(
+        errors(sock),
+        [
+            "3:19: milter.trusted_listen: needs trusted_networks: only their clients are served on this socket (add 127.0.0.1 for Postfix's sendmail path, non_smtpd_milters)"
+        ]
+    );
+    let c = Config::parse(
+        &format!("{sock}trusted_networks: [192.0.2.0/24]\n"),
+        Path::new("t.yaml"),
+    )
+    .unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(
+        c.warnings[0].starts_with(
+            "t.yaml:3:19: milter.trusted_listen: trusted_networks does not contain 127.0.0.1"
+        ),
+        "{}",
+        c.warnings[0]
+    );
+    let c = Config::parse(
+        &format!("{sock}trusted_networks: [127.0.0.0/8]\n"),
+        Path::new("t.yaml"),
+    )
+    .unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+/// review2 L3: the same socket file named through `..` or a symlinked
+/// directory is the same socket (binding one would delete the other).
+#[test]
+fn the_list_servers_socket_differs_after_resolving_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("spool");
+    std::fs::create_dir(&real).unwrap();
+    std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+    let listen = real.join("milter.sock");
+    for other in [
+        dir.path().join("link/milter.sock"),
+        dir.path().join("spool/../spool/milter.sock"),
+        dir.path().join("spool/./milter.sock"),
+        std::path::PathBuf::from("/nonexistent/x/../milter.sock"),
+    ] {
+        let listen = if other.starts_with("/nonexistent") {
+            std::path::PathBuf::from("/nonexistent/milter.sock")
+        } else {
+            listen.clone()
+        };
+        let src = format!(
+            "milter:\n  listen: unix:{}\n  trusted_listen: unix:{}\ntrusted_networks: [127.0.0.1/32]\n",
+            listen.display(),
+            other.display()
+        );
+        let e = parse(&src).expect_err(&src);
+        assert!(
+            e.diagnostics[0]
+                .message
+                .contains("must differ from milter.listen"),
+            "{src}: {:?}",
+            e.diagnostics
+        );
+    }
+    let src = format!(
+        "milter:\n  listen: unix:{}\n  trusted_listen: unix:{}\ntrusted_networks: [127.0.0.1/32]\n",
+        listen.display(),
+        dir.path().join("link/list.sock").display()
+    );
+    assert!(parse(&src).is_ok());
 }
 
 #[test]

@@ -13,7 +13,22 @@
 //! (451, not for trusted networks), a bounce to a list that is not ours
 //! (550), a shielded list (451 or 550), an exhausted budget (451), an
 //! internal error. A trusted network's recipients are never refused
-//! (`policy::decide_rcpt`); a SASL client's bounces are checked.
+//! (`policy::decide_rcpt`), so for the clients this socket serves only an
+//! internal error, which passes, can refuse one.
+//!
+//! Only `trusted_networks` clients are served here. A SASL login is not
+//! enough: its bounce recipients are checked, and one that is always
+//! refused (a bad signature) would make the whole message 451 on every
+//! retry, holding its good recipients until the client gives up; on the
+//! other socket only that recipient is refused. So a SASL-only client is
+//! misrouted like any stranger.
+//!
+//! `limits.max_recipients`: trusted networks are exempt on both sockets
+//! (`Session::rcpt_begin`), so a list post over the limit is not held
+//! forever here; a misrouted client gets 451 anyway. Memory stays bounded
+//! without the limit: `Carried` only counts recipients (never stores
+//! them), and Postfix bounds a message's recipients itself
+//! (`smtpd_recipient_limit`; a sendmail(1) submission is already queued).
 //!
 //! Why the outcome is never weaker and never loses mail:
 //!
@@ -27,10 +42,17 @@
 //!   with 451, so that the client retries and nothing is lost.
 //! - An internal error at MAIL or RCPT ends the message's checks as on the
 //!   other socket; its `on_error` answer is carried for the whole message.
-//! - A client that is not trusted (`trusted_networks`, SASL) has no
-//!   business here: Postfix's `smtpd_milter_maps` routes it wrongly. Its
-//!   checks run, but it gets 451 unless they found a whole-message 5xx:
-//!   never an accept that skipped a check whose answer could not be given.
+//! - A client not in `trusted_networks` has no business here: Postfix's
+//!   `smtpd_milter_maps` routes it wrongly. Its checks run, but it gets
+//!   451 unless they found a whole-message 5xx: never an accept that
+//!   skipped a check whose answer could not be given.
+//! - An internal error answered `accept` counts as an accepted recipient:
+//!   earlier 5xx recipients then give 451, never a 5xx for mail the other
+//!   socket would have accepted.
+//! - The carried answer is decided before end of message does anything
+//!   (`mod.rs` `eom`): a refused message writes no feedback job and is not
+//!   logged or counted as signed or accepted. The cost: a stricter answer
+//!   end of message might have found is only given on the retry.
 //! - A later stage's refusal still counts: the stronger of the two wins
 //!   (5xx over 4xx over accept), so end of headers or message can only
 //!   make the answer stricter.
@@ -50,7 +72,7 @@ pub(crate) struct Carried {
     /// Recipients refused with 4xx, and the first reply.
     refused_temp: usize,
     first_temp: Option<Reply>,
-    /// The client is neither a trusted network nor logged in.
+    /// The client is not in `trusted_networks`: misrouted.
     untrusted: bool,
 }
 
@@ -64,11 +86,11 @@ pub(crate) enum Why {
 }
 
 impl Carried {
-    /// MAIL's answer; `privileged` is the client's trust, read after MAIL
-    /// (a SASL login is known there).
-    pub(crate) fn mail(&mut self, action: Action, privileged: bool) {
+    /// MAIL's answer; `in_place` is true for a client in
+    /// `trusted_networks` (never taken from the socket).
+    pub(crate) fn mail(&mut self, action: Action, in_place: bool) {
         *self = Carried {
-            untrusted: !privileged,
+            untrusted: !in_place,
             ..Carried::default()
         };
         if action != Action::Continue {
@@ -87,8 +109,12 @@ impl Carried {
     pub(crate) fn rcpt(&mut self, action: Action, message_ended: bool) {
         match action {
             Action::Continue => self.accepted += 1,
+            // An accept (an internal error's) lets this recipient through.
+            Action::Accept => {
+                self.accepted += 1;
+                self.settled = Some(Action::Accept);
+            }
             action if message_ended => self.settled = Some(action),
-            Action::Accept => self.settled = Some(Action::Accept),
             Action::Reject(r) => {
                 self.refused_perm += 1;
                 self.first_perm.get_or_insert(r);
@@ -241,6 +267,18 @@ mod tests {
         refused.mail(Action::Continue, false);
         refused.rcpt(perm(), false);
         assert_eq!(code(&refused.answer().unwrap().0), "550");
+    }
+
+    /// review2 L1: an internal error answered `accept` let its recipient
+    /// through; an earlier 5xx recipient must not make the message 5xx.
+    #[test]
+    fn an_internal_errors_accept_counts_as_an_accepted_recipient() {
+        let mut c = Carried::default();
+        c.mail(Action::Continue, true);
+        c.rcpt(perm(), false);
+        c.rcpt(Action::Accept, true);
+        let (a, _) = c.answer().unwrap();
+        assert_eq!(code(&a), "451");
     }
 
     #[test]

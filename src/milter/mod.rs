@@ -293,8 +293,8 @@ async fn mail(cx: &mut indymilter::Context<Session>, args: Vec<CString>) -> Stat
     );
     pause(session, Stage::Mail).await;
     if session.envelope_noreply {
-        let privileged = session.privileged();
-        session.carried.mail(action, privileged);
+        let in_place = session.trusted_network();
+        session.carried.mail(action, in_place);
         return Status::Noreply;
     }
     to_status(action, &mut cx.reply)
@@ -373,7 +373,7 @@ fn with_carried(
         carry::Why::Misrouted => tracing::warn!(
             queue_id,
             client,
-            "client is not trusted (not in trusted_networks, no SASL login) but Postfix \
+            "client is not in trusted_networks (a SASL login is not enough) but Postfix \
              sent it to milter.trusted_listen: answered at {}: {}; fix Postfix's \
              smtpd_milter_maps (or listwarden's trusted_networks)",
             stage.as_str(),
@@ -527,19 +527,22 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
         return Status::Tempfail;
     };
     let queue_id = macro_str(&cx.macros, c"i").map(|q| q.into_owned());
+    // A carried answer (a refusal, or an internal error's accept whose
+    // message had nothing left to change) is decided first: end of
+    // message's side effects (a feedback job, signing logged and counted)
+    // must not happen for a message that is refused.
+    if let Some(answer) = with_carried(
+        session,
+        Stage::EndOfMessage,
+        &Action::Continue,
+        queue_id.as_deref(),
+    ) {
+        return to_status(answer, &mut cx.reply);
+    }
     let eom = guarded(session, Stage::EndOfMessage, Eom::Answer, |s| {
         s.end_of_message(queue_id.as_deref())
     });
     pause(session, Stage::EndOfMessage).await;
-    let own = match &eom {
-        Eom::Answer(action) => action.clone(),
-        Eom::Apply(_) => Action::Continue,
-    };
-    // A carried answer is a refusal, or an internal error's accept (whose
-    // message had nothing left to change): the plan is not applied.
-    if let Some(answer) = with_carried(session, Stage::EndOfMessage, &own, queue_id.as_deref()) {
-        return to_status(answer, &mut cx.reply);
-    }
     let plan = match eom {
         Eom::Answer(action) => return to_status(action, &mut cx.reply),
         Eom::Apply(plan) => plan,

@@ -280,10 +280,10 @@ impl Session {
         &self.conn.shared
     }
 
-    /// A client that may send as a list (trusted network or SASL), as
-    /// known after MAIL.
-    pub(crate) fn privileged(&self) -> bool {
-        policy::is_privileged(&self.conn.client, &*self.conn.config)
+    /// A client in `trusted_networks`: the only ones the list server's
+    /// socket serves.
+    pub(crate) fn trusted_network(&self) -> bool {
+        policy::is_trusted_network(&self.conn.client, &*self.conn.config)
     }
 
     /// The client's address, for the log.

@@ -6,7 +6,7 @@ use crate::config::defaults;
 use crate::config::model;
 use crate::config::{MilterSettings, Socket};
 use listwarden_core::diag::Seg;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 impl Validator<'_> {
@@ -24,7 +24,7 @@ impl Validator<'_> {
         let trusted_listen = raw.trusted_listen.as_deref().and_then(|text| {
             let key = [Seg::Key("milter"), Seg::Key("trusted_listen")];
             match parse_socket(text) {
-                Ok(s) if s == listen => {
+                Ok(s) if same_socket(&s, &listen) => {
                     self.error(&key, "must differ from milter.listen");
                     None
                 }
@@ -91,6 +91,37 @@ impl Validator<'_> {
             timeout,
         }
     }
+}
+
+/// Whether two sockets are one: unix paths are compared by their parent
+/// directory's canonical path (symlinks, `..`) and file name, since binding
+/// one removes a stale socket file at its path and must never hit the other.
+fn same_socket(a: &Socket, b: &Socket) -> bool {
+    match (a, b) {
+        (Socket::Unix(a), Socket::Unix(b)) => socket_file(a) == socket_file(b),
+        _ => a == b,
+    }
+}
+
+/// A unix socket's path with its directory resolved: canonical where the
+/// directory exists (as the kernel resolves it), else `.` and `..` removed
+/// by hand.
+fn socket_file(path: &Path) -> PathBuf {
+    if let (Some(dir), Some(name)) = (path.parent(), path.file_name())
+        && let Ok(dir) = std::fs::canonicalize(dir)
+    {
+        return dir.join(name);
+    }
+    path.components().fold(PathBuf::new(), |mut p, c| {
+        match c {
+            Component::ParentDir => {
+                p.pop();
+            }
+            Component::CurDir => {}
+            c => p.push(c),
+        }
+        p
+    })
 }
 
 pub(in crate::config) fn parse_socket(text: &str) -> Result<Socket, ValueError> {

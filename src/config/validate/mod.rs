@@ -13,7 +13,7 @@ pub(crate) use throttle::plain_domain;
 
 use super::model::RawConfig;
 use super::protected::Index;
-use super::{Config, MessageLimits, OnError, defaults};
+use super::{Config, MessageLimits, MilterSettings, OnError, defaults};
 use ipnet::IpNet;
 use listwarden_core::diag::{Checker, Seg};
 use listwarden_core::signing;
@@ -26,6 +26,34 @@ pub(super) struct Validator<'s> {
 }
 
 impl Validator<'_> {
+    /// The list server's socket serves only `trusted_networks` (anyone else
+    /// there is misrouted and gets 451), so it needs them; and Postfix shows
+    /// its own sendmail(1) submissions to `non_smtpd_milters` as client
+    /// 127.0.0.1 (cleanup's emulated connect), which must then be among them.
+    fn check_trusted_socket(&mut self, milter: &MilterSettings, networks: &[IpNet]) {
+        if milter.trusted_listen.is_none() {
+            return;
+        }
+        let key = [Seg::Key("milter"), Seg::Key("trusted_listen")];
+        if networks.is_empty() {
+            self.error(
+                &key,
+                "needs trusted_networks: only their clients are served on this socket \
+                 (add 127.0.0.1 for Postfix's sendmail path, non_smtpd_milters)",
+            );
+        } else if !networks
+            .iter()
+            .any(|n| n.contains(&IpAddr::from([127, 0, 0, 1])))
+        {
+            self.check.warn(
+                &key,
+                "trusted_networks does not contain 127.0.0.1, the client Postfix reports for \
+                 sendmail(1) submissions: pointing non_smtpd_milters at this socket would \
+                 answer every one of them 451",
+            );
+        }
+    }
+
     fn error(&mut self, path: &[Seg], message: impl Into<String>) {
         self.check.error(path, message);
     }
@@ -67,6 +95,7 @@ impl Validator<'_> {
                 ),
             }
         }
+        self.check_trusted_socket(&milter, &trusted_networks);
         let defaults = MessageLimits::default();
         let limits = MessageLimits {
             max_recipients: self.positive(
