@@ -289,15 +289,20 @@ fn token_on(shared: &Shared, list: &str, member: &str, day: u64) -> String {
     .unwrap()
 }
 
+/// The one-click listener on a free loopback port.
+fn endpoint(shared: &std::sync::Arc<Shared>) -> std::net::SocketAddr {
+    spawn_unsubscribe_http(
+        "127.0.0.1:0".parse().unwrap(),
+        listwarden::daemon::unsubscribe_handler(shared),
+    )
+    .unwrap()
+}
+
 #[test]
 fn a_good_token_queues_exactly_one_job() {
     let dir = tempfile::tempdir().unwrap();
     let shared = shared(dir.path());
-    let addr = spawn_unsubscribe_http(
-        "127.0.0.1:0".parse().unwrap(),
-        listwarden::daemon::unsubscribe_handler(&shared),
-    )
-    .unwrap();
+    let addr = endpoint(&shared);
     let t = token(&shared, "test@lists.example.org", "bob@example.net");
     let query = format!("list=test&m=bob%40example.net&t={t}");
     let answer = post(addr, &query);
@@ -317,11 +322,7 @@ fn a_good_token_queues_exactly_one_job() {
 fn bad_and_foreign_tokens_queue_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let shared = shared(dir.path());
-    let addr = spawn_unsubscribe_http(
-        "127.0.0.1:0".parse().unwrap(),
-        listwarden::daemon::unsubscribe_handler(&shared),
-    )
-    .unwrap();
+    let addr = endpoint(&shared);
     let good = token(&shared, "test@lists.example.org", "bob@example.net");
     let mut broken = good.clone().into_bytes();
     let last = broken.len() - 1;
@@ -378,11 +379,7 @@ fn a_queue_that_cannot_be_written_is_503() {
     let shared = shared(dir.path());
     // The queue's place is taken by a file.
     std::fs::write(dir.path().join("queue"), "not a directory").unwrap();
-    let addr = spawn_unsubscribe_http(
-        "127.0.0.1:0".parse().unwrap(),
-        listwarden::daemon::unsubscribe_handler(&shared),
-    )
-    .unwrap();
+    let addr = endpoint(&shared);
     let t = token(&shared, "test@lists.example.org", "bob@example.net");
     let answer = post(addr, &format!("list=test&m=bob%40example.net&t={t}"));
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
