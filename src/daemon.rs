@@ -188,7 +188,7 @@ pub async fn run(path: PathBuf) -> Result<(), DaemonError> {
 /// The one-click unsubscribe handler. Answers carry no detail (one status
 /// and body for "no such list" and "bad token", no file paths); the log
 /// gets the detail and an audit line per unsubscribe. A list-manager
-/// list's request queues a feedback job ([`crate::unsubscribe`]); an
+/// list's request queues a feedback job (see `src/unsubscribe.rs`); an
 /// expander list's removes the member here.
 pub fn unsubscribe_handler(shared: &Arc<Shared>) -> crate::metrics::UnsubscribeHandler {
     let shared = shared.clone();

@@ -130,7 +130,7 @@ pub(crate) fn unsubscribe_address(
     })
 }
 
-/// The token alone (`lw-…`, [`TOKEN_LEN`] characters), for URLs.
+/// The token alone (`lw-…`, 24 characters), for URLs.
 pub fn unsubscribe_token(
     list: &Address,
     member: &Address,
