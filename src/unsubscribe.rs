@@ -128,37 +128,21 @@ pub(crate) fn candidate(config: &Config, sender: &Address) -> Option<Candidate> 
 }
 
 /// The list-manager list (no `expand:`) an address belongs to. Sympa's
-/// shared `bounce+m==a==d==LIST@` counts only when LIST is the list
-/// itself: the lookup falls back to the first list on the domain for a
-/// list listwarden does not know, whose member must not get a token for
-/// another list.
+/// shared `bounce+m==a==d==LIST@` counts only when LIST is a list we know
+/// (the lookup's `unnamed`): otherwise its member would get a token for
+/// the list that claims the shared address.
 fn list_of<'a>(config: &'a Config, addr: &Address) -> Option<&'a List> {
     let found = config.protected(addr)?;
     let crate::config::Owner::List(l) = found.owner else {
         return None;
     };
-    if l.expand.is_some() {
+    if l.expand.is_some() || found.unnamed {
         return None;
     }
     match found.role {
-        crate::config::Role::Shared(_) => (l.preset == crate::config::Preset::Sympa
-            && sympa_list_is(addr, &l.address.local))
-        .then_some(l),
+        crate::config::Role::Shared(_) => (l.preset == crate::config::Preset::Sympa).then_some(l),
         _ => Some(l),
     }
-}
-
-/// True when Sympa's VERP `bounce+LOCAL==a==DOMAIN==LIST[==SUFFIX]@`
-/// names `list`.
-fn sympa_list_is(addr: &Address, list: &str) -> bool {
-    let Some((_, detail)) = addr.local.split_once('+') else {
-        return false;
-    };
-    let Some((_, rest)) = detail.split_once("==a==") else {
-        return false;
-    };
-    let parts: Vec<&str> = rest.split("==").collect();
-    (2..=3).contains(&parts.len()) && parts.get(1).is_some_and(|l| l.eq_ignore_ascii_case(list))
 }
 
 /// At end of message: the rewrite, when the copy has exactly one

@@ -64,6 +64,10 @@ impl Owner<'_> {
 pub struct Protected<'a> {
     pub owner: Owner<'a>,
     pub role: Role,
+    /// A shared address (Sympa's `bounce@`) whose VERP names no list we
+    /// know: `owner` is only the list that claims the shared address, not
+    /// the one the copy came from, so nothing may act on a member for it.
+    pub unnamed: bool,
     /// The local part as matched (prvs tag and `+detail` removed), for
     /// telling the roles of a domain-wide address apart.
     base_local: String,
@@ -214,22 +218,22 @@ impl Index {
             .or_else(|| self.get(&format!("{base}@{domain}")));
         if let Some(e) = entry {
             let mut owner = Owner::List(lists.get(e.list)?);
-            // Sympa's shared `bounce+member==a==dom==LIST@` names its list
-            // last, or last but one after a probe or tracking suffix
-            // (`==w`, `==r`, `==ENVID`).
-            if let (Role::Shared(_), Some(d)) = (&e.role, detail)
-                && let Some(l) = d
-                    .rsplit("==")
-                    .take(2)
-                    .filter_map(|list| self.get(&format!("{list}@{domain}")))
-                    .find(|found| found.role == Role::Posting)
+            let mut unnamed = false;
+            if let Role::Shared(_) = &e.role {
+                match detail
+                    .and_then(sympa_list_part)
+                    .and_then(|list| self.get(&format!("{list}@{domain}")))
+                    .filter(|found| found.role == Role::Posting)
                     .and_then(|found| lists.get(found.list))
-            {
-                owner = Owner::List(l);
+                {
+                    Some(l) => owner = Owner::List(l),
+                    None => unnamed = true,
+                }
             }
             return Some(Protected {
                 owner,
                 role: e.role.clone(),
+                unnamed,
                 base_local: base.to_string(),
             });
         }
@@ -237,6 +241,7 @@ impl Index {
         Some(Protected {
             owner: Owner::Domain(d),
             role: Role::DomainWide,
+            unnamed: false,
             base_local: base.to_string(),
         })
     }
@@ -290,4 +295,14 @@ impl Config {
             .filter_map(|l| self.expander_list(&l.name).map(|(f, _)| f))
             .collect()
     }
+}
+
+/// The LIST of Sympa's shared VERP detail `member==a==dom==LIST`, with an
+/// optional probe or tracking suffix after it (`==w`, `==r`, `==ENVID`;
+/// Sympa's List.pm get_bounce_address).
+fn sympa_list_part(detail: &str) -> Option<&str> {
+    let (_, rest) = detail.split_once("==a==")?;
+    let mut parts = rest.split("==");
+    let (_domain, list) = (parts.next()?, parts.next()?);
+    (parts.count() <= 1).then_some(list)
 }

@@ -173,16 +173,35 @@ fn from_return_path(
     let Some(p) = config.protected(&addr) else {
         return absent;
     };
+    let read = signed_parts(&addr, &p, config, today);
+    // A Sympa VERP naming a list we do not know is not about the list that
+    // claims the shared `bounce@`: the signature vouches for no list and
+    // no member of one.
+    if p.unnamed {
+        (read.0, None, None)
+    } else {
+        read
+    }
+}
+
+/// The signature of a protected `addr`, its list and the member inside.
+fn signed_parts(
+    addr: &Address,
+    p: &crate::config::Protected<'_>,
+    config: &Config,
+    today: u64,
+) -> (Signature, Option<String>, Option<Address>) {
+    let absent = (Signature::Absent, None, None);
     let list = Some(p.owner.label().to_string());
     let Some(keys) = config.signing.as_ref() else {
         return absent;
     };
-    let inner = match prvs::verify(&addr, keys, today) {
+    let inner = match prvs::verify(addr, keys, today) {
         PrvsResult::Valid { original, .. } => original,
         PrvsResult::Expired => return (Signature::Expired, list, None),
         PrvsResult::Invalid | PrvsResult::UnknownKey => return (Signature::Invalid, None, None),
         PrvsResult::Unsigned => {
-            return match verp::verify_verp(&addr, keys, today, keys.validity_days()) {
+            return match verp::verify_verp(addr, keys, today, keys.validity_days()) {
                 VerpResult::Valid { member, .. } => (Signature::Valid, list, Some(member)),
                 VerpResult::Expired => (Signature::Expired, list, None),
                 VerpResult::Invalid | VerpResult::UnknownKey => (Signature::Invalid, None, None),

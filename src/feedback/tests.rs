@@ -208,3 +208,20 @@ fn one_copy_reported_ten_times_counts_once_in_the_rate() {
     shared.recorder().record_all(observed);
     assert_eq!(rate(), [("talk".to_string(), 0.002)], "another original");
 }
+
+/// Sympa's shared `bounce@` VERP names its list; one naming a list we do
+/// not know is not about `talk` (which only claims the shared address),
+/// however valid our signature: no list, no member, nothing done.
+#[test]
+fn a_sympa_verp_naming_an_unknown_list_is_about_no_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path(), "");
+    let today = 20_500;
+    let keys = c.signing.as_ref().unwrap();
+    let verp = Address::parse("bounce+ann==a==example.com==other@lists.example.org").unwrap();
+    let signed = prvs::sign(&verp, keys, today).to_string();
+    let a = assess(report(&signed, "<ann@example.com>").as_bytes(), &c, today).unwrap();
+    assert_eq!(a.action, Action::CountOnly, "{}", a.tag());
+    assert_ne!(a.attribution.list_from, "signature");
+    assert_ne!(a.attribution.member_from, MemberSource::Signed);
+}
