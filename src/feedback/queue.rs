@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Jobs read per pass; the rest wait for the next.
 const MAX_BATCH: usize = 1000;
@@ -48,6 +49,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> QueueError + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// A job's file, not a write in progress (`.tmp-…`).
+fn is_job_file(name: &std::ffi::OsStr) -> bool {
+    name.to_str()
+        .is_some_and(|n| n.ends_with(".json") && !n.starts_with('.'))
 }
 
 /// One action to carry out on one member.
@@ -135,10 +142,14 @@ impl Queue {
     }
 
     fn write(&self, path: &Path, job: &Job) -> Result<(), QueueError> {
+        // Unique per write (two sessions may push one job at once), and
+        // not a job's name, so the worker never reads a half-written file.
+        static WRITES: AtomicU64 = AtomicU64::new(0);
         let tmp = self.dir.join(format!(
-            ".tmp-{}-{}",
+            ".tmp-{}-{}-{}",
             std::process::id(),
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("job")
+            WRITES.fetch_add(1, Ordering::Relaxed),
+            path.file_stem().and_then(|n| n.to_str()).unwrap_or("job")
         ));
         let text = serde_json::to_vec_pretty(job).map_err(|source| QueueError::Json {
             path: path.to_path_buf(),
@@ -166,7 +177,7 @@ impl Queue {
         };
         let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
             .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".json")))
+            .filter(|e| is_job_file(&e.file_name()))
             .filter_map(|e| {
                 let modified = e.metadata().ok()?.modified().ok()?;
                 Some((modified, e.path()))
@@ -219,7 +230,7 @@ impl Queue {
         fs::read_dir(&self.dir)
             .map(|e| {
                 e.filter_map(Result::ok)
-                    .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".json")))
+                    .filter(|e| is_job_file(&e.file_name()))
                     .count()
             })
             .unwrap_or(0)
@@ -295,6 +306,22 @@ mod tests {
         std::fs::write(dir.path().join("junk.json"), "{").unwrap();
         assert_eq!(q.pending().unwrap().len(), 1, "the junk is moved aside");
         assert!(dir.path().join("bad/junk.json").exists());
+    }
+
+    /// CI saw this: the worker took a write in progress for a broken job
+    /// and moved it aside, and the milter's rename then failed (451).
+    #[test]
+    fn a_write_in_progress_is_not_a_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::new(dir.path());
+        let half = dir.path().join(".tmp-1-0-0123abcd");
+        std::fs::write(&half, "{").unwrap();
+        std::fs::write(dir.path().join(".tmp-1-1-0123abcd.json"), "{").unwrap();
+        assert!(q.pending().unwrap().is_empty());
+        assert!(q.is_empty());
+        assert!(half.exists(), "left where its writer will rename it");
+        assert!(q.push(&job("<r1@x>")).unwrap());
+        assert_eq!(q.pending().unwrap().len(), 1);
     }
 
     #[test]
