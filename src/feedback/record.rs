@@ -10,13 +10,15 @@ use crate::record::Event;
 
 /// Assesses one report and records it. `Ok(None)` without a `feedback:`
 /// section; `Err` when its action could not be queued (the caller
-/// tempfails: the provider sends the report again).
+/// tempfails: the provider sends the report again). `client_name` is
+/// the sending host's name as Postfix verified it.
 pub(crate) fn record(
     observed: &mut Vec<Event>,
     config: &Config,
     raw: &[u8],
     today: u64,
     queue_id: &str,
+    client_name: Option<&str>,
 ) -> Result<Option<String>, QueueError> {
     let Some(assessment) = super::assess(raw, config, today) else {
         return Ok(None);
@@ -28,6 +30,7 @@ pub(crate) fn record(
     let list = a.list.as_deref().unwrap_or("-");
     let member = a.member.as_ref().map(|m| m.to_string()).unwrap_or_default();
     let report_id = assessment.intake.report_id.clone().unwrap_or_default();
+    let from_provider = client_name.and_then(super::attribute::reporting_provider);
     tracing::info!(
         queue_id,
         list,
@@ -41,6 +44,7 @@ pub(crate) fn record(
         action = assessment.action.as_str(),
         why = assessment.why,
         report = report_id,
+        reporter_host = client_name.unwrap_or("-"),
         "feedback report"
     );
     let count = |observed: &mut Vec<Event>, result: &'static str| {
@@ -62,7 +66,7 @@ pub(crate) fn record(
         observed.push(Event::Complaint {
             list: list.to_string(),
             provider: a.provider.clone(),
-            mark: mark(list, &assessment.intake.original),
+            mark: mark(list, a, &assessment.intake, from_provider.is_some()),
         });
     }
     if matches!(
@@ -97,14 +101,33 @@ pub(crate) fn record(
     Ok(Some(assessment.tag()))
 }
 
-/// The complaint's mark: the complained-of copy's signed Return-Path (as
-/// an address, so its spelling in the report does not matter) and its
-/// Message-ID.
-fn mark(list: &str, original: &super::intake::Original) -> crate::rates::Mark {
+/// The complaint's mark: one per complaint the rate should count.
+///
+/// A per-member copy is one member's: its signed Return-Path (as an
+/// address, so its spelling in the report does not matter) and its
+/// Message-ID mark it, however many reports carry it. A copy under the
+/// list's shared address is every member's, and providers redact who
+/// complained; so there each report counts, by its own Message-ID, when
+/// a provider's verified host sent it (Yahoo sends one report per
+/// complaint). From anyone else such a copy counts once: anyone holding
+/// one could write reports without end.
+fn mark(
+    list: &str,
+    a: &super::Attribution,
+    intake: &super::Intake,
+    from_provider: bool,
+) -> crate::rates::Mark {
+    let original = &intake.original;
     let rp = original.return_path.as_deref().unwrap_or("");
-    let signed = match crate::address::parse_path(rp.trim()) {
+    let mut signed = match crate::address::parse_path(rp.trim()) {
         Ok(Some(addr)) => addr.key(),
         _ => rp.to_string(),
     };
+    if from_provider
+        && a.member_from != super::MemberSource::Signed
+        && let Some(report) = intake.report_id.as_deref()
+    {
+        signed = format!("{signed}\0{}", report.trim());
+    }
     crate::rates::mark(list, &signed, original.message_id.as_deref())
 }

@@ -107,7 +107,7 @@ fn reports_anyone_can_write_are_counted_but_never_queued() {
         assert_eq!(a.attribution.list.as_deref(), Some("talk"), "via List-Id");
         assert_eq!((a.action, a.why), (Action::CountOnly, "not_signed"));
         let mut observed = Vec::new();
-        let tag = record::record(&mut observed, &c, forged.as_bytes(), today, "Q1")
+        let tag = record::record(&mut observed, &c, forged.as_bytes(), today, "Q1", None)
             .unwrap()
             .unwrap();
         assert!(tag.contains("action=count_only"), "{tag}");
@@ -134,7 +134,7 @@ fn reports_anyone_can_write_are_counted_but_never_queued() {
         let signed = report(&owner, &format!("<victim{i}@example.com>"))
             .replace("<r@example.net>", &format!("<s{i}@example.net>"));
         let mut observed = Vec::new();
-        record::record(&mut observed, &c, signed.as_bytes(), today, "Q2")
+        record::record(&mut observed, &c, signed.as_bytes(), today, "Q2", None)
             .unwrap()
             .unwrap();
         assert!(
@@ -183,6 +183,7 @@ fn one_copy_reported_ten_times_counts_once_in_the_rate() {
             copy("m1@lists.example.org", i).as_bytes(),
             today,
             "Q",
+            None,
         )
         .unwrap()
         .unwrap();
@@ -202,6 +203,7 @@ fn one_copy_reported_ten_times_counts_once_in_the_rate() {
         copy("m2@lists.example.org", 10).as_bytes(),
         today,
         "Q",
+        None,
     )
     .unwrap()
     .unwrap();
@@ -224,4 +226,92 @@ fn a_sympa_verp_naming_an_unknown_list_is_about_no_list() {
     assert_eq!(a.action, Action::CountOnly, "{}", a.tag());
     assert_ne!(a.attribution.list_from, "signature");
     assert_ne!(a.attribution.member_from, MemberSource::Signed);
+}
+
+/// A copy under the list's shared address went to every member, and
+/// providers redact who complained: there each report a provider's
+/// verified host sends is one complaint (a resent one still counts
+/// once). From any other host, such a copy counts once, however many
+/// reports name it; a per-member copy counts once from anyone.
+#[test]
+fn a_shared_copy_counts_each_report_a_provider_sends() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path(), "");
+    let today = crate::today();
+    let keys = c.signing.as_ref().unwrap();
+    let sign = |a: &str| prvs::sign(&Address::parse(a).unwrap(), keys, today).to_string();
+    let shared_rp = sign("talk-owner@lists.example.org");
+    let member_rp = sign("bounce+ann==a==example.com==talk@lists.example.org");
+    let report_of = |rp: &str, id: &str| {
+        report(rp, "<redacted@example.com>")
+            .replace("<r@example.net>", &format!("<{id}@example.net>"))
+            .replace(
+                "List-Id: <talk.lists.example.org>\r\n",
+                "List-Id: <talk.lists.example.org>\r\nMessage-ID: <post1@lists.example.org>\r\n",
+            )
+    };
+    let shared = crate::Shared::new(c.clone());
+    let now = crate::unix_now();
+    for _ in 0..1000 {
+        shared.rates.lock().unwrap().sent("talk", now);
+    }
+    let send = |rp: &str, id: &str, host: Option<&str>| {
+        let mut observed = Vec::new();
+        record::record(
+            &mut observed,
+            &c,
+            report_of(rp, id).as_bytes(),
+            today,
+            "Q",
+            host,
+        )
+        .unwrap()
+        .unwrap();
+        shared.recorder().record_all(observed);
+        shared.rates.lock().unwrap().rates(crate::unix_now())[0].1
+    };
+    let yahoo = Some("sonic310-21.consmr.mail.ne1.yahoo.com");
+    assert_eq!(send(&shared_rp, "y1", yahoo), 0.001);
+    assert_eq!(send(&shared_rp, "y2", yahoo), 0.002);
+    assert_eq!(send(&shared_rp, "y2", yahoo), 0.002, "y2 resent");
+    assert_eq!(send(&shared_rp, "y3", Some("MTA1.Outlook.COM")), 0.003);
+    for (i, host) in [
+        None,
+        Some("mail.yahoo.com.attacker.example"),
+        Some("notyahoo.com"),
+        Some("attacker.example"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let expected = 0.004;
+        assert_eq!(
+            send(&shared_rp, &format!("x{i}"), host),
+            expected,
+            "{host:?}: once for all of these"
+        );
+    }
+    assert_eq!(send(&member_rp, "m1", yahoo), 0.005);
+    assert_eq!(send(&member_rp, "m2", yahoo), 0.005, "one member's copy");
+}
+
+#[test]
+fn reporting_providers_are_known_by_verified_name_only() {
+    use super::attribute::reporting_provider as p;
+    assert_eq!(p("sonic310-21.consmr.mail.ne1.yahoo.com"), Some("yahoo"));
+    assert_eq!(p("yahoo.com."), Some("yahoo"));
+    assert_eq!(
+        p("mail-dm6nam12on2101.outbound.protection.outlook.com"),
+        Some("microsoft")
+    );
+    assert_eq!(p("resomta-po-01v.sys.comcast.net"), Some("comcast"));
+    for no in [
+        "yahoo.com.example",
+        "notyahoo.com",
+        "yahoo",
+        "example.com",
+        "",
+    ] {
+        assert_eq!(p(no), None, "{no}");
+    }
 }
