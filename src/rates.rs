@@ -36,9 +36,9 @@ pub type Mark = [u8; 16];
 /// another Original-Rcpt-To, another provider), but a signed address needs
 /// our key; its stamp ties it to one day's mail to one member (VERP) or to
 /// the list, and the Message-ID tells that day's messages apart. Case is
-/// folded because the signature verifies in any case. (Whoever holds one
-/// valid signed address can still write new Message-IDs; the signature's
-/// validity bounds that, not this.)
+/// folded because the signature verifies in any case. The caller passes
+/// no Message-ID where the reporter could have written it (see
+/// `feedback::record`).
 pub fn mark(list: &str, signed: &str, message_id: Option<&str>) -> Mark {
     let id = message_id
         .unwrap_or("")

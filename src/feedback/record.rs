@@ -103,14 +103,16 @@ pub(crate) fn record(
 
 /// The complaint's mark: one per complaint the rate should count.
 ///
-/// A per-member copy is one member's: its signed Return-Path (as an
-/// address, so its spelling in the report does not matter) and its
-/// Message-ID mark it, however many reports carry it. A copy under the
-/// list's shared address is every member's, and providers redact who
-/// complained; so there each report counts, by its own Message-ID, when
-/// a provider's verified host sent it (Yahoo sends one report per
-/// complaint). From anyone else such a copy counts once: anyone holding
-/// one could write reports without end.
+/// What a report from a provider's verified host (Yahoo sends one per
+/// complaint) says is the provider's own count: a per-member copy counts
+/// once per original (its signed Return-Path, as an address so its
+/// spelling does not matter, and its Message-ID); a copy under the
+/// list's shared address went to every member and providers redact who
+/// complained, so there each report counts, by its own Message-ID.
+///
+/// Anyone holding one copy could write reports from anywhere else, with
+/// any original Message-ID: from other hosts a signed address counts
+/// once, whatever the report says.
 fn mark(
     list: &str,
     a: &super::Attribution,
@@ -123,8 +125,10 @@ fn mark(
         Ok(Some(addr)) => addr.key(),
         _ => rp.to_string(),
     };
-    if from_provider
-        && a.member_from != super::MemberSource::Signed
+    if !from_provider {
+        return crate::rates::mark(list, &signed, None);
+    }
+    if a.member_from != super::MemberSource::Signed
         && let Some(report) = intake.report_id.as_deref()
     {
         signed = format!("{signed}\0{}", report.trim());

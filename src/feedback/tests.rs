@@ -150,7 +150,8 @@ fn reports_anyone_can_write_are_counted_but_never_queued() {
 /// One member's valid signed copy reported ten times (the report resent,
 /// or wrapped in new reports: another report Message-ID, another
 /// Original-Rcpt-To) moves the complaint rate once; another original to
-/// the same member moves it again.
+/// the same member moves it again when a provider's host reports it, and
+/// not when anyone else does (they could write any Message-ID).
 #[test]
 fn one_copy_reported_ten_times_counts_once_in_the_rate() {
     let dir = tempfile::tempdir().unwrap();
@@ -183,7 +184,7 @@ fn one_copy_reported_ten_times_counts_once_in_the_rate() {
             copy("m1@lists.example.org", i).as_bytes(),
             today,
             "Q",
-            None,
+            Some("mta1.arf.mail.yahoo.com"),
         )
         .unwrap()
         .unwrap();
@@ -196,19 +197,31 @@ fn one_copy_reported_ten_times_counts_once_in_the_rate() {
     assert_eq!(complaints, 10, "each report is still a complaint event");
     assert_eq!(rate(), [("talk".to_string(), 0.001)]);
     assert_eq!(queue::Queue::new(&queue).len(), 1, "one job");
-    let mut observed = Vec::new();
-    record::record(
-        &mut observed,
-        &c,
-        copy("m2@lists.example.org", 10).as_bytes(),
-        today,
-        "Q",
-        None,
-    )
-    .unwrap()
-    .unwrap();
-    shared.recorder().record_all(observed);
-    assert_eq!(rate(), [("talk".to_string(), 0.002)], "another original");
+    let original = |id: &str, i: usize, host: Option<&str>| {
+        let mut observed = Vec::new();
+        record::record(&mut observed, &c, copy(id, i).as_bytes(), today, "Q", host)
+            .unwrap()
+            .unwrap();
+        shared.recorder().record_all(observed);
+        rate()
+    };
+    // From other hosts the signed address counts once, whatever original
+    // each report names.
+    for (i, host) in [None, Some("attacker.example"), None]
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(
+            original(&format!("m{}@lists.example.org", 20 + i), 20 + i, host),
+            [("talk".to_string(), 0.002)],
+            "another original from {host:?}"
+        );
+    }
+    assert_eq!(
+        original("m2@lists.example.org", 10, Some("mta1.arf.mail.yahoo.com")),
+        [("talk".to_string(), 0.003)],
+        "another original, from Yahoo"
+    );
 }
 
 /// Sympa's shared `bounce@` VERP names its list; one naming a list we do
