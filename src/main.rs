@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use listwarden::daemon::EX_CONFIG;
+/// sysexits(3) EX_TEMPFAIL: try again later.
+const EX_TEMPFAIL: u8 = 75;
 
 const DEFAULT_CONFIG: &str = "/etc/listwarden/listwarden.yaml";
 
@@ -106,7 +108,8 @@ enum Command {
     /// `sympa.pl del`, or the expander's members file, or notifies the
     /// list's owner, and retries every `feedback.retry` while the list
     /// manager is down. Each job is logged with the member and the
-    /// report's Message-ID. A changed config file is read again.
+    /// report's Message-ID. A changed config file is read again. One
+    /// worker per queue: a second exits 75 (EX_TEMPFAIL).
     FeedbackWorker {
         /// The YAML config file.
         #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
@@ -251,10 +254,26 @@ fn feedback_worker(file: &std::path::Path, once: bool) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if config.feedback.is_none() {
+    let Some(settings) = config.feedback.as_ref() else {
         eprintln!("{}: no `feedback:` section; nothing to do", file.display());
         return ExitCode::from(EX_CONFIG);
-    }
+    };
+    // Two workers would carry a job out twice (an owner notice twice).
+    let queue = listwarden::feedback::queue::Queue::new(&settings.queue);
+    let _lock = match queue.lock() {
+        Ok(Some(lock)) => lock,
+        Ok(None) => {
+            eprintln!(
+                "{}: another feedback worker is running on this queue",
+                settings.queue.display()
+            );
+            return ExitCode::from(EX_TEMPFAIL);
+        }
+        Err(e) => {
+            eprintln!("feedback queue: {e}");
+            return ExitCode::from(EX_TEMPFAIL);
+        }
+    };
     let modified = |f: &std::path::Path| std::fs::metadata(f).and_then(|m| m.modified()).ok();
     let current = Mutex::new((Arc::new(config), modified(file)));
     let config = || {

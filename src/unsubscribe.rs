@@ -307,7 +307,7 @@ pub(crate) fn one_click(
         attempts: 0,
         last_error: None,
     };
-    match Queue::new(&feedback.queue).push(&job) {
+    match Queue::new(&feedback.queue).push_request(&job) {
         Ok(new) => {
             tracing::info!(
                 "one-click unsubscribe list={} member={member} queued={new} client={client}",

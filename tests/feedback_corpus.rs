@@ -380,6 +380,66 @@ fn the_worker_retries_until_the_list_manager_is_back() {
     assert!(requests[1].contains("Authorization: Basic cmVzdGFkbWluOnJlc3RwYXNz"));
 }
 
+/// Mailman answers 404 for a member who is gone, and also for a list it
+/// does not know: the worker asks for the list before it calls the job
+/// done, and retries while the list is not there.
+#[test]
+fn a_404_is_already_gone_only_when_the_list_is_there() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::fs::write(dir.path().join("mm.pass"), "restpass\n").unwrap();
+    let yaml = format!(
+        "milter:\n  listen: inet:127.0.0.1:1\n\
+         lists:\n  - {{address: members@lists.example.org, preset: mailman3}}\n\
+         feedback:\n  addresses: [fbl@lists.example.org]\n  queue: queue\n\
+         \x20 mailman3: {{url: \"http://127.0.0.1:{port}/3.1\", user: restadmin, password_file: mm.pass}}\n"
+    );
+    let config = Config::parse(&yaml, &dir.path().join("c.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    // DELETE member: 404; GET list: 404 (unknown), then the same with the
+    // list there: 404, 200.
+    let server = std::thread::spawn(move || {
+        let mut requests = Vec::new();
+        for answer in ["404 Not Found", "404 Not Found", "404 Not Found", "200 OK"] {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap();
+            let request = String::from_utf8_lossy(&buf[..n]).to_string();
+            requests.push(request.lines().next().unwrap_or("").to_string());
+            write!(s, "HTTP/1.1 {answer}\r\nContent-Length: 0\r\n\r\n").unwrap();
+        }
+        requests
+    });
+    let job = listwarden::feedback::queue::Job {
+        list: "members".into(),
+        member: "ann@yahoo.com".into(),
+        action: "unsubscribe".into(),
+        report_id: "<r1@yahoo.example>".into(),
+        feedback_type: "abuse".into(),
+        provider: "yahoo".into(),
+        received: 0,
+        attempts: 0,
+        last_error: None,
+    };
+    use listwarden::feedback::worker::{Outcome, apply};
+    let first = apply(&job, &config);
+    assert!(
+        matches!(&first, Outcome::Retry(why) if why.contains("404 for the list members.lists.example.org")),
+        "{first:?}"
+    );
+    let second = apply(&job, &config);
+    assert!(
+        matches!(&second, Outcome::Done(why) if why.contains("already gone")),
+        "{second:?}"
+    );
+    let requests = server.join().unwrap();
+    assert_eq!(
+        requests[1], "GET /3.1/lists/members.lists.example.org HTTP/1.1",
+        "{requests:?}"
+    );
+}
+
 /// A log writer into memory.
 struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 

@@ -964,3 +964,35 @@ fn canary_section_is_checked_with_places() {
         "{e}"
     );
 }
+
+/// Mailman answers 404 to everything without the API version in the URL,
+/// which would read as "not a member" for every complaint.
+#[test]
+fn the_mailman_url_names_the_api_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let pass = dir.path().join("mm.pass");
+    std::fs::write(&pass, "secret\n").unwrap();
+    let yaml = |url: &str| {
+        format!(
+            "milter:\n  listen: inet:127.0.0.1:1\n\
+             lists:\n  - {{address: a@l.example, preset: mailman3}}\n\
+             feedback:\n  addresses: [fbl@l.example]\n  queue: {}\n  \
+             mailman3: {{url: \"{url}\", user: restadmin, password_file: {}}}\n",
+            dir.path().join("q").display(),
+            pass.display()
+        )
+    };
+    for good in ["http://127.0.0.1:8001/3.1", "http://localhost:8001/3.0/"] {
+        parse(&yaml(good)).unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+    for bad in ["http://127.0.0.1:8001", "https://127.0.0.1:8001/3.1"] {
+        let e = errors(&yaml(bad));
+        assert_eq!(e.len(), 1, "{bad}: {e:?}");
+        assert!(
+            e[0].starts_with(
+                "8:19: feedback.mailman3.url: must be an http:// URL ending in the API version"
+            ),
+            "{bad}: {e:?}"
+        );
+    }
+}

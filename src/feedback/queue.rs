@@ -21,12 +21,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Jobs read per pass; the rest wait for the next.
 const MAX_BATCH: usize = 1000;
+/// A temporary file older than this was left by a writer that died.
+const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Jobs waiting at most; a report beyond it is refused for now (the
 /// provider sends it again).
 pub const MAX_PENDING: usize = 10_000;
 /// A member acted on this recently is not acted on again for the same
 /// action: a report copied many times makes one unsubscribe, one notice.
 pub const REPEAT_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// The same for a member's own one-click request: long enough for a
+/// provider's retried POST, short against joining again.
+pub const REQUEST_REPEAT_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -114,9 +119,25 @@ impl Queue {
         self.dir.join("done")
     }
 
-    /// Writes a job durably; true when it was new: not waiting already,
-    /// and not done within [`REPEAT_AFTER`].
+    /// Writes a complaint's job durably; true when it was new: not
+    /// waiting already, and not done within [`REPEAT_AFTER`] (copies of one
+    /// complaint make one job).
     pub fn push(&self, job: &Job) -> Result<bool, QueueError> {
+        self.push_unless_done_within(job, REPEAT_AFTER)
+    }
+
+    /// Writes a member's own request (one-click) durably, the same way
+    /// but with [`REQUEST_REPEAT_AFTER`]: a retried POST makes no second
+    /// job, a member who joined again and asks again is heard.
+    pub fn push_request(&self, job: &Job) -> Result<bool, QueueError> {
+        self.push_unless_done_within(job, REQUEST_REPEAT_AFTER)
+    }
+
+    fn push_unless_done_within(
+        &self,
+        job: &Job,
+        window: std::time::Duration,
+    ) -> Result<bool, QueueError> {
         let name = format!("{}.json", job.id());
         let path = self.dir.join(&name);
         if path.exists() {
@@ -126,7 +147,7 @@ impl Queue {
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age < REPEAT_AFTER);
+            .is_some_and(|age| age < window);
         if recently_done {
             return Ok(false);
         }
@@ -155,10 +176,18 @@ impl Queue {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&text).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        fs::rename(&tmp, path).map_err(io(path))?;
+        let written = fs::File::create(&tmp)
+            .and_then(|mut f| {
+                f.write_all(&text)?;
+                f.sync_all()
+            })
+            .map_err(io(&tmp))
+            .and_then(|()| fs::rename(&tmp, path).map_err(io(path)));
+        if let Err(e) = written {
+            // A full disk must not also fill up with leftovers.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         // The rename is durable once the directory is synced.
         if let Ok(d) = fs::File::open(&self.dir) {
             let _ = d.sync_all();
@@ -167,16 +196,33 @@ impl Queue {
     }
 
     /// The queued jobs, oldest file first, with their paths. Files that do
-    /// not read as jobs are moved aside to `bad/` (never lost, never
-    /// retried forever).
+    /// not parse as jobs are moved aside to `bad/` (never lost, never
+    /// retried forever); one that cannot be read now is left for the next
+    /// pass.
     pub fn pending(&self) -> Result<Vec<(PathBuf, Job)>, QueueError> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io(&self.dir)(e)),
         };
+        let entries: Vec<fs::DirEntry> = entries.filter_map(Result::ok).collect();
+        // What a writer killed between create and rename left behind.
+        for e in &entries {
+            let stale = e
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(".tmp-"))
+                && e.metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > STALE_TMP);
+            if stale {
+                let _ = fs::remove_file(e.path());
+            }
+        }
         let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
-            .filter_map(Result::ok)
+            .into_iter()
             .filter(|e| is_job_file(&e.file_name()))
             .filter_map(|e| {
                 let modified = e.metadata().ok()?.modified().ok()?;
@@ -186,10 +232,10 @@ impl Queue {
         files.sort();
         let mut jobs = Vec::new();
         for (_, path) in files.into_iter().take(MAX_BATCH) {
-            let parsed = fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Job>(&b).ok());
-            match parsed {
+            let Ok(bytes) = fs::read(&path) else {
+                continue;
+            };
+            match serde_json::from_slice::<Job>(&bytes).ok() {
                 Some(job) => jobs.push((path, job)),
                 None => {
                     let bad = self.dir.join("bad");
@@ -203,11 +249,33 @@ impl Queue {
         Ok(jobs)
     }
 
-    /// Records a failed attempt (the job stays queued).
+    /// Records a failed attempt (the job stays queued), unless the job has
+    /// left the queue meanwhile.
     pub fn failed(&self, path: &Path, job: &mut Job, error: &str) -> Result<(), QueueError> {
+        if !path.exists() {
+            return Ok(());
+        }
         job.attempts = job.attempts.saturating_add(1);
         job.last_error = Some(error.chars().take(500).collect());
         self.write(path, job)
+    }
+
+    /// Holds the queue for one worker: `None` when another holds it. The
+    /// lock ends with the returned file (and with the process).
+    pub fn lock(&self) -> Result<Option<fs::File>, QueueError> {
+        fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        let path = self.dir.join(".worker.lock");
+        let file = fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(io(&path)(e)),
+        }
     }
 
     /// Moves a job to `done/`, replacing the record of the last time (its
@@ -217,11 +285,12 @@ impl Queue {
         fs::create_dir_all(&done).map_err(io(&done))?;
         let name = path.file_name().unwrap_or_default();
         let target = done.join(name);
-        fs::rename(path, &target).map_err(io(path))?;
-        // A rename keeps the job file's time; the window counts from now.
-        if let Ok(f) = fs::File::options().append(true).open(&target) {
+        // The window counts from now, and a rename keeps the file's time:
+        // set it first, so no push sees an old record in between.
+        if let Ok(f) = fs::File::options().append(true).open(path) {
             let _ = f.set_modified(std::time::SystemTime::now());
         }
+        fs::rename(path, &target).map_err(io(path))?;
         Ok(())
     }
 
@@ -322,6 +391,141 @@ mod tests {
         assert!(half.exists(), "left where its writer will rename it");
         assert!(q.push(&job("<r1@x>")).unwrap());
         assert_eq!(q.pending().unwrap().len(), 1);
+    }
+
+    /// Two workers (by mistake): one's failed attempt, after the other
+    /// filed the job as done, does not bring it back.
+    #[test]
+    fn a_failed_attempt_after_the_job_was_done_is_not_queued_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::new(dir.path());
+        assert!(q.push(&job("<r1@x>")).unwrap());
+        let a = q.pending().unwrap();
+        let b = q.pending().unwrap();
+        q.done(&b[0].0).unwrap();
+        let (path, mut j) = a.into_iter().next().unwrap();
+        q.failed(&path, &mut j, "connection reset").unwrap();
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn one_worker_holds_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::new(dir.path());
+        let held = q.lock().unwrap();
+        assert!(held.is_some());
+        assert!(q.lock().unwrap().is_none(), "a second worker is refused");
+        drop(held);
+        assert!(q.lock().unwrap().is_some(), "free once the first is gone");
+        assert!(q.is_empty(), "the lock file is no job");
+    }
+
+    /// A write that fails (here its rename, onto a directory) leaves no
+    /// temporary file: on a full disk each retried report would add one.
+    /// One a dead writer left is removed after an hour.
+    #[test]
+    fn failed_writes_leave_no_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::new(dir.path());
+        assert!(q.push(&job("<r1@x>")).unwrap());
+        let (path, mut j) = q.pending().unwrap().into_iter().next().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("x"), "").unwrap();
+        assert!(q.failed(&path, &mut j, "x").is_err());
+        let temporary = || {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+                .count()
+        };
+        assert_eq!(temporary(), 0);
+        let dead = dir.path().join(".tmp-1-2-abc");
+        std::fs::write(&dead, "{").unwrap();
+        q.pending().unwrap();
+        assert_eq!(temporary(), 1, "a fresh one may be a write in progress");
+        let old = std::time::SystemTime::now() - STALE_TMP - std::time::Duration::from_secs(60);
+        std::fs::File::options()
+            .append(true)
+            .open(&dead)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        q.pending().unwrap();
+        assert_eq!(temporary(), 0);
+    }
+
+    /// A job file that cannot be read now (here: a directory by that name)
+    /// is left for the next pass, not moved aside for good.
+    #[test]
+    fn an_unreadable_job_is_not_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::new(dir.path());
+        std::fs::create_dir(dir.path().join("0123.json")).unwrap();
+        assert!(q.pending().unwrap().is_empty());
+        assert!(dir.path().join("0123.json").exists());
+        assert!(!dir.path().join("bad").exists());
+    }
+
+    /// A job that waited more than a day is filed as done with a fresh
+    /// time from the start: a push in between sees no old record.
+    #[test]
+    fn a_job_filed_as_done_is_recent_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::new(dir.path());
+        let j = job("<r1@x>");
+        assert!(q.push(&j).unwrap());
+        let path = dir.path().join(format!("{}.json", j.id()));
+        let old =
+            std::time::SystemTime::now() - REPEAT_AFTER - std::time::Duration::from_secs(3600);
+        std::fs::File::options()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        q.done(&path).unwrap();
+        let record = dir.path().join("done").join(path.file_name().unwrap());
+        let age = std::fs::metadata(record)
+            .unwrap()
+            .modified()
+            .unwrap()
+            .elapsed()
+            .unwrap();
+        assert!(age < std::time::Duration::from_secs(60), "{age:?}");
+        assert!(!q.push(&j).unwrap());
+    }
+
+    /// A member's own request is heard again soon after the last was
+    /// done (they may have joined again), but a retried POST is not a
+    /// second job.
+    #[test]
+    fn a_request_is_heard_again_after_a_short_while() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::new(dir.path());
+        let j = job("one-click");
+        assert!(q.push_request(&j).unwrap());
+        assert!(!q.push_request(&j).unwrap(), "waiting already");
+        for (path, _) in q.pending().unwrap() {
+            q.done(&path).unwrap();
+        }
+        assert!(!q.push_request(&j).unwrap(), "a retried POST");
+        let record = dir.path().join("done").join(format!("{}.json", j.id()));
+        let old = std::time::SystemTime::now()
+            - REQUEST_REPEAT_AFTER
+            - std::time::Duration::from_secs(60);
+        std::fs::File::options()
+            .append(true)
+            .open(&record)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert!(
+            !q.push(&j).unwrap(),
+            "a complaint's copy is still the same complaint"
+        );
+        assert!(q.push_request(&j).unwrap(), "the member asks again");
     }
 
     #[test]

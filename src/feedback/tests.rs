@@ -328,3 +328,101 @@ fn reporting_providers_are_known_by_verified_name_only() {
         assert_eq!(p(no), None, "{no}");
     }
 }
+
+/// A job carried out whose done record cannot be written stays queued,
+/// and is not carried out again before the retry time: one owner notice,
+/// not one a second.
+#[test]
+fn a_done_record_that_cannot_be_written_does_not_repeat_the_job() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    let count = dir.path().join("count");
+    let sendmail = dir.path().join("sendmail");
+    std::fs::write(
+        &sendmail,
+        format!(
+            "#!/bin/sh\ncat >/dev/null\necho sent >> {}\n",
+            count.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&sendmail, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let c = config(
+        dir.path(),
+        &format!(
+            "  action: notify_owner\n  queue: {}\n  sendmail: {}\n",
+            queue.display(),
+            sendmail.display()
+        ),
+    );
+    let job = queue::Job {
+        list: "talk".into(),
+        member: "bob@example.com".into(),
+        action: "notify_owner".into(),
+        report_id: "<r@x>".into(),
+        feedback_type: "abuse".into(),
+        provider: "other".into(),
+        received: 1,
+        attempts: 0,
+        last_error: None,
+    };
+    assert!(queue::Queue::new(&queue).push(&job).unwrap());
+    // done/ cannot be made: a file is in its place.
+    std::fs::write(queue.join("done"), "").unwrap();
+    let passes = AtomicUsize::new(0);
+    let c = std::sync::Arc::new(c);
+    super::worker::run(
+        || c.clone(),
+        false,
+        || passes.fetch_add(1, Ordering::SeqCst) >= 4,
+    );
+    let sent = std::fs::read_to_string(&count).unwrap_or_default();
+    assert_eq!(sent.lines().count(), 1, "notices sent in 3 passes");
+    assert_eq!(queue::Queue::new(&queue).len(), 1, "still queued");
+}
+
+/// SIGTERM ends the worker after the job in hand, not after the pass.
+#[test]
+fn the_worker_stops_after_the_job_in_hand() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("q");
+    let sympa = dir.path().join("sympa.pl");
+    std::fs::write(&sympa, "#!/bin/sh\ncat >/dev/null\n").unwrap();
+    std::fs::set_permissions(&sympa, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let c = config(
+        dir.path(),
+        &format!(
+            "  queue: {}\n  sympa_command: [{}]\n",
+            queue.display(),
+            sympa.display()
+        ),
+    );
+    let q = queue::Queue::new(&queue);
+    for i in 0..3 {
+        q.push(&queue::Job {
+            list: "talk".into(),
+            member: format!("m{i}@example.com"),
+            action: "unsubscribe".into(),
+            report_id: "<r@x>".into(),
+            feedback_type: "abuse".into(),
+            provider: "other".into(),
+            received: 1,
+            attempts: 0,
+            last_error: None,
+        })
+        .unwrap();
+    }
+    let c = std::sync::Arc::new(c);
+    // The signal comes while the first job is in hand.
+    let asked = AtomicUsize::new(0);
+    super::worker::run(
+        || c.clone(),
+        false,
+        || asked.fetch_add(1, Ordering::SeqCst) >= 1,
+    );
+    assert_eq!(q.len(), 2, "one job done, two left for the next start");
+}

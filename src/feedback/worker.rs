@@ -93,7 +93,15 @@ fn mailman3(m: &super::Mailman3, list: &List, member: &Address, action: Action) 
     };
     match answer {
         Ok((code @ 200..=299, _)) => Outcome::Done(format!("mailman3 answered {code}")),
-        Ok((404, _)) => Outcome::Done("mailman3: not a member (already gone)".into()),
+        // Mailman answers 404 for an unknown list (or a wrong base URL)
+        // too: only a list that is there makes it "already gone".
+        Ok((404, _)) => match http(m, "GET", &format!("lists/{list_id}"), None) {
+            Ok((200, _)) => Outcome::Done("mailman3: not a member (already gone)".into()),
+            Ok((code, _)) => Outcome::Retry(format!(
+                "mailman3 answered {code} for the list {list_id} (check feedback.mailman3.url and the list's address)"
+            )),
+            Err(e) => Outcome::Retry(format!("mailman3: {e}")),
+        },
         Ok((code, body)) => Outcome::Retry(format!(
             "mailman3 answered {code}: {}",
             one_line(&body, 200)
@@ -308,7 +316,7 @@ macro_rules! job_event {
 /// `once`.
 pub fn run(config: impl Fn() -> std::sync::Arc<Config>, once: bool, stop: impl Fn() -> bool) {
     let mut next_try: HashMap<String, Instant> = HashMap::new();
-    loop {
+    'passes: loop {
         let cfg = config();
         let Some(settings) = cfg.feedback.as_ref() else {
             tracing::error!("the config has no feedback section; nothing to do");
@@ -317,9 +325,17 @@ pub fn run(config: impl Fn() -> std::sync::Arc<Config>, once: bool, stop: impl F
         let queue = Queue::new(&settings.queue);
         match queue.pending() {
             Ok(jobs) => {
+                // A list whose manager failed once this pass waits for the
+                // next: one hung list manager must not hold up the others.
+                let mut failed_lists: Vec<String> = Vec::new();
                 for (path, mut job) in jobs {
+                    if stop() {
+                        break 'passes;
+                    }
                     let id = job.id();
-                    if next_try.get(&id).is_some_and(|t| Instant::now() < *t) {
+                    if next_try.get(&id).is_some_and(|t| Instant::now() < *t)
+                        || failed_lists.contains(&job.list)
+                    {
                         continue;
                     }
                     match apply(&job, &cfg) {
@@ -332,12 +348,16 @@ pub fn run(config: impl Fn() -> std::sync::Arc<Config>, once: bool, stop: impl F
                             );
                             next_try.remove(&id);
                             if let Err(e) = queue.done(&path) {
+                                // Still queued: not again before the retry
+                                // time (an owner notice a second otherwise).
                                 tracing::error!("{e}");
+                                next_try.insert(id, Instant::now() + settings.retry);
                             }
                         }
                         Outcome::Retry(why) => {
                             job_event!(warn, job, "complaint not handled yet, will retry: {why}");
                             next_try.insert(id, Instant::now() + settings.retry);
+                            failed_lists.push(job.list.clone());
                             if let Err(e) = queue.failed(&path, &mut job, &why) {
                                 tracing::error!("{e}");
                             }

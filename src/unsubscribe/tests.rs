@@ -458,3 +458,45 @@ fn refusal_lines_are_bounded_per_client() {
     assert_eq!(log.logged.len(), REFUSAL_CLIENTS);
     assert_eq!(log.admit(a, 10), (true, 5000 - REFUSAL_CLIENTS as u64));
 }
+
+/// A member removed who joins again and clicks again is heard (a new
+/// job), once a retried POST's window is over; the retried POST is not.
+#[test]
+fn a_member_who_joined_again_can_leave_again() {
+    let (dir, config) = config();
+    let keys = config.signing.as_ref().unwrap();
+    let list = addr("test@lists.example.org");
+    let member = addr("bob@example.net");
+    let token = unsub::unsubscribe_token(&list, &member, 0, keys, TODAY).unwrap();
+    let query = format!("list=test&m=bob@example.net&t={token}");
+    let ip: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+    let body = b"List-Unsubscribe=One-Click";
+    let q = crate::feedback::queue::Queue::new(&config.feedback.as_ref().unwrap().queue);
+    assert_eq!(one_click(&config, &query, body, ip, TODAY).unwrap().0, 200);
+    let done = |q: &crate::feedback::queue::Queue| {
+        for (p, _) in q.pending().unwrap() {
+            q.done(&p).unwrap();
+        }
+    };
+    done(&q);
+    assert_eq!(one_click(&config, &query, body, ip, TODAY).unwrap().0, 200);
+    assert_eq!(q.len(), 0, "a retried POST is no second job");
+    let records: Vec<_> = std::fs::read_dir(config.feedback.as_ref().unwrap().queue.join("done"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let old = std::time::SystemTime::now()
+        - crate::feedback::queue::REQUEST_REPEAT_AFTER
+        - std::time::Duration::from_secs(60);
+    for r in records {
+        std::fs::File::options()
+            .append(true)
+            .open(r)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    assert_eq!(one_click(&config, &query, body, ip, TODAY).unwrap().0, 200);
+    assert_eq!(q.len(), 1, "the member joined again and asks again");
+    drop(dir);
+}

@@ -81,12 +81,17 @@ impl Validator<'_> {
                 }
             }
         });
+        // Without the API version every call is a 404, which the worker
+        // would otherwise read as "not a member".
         if let Some(m) = &mailman3
-            && !m.url.starts_with("http://")
+            && !(m.url.starts_with("http://")
+                && ["/3.0", "/3.1"]
+                    .iter()
+                    .any(|v| m.url.trim_end_matches('/').ends_with(v)))
         {
             self.error(
                 &[Seg::Key("feedback"), Seg::Key("mailman3"), Seg::Key("url")],
-                "must be an http:// URL such as http://127.0.0.1:8001/3.1 (Mailman's REST API listens on loopback)",
+                "must be an http:// URL ending in the API version, such as http://127.0.0.1:8001/3.1 (Mailman's REST API listens on loopback)",
             );
         }
         // What each list's manager can do, checked now rather than at the
