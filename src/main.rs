@@ -109,7 +109,8 @@ enum Command {
     /// list's owner, and retries every `feedback.retry` while the list
     /// manager is down. Each job is logged with the member and the
     /// report's Message-ID. A changed config file is read again. One
-    /// worker per queue: a second exits 75 (EX_TEMPFAIL).
+    /// worker per queue: a second waits for the first (with --once, exits
+    /// 75, EX_TEMPFAIL).
     FeedbackWorker {
         /// The YAML config file.
         #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
@@ -254,26 +255,10 @@ fn feedback_worker(file: &std::path::Path, once: bool) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let Some(settings) = config.feedback.as_ref() else {
+    if config.feedback.is_none() {
         eprintln!("{}: no `feedback:` section; nothing to do", file.display());
         return ExitCode::from(EX_CONFIG);
-    };
-    // Two workers would carry a job out twice (an owner notice twice).
-    let queue = listwarden::feedback::queue::Queue::new(&settings.queue);
-    let _lock = match queue.lock() {
-        Ok(Some(lock)) => lock,
-        Ok(None) => {
-            eprintln!(
-                "{}: another feedback worker is running on this queue",
-                settings.queue.display()
-            );
-            return ExitCode::from(EX_TEMPFAIL);
-        }
-        Err(e) => {
-            eprintln!("feedback queue: {e}");
-            return ExitCode::from(EX_TEMPFAIL);
-        }
-    };
+    }
     let modified = |f: &std::path::Path| std::fs::metadata(f).and_then(|m| m.modified()).ok();
     let current = Mutex::new((Arc::new(config), modified(file)));
     let config = || {
@@ -297,10 +282,13 @@ fn feedback_worker(file: &std::path::Path, once: bool) -> ExitCode {
             libc::signal(signal, on_stop as *const () as libc::sighandler_t);
         }
     }
-    listwarden::feedback::worker::run(config, once, || {
+    let end = listwarden::feedback::worker::run(config, once, || {
         STOP.load(std::sync::atomic::Ordering::SeqCst)
     });
-    ExitCode::SUCCESS
+    match end {
+        listwarden::feedback::worker::End::Stopped => ExitCode::SUCCESS,
+        listwarden::feedback::worker::End::Busy => ExitCode::from(EX_TEMPFAIL),
+    }
 }
 
 /// Set by SIGTERM or SIGINT: the worker ends after the job in hand.

@@ -306,31 +306,6 @@ const PROVIDERS: &[(&str, &str)] = &[
     ("web.de", "gmx"),
 ];
 
-/// Where the big providers' feedback loops send from, as their hosts'
-/// verified names end. The reports they send are each one complaint.
-const REPORTING_DOMAINS: &[(&str, &str)] = &[
-    ("yahoo.com", "yahoo"),
-    ("yahoodns.net", "yahoo"),
-    ("aol.com", "yahoo"),
-    ("outlook.com", "microsoft"),
-    ("hotmail.com", "microsoft"),
-    ("comcast.net", "comcast"),
-];
-
-/// The provider whose feedback loop a host belongs to, from its name as
-/// Postfix verified it (never from text in the report). `mail.yahoo.com`
-/// and `a.mail.yahoo.com` are Yahoo's; `yahoo.com.example` is not.
-pub fn reporting_provider(host: &str) -> Option<&'static str> {
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    REPORTING_DOMAINS
-        .iter()
-        .find(|(domain, _)| {
-            host.strip_suffix(domain)
-                .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
-        })
-        .map(|&(_, p)| p)
-}
-
 /// The provider a domain (or a reporter's name) belongs to.
 pub fn provider_of(text: &str) -> Option<&'static str> {
     let lower = text.to_ascii_lowercase();

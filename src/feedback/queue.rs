@@ -261,16 +261,18 @@ impl Queue {
     }
 
     /// Holds the queue for one worker: `None` when another holds it. The
-    /// lock ends with the returned file (and with the process).
+    /// lock ends with the returned file (and with the process). The file
+    /// is only read: one left by a worker run as another user still does.
     pub fn lock(&self) -> Result<Option<fs::File>, QueueError> {
         fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
         let path = self.dir.join(".worker.lock");
-        let file = fs::File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io(&path))?;
+        let file = match fs::File::open(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::File::options().create(true).append(true).open(&path)
+            }
+            other => other,
+        }
+        .map_err(io(&path))?;
         match file.try_lock() {
             Ok(()) => Ok(Some(file)),
             Err(fs::TryLockError::WouldBlock) => Ok(None),
@@ -389,6 +391,11 @@ mod tests {
         assert!(q.pending().unwrap().is_empty());
         assert!(q.is_empty());
         assert!(half.exists(), "left where its writer will rename it");
+        assert!(
+            dir.path().join(".tmp-1-1-0123abcd.json").exists(),
+            "even one whose name ends in .json"
+        );
+        assert!(!dir.path().join("bad").exists());
         assert!(q.push(&job("<r1@x>")).unwrap());
         assert_eq!(q.pending().unwrap().len(), 1);
     }
@@ -469,7 +476,8 @@ mod tests {
     }
 
     /// A job that waited more than a day is filed as done with a fresh
-    /// time from the start: a push in between sees no old record.
+    /// time: the window counts from now. (`done` sets the time before the
+    /// rename, so no push in between sees an old record.)
     #[test]
     fn a_job_filed_as_done_is_recent_at_once() {
         let dir = tempfile::tempdir().unwrap();

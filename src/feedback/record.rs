@@ -11,7 +11,7 @@ use crate::record::Event;
 /// Assesses one report and records it. `Ok(None)` without a `feedback:`
 /// section; `Err` when its action could not be queued (the caller
 /// tempfails: the provider sends the report again). `client_name` is
-/// the sending host's name as Postfix verified it.
+/// the sending host's name as Postfix verified it, for the log.
 pub(crate) fn record(
     observed: &mut Vec<Event>,
     config: &Config,
@@ -30,7 +30,6 @@ pub(crate) fn record(
     let list = a.list.as_deref().unwrap_or("-");
     let member = a.member.as_ref().map(|m| m.to_string()).unwrap_or_default();
     let report_id = assessment.intake.report_id.clone().unwrap_or_default();
-    let from_provider = client_name.and_then(super::attribute::reporting_provider);
     tracing::info!(
         queue_id,
         list,
@@ -57,8 +56,8 @@ pub(crate) fn record(
     // A complaint about mail we sent moves the rate (list and provider),
     // whatever is done to the member. Only our signature shows that we
     // sent it: a report that names the list in text alone could be
-    // written by anyone, as often as they like. One copy counts once,
-    // however many reports carry it (see `rates::mark`).
+    // written by anyone, as often as they like. One signed address counts
+    // once, however many reports carry it (see `mark`).
     if a.list_signed()
         && a.signature == super::Signature::Valid
         && settings.acts_on(&assessment.intake.feedback_type)
@@ -66,7 +65,7 @@ pub(crate) fn record(
         observed.push(Event::Complaint {
             list: list.to_string(),
             provider: a.provider.clone(),
-            mark: mark(list, a, &assessment.intake, from_provider.is_some()),
+            mark: mark(list, &assessment.intake.original),
         });
     }
     if matches!(
@@ -101,37 +100,19 @@ pub(crate) fn record(
     Ok(Some(assessment.tag()))
 }
 
-/// The complaint's mark: one per complaint the rate should count.
-///
-/// What a report from a provider's verified host (Yahoo sends one per
-/// complaint) says is the provider's own count: a per-member copy counts
-/// once per original (its signed Return-Path, as an address so its
-/// spelling does not matter, and its Message-ID); a copy under the
-/// list's shared address went to every member and providers redact who
-/// complained, so there each report counts, by its own Message-ID.
-///
-/// Anyone holding one copy could write reports from anywhere else, with
-/// any original Message-ID: from other hosts a signed address counts
-/// once, whatever the report says.
-fn mark(
-    list: &str,
-    a: &super::Attribution,
-    intake: &super::Intake,
-    from_provider: bool,
-) -> crate::rates::Mark {
-    let original = &intake.original;
+/// The complaint's mark: the complained-of copy's signed Return-Path (as
+/// an address, so its spelling in the report does not matter), and
+/// nothing the reporter wrote. Anyone holding one copy can send reports
+/// naming any original Message-ID, from a mailbox at any provider; what
+/// they cannot make is another signed address. So a per-member VERP copy
+/// counts once per member and signing day, and a copy under the list's
+/// shared address once per list and signing day: there the rate is a
+/// floor (see listwarden.yaml(5), FEEDBACK).
+fn mark(list: &str, original: &super::intake::Original) -> crate::rates::Mark {
     let rp = original.return_path.as_deref().unwrap_or("");
-    let mut signed = match crate::address::parse_path(rp.trim()) {
+    let signed = match crate::address::parse_path(rp.trim()) {
         Ok(Some(addr)) => addr.key(),
         _ => rp.to_string(),
     };
-    if !from_provider {
-        return crate::rates::mark(list, &signed, None);
-    }
-    if a.member_from != super::MemberSource::Signed
-        && let Some(report) = intake.report_id.as_deref()
-    {
-        signed = format!("{signed}\0{}", report.trim());
-    }
-    crate::rates::mark(list, &signed, original.message_id.as_deref())
+    crate::rates::mark(list, &signed, None)
 }

@@ -311,26 +311,74 @@ macro_rules! job_event {
     };
 }
 
+/// How [`run`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Stopped (or one pass done, or nothing to do).
+    Stopped,
+    /// `once`, and another worker holds the queue.
+    Busy,
+}
+
 /// Runs passes over the queue until `stop` says so; `config` gives the
 /// current config each pass (reloads apply). Returns after one pass when
-/// `once`.
-pub fn run(config: impl Fn() -> std::sync::Arc<Config>, once: bool, stop: impl Fn() -> bool) {
+/// `once`. One worker works a queue at a time: while another holds it,
+/// this one waits (or, `once`, returns [`End::Busy`]).
+pub fn run(
+    config: impl Fn() -> std::sync::Arc<Config>,
+    once: bool,
+    stop: impl Fn() -> bool,
+) -> End {
     let mut next_try: HashMap<String, Instant> = HashMap::new();
+    // The queue this worker holds, and its lock; a reload may name
+    // another queue, which must be held before it is worked.
+    let mut held: Option<(std::path::PathBuf, std::fs::File)> = None;
+    let mut waiting = false;
     'passes: loop {
         let cfg = config();
         let Some(settings) = cfg.feedback.as_ref() else {
             tracing::error!("the config has no feedback section; nothing to do");
-            return;
+            return End::Stopped;
         };
         let queue = Queue::new(&settings.queue);
-        match queue.pending() {
+        let holds = held.as_ref().is_some_and(|(q, _)| *q == settings.queue);
+        let pending = if holds {
+            queue.pending()
+        } else {
+            match queue.lock() {
+                Ok(Some(lock)) => {
+                    held = Some((settings.queue.clone(), lock));
+                    waiting = false;
+                    queue.pending()
+                }
+                Ok(None) if once => {
+                    tracing::error!(
+                        "{}: another feedback worker holds this queue",
+                        settings.queue.display()
+                    );
+                    return End::Busy;
+                }
+                Ok(None) => {
+                    if !waiting {
+                        tracing::warn!(
+                            "{}: another feedback worker holds this queue; waiting for it",
+                            settings.queue.display()
+                        );
+                        waiting = true;
+                    }
+                    Ok(Vec::new())
+                }
+                Err(e) => Err(e),
+            }
+        };
+        match pending {
             Ok(jobs) => {
                 // A list whose manager failed once this pass waits for the
                 // next: one hung list manager must not hold up the others.
                 let mut failed_lists: Vec<String> = Vec::new();
                 for (path, mut job) in jobs {
                     if stop() {
-                        break 'passes;
+                        break 'passes End::Stopped;
                     }
                     let id = job.id();
                     if next_try.get(&id).is_some_and(|t| Instant::now() < *t)
@@ -368,7 +416,7 @@ pub fn run(config: impl Fn() -> std::sync::Arc<Config>, once: bool, stop: impl F
             Err(e) => tracing::error!("feedback queue: {e}"),
         }
         if once || stop() {
-            return;
+            return End::Stopped;
         }
         std::thread::sleep(POLL);
     }

@@ -1090,21 +1090,10 @@ impl Connection {
         self.observed.push(Event::Classified {
             queue_id: msg.queue_id.clone(),
             list: list.to_string(),
+            // The signed address alone: the original's Message-ID in the
+            // report is the sender's text (as in `feedback::record`).
             signed: (msg.signature == Some(BounceVerdict::Valid)).then(|| {
-                // The original's Message-ID is the sender's text: only a
-                // provider's own host tells originals apart (as for
-                // reports to the feedback address, `feedback::record`).
-                let from_provider = self
-                    .client_name
-                    .as_deref()
-                    .and_then(crate::feedback::attribute::reporting_provider)
-                    .is_some();
-                let id = report
-                    .original
-                    .as_ref()
-                    .and_then(|o| o.message_id.as_deref())
-                    .filter(|_| from_provider);
-                crate::rates::mark(list, msg.signed_rcpt.as_deref().unwrap_or(list), id)
+                crate::rates::mark(list, msg.signed_rcpt.as_deref().unwrap_or(list), None)
             }),
             classes,
         });
