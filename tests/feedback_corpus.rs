@@ -296,10 +296,8 @@ async fn the_milter_tags_counts_and_queues_a_report() {
 /// 204 the member is removed and the job moves to done/.
 #[test]
 fn the_worker_retries_until_the_list_manager_is_back() {
-    use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let (port, server) = stand_in(&["503 Service Unavailable", "204 No Content"]);
     std::fs::write(dir.path().join("mm.pass"), "restpass\n").unwrap();
     let yaml = format!(
         "milter:\n  listen: inet:127.0.0.1:1\n\
@@ -324,17 +322,6 @@ fn the_worker_retries_until_the_list_manager_is_back() {
             last_error: None,
         })
         .unwrap();
-    let server = std::thread::spawn(move || {
-        let mut requests = Vec::new();
-        for answer in ["503 Service Unavailable", "204 No Content"] {
-            let (mut s, _) = listener.accept().unwrap();
-            let mut buf = [0u8; 4096];
-            let n = s.read(&mut buf).unwrap();
-            requests.push(String::from_utf8_lossy(&buf[..n]).to_string());
-            write!(s, "HTTP/1.1 {answer}\r\nContent-Length: 0\r\n\r\n").unwrap();
-        }
-        requests
-    });
     // The worker's log lines, as the daemon writes them.
     let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
     let sink = log.clone();
@@ -385,10 +372,10 @@ fn the_worker_retries_until_the_list_manager_is_back() {
 /// done, and retries while the list is not there.
 #[test]
 fn a_404_is_already_gone_only_when_the_list_is_there() {
-    use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
+    // DELETE member: 404; GET list: 404 (unknown), then the same with the
+    // list there: 404, 200.
+    let (port, server) = stand_in(&["404 Not Found", "404 Not Found", "404 Not Found", "200 OK"]);
     std::fs::write(dir.path().join("mm.pass"), "restpass\n").unwrap();
     let yaml = format!(
         "milter:\n  listen: inet:127.0.0.1:1\n\
@@ -397,20 +384,6 @@ fn a_404_is_already_gone_only_when_the_list_is_there() {
          \x20 mailman3: {{url: \"http://127.0.0.1:{port}/3.1\", user: restadmin, password_file: mm.pass}}\n"
     );
     let config = Config::parse(&yaml, &dir.path().join("c.yaml")).unwrap_or_else(|e| panic!("{e}"));
-    // DELETE member: 404; GET list: 404 (unknown), then the same with the
-    // list there: 404, 200.
-    let server = std::thread::spawn(move || {
-        let mut requests = Vec::new();
-        for answer in ["404 Not Found", "404 Not Found", "404 Not Found", "200 OK"] {
-            let (mut s, _) = listener.accept().unwrap();
-            let mut buf = [0u8; 4096];
-            let n = s.read(&mut buf).unwrap();
-            let request = String::from_utf8_lossy(&buf[..n]).to_string();
-            requests.push(request.lines().next().unwrap_or("").to_string());
-            write!(s, "HTTP/1.1 {answer}\r\nContent-Length: 0\r\n\r\n").unwrap();
-        }
-        requests
-    });
     let job = listwarden::feedback::queue::Job {
         list: "members".into(),
         member: "ann@yahoo.com".into(),
@@ -435,9 +408,30 @@ fn a_404_is_already_gone_only_when_the_list_is_there() {
     );
     let requests = server.join().unwrap();
     assert_eq!(
-        requests[1], "GET /3.1/lists/members.lists.example.org HTTP/1.1",
+        requests[1].lines().next(),
+        Some("GET /3.1/lists/members.lists.example.org HTTP/1.1"),
         "{requests:?}"
     );
+}
+
+/// A stand-in for Mailman's REST API on loopback: its port, and the
+/// requests it read, one per answer given (in order).
+fn stand_in(answers: &'static [&'static str]) -> (u16, std::thread::JoinHandle<Vec<String>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let mut requests = Vec::new();
+        for answer in answers {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap();
+            requests.push(String::from_utf8_lossy(&buf[..n]).to_string());
+            write!(s, "HTTP/1.1 {answer}\r\nContent-Length: 0\r\n\r\n").unwrap();
+        }
+        requests
+    });
+    (port, server)
 }
 
 /// A log writer into memory.

@@ -316,6 +316,16 @@ impl Queue {
 mod tests {
     use super::*;
 
+    /// Sets a file's modification time (an old record, an old job).
+    fn set_time(path: &Path, time: std::time::SystemTime) {
+        std::fs::File::options()
+            .append(true)
+            .open(path)
+            .unwrap()
+            .set_modified(time)
+            .unwrap();
+    }
+
     fn job(report: &str) -> Job {
         job_for("Ann@example.com", report)
     }
@@ -367,12 +377,7 @@ mod tests {
             .join("done")
             .join(format!("{}.json", job("").id()));
         let old = std::time::SystemTime::now() - REPEAT_AFTER - std::time::Duration::from_secs(60);
-        std::fs::File::options()
-            .append(true)
-            .open(&record)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        set_time(&record, old);
         assert!(q.push(&job("<r9@x>")).unwrap());
         std::fs::write(dir.path().join("junk.json"), "{").unwrap();
         assert_eq!(q.pending().unwrap().len(), 1, "the junk is moved aside");
@@ -453,12 +458,7 @@ mod tests {
         q.pending().unwrap();
         assert_eq!(temporary(), 1, "a fresh one may be a write in progress");
         let old = std::time::SystemTime::now() - STALE_TMP - std::time::Duration::from_secs(60);
-        std::fs::File::options()
-            .append(true)
-            .open(&dead)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        set_time(&dead, old);
         q.pending().unwrap();
         assert_eq!(temporary(), 0);
     }
@@ -487,12 +487,7 @@ mod tests {
         let path = dir.path().join(format!("{}.json", j.id()));
         let old =
             std::time::SystemTime::now() - REPEAT_AFTER - std::time::Duration::from_secs(3600);
-        std::fs::File::options()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        set_time(&path, old);
         q.done(&path).unwrap();
         let record = dir.path().join("done").join(path.file_name().unwrap());
         let age = std::fs::metadata(record)
@@ -523,12 +518,7 @@ mod tests {
         let old = std::time::SystemTime::now()
             - REQUEST_REPEAT_AFTER
             - std::time::Duration::from_secs(60);
-        std::fs::File::options()
-            .append(true)
-            .open(&record)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        set_time(&record, old);
         assert!(
             !q.push(&j).unwrap(),
             "a complaint's copy is still the same complaint"

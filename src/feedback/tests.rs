@@ -12,6 +12,28 @@ fn config(dir: &Path, extra: &str) -> Config {
     Config::parse(&yaml, &dir.join("c.yaml")).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// A job about a member of `talk`, as the milter queues it.
+fn job(member: &str, action: &str) -> queue::Job {
+    queue::Job {
+        list: "talk".into(),
+        member: member.into(),
+        action: action.into(),
+        report_id: "<r@x>".into(),
+        feedback_type: "abuse".into(),
+        provider: "other".into(),
+        received: 1,
+        attempts: 0,
+        last_error: None,
+    }
+}
+
+/// An executable shell script at `path` (a stand-in list manager).
+fn script(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 fn report(return_path: &str, rcpt_to: &str) -> String {
     format!(
         "From: fbl@example.net\r\nMessage-ID: <r@example.net>\r\nContent-Type: multipart/report; report-type=feedback-report; boundary=b\r\n\r\n--b\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\nOriginal-Rcpt-To: {rcpt_to}\r\n\r\n--b\r\nContent-Type: text/rfc822-headers\r\n\r\nReturn-Path: <{return_path}>\r\nList-Id: <talk.lists.example.org>\r\n\r\n--b--\r\n"
@@ -264,21 +286,18 @@ fn a_sympa_verp_naming_an_unknown_list_is_about_no_list() {
 /// not one a second.
 #[test]
 fn a_done_record_that_cannot_be_written_does_not_repeat_the_job() {
-    use std::os::unix::fs::PermissionsExt;
     use std::sync::atomic::{AtomicUsize, Ordering};
     let dir = tempfile::tempdir().unwrap();
     let queue = dir.path().join("queue");
     let count = dir.path().join("count");
     let sendmail = dir.path().join("sendmail");
-    std::fs::write(
+    script(
         &sendmail,
-        format!(
+        &format!(
             "#!/bin/sh\ncat >/dev/null\necho sent >> {}\n",
             count.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&sendmail, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let c = config(
         dir.path(),
         &format!(
@@ -287,17 +306,7 @@ fn a_done_record_that_cannot_be_written_does_not_repeat_the_job() {
             sendmail.display()
         ),
     );
-    let job = queue::Job {
-        list: "talk".into(),
-        member: "bob@example.com".into(),
-        action: "notify_owner".into(),
-        report_id: "<r@x>".into(),
-        feedback_type: "abuse".into(),
-        provider: "other".into(),
-        received: 1,
-        attempts: 0,
-        last_error: None,
-    };
+    let job = job("bob@example.com", "notify_owner");
     assert!(queue::Queue::new(&queue).push(&job).unwrap());
     // done/ cannot be made: a file is in its place.
     std::fs::write(queue.join("done"), "").unwrap();
@@ -316,13 +325,11 @@ fn a_done_record_that_cannot_be_written_does_not_repeat_the_job() {
 /// SIGTERM ends the worker after the job in hand, not after the pass.
 #[test]
 fn the_worker_stops_after_the_job_in_hand() {
-    use std::os::unix::fs::PermissionsExt;
     use std::sync::atomic::{AtomicUsize, Ordering};
     let dir = tempfile::tempdir().unwrap();
     let queue = dir.path().join("q");
     let sympa = dir.path().join("sympa.pl");
-    std::fs::write(&sympa, "#!/bin/sh\ncat >/dev/null\n").unwrap();
-    std::fs::set_permissions(&sympa, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script(&sympa, "#!/bin/sh\ncat >/dev/null\n");
     let c = config(
         dir.path(),
         &format!(
@@ -333,18 +340,8 @@ fn the_worker_stops_after_the_job_in_hand() {
     );
     let q = queue::Queue::new(&queue);
     for i in 0..3 {
-        q.push(&queue::Job {
-            list: "talk".into(),
-            member: format!("m{i}@example.com"),
-            action: "unsubscribe".into(),
-            report_id: "<r@x>".into(),
-            feedback_type: "abuse".into(),
-            provider: "other".into(),
-            received: 1,
-            attempts: 0,
-            last_error: None,
-        })
-        .unwrap();
+        q.push(&job(&format!("m{i}@example.com"), "unsubscribe"))
+            .unwrap();
     }
     let c = std::sync::Arc::new(c);
     // The signal comes while the first job is in hand.
@@ -365,11 +362,7 @@ fn a_queue_another_worker_holds_is_left_to_it() {
     let dir = tempfile::tempdir().unwrap();
     let (qa, qb) = (dir.path().join("a"), dir.path().join("b"));
     let sympa = dir.path().join("sympa.pl");
-    std::fs::write(&sympa, "#!/bin/sh\ncat >/dev/null\n").unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&sympa, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    script(&sympa, "#!/bin/sh\ncat >/dev/null\n");
     let with_queue = |q: &Path| {
         std::sync::Arc::new(config(
             dir.path(),
@@ -381,17 +374,7 @@ fn a_queue_another_worker_holds_is_left_to_it() {
         ))
     };
     let (ca, cb) = (with_queue(&qa), with_queue(&qb));
-    let job = queue::Job {
-        list: "talk".into(),
-        member: "m@example.com".into(),
-        action: "unsubscribe".into(),
-        report_id: "<r@x>".into(),
-        feedback_type: "abuse".into(),
-        provider: "other".into(),
-        received: 1,
-        attempts: 0,
-        last_error: None,
-    };
+    let job = job("m@example.com", "unsubscribe");
     for q in [&qa, &qb] {
         assert!(queue::Queue::new(q).push(&job).unwrap());
     }
@@ -429,20 +412,17 @@ fn a_queue_another_worker_holds_is_left_to_it() {
 /// its timeout per call).
 #[test]
 fn a_failing_list_manager_is_tried_once_a_pass() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let queue = dir.path().join("q");
     let calls = dir.path().join("calls");
     let sympa = dir.path().join("sympa.pl");
-    std::fs::write(
+    script(
         &sympa,
-        format!(
+        &format!(
             "#!/bin/sh\ncat >/dev/null\necho call >> {}\necho down >&2\nexit 2\n",
             calls.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&sympa, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let c = std::sync::Arc::new(config(
         dir.path(),
         &format!(
@@ -453,18 +433,8 @@ fn a_failing_list_manager_is_tried_once_a_pass() {
     ));
     let q = queue::Queue::new(&queue);
     for i in 0..3 {
-        q.push(&queue::Job {
-            list: "talk".into(),
-            member: format!("m{i}@example.com"),
-            action: "unsubscribe".into(),
-            report_id: "<r@x>".into(),
-            feedback_type: "abuse".into(),
-            provider: "other".into(),
-            received: 1,
-            attempts: 0,
-            last_error: None,
-        })
-        .unwrap();
+        q.push(&job(&format!("m{i}@example.com"), "unsubscribe"))
+            .unwrap();
     }
     super::worker::run(|| c.clone(), true, || false);
     let calls = std::fs::read_to_string(&calls).unwrap_or_default();
