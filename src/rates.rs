@@ -23,30 +23,21 @@ const MAX_MARKS: usize = 50_000;
 const MAX_PENDING_MARKS: usize = 50_000;
 
 /// One complaint's identity: 16 bytes of SHA-256 over (list, signed
-/// address, the original's Message-ID).
+/// address).
 pub type Mark = [u8; 16];
 
 /// The mark of a complaint about the list mail that went out with the
 /// signed envelope sender `signed` (the complained-of copy's Return-Path,
-/// or the signed address a report was sent back to) and carried
-/// `message_id`.
+/// or the signed address a report was sent back to).
 ///
-/// Keyed on what an outsider cannot vary cheaply: a report can be resent,
-/// or the same copy wrapped in new reports (another report Message-ID,
-/// another Original-Rcpt-To, another provider), but a signed address needs
-/// our key; its stamp ties it to one day's mail to one member (VERP) or to
-/// the list, and the Message-ID tells that day's messages apart. Case is
-/// folded because the signature verifies in any case. The caller passes
-/// no Message-ID where the reporter could have written it (see
-/// `feedback::record`).
-pub fn mark(list: &str, signed: &str, message_id: Option<&str>) -> Mark {
-    let id = message_id
-        .unwrap_or("")
-        .trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .trim();
-    let digest = Sha256::digest(format!("{list}\0{}\0{id}", signed.trim().to_lowercase()));
+/// Keyed on what an outsider cannot vary: a report can be resent, or the
+/// same copy wrapped in new reports naming any original (another report
+/// Message-ID, another Original-Rcpt-To or original Message-ID, another
+/// provider), but a signed address needs our key; its stamp ties it to
+/// one day's mail to one member (VERP) or to the list. Case is folded
+/// because the signature verifies in any case.
+pub fn mark(list: &str, signed: &str) -> Mark {
+    let digest = Sha256::digest(format!("{list}\0{}", signed.trim().to_lowercase()));
     let mut out = [0u8; 16];
     out.copy_from_slice(&digest[..16]);
     out
@@ -317,12 +308,11 @@ impl ComplaintRates {
 mod tests {
     use super::*;
 
-    /// The mark of the `n`th message to one signed address.
+    /// The mark of a complaint about the `n`th member's copy.
     fn nth(n: u32) -> Mark {
         mark(
             "members",
-            "prvs=1234abcdef=members-bounces@lists.example.org",
-            Some(&format!("<m{n}@lists.example.org>")),
+            &format!("prvs=1234abcdef=members-bounces+m{n}=example.com@lists.example.org"),
         )
     }
 
@@ -345,17 +335,13 @@ mod tests {
         for _ in 0..1000 {
             r.sent_to("members", "yahoo", now);
         }
-        // The same report ten times, the address's case and the Message-ID's
-        // brackets varied as a resender might.
+        // The same report ten times, the address's case and spacing varied
+        // as a resender might.
         let signed = "prvs=1234abcdef=members-bounces@lists.example.org";
         let copies = [
-            mark("members", signed, Some("<m1@lists.example.org>")),
-            mark(
-                "members",
-                &signed.to_uppercase(),
-                Some("m1@lists.example.org"),
-            ),
-            mark("members", signed, Some(" <m1@lists.example.org> ")),
+            mark("members", signed),
+            mark("members", &signed.to_uppercase()),
+            mark("members", &format!(" {signed} ")),
         ];
         assert_eq!(copies[0], copies[1]);
         assert_eq!(copies[0], copies[2]);
@@ -368,20 +354,15 @@ mod tests {
             r.provider_rates(now + 60),
             [("members".to_string(), "yahoo".to_string(), 0.001)]
         );
-        // Two different originals to the same member: two complaints; the
-        // same Message-ID on another list, or to another signed address,
-        // is another complaint too.
+        // Another signed address (another member, another day) is another
+        // complaint, and so is the same address on another list.
         assert!(r.complaint("members", Some("yahoo"), nth(2), now + 20));
         assert_eq!(r.rates(now + 60), [("members".to_string(), 0.002)]);
-        assert_ne!(
-            mark("other", signed, Some("<m1@lists.example.org>")),
-            copies[0]
-        );
+        assert_ne!(mark("other", signed), copies[0]);
         assert_ne!(
             mark(
                 "members",
-                "prvs=1235abcdef=members-bounces@lists.example.org",
-                Some("<m1@lists.example.org>")
+                "prvs=1235abcdef=members-bounces@lists.example.org"
             ),
             copies[0]
         );

@@ -560,8 +560,7 @@ mod redis_it {
         let original = |n: u32| {
             crate::rates::mark(
                 "members",
-                "prvs=1234abcdef=members-bounces@lists.example.org",
-                Some(&format!("<m{n}@lists.example.org>")),
+                &format!("prvs=1234abcdef=members-bounces+m{n}=example.com@lists.example.org"),
             )
         };
         {
@@ -613,12 +612,11 @@ mod redis_it {
         let a = host(&url, &prefix, "members@lists.example.org");
         let b = host(&url, &prefix, "members@lists.example.org");
         let (sa, sb) = (connected(&a).await, connected(&b).await);
-        let signed = "bounce+ann==a==yahoo.com==members-1234abcdef@lists.example.org";
+        // The copies to member n (each its own signed address).
         let copy = |n: u32| {
             crate::rates::mark(
                 "members",
-                signed,
-                Some(&format!("<m{n}@lists.example.org>")),
+                &format!("prvs=1234abcdef=bounce+m{n}==a==yahoo.com==members@lists.example.org"),
             )
         };
         let now = crate::unix_now();

@@ -114,5 +114,5 @@ fn mark(list: &str, original: &super::intake::Original) -> crate::rates::Mark {
         Ok(Some(addr)) => addr.key(),
         _ => rp.to_string(),
     };
-    crate::rates::mark(list, &signed, None)
+    crate::rates::mark(list, &signed)
 }

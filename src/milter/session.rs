@@ -1092,9 +1092,8 @@ impl Connection {
             list: list.to_string(),
             // The signed address alone: the original's Message-ID in the
             // report is the sender's text (as in `feedback::record`).
-            signed: (msg.signature == Some(BounceVerdict::Valid)).then(|| {
-                crate::rates::mark(list, msg.signed_rcpt.as_deref().unwrap_or(list), None)
-            }),
+            signed: (msg.signature == Some(BounceVerdict::Valid))
+                .then(|| crate::rates::mark(list, msg.signed_rcpt.as_deref().unwrap_or(list))),
             classes,
         });
         (tags, action.unwrap_or(RuleAction::Accept))
