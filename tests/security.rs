@@ -384,14 +384,13 @@ async fn item13_unsigned_reports_do_not_move_the_complaint_rate() {
     assert_eq!(classified("complaint"), 2);
     assert_eq!(rate(), once, "the same copy reported twice counted twice");
     // Another original under the same signed address: its Message-ID is
-    // the sender's text, so it counts nothing more, from any host (anyone
-    // can have a mailbox at a big provider).
+    // the sender's text, so it counts nothing more.
     let other = String::from_utf8(arf.clone()).unwrap().replace(
         "<20250319055831.8c9d@lists.example.org>",
         "<another-post@lists.example.org>",
     );
-    for host in ["client.example", "sonic310-21.consmr.mail.ne1.yahoo.com"] {
-        let mut c = m.session_as(STRANGER, host).await;
+    {
+        let mut c = m.session(STRANGER).await;
         whole_message(
             &mut c,
             "<fbl@feedback.example.net>",
@@ -400,7 +399,7 @@ async fn item13_unsigned_reports_do_not_move_the_complaint_rate() {
         )
         .await;
         c.close().await;
-        assert_eq!(rate(), once, "another original from {host}");
+        assert_eq!(rate(), once, "another original");
     }
     m.stop().await;
 }

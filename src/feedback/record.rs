@@ -10,15 +10,13 @@ use crate::record::Event;
 
 /// Assesses one report and records it. `Ok(None)` without a `feedback:`
 /// section; `Err` when its action could not be queued (the caller
-/// tempfails: the provider sends the report again). `client_name` is
-/// the sending host's name as Postfix verified it, for the log.
+/// tempfails: the provider sends the report again).
 pub(crate) fn record(
     observed: &mut Vec<Event>,
     config: &Config,
     raw: &[u8],
     today: u64,
     queue_id: &str,
-    client_name: Option<&str>,
 ) -> Result<Option<String>, QueueError> {
     let Some(assessment) = super::assess(raw, config, today) else {
         return Ok(None);
@@ -43,7 +41,6 @@ pub(crate) fn record(
         action = assessment.action.as_str(),
         why = assessment.why,
         report = report_id,
-        reporter_host = client_name.unwrap_or("-"),
         "feedback report"
     );
     let count = |observed: &mut Vec<Event>, result: &'static str| {

@@ -81,7 +81,7 @@ pub fn callbacks_for(shared: Arc<Shared>, door: Door) -> Callbacks<Session> {
         .on_negotiate(move |cx, actions, opts| {
             Box::pin(negotiate(s1.clone(), door, cx, actions, opts))
         })
-        .on_connect(|cx, host, socket| Box::pin(connect(cx, host, socket)))
+        .on_connect(|cx, _host, socket| Box::pin(connect(cx, socket)))
         .on_mail(|cx, args| Box::pin(mail(cx, args)))
         .on_rcpt(|cx, args| Box::pin(rcpt(cx, args)))
         .on_header(|cx, name, value| Box::pin(header(cx, name, value)))
@@ -244,11 +244,7 @@ fn macro_str<'a>(macros: &'a indymilter::Macros, name: &CStr) -> Option<std::bor
     macros.get(name).map(|v| v.to_string_lossy())
 }
 
-async fn connect(
-    cx: &mut indymilter::Context<Session>,
-    host: CString,
-    socket: SocketInfo,
-) -> Status {
+async fn connect(cx: &mut indymilter::Context<Session>, socket: SocketInfo) -> Status {
     let Some(session) = cx.data.as_mut() else {
         // Not reached (negotiate sets it). Under NOREPLY_CONNECT
         // indymilter sends nothing, and MAIL tempfails.
@@ -258,7 +254,7 @@ async fn connect(
         SocketInfo::Inet(addr) => Some(addr.ip()),
         _ => None,
     };
-    session.connect(ip, &host.to_string_lossy());
+    session.connect(ip);
     if session.connect_noreply {
         Status::Noreply
     } else {

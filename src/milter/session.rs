@@ -154,9 +154,6 @@ struct Connection {
     /// reload applies to the next message, never to one in flight.
     config: Arc<Config>,
     client: Client,
-    /// The client's name as Postfix verified it (forward-confirmed
-    /// reverse DNS); `None` for `unknown` or `[addr]`.
-    client_name: Option<String>,
     /// What the handlers observed, for the recorder.
     observed: Vec<Event>,
 }
@@ -261,7 +258,6 @@ impl Session {
                 shared,
                 config,
                 client: Client::default(),
-                client_name: None,
                 observed: Vec::new(),
             },
             msg: None,
@@ -307,19 +303,11 @@ impl Session {
         self.conn.shared.recorder().record_all(events);
     }
 
-    /// `host` is the name Postfix sends at CONNECT: verified, or
-    /// `[addr]` (older versions: `unknown`) when it could not be.
-    pub(crate) fn connect(&mut self, ip: Option<std::net::IpAddr>, host: &str) {
+    pub(crate) fn connect(&mut self, ip: Option<std::net::IpAddr>) {
         self.conn.client = Client {
             ip: ip.map(|ip| ip.to_canonical()),
             authenticated_as: None,
         };
-        let host = host.trim().trim_end_matches('.');
-        self.conn.client_name = (!host.is_empty()
-            && !host.starts_with('[')
-            && !host.eq_ignore_ascii_case("unknown")
-            && host.len() <= 253)
-            .then(|| host.to_ascii_lowercase());
     }
 
     /// MAIL FROM: a new message begins. `sender_macro` is Postfix's own
@@ -1049,7 +1037,6 @@ impl Connection {
             &raw_message(msg),
             msg.today,
             queue_id,
-            self.client_name.as_deref(),
         )
         // Not queued: the provider sends the report again.
         .map_err(|_| {

@@ -182,11 +182,6 @@ impl Milter {
         RawConn::start_session(self.open().await, ip).await
     }
 
-    /// A session from a client whose name Postfix verified as `host`.
-    pub async fn session_as(&self, ip: &str, host: &str) -> RawConn {
-        RawConn::start_session_as(self.open().await, ip, host).await
-    }
-
     /// One sample of `listwarden_messages_total`.
     pub fn messages(&self, verdict: &str, reason: &str) -> u64 {
         self.shared

@@ -55,13 +55,8 @@ impl RawConn {
 
     /// Negotiation and CONNECT from `ip` on a fresh connection. CONNECT
     /// is answered only when the milter did not ask for NOREPLY_CONNECT.
-    pub async fn start_session(c: RawConn, ip: &str) -> RawConn {
-        Self::start_session_as(c, ip, "client.example").await
-    }
-
-    /// The same for a client whose name Postfix verified as `host`.
-    pub async fn start_session_as(mut c: RawConn, ip: &str, host: &str) -> RawConn {
-        c.send(&frames::session_start_as(ip, host)).await;
+    pub async fn start_session(mut c: RawConn, ip: &str) -> RawConn {
+        c.send(&frames::session_start(ip)).await;
         let neg = c.reply().await.expect("negotiation");
         assert_eq!(neg.cmd, b'O', "negotiation");
         if !noreply_connect(&neg) {
